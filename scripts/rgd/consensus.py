@@ -1,0 +1,282 @@
+"""Label-free consensus scores (reference §6), vectorised over questions and models.
+
+For every model m and question q:
+
+1. z_m(q) = (lp_m(q) - median_m) / sigma_m, with sigma_m = 1.4826 * MAD of model m's confidences
+   (fallback: the standard deviation, then 1.0, when the MAD is 0 or not finite);
+2. w_m(q) = clip(sigmoid(scale * z_m(q)), 0.01, 0.99);
+3. raw_c(q) = sum of w_m(q) over the models that chose c, for each of `n_classes` letters;
+4. p_c(q) = softmax_c(raw_c(q) / tau) over all `n_classes` letters (unchosen letters keep raw 0 and
+   still take probability mass, so the score depends on `n_classes`, not on the option count);
+5. consensus_m(q) = p_{choice_m(q)}(q).
+
+Where rgd differs from the original (see docs/DIFFERENCES.md):
+
+* Abstentions. The original replaces an unparseable answer by a uniformly random letter from A..T
+  (unseeded), so a model that produced no answer still votes and can "agree" with the others by
+  luck. rgd (``compat="rgd"``) treats it as an abstention: no vote, consensus score 0.0, because an
+  answer that does not exist can never be correct. ``compat="original"`` keeps the random letter, but
+  draws it from ``numpy.random.Generator(PCG64(seed))`` so runs repeat.
+* Missing confidence. The original lets a NaN log-probability turn into a NaN weight, which makes
+  the whole question's posterior NaN. rgd gives such a (valid) vote z = 0, i.e. the neutral weight
+  0.5: the answer is still evidence, we just know nothing about its confidence. This applies in both
+  compat modes. Statistics (median, MAD, std) ignore NaNs, as the original's nan-aware helpers do; a
+  model with no finite confidence at all gets median 0 and sigma 1 (the original would store NaN).
+* Overflow. The original's ``math.exp(-z)`` raises OverflowError for z < -709; rgd evaluates the
+  logistic as 0.5 * (1 + tanh(x / 2)), the same function, which saturates instead; z itself is
+  clipped to +-1e12 so that it stays finite and serialisable.
+* A choice index >= n_classes is an error in rgd mode (the class set is too small for the data and
+  scores would silently ignore those votes); in original mode it is an invalid answer and becomes a
+  random letter, as there.
+
+Abstentions' confidences still count towards the model's median and MAD, as in the original: the
+statistics describe the model's confidence over all of its generations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+
+from .io import InputError
+from .records import LETTERS
+
+ABSTAIN = -1
+Z_MAX = 1e12
+
+
+@dataclass(frozen=True)
+class ConsensusConfig:
+    n_classes: int = 20
+    scale: float = 1.0
+    clip_low: float = 0.01
+    clip_high: float = 0.99
+    tau: float = 1.0
+    mad_const: float = 1.4826
+    compat: Literal["rgd", "original"] = "rgd"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.n_classes <= len(LETTERS):
+            raise ValueError(f"n_classes: must be in 1..{len(LETTERS)}, got {self.n_classes}")
+        if not 0.0 <= self.clip_low <= self.clip_high <= 1.0:
+            raise ValueError(f"clip_low/clip_high: need 0 <= low <= high <= 1, got {self.clip_low}, {self.clip_high}")
+        if not (self.tau > 0 and math.isfinite(self.tau)):
+            raise ValueError(f"tau: must be a positive finite number, got {self.tau}")
+        if not (self.mad_const > 0 and math.isfinite(self.mad_const)):
+            raise ValueError(f"mad_const: must be a positive finite number, got {self.mad_const}")
+        if not math.isfinite(self.scale):
+            raise ValueError(f"scale: must be finite, got {self.scale}")
+        if self.compat not in ("rgd", "original"):
+            raise ValueError(f"compat: expected 'rgd' or 'original', got {self.compat!r}")
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """Per-model location and scale of the confidence signal, arrays of shape (n_models,)."""
+
+    median: np.ndarray
+    sigma: np.ndarray
+
+    def to_json(self, experts: list[str]) -> dict[str, dict[str, float]]:
+        return {e: {"median": float(m), "sigma": float(s)} for e, m, s in zip(experts, self.median, self.sigma)}
+
+    @classmethod
+    def from_json(cls, experts_stats: dict, experts: list[str]) -> ModelStats:
+        """Build from the ``stats["experts"]`` mapping written by `run_consensus`, in `experts` order."""
+        missing = [e for e in experts if e not in experts_stats]
+        if missing:
+            raise ValueError(f"experts: no statistics for {missing}")
+        med = np.array([float(experts_stats[e]["median"]) for e in experts])
+        sig = np.array([float(experts_stats[e]["sigma"]) for e in experts])
+        return cls(med, sig)
+
+
+@dataclass(frozen=True)
+class ConsensusResult:
+    scores: np.ndarray  # (n_q, n_m) consensus score; 0.0 for an abstention (rgd mode)
+    z: np.ndarray  # (n_q, n_m) confidence z-score; 0.0 where the confidence is missing
+    weights: np.ndarray  # (n_q, n_m) the vote weight actually cast; 0.0 for an abstention
+    stats: ModelStats
+
+
+def robust_stats(logprobs: np.ndarray, mad_const: float = 1.4826) -> ModelStats:
+    """Per-column nan-median and scaled MAD, with the original's fallbacks (MAD 0 -> std -> 1.0)."""
+    lp = np.asarray(logprobs, dtype=np.float64)
+    finite = np.isfinite(lp)
+    lp = np.where(finite, lp, np.nan)
+    has_any = finite.any(axis=0)
+    # Only columns with data go through nanmedian, so no all-NaN RuntimeWarning is raised.
+    med = np.zeros(lp.shape[1])
+    sigma = np.ones(lp.shape[1])
+    if has_any.any():
+        sub = lp[:, has_any]
+        m = np.nanmedian(sub, axis=0)
+        s = mad_const * np.nanmedian(np.abs(sub - m), axis=0)
+        bad = ~(np.isfinite(s) & (s != 0))
+        if bad.any():
+            std = np.nanstd(sub[:, bad], axis=0)
+            s[bad] = np.where(np.isfinite(std) & (std != 0), std, 1.0)
+        med[has_any], sigma[has_any] = m, s
+    return ModelStats(med, sigma)
+
+
+def stable_sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function that saturates instead of overflowing (tanh never overflows)."""
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
+
+
+def vote_posterior(choices: np.ndarray, weights: np.ndarray, n_classes: int, tau: float = 1.0) -> np.ndarray:
+    """Softmax over `n_classes` of the per-class summed vote weights; abstentions (-1) cast no vote.
+
+    Returns (n_q, n_classes). Exposed separately so §6's reference values can be checked directly.
+    """
+    choices = np.asarray(choices)
+    weights = np.asarray(weights, dtype=np.float64)
+    n_q = choices.shape[0]
+    voting = choices >= 0
+    rows = np.broadcast_to(np.arange(n_q)[:, None], choices.shape)
+    flat = (rows * n_classes + choices)[voting]
+    raw = np.bincount(flat, weights=weights[voting], minlength=n_q * n_classes).reshape(n_q, n_classes)
+    logits = raw / tau
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _check_inputs(choices: np.ndarray, logprobs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    choices = np.asarray(choices)
+    logprobs = np.asarray(logprobs, dtype=np.float64)
+    if choices.ndim != 2:
+        raise ValueError(f"choices: expected a 2-D (questions, models) array, got shape {choices.shape}")
+    if logprobs.shape != choices.shape:
+        raise ValueError(f"logprobs: shape {logprobs.shape} differs from choices {choices.shape}")
+    if not np.issubdtype(choices.dtype, np.integer):
+        raise ValueError(f"choices: expected integers, got dtype {choices.dtype}")
+    if choices.size and choices.min() < ABSTAIN:
+        raise ValueError(f"choices: values below {ABSTAIN} (abstention) are not allowed")
+    return choices.astype(np.int64), logprobs
+
+
+def consensus_scores(
+    choices: np.ndarray, logprobs: np.ndarray, cfg: ConsensusConfig | None = None, stats: ModelStats | None = None
+) -> ConsensusResult:
+    """Consensus scores for `choices` (n_q, n_m; -1 = abstain) weighted by `logprobs` (NaN allowed).
+
+    `stats` fixes each model's (median, sigma), e.g. to score a test split with training statistics;
+    by default they are computed from `logprobs`.
+    """
+    cfg = cfg or ConsensusConfig()
+    choices, logprobs = _check_inputs(choices, logprobs)
+    n_q, n_m = choices.shape
+    if stats is None:
+        stats = robust_stats(logprobs, cfg.mad_const)
+    elif stats.median.shape != (n_m,) or stats.sigma.shape != (n_m,):
+        raise ValueError(f"stats: expected arrays of shape ({n_m},), got {stats.median.shape}, {stats.sigma.shape}")
+
+    invalid = (choices < 0) | (choices >= cfg.n_classes)
+    if cfg.compat == "original":
+        # Row-major draw order over the invalid cells: the same inputs and seed give the same letters.
+        choices = choices.copy()
+        choices[invalid] = np.random.default_rng(cfg.seed).integers(0, cfg.n_classes, size=int(invalid.sum()))
+        invalid = np.zeros_like(invalid)
+    elif (choices >= cfg.n_classes).any():
+        q, m = np.argwhere(choices >= cfg.n_classes)[0]
+        raise ValueError(
+            f"choices: question row {q}, model column {m} chose index {choices[q, m]}, outside the "
+            f"{cfg.n_classes} consensus classes; raise n_classes"
+        )
+
+    sigma = np.where(np.isfinite(stats.sigma) & (stats.sigma > 0), stats.sigma, 1.0)
+    with np.errstate(over="ignore"):
+        z = (logprobs - stats.median) / sigma
+    # Clipping keeps z finite (JSON has no inf); the weight saturates from |z| ~ 40 on anyway.
+    z = np.where(np.isfinite(logprobs), np.clip(z, -Z_MAX, Z_MAX), 0.0)
+    w = np.clip(stable_sigmoid(cfg.scale * z), cfg.clip_low, cfg.clip_high)
+    w = np.where(invalid, 0.0, w)
+    post = vote_posterior(np.where(invalid, ABSTAIN, choices), w, cfg.n_classes, cfg.tau)
+    scores = np.take_along_axis(post, np.where(invalid, 0, choices), axis=1)
+    scores = np.where(invalid, 0.0, scores)
+    return ConsensusResult(scores=scores, z=z, weights=w, stats=stats)
+
+
+def _letter_index(letter: object, expert: str, qid: str, source: str) -> int:
+    if letter is None:
+        return ABSTAIN
+    if not isinstance(letter, str) or len(letter) != 1 or letter not in LETTERS:
+        raise InputError(source, None, "choice", f"expert {expert!r}, question {qid!r}: expected a capital letter or null, got {letter!r}")
+    return LETTERS.index(letter)
+
+
+def _confidence(value: object, expert: str, qid: str, source: str) -> float:
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(source, None, "confidence", f"expert {expert!r}, question {qid!r}: expected a number or null, got {value!r}")
+    return float(value)
+
+
+def run_consensus(
+    question_ids: list[str],
+    responses: dict[str, list[dict]],
+    cfg: ConsensusConfig | None = None,
+    *,
+    stats: dict | None = None,
+    sources: dict[str, str] | None = None,
+) -> tuple[list[dict], dict]:
+    """Score every (question, expert) pair from response records.
+
+    `responses` maps expert name -> its response records (any order; ids not in `question_ids` are
+    ignored). Rows come in question order, then expert (dict insertion = pool) order. `stats` is an
+    optional ``{"experts": {name: {"median", "sigma"}}}`` mapping (the stats this function returns) to
+    reuse; `sources` names each expert's file in error messages. A row's "choice" is the response's
+    own letter (None for an abstention), also in original mode, where the random stand-in letter only
+    exists inside the vote.
+    """
+    cfg = cfg or ConsensusConfig()
+    experts = list(responses)
+    if not experts:
+        raise ValueError("responses: no experts")
+    if len(set(question_ids)) != len(question_ids):
+        raise ValueError("question_ids: duplicate ids")
+    n_q, n_m = len(question_ids), len(experts)
+    choices = np.empty((n_q, n_m), dtype=np.int64)
+    logprobs = np.empty((n_q, n_m), dtype=np.float64)
+    letters: list[list[str | None]] = [[None] * n_m for _ in range(n_q)]
+    for j, expert in enumerate(experts):
+        source = (sources or {}).get(expert, f"<responses of {expert}>")
+        by_id: dict[str, dict] = {}
+        for rec in responses[expert]:
+            rid = rec.get("id")
+            if rec.get("expert", expert) != expert:
+                raise InputError(source, None, "expert", f"record {rid!r} is by {rec.get('expert')!r}, filed under {expert!r}")
+            if rid in by_id:
+                raise InputError(source, None, "id", f"expert {expert!r}: duplicate response for question {rid!r}")
+            by_id[rid] = rec
+        for i, qid in enumerate(question_ids):
+            rec = by_id.get(qid)
+            if rec is None:
+                raise InputError(source, None, "id", f"expert {expert!r} has no response for question {qid!r}")
+            choices[i, j] = _letter_index(rec.get("choice"), expert, qid, source)
+            logprobs[i, j] = _confidence(rec.get("confidence"), expert, qid, source)
+            letters[i][j] = rec.get("choice")
+
+    fixed = ModelStats.from_json(stats["experts"], experts) if stats is not None else None
+    res = consensus_scores(choices, logprobs, cfg, fixed)
+    rows = [
+        {
+            "id": qid,
+            "expert": expert,
+            "choice": letters[i][j],
+            "consensus": float(res.scores[i, j]),
+            "z": float(res.z[i, j]),
+            "weight": float(res.weights[i, j]),
+        }
+        for i, qid in enumerate(question_ids)
+        for j, expert in enumerate(experts)
+    ]
+    out_stats = {"experts": res.stats.to_json(experts), "n_questions": n_q, "config": asdict(cfg)}
+    return rows, out_stats
