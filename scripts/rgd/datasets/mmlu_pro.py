@@ -1,0 +1,64 @@
+"""MMLU-Pro (TIGER-Lab/MMLU-Pro, split `test`): 12,032 questions, 14 categories, up to 10 options.
+
+Formatting (reference §2.1): keep the dataset's own question_id (as a string), question,
+options, answer letter and category (note "computer science" has a space). answer_index and
+cot_content are dropped; src is kept in meta.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .common import clean_text, drop_none, find_files, hf_download, iter_table, need_letter, need_options, need_str, upstream_id, verify_stamp
+
+NAME = "mmlu_pro"
+REPO = "TIGER-Lab/MMLU-Pro"
+SPLIT = "test"
+# Commit of the dataset repo used by default; override with the `revision` argument / config.
+REVISION = "b189ec765aa7ed75c8acfea42df31fdae71f97be"
+PATTERNS = ("data/test-*.parquet",)
+# Known checksums of the files at REVISION (checked only when downloading that revision).
+EXPECTED_SHA256 = {
+    "data/test-00000-of-00001.parquet": "0e24a191921c2f453518a537a8b2117bd137e7714d4ef1565e9ba06c1ecb9ad8",
+}
+CATEGORIES = (
+    "biology", "history", "chemistry", "psychology", "economics", "other", "math",
+    "philosophy", "engineering", "health", "business", "physics", "law", "computer science",
+)  # fmt: skip
+COLUMNS = ("question_id", "question", "options", "answer", "category")
+
+
+def download(out_dir: Path, revision: str = REVISION, *, repo: str = REPO, patterns=PATTERNS,
+             expected_sha256: dict[str, str] | None = None, **opts: Any) -> Path:
+    """Fetch the raw test-split parquet file(s) of `repo` at commit `revision` into out_dir."""
+    if expected_sha256 is None:
+        expected_sha256 = EXPECTED_SHA256 if (repo, revision) == (REPO, REVISION) else {}
+    return hf_download(out_dir, repo=repo, revision=revision, patterns=patterns, split=SPLIT,
+                       expected_sha256=expected_sha256, **opts)
+
+
+def format(raw_dir: Path, *, patterns=PATTERNS) -> tuple[list[dict], list[dict]]:  # noqa: A001
+    """Raw MMLU-Pro test parquet -> (questions, keys)."""
+    raw_dir = Path(raw_dir)
+    verify_stamp(raw_dir)
+    questions, keys, seen = [], [], set()
+    for path in find_files(raw_dir, patterns):
+        for at, rec in iter_table(path, COLUMNS):
+            qid = upstream_id(rec.get("question_id"), "question_id", at)
+            if qid in seen:
+                raise at.error("question_id", f"duplicate question_id {qid}")
+            seen.add(qid)
+            options = need_options(rec.get("options"), "options", at)
+            q = {
+                "id": qid,
+                "category": clean_text(need_str(rec, "category", at)),
+                "question": clean_text(need_str(rec, "question", at)),
+                "options": options,
+            }
+            meta = drop_none({"src": rec.get("src")})
+            if meta:
+                q["meta"] = meta
+            questions.append(q)
+            keys.append({"id": qid, "answer": need_letter(rec.get("answer"), "answer", len(options), at)})
+    return questions, keys
