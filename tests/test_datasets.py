@@ -325,24 +325,24 @@ def test_bbeh_format_all_tasks(tmp_path):
         assert q["options"] == ["Yes", "No", "Ambiguous"] and q["question"].endswith("reply Ambiguous.")
     assert [a for _, a in by["bbeh_causal_understanding"]] == ["A", "C"]
 
-    (q, a), = by["bbeh_boolean_expressions"]
+    ((q, a),) = by["bbeh_boolean_expressions"]
     assert q["question"] == "From the following five expressions, only one evaluates to true. Which one is it?"
     assert len(q["options"]) == 5 and a == "D" and q["options"][3].startswith("(not (False)")
 
     assert [len(q["options"]) for q, _ in by["bbeh_disambiguation_qa"]] == [3, 5]  # variable count
     assert [a for _, a in by["bbeh_disambiguation_qa"]] == ["B", "E"]
 
-    (q, a), = by["bbeh_geometric_shapes"]
+    ((q, a),) = by["bbeh_geometric_shapes"]
     assert len(q["options"]) == 16 and q["options"][-1] == "4 and 10" and a == "C"
 
-    (q, a), = by["bbeh_hyperbaton"]
+    ((q, a),) = by["bbeh_hyperbaton"]
     assert len(q["options"]) == 11 and q["options"][-1] == "None of the above" and a == "A"  # bare-letter target
     assert not any("concatenation" in o for o in q["options"]) and "(A)" not in q["question"]
     assert q["question"].endswith("Select all that apply.")
 
-    (q, a), = by["bbeh_movie_recommendation"]
+    ((q, a),) = by["bbeh_movie_recommendation"]
     assert len(q["options"]) == 10 and a == "C" and q["options"][2] == "Jaws, Alien, Heat, Fargo, Se7en"
-    (q, a), = by["bbeh_shuffled_objects"]
+    ((q, a),) = by["bbeh_shuffled_objects"]
     assert q["options"] == ["Dune", "Emma", "Ulysses", "Beloved", "Frankenstein", "Lolita", "Walden"] and a == "G"
 
     nycc = by["bbeh_nycc"]
@@ -540,12 +540,20 @@ def _hub_files(name: str, tmp: Path) -> dict[str, bytes]:
     tmp.mkdir(parents=True, exist_ok=True)
     if name == "mmlu_pro":
         main = make_mmlu(tmp / "m") / MMLU_FILE
-        return {MMLU_FILE: main.read_bytes(), "data/validation-00000-of-00001.parquet": b"PAR1...",
-                "README.md": b"# MMLU-Pro\n", ".gitattributes": b"*.parquet filter=lfs\n"}
+        return {
+            MMLU_FILE: main.read_bytes(),
+            "data/validation-00000-of-00001.parquet": b"PAR1...",
+            "README.md": b"# MMLU-Pro\n",
+            ".gitattributes": b"*.parquet filter=lfs\n",
+        }
     if name == "medmcqa":
         main = make_medmcqa(tmp / "m") / MEDMCQA_FILE
-        return {MEDMCQA_FILE: main.read_bytes(), "data/test-00000-of-00001.parquet": b"PAR1...",
-                "data/validation-00000-of-00001.parquet": b"PAR1...", "README.md": b"# medmcqa\n"}
+        return {
+            MEDMCQA_FILE: main.read_bytes(),
+            "data/test-00000-of-00001.parquet": b"PAR1...",
+            "data/validation-00000-of-00001.parquet": b"PAR1...",
+            "README.md": b"# medmcqa\n",
+        }
     main = UPSTREAM / "supergpqa" / SUPERGPQA_FILE
     return {SUPERGPQA_FILE: main.read_bytes(), "README.md": b"# SuperGPQA\n"}
 
@@ -766,8 +774,13 @@ def test_bbeh_download_pins_and_subsets(tmp_path, gh):
     qs, _ = bbeh.format(out, subsets=["bbeh_nycc", "bbeh_hyperbaton"])
     assert [q["category"] for q in qs] == ["bbeh_nycc", "bbeh_nycc", "bbeh_hyperbaton"]
     with pytest.raises(DownloadError, match="sha256 .* differs"):
-        bbeh.download(tmp_path / "raw", SHA_A, base_url=gh.base_url, subsets=["bbeh_nycc"],
-                      expected_sha256={"bbeh_nycc/task.json": "0" * 64})
+        bbeh.download(
+            tmp_path / "raw",
+            SHA_A,
+            base_url=gh.base_url,
+            subsets=["bbeh_nycc"],
+            expected_sha256={"bbeh_nycc/task.json": "0" * 64},
+        )
 
 
 # ==========================================================================================

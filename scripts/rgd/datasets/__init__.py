@@ -35,16 +35,18 @@ class Benchmark:
 
 
 def _hf(mod) -> Benchmark:
-    return Benchmark(mod.NAME, "huggingface", mod.REPO, mod.REVISION, mod.SPLIT, tuple(mod.CATEGORIES),
-                     mod.download, mod.format)
+    return Benchmark(
+        mod.NAME, "huggingface", mod.REPO, mod.REVISION, mod.SPLIT, tuple(mod.CATEGORIES), mod.download, mod.format
+    )
 
 
 BENCHMARKS: dict[str, Benchmark] = {
     "mmlu_pro": _hf(mmlu_pro),
     "supergpqa": _hf(supergpqa),
     "medmcqa": _hf(medmcqa),
-    "bbeh": Benchmark(bbeh.NAME, "github", bbeh.REPO, bbeh.REVISION, None, tuple(bbeh.CATEGORIES),
-                      bbeh.download, bbeh.format),
+    "bbeh": Benchmark(
+        bbeh.NAME, "github", bbeh.REPO, bbeh.REVISION, None, tuple(bbeh.CATEGORIES), bbeh.download, bbeh.format
+    ),
 }
 
 __all__ = ["BENCHMARKS", "Benchmark", "DownloadError", "format_to_files"]

@@ -135,8 +135,14 @@ def download(
             (stage / subset).mkdir()
             (stage / rel).write_bytes(body)
             files.append(rel)
-        write_stamp(stage, files, source="github", repo=repo, revision=revision,
-                    url_template=task_url(base_url, repo, revision, "{subset}"))
+        write_stamp(
+            stage,
+            files,
+            source="github",
+            repo=repo,
+            revision=revision,
+            url_template=task_url(base_url, repo, revision, "{subset}"),
+        )
     return Path(out_dir)
 
 
@@ -167,7 +173,7 @@ def parse_generic(text: str) -> tuple[str, list[str]]:
         expected = LETTERS[i] if i < len(LETTERS) else "?"
         if m is None or m.group(1) != expected:
             raise ValueError(f"option #{i + 1} should be marked ({expected}), found {block[:12]!r}")
-        first_line = block[m.end():].split("\n", 1)[0].strip()
+        first_line = block[m.end() :].split("\n", 1)[0].strip()
         if not first_line:
             raise ValueError(f"option ({expected}) has no text on its line")
         options.append(first_line)
@@ -199,7 +205,9 @@ def _examples(path: Path) -> list:
     return ex
 
 
-def format(raw_dir: Path, *, subsets: tuple[str, ...] | list[str] = SUBSETS) -> tuple[list[dict], list[dict]]:  # noqa: A001
+def format(
+    raw_dir: Path, *, subsets: tuple[str, ...] | list[str] = SUBSETS
+) -> tuple[list[dict], list[dict]]:  # noqa: A001
     """Raw BBEH task files -> (questions, keys) over the MC subsets, in order."""
     _check_subsets(subsets)
     raw_dir = Path(raw_dir)
@@ -233,7 +241,8 @@ def format(raw_dir: Path, *, subsets: tuple[str, ...] | list[str] = SUBSETS) -> 
                 if LETTERS.index(answer) >= len(options):
                     raise at.error("target", f"{target!r} is outside the {len(options)} parsed options")
             qid = str(len(questions))
-            questions.append({"id": qid, "category": subset, "question": question, "options": options,
-                              "meta": {"example": i}})
+            questions.append(
+                {"id": qid, "category": subset, "question": question, "options": options, "meta": {"example": i}}
+            )
             keys.append({"id": qid, "answer": answer})
     return questions, keys

@@ -33,16 +33,26 @@ CATEGORIES = (
 )  # fmt: skip
 
 
-def download(out_dir: Path, revision: str = REVISION, *, repo: str = REPO, patterns=PATTERNS,
-             expected_sha256: dict[str, str] | None = None, **opts: Any) -> Path:
+def download(
+    out_dir: Path,
+    revision: str = REVISION,
+    *,
+    repo: str = REPO,
+    patterns=PATTERNS,
+    expected_sha256: dict[str, str] | None = None,
+    **opts: Any,
+) -> Path:
     """Fetch the raw train-split parquet file(s) of `repo` at commit `revision` into out_dir."""
     if expected_sha256 is None:
         expected_sha256 = EXPECTED_SHA256 if (repo, revision) == (REPO, REVISION) else {}
-    return hf_download(out_dir, repo=repo, revision=revision, patterns=patterns, split=SPLIT,
-                       expected_sha256=expected_sha256, **opts)
+    return hf_download(
+        out_dir, repo=repo, revision=revision, patterns=patterns, split=SPLIT, expected_sha256=expected_sha256, **opts
+    )
 
 
-def format(raw_dir: Path, *, n: int | None = DEFAULT_N, patterns=PATTERNS) -> tuple[list[dict], list[dict]]:  # noqa: A001
+def format(
+    raw_dir: Path, *, n: int | None = DEFAULT_N, patterns=PATTERNS
+) -> tuple[list[dict], list[dict]]:  # noqa: A001
     """Raw MedMCQA train parquet -> (questions, keys) for the first `n` rows in file order."""
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"n: expected a positive integer or None, got {n!r}")
@@ -65,8 +75,13 @@ def format(raw_dir: Path, *, n: int | None = DEFAULT_N, patterns=PATTERNS) -> tu
                 "question": clean_text(need_str(rec, "question", at)),
                 "options": options,
             }
-            meta = drop_none({"upstream_id": rec.get("id"), "choice_type": rec.get("choice_type"),
-                              "topic_name": rec.get("topic_name")})
+            meta = drop_none(
+                {
+                    "upstream_id": rec.get("id"),
+                    "choice_type": rec.get("choice_type"),
+                    "topic_name": rec.get("topic_name"),
+                }
+            )
             if meta:
                 q["meta"] = meta
             questions.append(q)

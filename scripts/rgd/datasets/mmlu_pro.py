@@ -10,7 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .common import clean_text, drop_none, find_files, hf_download, iter_table, need_letter, need_options, need_str, upstream_id, verify_stamp
+from .common import (
+    clean_text,
+    drop_none,
+    find_files,
+    hf_download,
+    iter_table,
+    need_letter,
+    need_options,
+    need_str,
+    upstream_id,
+    verify_stamp,
+)
 
 NAME = "mmlu_pro"
 REPO = "TIGER-Lab/MMLU-Pro"
@@ -29,13 +40,21 @@ CATEGORIES = (
 COLUMNS = ("question_id", "question", "options", "answer", "category")
 
 
-def download(out_dir: Path, revision: str = REVISION, *, repo: str = REPO, patterns=PATTERNS,
-             expected_sha256: dict[str, str] | None = None, **opts: Any) -> Path:
+def download(
+    out_dir: Path,
+    revision: str = REVISION,
+    *,
+    repo: str = REPO,
+    patterns=PATTERNS,
+    expected_sha256: dict[str, str] | None = None,
+    **opts: Any,
+) -> Path:
     """Fetch the raw test-split parquet file(s) of `repo` at commit `revision` into out_dir."""
     if expected_sha256 is None:
         expected_sha256 = EXPECTED_SHA256 if (repo, revision) == (REPO, REVISION) else {}
-    return hf_download(out_dir, repo=repo, revision=revision, patterns=patterns, split=SPLIT,
-                       expected_sha256=expected_sha256, **opts)
+    return hf_download(
+        out_dir, repo=repo, revision=revision, patterns=patterns, split=SPLIT, expected_sha256=expected_sha256, **opts
+    )
 
 
 def format(raw_dir: Path, *, patterns=PATTERNS) -> tuple[list[dict], list[dict]]:  # noqa: A001

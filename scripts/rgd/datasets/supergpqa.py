@@ -10,7 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .common import clean_text, drop_none, find_files, hf_download, iter_table, need_letter, need_options, need_str, verify_stamp
+from .common import (
+    clean_text,
+    drop_none,
+    find_files,
+    hf_download,
+    iter_table,
+    need_letter,
+    need_options,
+    need_str,
+    verify_stamp,
+)
 
 NAME = "supergpqa"
 REPO = "m-a-p/SuperGPQA"
@@ -27,13 +37,21 @@ CATEGORIES = (
 META_FIELDS = ("uuid", "field", "subfield", "difficulty", "is_calculation")
 
 
-def download(out_dir: Path, revision: str = REVISION, *, repo: str = REPO, patterns=PATTERNS,
-             expected_sha256: dict[str, str] | None = None, **opts: Any) -> Path:
+def download(
+    out_dir: Path,
+    revision: str = REVISION,
+    *,
+    repo: str = REPO,
+    patterns=PATTERNS,
+    expected_sha256: dict[str, str] | None = None,
+    **opts: Any,
+) -> Path:
     """Fetch the raw SuperGPQA file(s) of `repo` at commit `revision` into out_dir."""
     if expected_sha256 is None:
         expected_sha256 = EXPECTED_SHA256 if (repo, revision) == (REPO, REVISION) else {}
-    return hf_download(out_dir, repo=repo, revision=revision, patterns=patterns, split=SPLIT,
-                       expected_sha256=expected_sha256, **opts)
+    return hf_download(
+        out_dir, repo=repo, revision=revision, patterns=patterns, split=SPLIT, expected_sha256=expected_sha256, **opts
+    )
 
 
 def format(raw_dir: Path, *, patterns=PATTERNS) -> tuple[list[dict], list[dict]]:  # noqa: A001
