@@ -112,6 +112,25 @@ def test_mad_regular_and_nan_ignored():
     assert st.sigma[0] == pytest.approx(1.4826 * 1.5)
 
 
+def test_robust_stats_match_numpy_nan_helpers():
+    rng = np.random.default_rng(9)
+    lp = rng.normal(-0.5, 0.2, size=(1001, 5))
+    lp[rng.random(lp.shape) < 0.1] = np.nan
+    lp[:, 4] = np.round(lp[:, 4], 1)  # many ties
+    st = robust_stats(lp)
+    med = np.nanmedian(lp, axis=0)
+    np.testing.assert_array_equal(st.median, med)
+    np.testing.assert_allclose(st.sigma, 1.4826 * np.nanmedian(np.abs(lp - med), axis=0), rtol=1e-15)
+    lp2 = lp.copy()
+    robust_stats(lp2)
+    np.testing.assert_array_equal(lp2, lp)  # input untouched
+
+
+def test_vote_posterior_large_weights_do_not_overflow():
+    p = vote_posterior(np.array([[0, 0, 1, -1]]), np.array([[500.0, 500.0, 1.0, 7.0]]), 4)
+    assert np.isfinite(p).all() and p[0, 0] == pytest.approx(1.0) and p.sum() == pytest.approx(1.0)
+
+
 def test_stable_sigmoid_no_overflow():
     x = np.array([-1e6, -800.0, -5.0, 0.0, 5.0, 800.0, 1e6])
     with np.errstate(over="raise", invalid="raise"):
@@ -192,6 +211,20 @@ def test_given_stats_are_used():
     np.testing.assert_allclose(res.z, [[0.0, -1.0], [-2.0, -2.0]])  # sigma 0 -> 1
     with pytest.raises(ValueError, match="stats"):
         consensus_scores(np.zeros((2, 2), dtype=int), lp, stats=fixed_stats(0.0, n_m=3))
+    with pytest.raises(ValueError, match="finite"):
+        consensus_scores(np.zeros((2, 2), dtype=int), lp, stats=fixed_stats(np.nan, n_m=2))
+
+
+def test_inputs_not_modified_and_empty_ok():
+    choices = np.array([[-1, 0], [1, 1]])
+    lp = np.array([[np.nan, -1.0], [-2.0, -3.0]])
+    c0, l0 = choices.copy(), lp.copy()
+    consensus_scores(choices, lp, ConsensusConfig(n_classes=2))
+    consensus_scores(choices, lp, ConsensusConfig(n_classes=2, compat="original"))
+    np.testing.assert_array_equal(choices, c0)
+    np.testing.assert_array_equal(lp, l0)
+    res = consensus_scores(np.zeros((0, 3), dtype=int), np.zeros((0, 3)))
+    assert res.scores.shape == (0, 3)
 
 
 def test_config_validation():

@@ -103,30 +103,63 @@ class ConsensusResult:
     stats: ModelStats
 
 
+def _median_inplace(v: np.ndarray) -> float:
+    """Median of a 1-D array, partially sorting it in place (one introselect, no copy)."""
+    k = [(v.size - 1) // 2, v.size // 2]
+    v.partition(k)
+    return 0.5 * (float(v[k[0]]) + float(v[k[1]]))
+
+
 def robust_stats(logprobs: np.ndarray, mad_const: float = 1.4826) -> ModelStats:
-    """Per-column nan-median and scaled MAD, with the original's fallbacks (MAD 0 -> std -> 1.0)."""
-    lp = np.asarray(logprobs, dtype=np.float64)
-    finite = np.isfinite(lp)
-    lp = np.where(finite, lp, np.nan)
-    has_any = finite.any(axis=0)
-    # Only columns with data go through nanmedian, so no all-NaN RuntimeWarning is raised.
-    med = np.zeros(lp.shape[1])
-    sigma = np.ones(lp.shape[1])
-    if has_any.any():
-        sub = lp[:, has_any]
-        m = np.nanmedian(sub, axis=0)
-        s = mad_const * np.nanmedian(np.abs(sub - m), axis=0)
-        bad = ~(np.isfinite(s) & (s != 0))
-        if bad.any():
-            std = np.nanstd(sub[:, bad], axis=0)
-            s[bad] = np.where(np.isfinite(std) & (std != 0), std, 1.0)
-        med[has_any], sigma[has_any] = m, s
+    """Per-column nan-median and scaled MAD, with the original's fallbacks (MAD 0 -> std -> 1.0).
+
+    A column without any finite value gets median 0 and sigma 1.
+    """
+    cols = np.array(np.asarray(logprobs, dtype=np.float64).T, order="C")  # one copy, rows contiguous
+    med = np.zeros(cols.shape[0])
+    sigma = np.ones(cols.shape[0])
+    for j, col in enumerate(cols):  # a handful of models; each step is O(n_q) numpy work
+        v = col[np.isfinite(col)]
+        if v.size == 0:
+            continue
+        med[j] = _median_inplace(v)
+        np.subtract(v, med[j], out=v)
+        np.abs(v, out=v)
+        s = mad_const * _median_inplace(v)
+        if not (math.isfinite(s) and s != 0):
+            std = float(np.std(col[np.isfinite(col)]))  # `col` is intact: `v` was a copy
+            s = std if math.isfinite(std) and std != 0 else 1.0
+        sigma[j] = s
     return ModelStats(med, sigma)
 
 
-def stable_sigmoid(x: np.ndarray) -> np.ndarray:
-    """Logistic function that saturates instead of overflowing (tanh never overflows)."""
-    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
+def stable_sigmoid(x: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """Logistic function of scale * x that saturates instead of overflowing (tanh never overflows)."""
+    y = np.multiply(x, 0.5 * scale, dtype=np.float64)
+    np.tanh(y, out=y)
+    y += 1.0
+    y *= 0.5
+    return y
+
+
+def _flat_index(choices: np.ndarray, n_classes: int) -> np.ndarray:
+    """Index of each (question, chosen class) cell in a row-major (n_q, n_classes) matrix."""
+    return choices + (np.arange(choices.shape[0], dtype=np.int64) * n_classes)[:, None]
+
+
+def _posterior(flat: np.ndarray, weights: np.ndarray, n_q: int, n_classes: int, tau: float) -> np.ndarray:
+    """Softmax over classes of summed vote weights, from flat cell indices (weight 0 = no vote)."""
+    raw = np.bincount(flat.ravel(), weights=weights.ravel(), minlength=n_q * n_classes)
+    raw = raw.astype(np.float64, copy=False).reshape(n_q, n_classes)  # empty input gives int64
+    if tau != 1.0:
+        raw /= tau
+    # |raw| <= n_votes * max|w| / tau: the usual max-shift is needed only when exp could overflow,
+    # and skipping it saves a pass over the (n_q, n_classes) matrix.
+    if weights.size and flat.shape[-1] * float(np.abs(weights).max()) / tau > 600.0:
+        raw -= raw.max(axis=1, keepdims=True)
+    np.exp(raw, out=raw)
+    raw /= raw.sum(axis=1, keepdims=True)
+    return raw
 
 
 def vote_posterior(choices: np.ndarray, weights: np.ndarray, n_classes: int, tau: float = 1.0) -> np.ndarray:
@@ -134,17 +167,10 @@ def vote_posterior(choices: np.ndarray, weights: np.ndarray, n_classes: int, tau
 
     Returns (n_q, n_classes). Exposed separately so §6's reference values can be checked directly.
     """
-    choices = np.asarray(choices)
-    weights = np.asarray(weights, dtype=np.float64)
-    n_q = choices.shape[0]
+    choices = np.asarray(choices, dtype=np.int64)
     voting = choices >= 0
-    rows = np.broadcast_to(np.arange(n_q)[:, None], choices.shape)
-    flat = (rows * n_classes + choices)[voting]
-    raw = np.bincount(flat, weights=weights[voting], minlength=n_q * n_classes).reshape(n_q, n_classes)
-    logits = raw / tau
-    logits -= logits.max(axis=1, keepdims=True)
-    e = np.exp(logits)
-    return e / e.sum(axis=1, keepdims=True)
+    w = np.where(voting, np.asarray(weights, dtype=np.float64), 0.0)
+    return _posterior(_flat_index(np.where(voting, choices, 0), n_classes), w, choices.shape[0], n_classes, tau)
 
 
 def _check_inputs(choices: np.ndarray, logprobs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +184,7 @@ def _check_inputs(choices: np.ndarray, logprobs: np.ndarray) -> tuple[np.ndarray
         raise ValueError(f"choices: expected integers, got dtype {choices.dtype}")
     if choices.size and choices.min() < ABSTAIN:
         raise ValueError(f"choices: values below {ABSTAIN} (abstention) are not allowed")
-    return choices.astype(np.int64), logprobs
+    return choices.astype(np.int64), logprobs  # astype copies: the caller edits choices in place
 
 
 def consensus_scores(
@@ -176,13 +202,14 @@ def consensus_scores(
         stats = robust_stats(logprobs, cfg.mad_const)
     elif stats.median.shape != (n_m,) or stats.sigma.shape != (n_m,):
         raise ValueError(f"stats: expected arrays of shape ({n_m},), got {stats.median.shape}, {stats.sigma.shape}")
+    elif not np.isfinite(stats.median).all():
+        raise ValueError("stats: medians must be finite")
 
     invalid = (choices < 0) | (choices >= cfg.n_classes)
     if cfg.compat == "original":
         # Row-major draw order over the invalid cells: the same inputs and seed give the same letters.
-        choices = choices.copy()
         choices[invalid] = np.random.default_rng(cfg.seed).integers(0, cfg.n_classes, size=int(invalid.sum()))
-        invalid = np.zeros_like(invalid)
+        invalid[:] = False
     elif (choices >= cfg.n_classes).any():
         q, m = np.argwhere(choices >= cfg.n_classes)[0]
         raise ValueError(
@@ -191,15 +218,19 @@ def consensus_scores(
         )
 
     sigma = np.where(np.isfinite(stats.sigma) & (stats.sigma > 0), stats.sigma, 1.0)
-    with np.errstate(over="ignore"):
-        z = (logprobs - stats.median) / sigma
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = logprobs - stats.median
+        z /= sigma
     # Clipping keeps z finite (JSON has no inf); the weight saturates from |z| ~ 40 on anyway.
-    z = np.where(np.isfinite(logprobs), np.clip(z, -Z_MAX, Z_MAX), 0.0)
-    w = np.clip(stable_sigmoid(cfg.scale * z), cfg.clip_low, cfg.clip_high)
-    w = np.where(invalid, 0.0, w)
-    post = vote_posterior(np.where(invalid, ABSTAIN, choices), w, cfg.n_classes, cfg.tau)
-    scores = np.take_along_axis(post, np.where(invalid, 0, choices), axis=1)
-    scores = np.where(invalid, 0.0, scores)
+    np.clip(z, -Z_MAX, Z_MAX, out=z)
+    z[~np.isfinite(logprobs)] = 0.0
+    w = stable_sigmoid(z, cfg.scale)
+    np.clip(w, cfg.clip_low, cfg.clip_high, out=w)
+    w[invalid] = 0.0
+    choices[invalid] = 0  # any column; weight 0 adds nothing and the score is zeroed below
+    flat = _flat_index(choices, cfg.n_classes)
+    scores = _posterior(flat, w, n_q, cfg.n_classes, cfg.tau).ravel()[flat]
+    scores[invalid] = 0.0
     return ConsensusResult(scores=scores, z=z, weights=w, stats=stats)
 
 
