@@ -35,8 +35,9 @@ def synthetic(n_q: int, n_m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return choices, logprobs
 
 
-def loop_scores(choices: list[list[int]], logprobs: list[list[float]], median: list[float], sigma: list[float],
-                cfg: ConsensusConfig) -> list[list[float]]:
+def loop_scores(
+    choices: list[list[int]], logprobs: list[list[float]], median: list[float], sigma: list[float], cfg: ConsensusConfig
+) -> list[list[float]]:
     """The §6 formula written the obvious way, one question at a time."""
     out = []
     for ch, lp in zip(choices, logprobs):
@@ -115,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"vectorised: {vec_rate:,.0f} records/s ({vec_s:.3f} s for {n_records:,} records, statistics given)")
     print(f"loop:       {loop_rate:,.0f} records/s ({loop_s:.3f} s for {n_loop * args.models:,} records)")
     print(f"speedup:    {speedup:.1f}x   max |difference| on the subsample: {max_abs_diff:.2e}")
-    print(f"end to end with the per-model statistics ({stats_s:.3f} s): vectorised {full_s:.3f} s, "
-          f"loop {loop_full_s:.3f} s (scaled), {loop_full_s / full_s:.1f}x")
+    print(
+        f"end to end with the per-model statistics ({stats_s:.3f} s): vectorised {full_s:.3f} s, "
+        f"loop {loop_full_s:.3f} s (scaled), {loop_full_s / full_s:.1f}x"
+    )
     if args.out:
         write_json(args.out, figures)
     if max_abs_diff > 1e-9:

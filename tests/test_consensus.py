@@ -137,8 +137,11 @@ def test_stable_sigmoid_no_overflow():
         y = stable_sigmoid(x)
     np.testing.assert_allclose(y[2:5], 1 / (1 + np.exp(-x[2:5])), rtol=1e-12)
     assert y[0] == 0.0 and y[-1] == 1.0
-    res = consensus_scores(np.zeros((2, 2), dtype=int), np.array([[-1e300, 0.0], [0.0, 0.0]]),
-                           stats=ModelStats(np.zeros(2), np.full(2, 1e-300)))
+    res = consensus_scores(
+        np.zeros((2, 2), dtype=int),
+        np.array([[-1e300, 0.0], [0.0, 0.0]]),
+        stats=ModelStats(np.zeros(2), np.full(2, 1e-300)),
+    )
     assert np.isfinite(res.scores).all() and np.isfinite(res.z).all()
     assert res.z[0, 0] < -1e9 and res.weights[0, 0] == 0.01
 
@@ -207,7 +210,9 @@ def test_original_compat_draw_matches_stated_rule():
 
 def test_given_stats_are_used():
     lp = np.array([[-1.0, -1.0], [-2.0, -2.0]])
-    res = consensus_scores(np.zeros((2, 2), dtype=int), lp, stats=ModelStats(np.array([-1.0, 0.0]), np.array([0.5, 0.0])))
+    res = consensus_scores(
+        np.zeros((2, 2), dtype=int), lp, stats=ModelStats(np.array([-1.0, 0.0]), np.array([0.5, 0.0]))
+    )
     np.testing.assert_allclose(res.z, [[0.0, -1.0], [-2.0, -2.0]])  # sigma 0 -> 1
     with pytest.raises(ValueError, match="stats"):
         consensus_scores(np.zeros((2, 2), dtype=int), lp, stats=fixed_stats(0.0, n_m=3))

@@ -59,10 +59,20 @@ def test_import_writes_valid_rgd_files(root, tmp_path):
     llama = read_responses(out / "responses" / "Llama70.jsonl")
     assert [r["id"] for r in llama] == ["70", "71", "105", "2000"]  # question order, not file order
     r70, r71, r105, r2000 = llama
-    assert r70 == {"id": "70", "expert": "Llama70", "choice": "B", "confidence": -0.21, "status": "ok", "reason": None,
-                   "text": "Oxidative phosphorylation happens in mitochondria. The answer is (B)",
-                   "n_prompt_tokens": 0, "n_output_tokens": 0}
-    assert r71["choice"] is None and r71["status"] == "unparsed" and r71["confidence"] == -0.5 and "N/A" in r71["reason"]
+    assert r70 == {
+        "id": "70",
+        "expert": "Llama70",
+        "choice": "B",
+        "confidence": -0.21,
+        "status": "ok",
+        "reason": None,
+        "text": "Oxidative phosphorylation happens in mitochondria. The answer is (B)",
+        "n_prompt_tokens": 0,
+        "n_output_tokens": 0,
+    }
+    assert (
+        r71["choice"] is None and r71["status"] == "unparsed" and r71["confidence"] == -0.5 and "N/A" in r71["reason"]
+    )
     assert r105["choice"] is None and r105["status"] == "empty" and r105["confidence"] is None and r105["reason"]
     qwen = read_responses(out / "responses" / "Qwen3-32.jsonl")
     assert qwen[1]["status"] == "nan" and qwen[1]["choice"] is None and qwen[1]["confidence"] is None
@@ -97,8 +107,13 @@ def test_outputs_are_byte_identical(root, tmp_path):
 
 def test_filtered_task_uses_large_embeddings(root, tmp_path):
     shutil.copytree(root / "Data" / "MMLU_Pro", root / "Data" / "MMLU_Pro_gen_Exaone_filtered")
-    shutil.copytree(root / "Model_Responses" / "MMLU_Pro-test", root / "Model_Responses" / "MMLU_Pro_gen_Exaone_filtered-test")
-    shutil.copy(embeddings_path(root, "MMLU_Pro"), root / "artifacts" / "MMLU_Pro_gen_Exaone_large_only_question_embeddings_early.pt")
+    shutil.copytree(
+        root / "Model_Responses" / "MMLU_Pro-test", root / "Model_Responses" / "MMLU_Pro_gen_Exaone_filtered-test"
+    )
+    shutil.copy(
+        embeddings_path(root, "MMLU_Pro"),
+        root / "artifacts" / "MMLU_Pro_gen_Exaone_large_only_question_embeddings_early.pt",
+    )
     s = import_original(root, "MMLU_Pro_gen_Exaone_filtered", "test", tmp_path / "o")
     assert s["embedding_dim"] == 6
 

@@ -106,7 +106,9 @@ def test_gap_closed():
     assert gap_closed(0.7, 0.6, 0.8) == pytest.approx(0.5)
     assert gap_closed(0.5, 0.6, 0.8) == pytest.approx(-0.5)
     assert math.isnan(gap_closed(0.6, 0.6, 0.6))
-    np.testing.assert_allclose(gap_closed(np.array([0.7, 0.9]), np.array([0.6, 0.9]), np.array([0.8, 0.9])), [0.5, np.nan])
+    np.testing.assert_allclose(
+        gap_closed(np.array([0.7, 0.9]), np.array([0.6, 0.9]), np.array([0.8, 0.9])), [0.5, np.nan]
+    )
 
 
 def test_bootstrap_matches_explicit_resampling():

@@ -92,8 +92,14 @@ class Router:
         d = Path(directory)
         # Arrays first: a header without its arrays would look complete to a resuming workflow.
         save_npz(d / "router.npz", **{k: getattr(self, k) for k in self._array_names})
-        header = {"format": FORMAT, "version": VERSION, "kind": self.kind, "params": self.params(),
-                  "dim": self.dim, "n_models": self.n_models}
+        header = {
+            "format": FORMAT,
+            "version": VERSION,
+            "kind": self.kind,
+            "params": self.params(),
+            "dim": self.dim,
+            "n_models": self.n_models,
+        }
         write_json(d / "router.json", header)
 
     @classmethod
@@ -188,8 +194,14 @@ class MLPRouter(Router):
 
     kind = "mlp"
 
-    def __init__(self, hidden: tuple[int, ...] | list[int] = (128,), alpha: float = 1e-4,
-                 lr: float = 1e-3, max_iter: int = 200, seed: int = 0):
+    def __init__(
+        self,
+        hidden: tuple[int, ...] | list[int] = (128,),
+        alpha: float = 1e-4,
+        lr: float = 1e-3,
+        max_iter: int = 200,
+        seed: int = 0,
+    ):
         self.hidden, self.alpha, self.lr, self.max_iter, self.seed = tuple(hidden), alpha, lr, max_iter, seed
 
     @property
@@ -198,14 +210,27 @@ class MLPRouter(Router):
         return tuple(f"coef_{i}" for i in range(n)) + tuple(f"intercept_{i}" for i in range(n))
 
     def params(self) -> dict:
-        return {"hidden": list(self.hidden), "alpha": self.alpha, "lr": self.lr, "max_iter": self.max_iter, "seed": self.seed}
+        return {
+            "hidden": list(self.hidden),
+            "alpha": self.alpha,
+            "lr": self.lr,
+            "max_iter": self.max_iter,
+            "seed": self.seed,
+        }
 
     def _fit(self, X: np.ndarray, t: np.ndarray) -> None:
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.neural_network import MLPRegressor
 
-        mlp = MLPRegressor(hidden_layer_sizes=self.hidden, activation="relu", solver="adam", alpha=self.alpha,
-                           learning_rate_init=self.lr, max_iter=self.max_iter, random_state=self.seed)
+        mlp = MLPRegressor(
+            hidden_layer_sizes=self.hidden,
+            activation="relu",
+            solver="adam",
+            alpha=self.alpha,
+            learning_rate_init=self.lr,
+            max_iter=self.max_iter,
+            random_state=self.seed,
+        )
         with warnings.catch_warnings():
             # A fixed epoch budget is the point; not converging to tol is expected.
             warnings.simplefilter("ignore", ConvergenceWarning)

@@ -238,7 +238,12 @@ def _letter_index(letter: object, expert: str, qid: str, source: str) -> int:
     if letter is None:
         return ABSTAIN
     if not isinstance(letter, str) or len(letter) != 1 or letter not in LETTERS:
-        raise InputError(source, None, "choice", f"expert {expert!r}, question {qid!r}: expected a capital letter or null, got {letter!r}")
+        raise InputError(
+            source,
+            None,
+            "choice",
+            f"expert {expert!r}, question {qid!r}: expected a capital letter or null, got {letter!r}",
+        )
     return LETTERS.index(letter)
 
 
@@ -246,7 +251,9 @@ def _confidence(value: object, expert: str, qid: str, source: str) -> float:
     if value is None:
         return math.nan
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(source, None, "confidence", f"expert {expert!r}, question {qid!r}: expected a number or null, got {value!r}")
+        raise InputError(
+            source, None, "confidence", f"expert {expert!r}, question {qid!r}: expected a number or null, got {value!r}"
+        )
     return float(value)
 
 
@@ -283,7 +290,9 @@ def run_consensus(
         for rec in responses[expert]:
             rid = rec.get("id")
             if rec.get("expert", expert) != expert:
-                raise InputError(source, None, "expert", f"record {rid!r} is by {rec.get('expert')!r}, filed under {expert!r}")
+                raise InputError(
+                    source, None, "expert", f"record {rid!r} is by {rec.get('expert')!r}, filed under {expert!r}"
+                )
             if rid in by_id:
                 raise InputError(source, None, "id", f"expert {expert!r}: duplicate response for question {rid!r}")
             by_id[rid] = rec

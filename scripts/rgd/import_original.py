@@ -100,15 +100,25 @@ def _response(rec: dict, model: str, path: Path, i: int, n_options: int) -> dict
     if lp is not None and (isinstance(lp, bool) or not isinstance(lp, (int, float))):
         raise InputError(path, None, f"[{i}].avg_logprob", f"expected a number or NaN, got {lp!r}")
     conf = None if lp is None or not math.isfinite(lp) else float(lp)
-    out = {"id": qid, "expert": model, "choice": None, "confidence": conf, "status": "ok", "reason": None,
-           "text": text, "n_prompt_tokens": 0, "n_output_tokens": 0}
+    out = {
+        "id": qid,
+        "expert": model,
+        "choice": None,
+        "confidence": conf,
+        "status": "ok",
+        "reason": None,
+        "text": text,
+        "n_prompt_tokens": 0,
+        "n_output_tokens": 0,
+    }
     if sel is None:
         out.update(status="empty", reason="original: no output (selected_choice null)")
     elif sel == "N/A":
         out.update(status="unparsed", reason="original: no answer letter found (selected_choice 'N/A')")
     elif not isinstance(sel, str) or len(sel) != 1 or sel not in LETTERS[:n_options]:
-        raise InputError(path, None, f"[{i}].selected_choice",
-                         f"expected one of {LETTERS[:n_options]!r}, 'N/A' or null, got {sel!r}")
+        raise InputError(
+            path, None, f"[{i}].selected_choice", f"expected one of {LETTERS[:n_options]!r}, 'N/A' or null, got {sel!r}"
+        )
     elif conf is None:
         out.update(status="nan", reason="original: avg_logprob is not finite", extra={"original_choice": sel})
     else:

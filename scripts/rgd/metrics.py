@@ -100,7 +100,9 @@ def topk_any_correct(order: np.ndarray, choices: np.ndarray, gold: np.ndarray, k
     return np.take_along_axis(correct, order[:, :k], axis=1).any(axis=1)
 
 
-def top3_vote_correct(order: np.ndarray, choices: np.ndarray, gold: np.ndarray, z: np.ndarray | None, k: int = 3) -> np.ndarray:
+def top3_vote_correct(
+    order: np.ndarray, choices: np.ndarray, gold: np.ndarray, z: np.ndarray | None, k: int = 3
+) -> np.ndarray:
     """CASCAL's top-3 answer: vote of the k top-ranked models, ties to the most confident (module doc)."""
     choices, gold = _check(choices, gold)
     return vote(choices, z, order[:, :k]) == gold
@@ -170,7 +172,11 @@ class PairedBootstrap:
     frac_router_le_best: float
 
     def to_dict(self) -> dict:
-        return {"diff": _num(self.diff), "ci": [_num(v) for v in self.ci], "frac_router_le_best": _num(self.frac_router_le_best)}
+        return {
+            "diff": _num(self.diff),
+            "ci": [_num(v) for v in self.ci],
+            "frac_router_le_best": _num(self.frac_router_le_best),
+        }
 
 
 def _paired(router: np.ndarray, best: np.ndarray, point: float, alpha: float) -> PairedBootstrap:
