@@ -167,7 +167,10 @@ def read_original_embeddings(path: str | Path, question_ids: list[str]) -> tuple
         raise InputError(path, None, None, f"expected a dict of question_id -> tensor, got {type(obj).__name__}")
     rows, dim = [], None
     for qid in question_ids:
-        key = int(qid)
+        try:
+            key = int(qid)
+        except ValueError:
+            raise ValueError(f"question_ids: {qid!r} is not an integer id of the original") from None
         if key not in obj:
             raise InputError(path, None, "question_id", f"no embedding for question {key}")
         v = obj[key]
