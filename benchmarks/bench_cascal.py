@@ -103,7 +103,14 @@ def run(n_train=30_000, n_test=12_000, n_subjects=14, n_models=6, dim=4096, seed
     test_correct = test.choices == test.gold[:, None]
     rows = np.arange(n_test)
     return {
-        "workload": {"n_train": n_train, "n_test": n_test, "subjects": n_subjects, "models": n_models, "dim": dim, "seed": seed},
+        "workload": {
+            "n_train": n_train,
+            "n_test": n_test,
+            "subjects": n_subjects,
+            "models": n_models,
+            "dim": dim,
+            "seed": seed,
+        },
         "n_jobs": n_jobs,
         "train_s": round(train_s, 3),
         "route_s": round(route_s, 3),

@@ -48,7 +48,9 @@ def save_router(router, directory: str | Path) -> None:
                 "assigned": int(size),
                 "ranking": rankings[cid],
             }
-            for cid, s, seed, size in zip(router.cluster_ids_, router.cluster_subject_, router.cluster_seeds_, router.cluster_sizes_)
+            for cid, s, seed, size in zip(
+                router.cluster_ids_, router.cluster_subject_, router.cluster_seeds_, router.cluster_sizes_
+            )
         ],
         "counters": router.counters_,
         "assigned": router.assigned_,
@@ -69,31 +71,22 @@ def load_router(cls, directory: str | Path):
         raise ValueError(f"{npz}: checksum differs from {HEADER}; the artifact is inconsistent")
     with np.load(npz, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
-    r = cls(CascalConfig.from_dict(h["config"]))
-    r.experts_ = list(h["experts"])
-    r.subjects_ = [s["name"] for s in h["subjects"]]
-    r.n_features_in_ = int(h["embedding_dim"])
-    r.embedder_ = h["embedder"]
-    r.cluster_ids_ = [c["id"] for c in h["clusters"]]
-    r.cluster_seeds_ = np.array([c["seed"] for c in h["clusters"]], dtype=np.int64)
-    r.cluster_sizes_ = np.array([c["assigned"] for c in h["clusters"]], dtype=np.int64)
-    r.counters_ = dict(h["counters"])
-    r.assigned_ = h["assigned"]
-    r.centroids_ = arrays["centroids"]
-    r.subject_reps_ = arrays["subject_reps"]
-    r.rankings_ = arrays["rankings"]
-    r.cluster_subject_ = arrays["cluster_subject"].astype(np.int64)
-    r.global_scores_ = arrays["global_scores"]
-    K, m, S, dim = len(r.cluster_ids_), len(r.experts_), len(r.subjects_), r.n_features_in_
-    expected = {
-        "centroids": (K, dim),
-        "subject_reps": (S, dim),
-        "rankings": (K, m),
-        "cluster_subject": (K,),
-        "global_scores": (m,),
-    }
-    for k, shape in expected.items():
-        if arrays[k].shape != shape:
-            raise ValueError(f"{npz}: {k} has shape {arrays[k].shape}, header implies {shape}")
-    r._tables = None
-    return r
+    try:
+        return cls.from_tables(
+            CascalConfig.from_dict(h["config"]),
+            experts=h["experts"],
+            subjects=[s["name"] for s in h["subjects"]],
+            centroids=arrays["centroids"],
+            cluster_ids=[c["id"] for c in h["clusters"]],
+            cluster_subject=arrays["cluster_subject"],
+            rankings=arrays["rankings"],
+            subject_reps=arrays["subject_reps"],
+            global_scores=arrays["global_scores"],
+            cluster_seeds=np.array([c["seed"] for c in h["clusters"]], dtype=np.int64),
+            cluster_sizes=np.array([c["assigned"] for c in h["clusters"]], dtype=np.int64),
+            counters=h["counters"],
+            assigned=h["assigned"],
+            embedder=h["embedder"],
+        )
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{d}: inconsistent router artifact: {e}") from None

@@ -47,7 +47,9 @@ class Cascal:
         embedder: dict | None = None,
     ) -> Cascal:
         cfg = self.config
-        X, subjects, choices, signal, correct, experts = _check_fit(cfg, X, subjects, choices, consensus, experts, correct, ids)
+        X, subjects, choices, signal, correct, experts = _check_fit(
+            cfg, X, subjects, choices, consensus, experts, correct, ids
+        )
         n, m = len(X), len(experts)
         weights, skipped = proficiency(cfg, choices, correct)
 
@@ -97,12 +99,68 @@ class Cascal:
         self._tables = None
         return self
 
+    @classmethod
+    def from_tables(
+        cls,
+        config: CascalConfig,
+        *,
+        experts: list[str],
+        subjects: list[str],
+        centroids: np.ndarray,
+        cluster_ids: list[str],
+        cluster_subject: np.ndarray,
+        rankings: np.ndarray,
+        subject_reps: np.ndarray,
+        global_scores: np.ndarray,
+        cluster_seeds: np.ndarray | None = None,
+        cluster_sizes: np.ndarray | None = None,
+        counters: dict | None = None,
+        assigned: dict | None = None,
+        embedder: dict | None = None,
+    ) -> Cascal:
+        """A fitted router from its tables (what `load` reads; also handy to route hand-made tables)."""
+        r = cls(config)
+        K, m, S = len(cluster_ids), len(experts), len(subjects)
+        dim = np.shape(subject_reps)[1] if np.ndim(subject_reps) == 2 else -1
+        shapes = {
+            "centroids": (centroids, (K, dim)),
+            "subject_reps": (subject_reps, (S, dim)),
+            "rankings": (rankings, (K, m)),
+            "cluster_subject": (cluster_subject, (K,)),
+            "global_scores": (global_scores, (m,)),
+        }
+        for name, (a, shape) in shapes.items():
+            if np.shape(a) != shape:
+                raise ValueError(f"{name}: shape {np.shape(a)}, expected {shape}")
+        cluster_subject = np.asarray(cluster_subject, dtype=np.int64)
+        if K and (cluster_subject.min() < 0 or cluster_subject.max() >= S):
+            raise ValueError("cluster_subject: index outside the subject list")
+        r.experts_, r.subjects_, r.n_features_in_ = list(experts), list(subjects), int(dim)
+        r.centroids_ = np.asarray(centroids, dtype=np.float64)
+        r.cluster_ids_ = list(cluster_ids)
+        r.cluster_subject_ = cluster_subject
+        r.rankings_ = np.asarray(rankings, dtype=np.float64)
+        r.subject_reps_ = np.asarray(subject_reps, dtype=np.float64)
+        r.global_scores_ = np.asarray(global_scores, dtype=np.float64)
+        r.cluster_seeds_ = np.zeros(K, np.int64) if cluster_seeds is None else np.asarray(cluster_seeds, np.int64)
+        r.cluster_sizes_ = np.zeros(K, np.int64) if cluster_sizes is None else np.asarray(cluster_sizes, np.int64)
+        r.counters_ = dict(counters or {})
+        r.assigned_ = assigned
+        r.embedder_ = embedder
+        r._tables = None
+        return r
+
     # ------------------------------------------------------------------ inference
     def _routing_tables(self) -> RoutingTables:
         if getattr(self, "_tables", None) is None:
             self._check_fitted()
             self._tables = RoutingTables.build(
-                self.config, self.subject_reps_, self.centroids_, self.cluster_subject_, self.rankings_, self.global_scores_
+                self.config,
+                self.subject_reps_,
+                self.centroids_,
+                self.cluster_subject_,
+                self.rankings_,
+                self.global_scores_,
             )
         return self._tables
 
@@ -123,7 +181,15 @@ class Cascal:
         return RouteResult(
             **{
                 f: np.concatenate([getattr(p, f) for p in parts])
-                for f in ("scores", "predicted_subject", "nearest_cluster", "nearest_distance", "used_fallback", "fallback_alpha", "n_centroids_used")
+                for f in (
+                    "scores",
+                    "predicted_subject",
+                    "nearest_cluster",
+                    "nearest_distance",
+                    "used_fallback",
+                    "fallback_alpha",
+                    "n_centroids_used",
+                )
             },
             cluster_ids=parts[0].cluster_ids,
         )
@@ -143,7 +209,8 @@ class Cascal:
         self._check_fitted()
         orders = ranking_order(self.rankings_, self.experts_) if len(self.rankings_) else []
         return {
-            cid: [[self.experts_[j], float(r[j])] for j in o] for cid, r, o in zip(self.cluster_ids_, self.rankings_, orders)
+            cid: [[self.experts_[j], float(r[j])] for j in o]
+            for cid, r, o in zip(self.cluster_ids_, self.rankings_, orders)
         }
 
     def save(self, directory: str | Path) -> None:
@@ -203,9 +270,9 @@ def _check_fit(cfg, X, subjects, choices, consensus, experts, correct, ids):
     if cfg.signal == "correctness":
         if correct is None:
             raise ValueError("correct: required when signal='correctness' (CASCAL-GT)")
-        correct = matrix("correct", correct, "float")
-        if not np.isin(correct, (0, 1)).all():
-            raise ValueError("correct: expected 0/1 values")
+        correct = matrix("correct", correct, "flag")
+        if not (correct.dtype == bool or (np.issubdtype(correct.dtype, np.number) and np.isin(correct, (0, 1)).all())):
+            raise ValueError("correct: expected booleans or 0/1 values")
         signal = correct.astype(np.float64)
     else:
         if choices is None or consensus is None:

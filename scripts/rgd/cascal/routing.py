@@ -63,7 +63,9 @@ class RoutingTables:
     def build(cls, cfg, reps, centroids, cluster_subject, rankings, global_scores) -> RoutingTables:
         bank = np.ascontiguousarray(np.concatenate([reps, centroids]).astype(np.float32))
         s, usable = cluster_model_scores(cfg, rankings)
-        return cls(bank, len(reps), np.asarray(cluster_subject, np.int64), s, usable, np.asarray(global_scores, np.float64))
+        return cls(
+            bank, len(reps), np.asarray(cluster_subject, np.int64), s, usable, np.asarray(global_scores, np.float64)
+        )
 
 
 def route_batch(cfg: CascalConfig, t: RoutingTables, X: np.ndarray, subjects: list[str], cluster_ids) -> RouteResult:

@@ -1,0 +1,571 @@
+"""CASCAL (reference §8-§9): each training step on hand-built cases, routing arithmetic, artifacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import silhouette_score
+
+from rgd.cascal import Cascal, CascalConfig, RouteResult
+from rgd.cascal.clustering import cosine_silhouette, fit_skill_centroids, l2_normalize, merge_centroids
+from rgd.cascal.niches import plurality_members, proficiency
+from rgd.cascal.subject import _prune, fit_subject, ranking_order
+from rgd.records import slug
+
+CFG = CascalConfig()
+
+
+def unit(*rows) -> np.ndarray:
+    return l2_normalize(np.array(rows, dtype=np.float64))
+
+
+# ----------------------------------------------------------------------------- step A
+
+
+def test_plurality_ties_are_all_kept():
+    members, top = plurality_members(np.array([[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 2, 2], [3, 3, 3, 3, 1, 2]]))
+    assert members.tolist() == [[True] * 6, [True] * 6, [True, True, True, True, False, False]]
+    assert top.tolist() == [3, 2, 4]
+
+
+def test_abstentions_never_agree():
+    members, top = plurality_members(np.array([[-1, -1, -1, -1, 0, 1], [-1] * 6, [2, -1, 2, -1, -1, 0]]))
+    assert members.tolist() == [
+        [False, False, False, False, True, True],
+        [False] * 6,
+        [True, False, True, False, False, False],
+    ]
+    assert top.tolist() == [1, 0, 2]
+
+
+@pytest.mark.parametrize(
+    "agreement, weights_3_3, kept_2_2_2",
+    [("plurality", 0.5, False), ("tied_union", 1.0, True)],
+)
+def test_tie_agreement_modes(agreement, weights_3_3, kept_2_2_2):
+    cfg = CascalConfig(agreement=agreement)
+    choices = np.array([[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 2, 2]])
+    w, skipped = proficiency(cfg, choices, None)
+    assert np.all(w[0] == weights_3_3)  # both tied groups are proficient
+    assert skipped[1] == (not kept_2_2_2)
+    assert np.all(w[1] == (1.0 if kept_2_2_2 else 0.0))
+
+
+def test_min_consensus_skip_and_weights():
+    choices = np.array(
+        [
+            [0, 0, 0, 1, 2, 3],  # agree 3/6 = 0.5: kept (>=)
+            [0, 0, 1, 2, 3, -1],  # agree 2/6: skipped
+            [1, 1, 1, 1, 1, 0],  # agree 5/6
+        ]
+    )
+    w, skipped = proficiency(CFG, choices, None)
+    assert skipped.tolist() == [False, True, False]
+    np.testing.assert_array_equal(w[0], [0.5, 0.5, 0.5, 0, 0, 0])
+    np.testing.assert_array_equal(w[1], np.zeros(6))
+    np.testing.assert_array_equal(w[2], [5 / 6] * 5 + [0])
+    w, skipped = proficiency(CascalConfig(min_consensus=0.6), choices, None)
+    assert skipped.tolist() == [True, True, False]
+
+
+def test_unweighted_has_no_filter_and_unit_weights():
+    choices = np.array([[0, 0, 1, 2, 3, -1]])
+    w, skipped = proficiency(CascalConfig(weighted=False), choices, None)
+    assert not skipped.any()
+    np.testing.assert_array_equal(w[0], [1, 1, 0, 0, 0, 0])
+
+
+def test_correctness_replaces_plurality_in_step_a():
+    choices = np.array([[0, 0, 0, 0, 1, 1]])  # plurality says A ...
+    correct = np.array([[0, 0, 0, 1, 1, 1]])  # ... only the last three are right (and model 3, by key)
+    w, _ = proficiency(CascalConfig(signal="correctness"), choices, correct)
+    np.testing.assert_array_equal(w[0], [0, 0, 0, 0.5, 0.5, 0.5])
+    w, skipped = proficiency(CascalConfig(signal="correctness"), choices, np.array([[1, 0, 0, 0, 0, 0]]))
+    assert skipped[0] and not w.any()
+
+
+# ----------------------------------------------------------------------------- step B
+
+
+def test_linear_silhouette_matches_sklearn():
+    rng = np.random.default_rng(3)
+    X = l2_normalize(rng.normal(size=(60, 8)) + np.repeat(np.eye(8)[:3] * 2, 20, axis=0))
+    for labels in (np.repeat([0, 1, 2], 20), rng.integers(0, 4, 60), np.r_[np.zeros(58, int), 1, 2]):
+        ours = cosine_silhouette(X, labels)
+        assert ours == pytest.approx(silhouette_score(X, labels, metric="cosine"), abs=1e-12)
+    assert cosine_silhouette(X, np.zeros(60, int)) is None  # one label
+    assert cosine_silhouette(X[:3], np.array([0, 1, 2])) is None  # n labels == n samples
+
+
+def test_single_point_and_identical_rows_give_one_centroid():
+    fit = fit_skill_centroids(CFG, unit([1, 2, 2]), np.array([0.7]))
+    assert fit.k == 1 and fit.seeds.tolist() == [1]
+    np.testing.assert_allclose(fit.centroids, unit([1, 2, 2]))
+    X = np.repeat(unit([0, 3, 4]), 5, axis=0)
+    fit = fit_skill_centroids(CFG, X, np.linspace(0.5, 1, 5))
+    assert fit.k == 1 and fit.seeds.tolist() == [5] and fit.labels.tolist() == [0]
+
+
+def test_two_distinct_points_have_no_valid_k():
+    # max_k = max(min(5, n-1, n_unique-1), 1) = 1: no k in 2..1, so one weighted-mean centroid.
+    X = unit([1, 0, 0], [0, 1, 0])
+    fit = fit_skill_centroids(CFG, X, np.array([1.0, 3.0]))
+    assert fit.k == 1 and fit.silhouette is None
+    np.testing.assert_allclose(fit.centroids[0], l2_normalize(np.array([0.25, 0.75, 0])))
+
+
+def test_separated_blobs_are_found_with_weighted_centroids():
+    rng = np.random.default_rng(0)
+    centers = np.eye(16)[:2]
+    X = l2_normalize(np.repeat(centers, [30, 20], axis=0) + 0.05 * rng.normal(size=(50, 16)))
+    w = rng.uniform(0.5, 1.0, 50)
+    fit = fit_skill_centroids(CFG, X, w)
+    assert fit.k == 2 and fit.silhouette > 0.5
+    assert sorted(fit.seeds.tolist()) == [20, 30]
+    big = int(np.argmax(fit.seeds))
+    rows = np.argmax(X @ fit.centroids.T, axis=1) == big
+    ww = w[rows] * (50 / w.sum())
+    np.testing.assert_allclose(fit.centroids[big], l2_normalize((ww[:, None] * X[rows]).sum(0) / ww.sum()), atol=1e-12)
+
+
+def test_structureless_data_falls_back_below_silhouette_floor():
+    rng = np.random.default_rng(1)
+    X = l2_normalize(rng.normal(size=(80, 256)))  # isotropic: silhouettes ~0.01
+    w = rng.uniform(0.5, 1.0, 80)
+    fit = fit_skill_centroids(CFG, X, w)
+    assert fit.k == 1 and fit.silhouette is not None and fit.silhouette < CFG.silhouette_floor
+    np.testing.assert_allclose(fit.centroids[0], l2_normalize(np.average(X, axis=0, weights=w)), atol=1e-12)
+    # With a floor below the best silhouette the same data is split.
+    assert fit_skill_centroids(CascalConfig(silhouette_floor=-1.0), X, w).k > 1
+
+
+def test_sklearn_silhouette_option_agrees():
+    rng = np.random.default_rng(2)
+    X = l2_normalize(np.repeat(np.eye(8)[:3], 15, axis=0) + 0.2 * rng.normal(size=(45, 8)))
+    a = fit_skill_centroids(CFG, X, None)
+    b = fit_skill_centroids(CascalConfig(silhouette="sklearn"), X, None)
+    assert a.k == b.k == 3 and a.silhouette == pytest.approx(b.silhouette, abs=1e-12)
+    np.testing.assert_array_equal(a.centroids, b.centroids)
+
+
+# ----------------------------------------------------------------------------- step C
+
+
+def test_merge_redirect_chain_and_weighted_mean():
+    c0, c1, c2, c3 = unit([1, 0.05, 0], [1, 0, 0.05], [1, 0.1, 0.1], [0, 0, 1])
+    C = np.stack([c0, c1, c2, c3])
+    seeds = np.array([5, 1, 10, 4])
+    # Scan c0: c1 is close with fewer seeds -> c1 -> c0; c2 is close with more -> c0 -> c2, stop.
+    # c1 is merged (skipped); c2 and c3 are far apart. Chain c1 -> c0 -> c2.
+    merge = merge_centroids(C, seeds, 0.15)
+    assert merge.roots.tolist() == [2, 3]
+    assert [g.tolist() for g in merge.groups] == [[0, 1, 2], [3]]
+    assert merge.seeds.tolist() == [16, 4] and merge.n_merged == 2
+    np.testing.assert_allclose(merge.centroids[0], l2_normalize((5 * c0 + 1 * c1 + 10 * c2) / 16))
+    assert np.array_equal(merge.centroids[1], c3)  # a group of one is left untouched
+
+
+def test_merge_equal_seeds_keep_first_and_threshold_off():
+    C = unit([1, 0, 0], [1, 0.01, 0])
+    merge = merge_centroids(C, np.array([3, 3]), 0.15)
+    assert merge.roots.tolist() == [0] and merge.seeds.tolist() == [6]
+    none = merge_centroids(C, np.array([3, 3]), 0.0)
+    assert none.roots.tolist() == [0, 1] and none.n_merged == 0
+
+
+def test_merge_group_order_follows_first_reached_root():
+    # c0 -> c1 (c1 larger): the group rooted at c1 is reached first, while scanning c0.
+    C = unit([1, 0, 0], [0, 0, 1], [1, 0.01, 0])
+    merge = merge_centroids(C, np.array([1, 5, 9]), 0.15)
+    # Scan c0: c1 far, c2 close with more seeds -> c0 -> c2. Groups: root 2 (reached at c0), root 1.
+    assert merge.roots.tolist() == [2, 1]
+
+
+# ----------------------------------------------------------------------------- steps E-G
+
+
+def test_ranking_order_ties_by_name():
+    order = ranking_order(np.array([[0.5, 0.5, 0.7, 0.1]]), ["b", "a", "c", "d"])
+    assert order.tolist() == [[2, 1, 0, 3]]
+
+
+def test_prune_keeps_larger_and_moves_members():
+    experts = ["a", "b", "c", "d"]
+    orders = np.array([[0, 1, 2, 3], [0, 1, 3, 2], [2, 1, 0, 3]])  # top-3: abc, abd, cba (= abc)
+    members = [np.arange(3), np.arange(3, 7), np.arange(7, 12)]
+    kept = _prune(CFG, orders, experts, members)
+    assert kept.tolist() == [1, 2]
+    assert members[2].tolist() == [7, 8, 9, 10, 11, 0, 1, 2]  # the larger one absorbs, order kept
+
+
+def test_prune_equal_sizes_keep_first_and_jaccard_threshold():
+    experts = ["a", "b", "c", "d"]
+    orders = np.array([[0, 1, 2, 3], [0, 1, 3, 2]])  # Jaccard 2/4
+    members = [np.arange(2), np.arange(2, 4)]
+    assert _prune(CFG, orders, experts, [m.copy() for m in members]).tolist() == [0, 1]
+    low = CascalConfig(prune_jaccard=0.5)
+    moved = [m.copy() for m in members]
+    assert _prune(low, orders, experts, moved).tolist() == [0]
+    assert moved[0].tolist() == [0, 1, 2, 3]
+
+
+def _subject_case():
+    """12 questions in two tight groups; model 0 wins group 1, model 2 wins group 2."""
+    rng = np.random.default_rng(5)
+    X = l2_normalize(np.repeat(np.eye(6)[:2], 6, axis=0) + 0.02 * rng.normal(size=(12, 6)))
+    choices = np.zeros((12, 4), dtype=np.int64)  # unanimous: every model proficient everywhere
+    signal = np.tile([0.9, 0.5, 0.2, 0.1], (12, 1))
+    signal[6:] = [0.1, 0.5, 0.9, 0.2]  # top-3 sets {m0, m1, m2} and {m1, m2, m3} differ
+    return X, choices, signal, ["m0", "m1", "m2", "m3"]
+
+
+def test_fit_subject_end_to_end_with_pruning_and_representative():
+    X, choices, signal, experts = _subject_case()
+    w, _ = proficiency(CFG, choices, None)
+    fit = fit_subject(CFG, "s", X, w, signal, experts)
+    # Each model finds both groups; centroids of the same group merge across models (4 -> 1 each).
+    assert fit.counters["skill_fits"] == 4 and fit.counters["merged"] == 6
+    assert len(fit.ids) == 2 and all(i.startswith("s::model=") for i in fit.ids)
+    assert sorted(len(m) for m in fit.members) == [6, 6]
+    np.testing.assert_allclose(sorted(fit.rankings[:, 0]), [0.1, 0.9])
+    for c, idx in enumerate(fit.members):  # after pruning: spherical mean of the members
+        np.testing.assert_allclose(fit.centroids[c], l2_normalize(X[idx].mean(axis=0)), atol=1e-15)
+    np.testing.assert_allclose(fit.representative, l2_normalize(fit.centroids.mean(axis=0)))
+
+
+def test_identical_top3_clusters_are_pruned_into_one():
+    X, choices, signal, experts = _subject_case()
+    signal[6:] = signal[0]  # both groups now rank the same models first
+    w, _ = proficiency(CFG, choices, None)
+    fit = fit_subject(CFG, "s", X, w, signal, experts)
+    assert fit.counters["pruned"] == 1 and len(fit.ids) == 1 and len(fit.members[0]) == 12
+    np.testing.assert_allclose(fit.centroids[0], l2_normalize(X.mean(axis=0)))
+    kept = fit_subject(CascalConfig(prune=False), "s", X, w, signal, experts)
+    assert len(kept.ids) == 2 and kept.counters["pruned"] == 0
+
+
+def test_subject_without_proficient_questions_routes_globally():
+    X, _, signal, experts = _subject_case()
+    choices = np.tile([0, 1, 2, 3], (12, 1))  # four-way split: agree 1/4 < 0.5 everywhere
+    r = Cascal().fit(X, ["s"] * 12, choices, signal, experts)
+    assert r.cluster_ids_ == [] and r.counters_["subjects_without_clusters"] == 1
+    assert r.counters_["questions_skipped_low_agreement"] == 12
+    np.testing.assert_allclose(r.subject_reps_[0], l2_normalize(X.mean(axis=0)))
+    res = r.route(X[:2])
+    np.testing.assert_array_equal(res.scores, np.tile(r.global_scores_, (2, 1)))
+    assert res.used_fallback.all() and (res.fallback_alpha == 1).all() and (res.nearest_cluster == -1).all()
+    assert (res.n_centroids_used == 0).all() and np.isnan(res.nearest_distance).all()
+
+
+# ----------------------------------------------------------------------------- routing
+
+
+def _router(cfg=CFG, **kw) -> Cascal:
+    """Two subjects in 3-D; subject 'a' has clusters a0 (x axis) and a1 (y axis), 'b' one (z axis)."""
+    tables = dict(
+        experts=["m0", "m1", "m2"],
+        subjects=["a", "b"],
+        centroids=unit([1, 0, 0], [0, 1, 0], [0, 0, 1]),
+        cluster_ids=["a0", "a1", "b0"],
+        cluster_subject=np.array([0, 0, 1]),
+        rankings=np.array([[0.9, 0.5, 0.1], [0.2, 0.8, 0.3], [0.1, 0.2, 0.7]]),
+        subject_reps=unit([1, 1, 0], [0, 0, 1]),
+        global_scores=np.array([0.4, 0.5, 0.3]),
+    )
+    tables.update(kw)
+    return Cascal.from_tables(cfg, **tables)
+
+
+def softmax(z):
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def _expected(q, cfg, r, active):
+    """Reference arithmetic of §9 steps 3-6 for one query, written out longhand."""
+    q = q / np.linalg.norm(q)
+    d = np.array([1 - q @ r.centroids_[c] for c in active])
+    a = softmax(-d / cfg.distance_temp)
+    P = sum(ai * softmax(r.rankings_[c] / cfg.score_temp) for ai, c in zip(a, active))
+    d_near = d.min()
+    if d_near > cfg.distance_threshold:
+        alpha = min((d_near - cfg.distance_threshold) / cfg.ramp_width, 1.0)
+        P = (1 - alpha) * P / P.sum() + alpha * r.global_scores_ / r.global_scores_.sum()
+    else:
+        alpha = 0.0
+    return P, d_near, alpha
+
+
+@pytest.mark.parametrize(
+    "q, alpha",
+    [
+        ([1.0, 0.3, 0.0], 0.0),  # close to a0: no fallback
+        ([0.2, 0.2, -0.35], None),  # far from everything in 'a': partial ramp
+        ([0.05, 0.05, -1.0], 1.0),  # very far: capped at 1
+    ],
+)
+def test_blend_and_fallback_ramp(q, alpha):
+    r = _router()
+    q = np.array([q])
+    res = r.route(q)
+    P, d_near, a = _expected(q[0], CFG, r, active=[0, 1] if res.predicted_subject[0] == "a" else [2])
+    np.testing.assert_allclose(res.scores[0], P, rtol=1e-6)
+    assert res.nearest_distance[0] == pytest.approx(d_near, abs=1e-6)
+    assert res.fallback_alpha[0] == pytest.approx(a, abs=1e-6)
+    if alpha is None:
+        assert 0 < res.fallback_alpha[0] < 1 and res.used_fallback[0]
+    else:
+        assert res.fallback_alpha[0] == alpha and res.used_fallback[0] == (alpha > 0)
+
+
+def test_ramp_arithmetic_by_hand():
+    # One subject, one centroid: a = 1, s = softmax(r / 0.1); d = 0.6 -> alpha = (0.6 - 0.5) / 0.2.
+    cfg = CascalConfig()
+    r = _router(
+        cfg,
+        subjects=["a"],
+        centroids=unit([1, 0, 0]),
+        cluster_ids=["a0"],
+        cluster_subject=np.array([0]),
+        rankings=np.array([[0.9, 0.5, 0.1]]),
+        subject_reps=unit([1, 0, 0]),
+    )
+    q = np.array([[0.4, np.sqrt(1 - 0.16), 0.0]])  # cosine 0.4 -> distance 0.6
+    res = r.route(q)
+    s = softmax(np.array([0.9, 0.5, 0.1]) / 0.1)
+    g = np.array([0.4, 0.5, 0.3]) / 1.2
+    assert res.fallback_alpha[0] == pytest.approx(0.5, abs=1e-6)
+    np.testing.assert_allclose(res.scores[0], 0.5 * s + 0.5 * g, rtol=1e-5)
+    off = _router(
+        CascalConfig(fallback=False),
+        **{
+            k: getattr(r, k + "_")
+            for k in ("subjects", "centroids", "cluster_ids", "cluster_subject", "rankings", "subject_reps")
+        },
+    )
+    np.testing.assert_allclose(off.route(q).scores[0], s, rtol=1e-12)
+    assert not off.route(q).used_fallback[0]
+
+
+def test_raw_scores_without_sharpening_and_skipped_clusters():
+    r = _router(CascalConfig(sharp_scoring=False, fallback=False))
+    q = np.array([[1.0, 0.0, 0.0]])
+    res = r.route(q)
+    d = np.array([0.0, 1.0])
+    a = softmax(-d / 0.1)
+    np.testing.assert_allclose(res.scores[0], a[0] * r.rankings_[0] + a[1] * r.rankings_[1], rtol=1e-6)
+    # A cluster whose scores sum to <= 0 is skipped (its weight is not redistributed).
+    z = _router(CascalConfig(fallback=False), rankings=np.array([[0.0, 0.0, 0.0], [0.2, 0.8, 0.3], [0.1, 0.2, 0.7]]))
+    res = z.route(q)
+    np.testing.assert_allclose(res.scores[0], a[1] * softmax(np.array([0.2, 0.8, 0.3]) / 0.1), rtol=1e-6)
+
+
+def test_two_stage_versus_nearest_centroid():
+    # 'a' has a0 close to the query but its representative is pulled away by a far centroid a1;
+    # 'b' has one centroid that is second closest. Two-stage picks 'b', the one-stage picks 'a'.
+    kw = dict(
+        centroids=unit([1, 0.3, 0], [-1, 0, 0.2], [1, 0, 0.6]),
+        subject_reps=unit([0, 0.3, 0.2], [1, 0, 0.6]),
+    )
+    q = np.array([[1.0, 0.25, 0.0]])
+    two = _router(**kw).route(q)
+    one = _router(CascalConfig(two_stage=False), **kw).route(q)
+    assert two.predicted_subject[0] == "b" and two.nearest_cluster_ids() == ["b0"]
+    assert one.predicted_subject[0] == "a" and one.nearest_cluster_ids() == ["a0"]
+    assert two.n_centroids_used[0] == 1 and one.n_centroids_used[0] == 2
+    assert not np.allclose(two.scores, one.scores)
+
+
+def test_k_nearest_limits_blend():
+    r = _router(CascalConfig(k_nearest=1, fallback=False))
+    res = r.route(np.array([[1.0, 0.9, 0.0]]))
+    assert res.n_centroids_used[0] == 1
+    np.testing.assert_allclose(res.scores[0], softmax(r.rankings_[0] / 0.1), rtol=1e-6)
+
+
+def test_route_validates_and_handles_empty_batch():
+    r = _router()
+    with pytest.raises(ValueError, match="shape"):
+        r.route(np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="NaN"):
+        r.route(np.array([[np.nan, 0, 0]]))
+    res = r.route(np.zeros((0, 3)))
+    assert res.scores.shape == (0, 3) and res.predicted_subject.shape == (0,)
+
+
+def test_rank_seeded_tie_break():
+    r = _router(rankings=np.full((3, 3), 0.5), global_scores=np.array([0.5, 0.5, 0.5]))
+    X = np.tile([[1.0, 0.0, 0.0]], (200, 1))
+    o1, s1 = r.rank(X, seed=1)
+    o2, _ = r.rank(X, seed=1)
+    o3, _ = r.rank(X, seed=2)
+    assert np.array_equal(o1, o2) and not np.array_equal(o1, o3)
+    assert len({tuple(o) for o in o1}) == 6  # all permutations occur: ties really are random
+    o, s = _router().rank(np.array([[1.0, 0.0, 0.0]]))
+    assert o.tolist() == [[0, 1, 2]] and np.all(np.diff(s[0][o[0]]) <= 0)
+
+
+# ----------------------------------------------------------------------------- fit, artifacts
+
+
+# Per-group accuracies of six models; within each subject the two groups' top-3 sets differ, so
+# pruning keeps them apart.
+ACC = np.array(
+    [
+        [0.9, 0.7, 0.6, 0.3, 0.3, 0.3],  # alpha, group 0: best m0
+        [0.3, 0.3, 0.3, 0.9, 0.7, 0.6],  # alpha, group 1: best m3
+        [0.6, 0.3, 0.9, 0.3, 0.7, 0.3],  # beta & gamma, group 2: best m2
+        [0.3, 0.9, 0.3, 0.7, 0.3, 0.6],  # beta & gamma, group 3: best m1
+    ]
+)
+
+
+def _dataset(n=240, seed=0):
+    rng = np.random.default_rng(seed)
+    subj = np.repeat(["alpha", "beta & gamma"], n // 2)
+    group = np.where(subj == "alpha", 0, 2) + rng.integers(0, 2, n)
+    X = np.eye(16)[group] * 3 + 0.5 * rng.normal(size=(n, 16))
+    gold = rng.integers(0, 4, n)
+    correct = rng.random((n, 6)) < ACC[group]
+    choices = np.where(correct, gold[:, None], (gold[:, None] + rng.integers(1, 4, (n, 6))) % 4)
+    consensus = np.where(correct, 0.7, 0.2) + 0.05 * rng.random((n, 6))
+    ids = [f"q{i:04d}" for i in range(n)]
+    return X, list(subj), choices, consensus, correct.astype(int), [f"m{j}" for j in range(6)], ids
+
+
+def _fit(cfg=CFG, n_jobs=1, **kw):
+    X, subj, choices, consensus, correct, experts, ids = _dataset()
+    return Cascal(cfg, n_jobs=n_jobs).fit(X, subj, choices, consensus, experts, correct=correct, ids=ids, **kw)
+
+
+def _artifact_bytes(router, directory: Path) -> dict[str, bytes]:
+    router.save(directory)
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_fit_is_deterministic_to_the_byte(tmp_path):
+    a = _artifact_bytes(_fit(), tmp_path / "a")
+    b = _artifact_bytes(_fit(), tmp_path / "b")
+    c = _artifact_bytes(_fit(n_jobs=2), tmp_path / "c")  # threads over subjects change nothing
+    assert set(a) == {"router.json", "centroids.npz"}
+    assert a == b == c
+    d = _artifact_bytes(_fit(CascalConfig(random_state=7)), tmp_path / "d")
+    assert d["router.json"] != a["router.json"]  # the seed is really used
+
+
+def test_save_load_round_trip_is_bit_identical(tmp_path):
+    router = _fit(embedder={"model": "toy-embedder", "dim": 16, "normalize": True})
+    router.save(tmp_path / "r")
+    loaded = Cascal.load(tmp_path / "r")
+    X = _dataset(seed=1)[0]
+    a, b = router.route(X), loaded.route(X)
+    for field in (
+        "scores",
+        "nearest_distance",
+        "fallback_alpha",
+        "nearest_cluster",
+        "used_fallback",
+        "n_centroids_used",
+        "predicted_subject",
+    ):
+        assert np.array_equal(getattr(a, field), getattr(b, field), equal_nan=field == "nearest_distance"), field
+    assert np.array_equal(router.rank(X)[0], loaded.rank(X)[0])
+    # Saving the loaded router reproduces the artifact.
+    assert _artifact_bytes(loaded, tmp_path / "again") == _artifact_bytes(router, tmp_path / "r")
+
+    text = (tmp_path / "r" / "router.json").read_text()
+    h = json.loads(text)
+    assert text == json.dumps(h, ensure_ascii=False, sort_keys=True, indent=2) + "\n"
+    assert h["embedder"] == {"model": "toy-embedder", "dim": 16, "normalize": True}
+    assert h["subjects"] == [{"name": s, "slug": slug(s)} for s in ["alpha", "beta & gamma"]]
+    assert h["embedding_dim"] == 16 and h["config"] == CFG.to_dict()
+    assert [c["id"] for c in h["clusters"]] == router.cluster_ids_
+    assert sum(c["assigned"] for c in h["clusters"]) == 240
+    assert sorted(i for ids in h["assigned"].values() for i in ids) == [f"q{i:04d}" for i in range(240)]
+    assert set(h["counters"]) >= {"single_cluster_fits", "merged", "pruned", "questions_skipped_low_agreement"}
+    for c in h["clusters"]:
+        scores = [s for _, s in c["ranking"]]
+        assert scores == sorted(scores, reverse=True)
+
+
+def test_load_rejects_inconsistent_artifacts(tmp_path):
+    _fit().save(tmp_path / "r")
+    npz = tmp_path / "r" / "centroids.npz"
+    data = bytearray(npz.read_bytes())
+    data[-30] ^= 1
+    npz.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum"):
+        Cascal.load(tmp_path / "r")
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "router.json").write_text('{"format": "something else"}')
+    with pytest.raises(ValueError, match="not a CASCAL"):
+        Cascal.load(tmp_path / "x")
+
+
+def test_cascal_gt_ranks_by_correctness():
+    X, subj, choices, consensus, correct, experts, ids = _dataset()
+    gt = Cascal(CascalConfig(signal="correctness")).fit(X, subj, None, None, experts, correct=correct, ids=ids)
+    np.testing.assert_array_equal(gt.global_scores_, np.round(correct.mean(axis=0), 4))
+    for cid, r in zip(gt.cluster_ids_, gt.rankings_):
+        rows = [int(i[1:]) for i in gt.assigned_[cid]]
+        np.testing.assert_array_equal(r, np.round(correct[rows].mean(axis=0), 3))
+    # The consensus router ranks by consensus instead, so its tables differ.
+    cons = Cascal().fit(X, subj, choices, consensus, experts)
+    np.testing.assert_array_equal(cons.global_scores_, np.round(consensus.mean(axis=0), 4))
+    with pytest.raises(ValueError, match="correct"):
+        Cascal(CascalConfig(signal="correctness")).fit(X, subj, choices, consensus, experts)
+
+
+def test_fit_recovers_niches_on_the_toy_data():
+    router = _fit()
+    assert len(router.cluster_ids_) == 4 and router.counters_["pruned"] == 0
+    top = router.rank(np.eye(16)[:4])[0][:, 0]
+    assert top.tolist() == [0, 3, 2, 1]  # each group's planted best model
+    res = router.route(np.eye(16)[:4])
+    assert res.predicted_subject.tolist() == ["alpha", "alpha", "beta & gamma", "beta & gamma"]
+    assert len(set(res.nearest_cluster.tolist())) == 4
+
+
+def test_fit_validates_inputs():
+    X, subj, choices, consensus, correct, experts, ids = _dataset(n=20)
+    with pytest.raises(ValueError, match="choices"):
+        Cascal().fit(X, subj, choices[:, :2], consensus, experts)
+    with pytest.raises(ValueError, match="choices"):
+        Cascal().fit(X, subj, choices - 2, consensus, experts)
+    with pytest.raises(ValueError, match="X"):
+        Cascal().fit(np.full_like(X, np.nan), subj, choices, consensus, experts)
+    with pytest.raises(ValueError, match="experts"):
+        Cascal().fit(X, subj, choices, consensus, ["a", "a", "b"])
+    with pytest.raises(ValueError, match="ids"):
+        Cascal().fit(X, subj, choices, consensus, experts, ids=ids[:3])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        Cascal().route(X)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"signal": "gold"},
+        {"agreement": "all"},
+        {"k_min": 1},
+        {"k_max": 1},
+        {"distance_temp": 0.0},
+        {"kmeans_n_init": 0},
+        {"prune": "yes"},
+        {"rank_decimals": -1},
+        {"merge_threshold": float("nan")},
+    ],
+)
+def test_config_validation(bad):
+    with pytest.raises(ValueError):
+        CascalConfig(**bad)
+
+
+def test_config_round_trip():
+    cfg = CascalConfig(signal="correctness", rank_decimals=None, kmeans_n_init=3)
+    assert CascalConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown"):
+        CascalConfig.from_dict({"nope": 1})
