@@ -541,6 +541,10 @@ def test_fit_validates_inputs():
         Cascal().fit(X, subj, choices, consensus, ["a", "a", "b"])
     with pytest.raises(ValueError, match="ids"):
         Cascal().fit(X, subj, choices, consensus, experts, ids=ids[:3])
+    with pytest.raises(ValueError, match="embedder"):
+        Cascal().fit(X, subj, choices, consensus, experts, embedder={"model": object()})
+    with pytest.raises(ValueError, match="embedder"):
+        Cascal().fit(X, subj, choices, consensus, experts, embedder=["not", "a", "dict"])
     with pytest.raises(RuntimeError, match="not fitted"):
         Cascal().route(X)
 

@@ -93,7 +93,7 @@ def _n_unique_rows(X: np.ndarray, cap: int) -> int:
     shift rounding can cause belong to distinct rounded rows, so >= cap separated groups settle it
     in one pass; otherwise (near-duplicate data) count exactly.
     """
-    w = np.random.default_rng(12345).standard_normal(X.shape[1])
+    w = np.random.default_rng(12345).standard_normal(X.shape[1])  # any fixed vector; the count is exact
     p = np.sort(X @ w)
     slack = 2 * 5e-13 * np.abs(w).sum() + 1e-9 * max(1.0, float(np.abs(p).max()))
     if 1 + int((np.diff(p) > slack).sum()) >= cap:

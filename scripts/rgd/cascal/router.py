@@ -10,6 +10,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .. import metrics
+from ..io import dumps
 from .clustering import l2_normalize
 from .config import CascalConfig
 from .niches import proficiency
@@ -48,7 +49,7 @@ class Cascal:
     ) -> Cascal:
         cfg = self.config
         X, subjects, choices, signal, correct, experts = _check_fit(
-            cfg, X, subjects, choices, consensus, experts, correct, ids
+            cfg, X, subjects, choices, consensus, experts, correct, ids, embedder
         )
         n, m = len(X), len(experts)
         weights, skipped = proficiency(cfg, choices, correct)
@@ -235,7 +236,7 @@ def _plain(x):
     return x.item() if isinstance(x, np.generic) else x
 
 
-def _check_fit(cfg, X, subjects, choices, consensus, experts, correct, ids):
+def _check_fit(cfg, X, subjects, choices, consensus, experts, correct, ids, embedder):
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"X: expected a non-empty 2-D (questions, dim) array, got shape {X.shape}")
@@ -278,6 +279,13 @@ def _check_fit(cfg, X, subjects, choices, consensus, experts, correct, ids):
         if choices is None or consensus is None:
             raise ValueError("choices and consensus: required when signal='consensus'")
         signal = consensus
+    if embedder is not None:
+        try:
+            dumps(embedder)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"embedder: must be a JSON-serialisable dict ({e})") from None
+        if not isinstance(embedder, dict):
+            raise ValueError(f"embedder: expected a dict, got {type(embedder).__name__}")
     if ids is not None and len(ids) != n:
         raise ValueError(f"ids: expected {n} ids, got {len(ids)}")
     return X, subjects, choices, signal, correct, experts
