@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -573,3 +574,16 @@ def test_config_round_trip():
     assert CascalConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown"):
         CascalConfig.from_dict({"nope": 1})
+
+
+def test_near_duplicates_collapsing_in_float32_are_handled_quietly():
+    # Rows distinct in float64 (so k may reach 3) but equal in float32: k-means finds fewer distinct
+    # clusters than k; fit must neither warn nor emit an empty centroid.
+    a, b = unit([1, 0.2, 0, 0]), unit([0, 0, 1, 0.3])
+    X = np.concatenate([a, a + 1e-10, a + 2e-10, b, b + 1e-10])
+    choices = np.zeros((5, 2), dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = Cascal().fit(X, ["s"] * 5, choices, np.full((5, 2), 0.5), ["m0", "m1"])
+    assert np.all(np.isfinite(r.centroids_)) and np.allclose(np.linalg.norm(r.centroids_, axis=1), 1)
+    assert r.cluster_sizes_.sum() == 5

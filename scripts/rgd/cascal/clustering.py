@@ -8,12 +8,10 @@ sum_{j in c} (1 - <x_i, x_j>) = |c| - <x_i, S_c>, so a(i) and b(i) cost O(n*d*k)
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import silhouette_score
 
 from .config import CascalConfig
@@ -120,10 +118,7 @@ def fit_skill_centroids(cfg: CascalConfig, X: np.ndarray, weights: np.ndarray | 
     best_score, best_labels, best_k = -np.inf, None, 0
     for k in range(cfg.k_min, max_k + 1):
         km = KMeans(n_clusters=k, n_init=cfg.kmeans_n_init, max_iter=cfg.kmeans_max_iter, random_state=cfg.random_state)
-        with warnings.catch_warnings():
-            # Fewer distinct clusters than k (duplicate points) is handled by the silhouette check.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            labels = km.fit_predict(Xk, sample_weight=w)
+        labels = km.fit_predict(Xk, sample_weight=w)
         score = _silhouette(cfg, X, labels)
         if score is not None and score > best_score:  # strict: the smallest k wins ties
             best_score, best_labels, best_k = score, labels, k

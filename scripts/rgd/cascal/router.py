@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
 from .. import metrics
@@ -69,7 +71,10 @@ class Cascal:
 
         # Subjects are independent: run them on n_jobs threads (the heavy parts release the GIL).
         # BLAS is single-threaded during the whole fit, whatever n_jobs, so results never depend on it.
-        with threadpool_limits(limits=1, user_api="blas"):
+        # Fewer distinct k-means clusters than k (near-duplicate points) is handled by the silhouette
+        # check; the filter is set here, in the calling thread, because catch_warnings is not thread-safe.
+        with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
             if self.n_jobs > 1 and len(names) > 1:
                 with ThreadPoolExecutor(max_workers=min(self.n_jobs, len(names))) as pool:
                     blocks = list(pool.map(one_subject, range(len(names))))
