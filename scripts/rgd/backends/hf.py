@@ -1,0 +1,157 @@
+"""transformers backend: the CPU default, and a reference for the vLLM backend's contract.
+
+Both backends take the same prompt dicts (see rgd.prompts) and return the same results:
+- `score_letters`: log-probabilities (under the full-vocabulary next-token distribution) of
+  each option letter, summed over the letter's spellings ("A" and " A").
+- `generate`: sampled text plus the mean log-probability of the sampled tokens under the
+  *raw* (temperature 1) model distribution, i.e. minus the per-token NLL of the model's own
+  output; the same quantity vLLM V1 returns with logprobs_mode="raw_logprobs".
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..records import LETTERS
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int = 0
+
+
+@dataclass
+class Generation:
+    text: str
+    mean_logprob: float | None
+    n_prompt_tokens: int
+    n_output_tokens: int
+
+
+class HFBackend:
+    name = "transformers"
+
+    def __init__(self, model_dir: str, threads: int = 1, batch_size: int = 4, max_prompt_tokens: int = 2048,
+                 template_kwargs: dict | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.set_num_threads(max(1, threads))
+        t0 = time.perf_counter()
+        self.tok = AutoTokenizer.from_pretrained(model_dir)
+        self.tok.padding_side = "left"
+        if self.tok.pad_token is None:
+            self.tok.pad_token = self.tok.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        self.model.eval()
+        self.load_seconds = time.perf_counter() - t0
+        self.batch_size = batch_size
+        self.max_prompt_tokens = max_prompt_tokens
+        self.template_kwargs = template_kwargs or {}
+        self.device = "cpu"
+        self._letter_ids = [self._spellings(L) for L in LETTERS]
+
+    # -- prompts ---------------------------------------------------------------------------
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tok, "chat_template", None))
+
+    def render(self, prompt: dict) -> str:
+        if "messages" in prompt:
+            if not self.has_chat_template:
+                raise ValueError("this model has no chat template; use a completion prompt style")
+            text = self.tok.apply_chat_template(
+                prompt["messages"], tokenize=False, add_generation_prompt=True, **self.template_kwargs
+            )
+            return text + prompt.get("assistant_prefix", "")
+        return prompt["text"]
+
+    def _spellings(self, letter: str) -> list[int]:
+        ids = set()
+        for s in (letter, " " + letter):
+            enc = self.tok.encode(s, add_special_tokens=False)
+            if enc:
+                ids.add(enc[-1])
+        return sorted(ids)
+
+    def _encode(self, texts: list[str]):
+        import torch
+
+        enc = self.tok(texts, return_tensors="pt", padding=True, truncation=True,
+                       max_length=self.max_prompt_tokens, add_special_tokens=not self._has_bos(texts))
+        mask = enc["attention_mask"]
+        # explicit positions so left padding does not shift them
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        return enc["input_ids"], mask, pos.to(torch.long)
+
+    def _has_bos(self, texts: list[str]) -> bool:
+        bos = self.tok.bos_token
+        return bool(bos) and all(t.startswith(bos) for t in texts)
+
+    # -- letter scoring ----------------------------------------------------------------------
+    def score_letters(self, prompts: list[dict], n_options: list[int]) -> list[tuple[list[float], int]]:
+        """For each prompt: (log-probabilities of letters A.. up to its option count, prompt tokens)."""
+        import torch
+
+        out: list[tuple[list[float], int]] = []
+        for start in range(0, len(prompts), self.batch_size):
+            texts = [self.render(p) for p in prompts[start:start + self.batch_size]]
+            ids, mask, pos = self._encode(texts)
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits
+            logp = torch.log_softmax(logits[:, -1, :].float(), dim=-1).numpy()
+            for row, k, n_tok in zip(logp, n_options[start:], mask.sum(-1).tolist()):
+                letters = [float(np.logaddexp.reduce(row[self._letter_ids[i]])) for i in range(k)]
+                out.append((letters, int(n_tok)))
+        return out
+
+    # -- generation --------------------------------------------------------------------------
+    def generate(self, prompts: list[dict], sampling: Sampling, logprobs: bool = True,
+                 stop: list[str] | None = None) -> list[Generation]:
+        """Sample a continuation per prompt; `logprobs=False` skips the confidence (and the
+        memory for per-step logits, large with a 262k vocabulary). Text is cut at the first
+        `stop` string."""
+        import torch
+
+        out: list[Generation] = []
+        for start in range(0, len(prompts), self.batch_size):
+            texts = [self.render(p) for p in prompts[start:start + self.batch_size]]
+            ids, mask, _ = self._encode(texts)
+            # one seed per batch, derived from the run seed and the batch's position in the
+            # plan: a resumed run regenerates a missing batch exactly as the first run would
+            torch.manual_seed(sampling.seed * 1_000_003 + start)
+            with torch.inference_mode():
+                res = self.model.generate(
+                    input_ids=ids, attention_mask=mask, do_sample=sampling.temperature > 0,
+                    temperature=sampling.temperature if sampling.temperature > 0 else None,
+                    top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens,
+                    return_dict_in_generate=True, output_logits=logprobs, pad_token_id=self.tok.pad_token_id,
+                    **({"stop_strings": stop, "tokenizer": self.tok} if stop else {}),
+                )
+            new = res.sequences[:, ids.shape[1]:]
+            if logprobs:
+                raw = torch.stack(res.logits, dim=1).float()  # raw (temperature-1) logits
+                lp = torch.log_softmax(raw, dim=-1).gather(-1, new[:, : raw.shape[1], None])[..., 0]
+            eos = self.tok.eos_token_id
+            for b in range(new.shape[0]):
+                toks = new[b].tolist()
+                n = len(toks)
+                for i, t in enumerate(toks):
+                    if t == eos or t == self.tok.pad_token_id:
+                        n = i
+                        break
+                mean = float(lp[b, :n].mean()) if n and logprobs else None
+                text = self.tok.decode(toks[:n], skip_special_tokens=True)
+                for st in stop or ():
+                    text = text.split(st, 1)[0]
+                out.append(Generation(text, mean, int(mask[b].sum()), n))
+        return out
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok.encode(text, add_special_tokens=False))

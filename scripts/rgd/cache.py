@@ -1,0 +1,65 @@
+"""An append-only record cache that makes long steps resumable.
+
+Finished records are appended in chunks (flushed and fsync'ed), each under a content key:
+a hash of everything that determines the result (model identity and revision, chat-template
+hash, sampling settings, prompt). A job killed at any point restarts, reads what is there,
+and computes only the missing keys. A torn last line (the kill came mid-write) is ignored.
+Records under keys the current run does not ask for are left alone, never reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from .io import dumps, sha256_text
+
+
+def content_key(*parts: object) -> str:
+    return sha256_text(dumps(list(parts)))[:32]
+
+
+class RecordCache:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.records: dict[str, dict] = {}
+        self.torn_lines = 0
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        with open(self.path, "rb") as fh:
+            for raw in fh:
+                try:
+                    entry = json.loads(raw.decode("utf-8"))
+                    self.records[entry["key"]] = entry["record"]
+                except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+                    self.torn_lines += 1  # only a kill mid-write produces these
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def get(self, key: str) -> dict | None:
+        return self.records.get(key)
+
+    def add(self, items: Iterable[tuple[str, dict]]) -> None:
+        items = list(items)
+        if not items:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # a torn final line must not glue onto the next record: start on a fresh line
+        prefix = ""
+        if self.path.exists() and self.path.stat().st_size:
+            with open(self.path, "rb") as fh:
+                fh.seek(-1, os.SEEK_END)
+                prefix = "" if fh.read(1) == b"\n" else "\n"
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(prefix + "".join(dumps({"key": k, "record": r}) + "\n" for k, r in items))
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.records.update(items)

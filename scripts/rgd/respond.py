@@ -1,0 +1,149 @@
+"""Run one expert over one question set: the per-model inference step (reference §5).
+
+Resumable: every finished batch is appended to a RecordCache under a content key, and the
+batch plan depends only on the full question list, so a restarted job skips finished batches
+and reproduces the rest exactly as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import __version__
+from .answers import extract_choice
+from .backends.hf import Sampling
+from .cache import RecordCache, content_key
+from .io import read_json, write_json, write_jsonl
+from .models import MANIFEST
+from .prompts import build_prompt
+from .records import LETTERS, Question, Response, read_questions
+
+
+@dataclass(frozen=True)
+class Expert:
+    name: str
+    model: str
+    style: str
+    mode: str = "letter"
+    batch_size: int = 4
+    max_prompt_tokens: int = 2048
+    sampling: Sampling = field(default_factory=Sampling)
+    template_kwargs: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, name: str, cfg: dict) -> Expert:
+        s = cfg.get("sampling", {})
+        return cls(name=name, model=cfg["model"], style=cfg["style"], mode=cfg.get("mode", "letter"),
+                   batch_size=cfg.get("batch_size", 4), max_prompt_tokens=cfg.get("max_prompt_tokens", 2048),
+                   sampling=Sampling(**s), template_kwargs=cfg.get("template_kwargs", {}))
+
+    def settings(self) -> dict:
+        d = {"model": self.model, "style": self.style, "mode": self.mode, "template_kwargs": self.template_kwargs}
+        if self.mode == "cot":
+            d["sampling"] = vars(self.sampling)
+        return d
+
+
+def _letter_response(q: Question, expert: str, letters: list[float], n_tok: int) -> Response:
+    if not letters or not all(math.isfinite(x) for x in letters):
+        return Response(q.id, expert, None, None, "nan", "letter log-probabilities are not finite",
+                        n_prompt_tokens=n_tok)
+    best = max(range(len(letters)), key=letters.__getitem__)
+    return Response(q.id, expert, LETTERS[best], letters[best], n_prompt_tokens=n_tok,
+                    extra={"letter_logprobs": letters})
+
+
+def _cot_response(q: Question, expert: str, gen) -> Response:
+    choice, reason = extract_choice(gen.text, q.options)
+    conf = gen.mean_logprob if gen.mean_logprob is not None and math.isfinite(gen.mean_logprob) else None
+    if choice is None:
+        status = "empty" if not (gen.text or "").strip() else "unparsed"
+        return Response(q.id, expert, None, conf, status, reason, gen.text, gen.n_prompt_tokens, gen.n_output_tokens)
+    if conf is None:
+        reason = "confidence not finite (empty or NaN log-probabilities)"
+    return Response(q.id, expert, choice, conf, "ok", reason, gen.text, gen.n_prompt_tokens, gen.n_output_tokens)
+
+
+def respond(questions: list[Question], expert: Expert, backend, cache: RecordCache, identity: dict,
+            log=None) -> tuple[list[Response], dict]:
+    log = log or (lambda msg: print(msg, flush=True))
+    prompts = [build_prompt(q, expert.style, expert.mode) for q in questions]
+    rendered = [backend.render(p) for p in prompts]
+    keys = [content_key(identity, expert.settings(), text) for text in rendered]
+    # deterministic plan: longest prompts first (less padding), ties by position
+    order = sorted(range(len(questions)), key=lambda i: (-len(rendered[i]), i))
+    batches = [order[i:i + expert.batch_size] for i in range(0, len(order), expert.batch_size)]
+    stats = Counter()
+    t0 = time.perf_counter()
+    for b, batch in enumerate(batches):
+        if all(keys[i] in cache for i in batch):
+            stats["cached"] += len(batch)
+            continue
+        qs = [questions[i] for i in batch]
+        if expert.mode == "letter":
+            scored = backend.score_letters([prompts[i] for i in batch], [len(q.options) for q in qs])
+            resp = [_letter_response(q, expert.name, lp, n) for q, (lp, n) in zip(qs, scored)]
+        else:
+            sampling = Sampling(**{**vars(expert.sampling), "seed": expert.sampling.seed + b})
+            gens = backend.generate([prompts[i] for i in batch], sampling)
+            resp = [_cot_response(q, expert.name, g) for q, g in zip(qs, gens)]
+        cache.add((keys[i], r.to_dict()) for i, r in zip(batch, resp))
+        stats["computed"] += len(batch)
+        log(f"[{expert.name}] batch {b + 1}/{len(batches)} done ({stats['computed']} computed, {stats['cached']} cached)")
+    seconds = time.perf_counter() - t0
+    results = [Response(**cache.get(k)) for k in keys]
+    n_prompt = sum(r.n_prompt_tokens for r in results)
+    n_out = sum(r.n_output_tokens for r in results)
+    meta = {
+        "expert": expert.name, "settings": expert.settings(), "backend": backend.name, "model": identity,
+        "n_questions": len(results), "n_computed": stats["computed"], "n_cached": stats["cached"],
+        "status": dict(sorted(Counter(r.status for r in results).items())),
+        "throughput": {
+            "prompt_tokens": n_prompt, "output_tokens": n_out, "compute_seconds": round(seconds, 3),
+            "load_seconds": round(getattr(backend, "load_seconds", 0.0), 3),
+            "tokens_per_second": round((n_prompt + n_out) / seconds, 2) if seconds > 0 and stats["computed"] else None,
+            "questions_per_second": round(stats["computed"] / seconds, 3) if seconds > 0 and stats["computed"] else None,
+            "device": getattr(backend, "device", "cpu"),
+        },
+        "versions": package_versions(),
+    }
+    return results, meta
+
+
+def package_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "rgd": __version__}
+    for pkg in ("torch", "transformers", "vllm", "sentence-transformers", "numpy", "scikit-learn"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def run(questions_path: Path, expert: Expert, model_dir: Path, out: Path, meta_out: Path, cache_path: Path,
+        threads: int = 1, backend_name: str = "transformers") -> dict:
+    questions = read_questions(questions_path)  # validate before loading any model
+    identity = read_json(Path(model_dir) / MANIFEST)
+    if backend_name == "transformers":
+        from .backends.hf import HFBackend
+
+        backend = HFBackend(str(model_dir), threads=threads, batch_size=expert.batch_size,
+                            max_prompt_tokens=expert.max_prompt_tokens, template_kwargs=expert.template_kwargs)
+    elif backend_name == "vllm":
+        from .backends.vllm import VLLMBackend
+
+        backend = VLLMBackend(str(model_dir), expert=expert)
+    else:
+        raise ValueError(f"unknown backend {backend_name!r}")
+    cache = RecordCache(cache_path)
+    results, meta = respond(questions, expert, backend, cache, identity)
+    write_jsonl(out, (r.to_dict() for r in results))
+    write_json(meta_out, meta)
+    return meta

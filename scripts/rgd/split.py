@@ -1,0 +1,37 @@
+"""Seeded, stratified train/test split (reference §3, with its bugs fixed).
+
+The original shuffled with Python's unseeded global RNG and then replaced the result with a
+test-id list that was never published. Here each category is shuffled by its own generator,
+seeded from (seed, category), and the first round(ratio * n) items go to train. An explicit
+test-id list can still be given to reproduce a fixed split.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+
+def stratified_split(questions: list[dict], train_fraction: float, seed: int,
+                     test_ids: set[str] | None = None) -> tuple[list[str], list[str]]:
+    """Return (train ids, test ids), each in the input order."""
+    if test_ids is not None:
+        unknown = test_ids - {q["id"] for q in questions}
+        if unknown:
+            raise ValueError(f"test_ids: {len(unknown)} ids are not in the data, e.g. {sorted(unknown)[:3]}")
+        test = [q["id"] for q in questions if q["id"] in test_ids]
+        return [q["id"] for q in questions if q["id"] not in test_ids], test
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction: must be in (0, 1), got {train_fraction}")
+    by_cat: dict[str, list[str]] = defaultdict(list)
+    for q in questions:
+        by_cat[q["category"]].append(q["id"])
+    train: set[str] = set()
+    for cat, ids in by_cat.items():
+        rng = np.random.default_rng([seed, *cat.encode()])
+        order = rng.permutation(len(ids))
+        n_train = int(round(train_fraction * len(ids)))
+        n_train = min(max(n_train, 1), len(ids) - 1) if len(ids) > 1 else len(ids)
+        train.update(ids[i] for i in order[:n_train])
+    return [q["id"] for q in questions if q["id"] in train], [q["id"] for q in questions if q["id"] not in train]

@@ -1,0 +1,55 @@
+"""The transformers backend's contract, on a tiny random model (output is noise, contract is real)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from rgd.backends.hf import HFBackend, Sampling
+from rgd.prompts import build_prompt
+from rgd.records import Question
+
+QS = [
+    Question("a", "x", "What is two plus two?", ("3", "4", "5", "6")),
+    Question("b", "x", "Which colour is the sky on a clear day, usually?", ("blue", "green", "red")),
+    Question("c", "y", "Pick one.", ("yes", "no")),
+]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model):
+    return HFBackend(str(tiny_model), threads=1, batch_size=2)
+
+
+def test_letter_scores_cover_exactly_the_options(backend):
+    res = backend.score_letters([build_prompt(q, "plain", "letter") for q in QS], [len(q.options) for q in QS])
+    assert [len(lp) for lp, _ in res] == [4, 3, 2]
+    for lp, n_tok in res:
+        assert all(x <= 0 and math.isfinite(x) for x in lp) and n_tok > 10
+
+
+def test_letter_scores_do_not_depend_on_batching(tiny_model):
+    prompts = [build_prompt(q, "chat", "letter") for q in QS]
+    one = HFBackend(str(tiny_model), batch_size=1).score_letters(prompts, [len(q.options) for q in QS])
+    three = HFBackend(str(tiny_model), batch_size=3).score_letters(prompts, [len(q.options) for q in QS])
+    for (a, _), (b, _) in zip(one, three):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_chat_style_needs_a_chat_template(tiny_base_model):
+    be = HFBackend(str(tiny_base_model))
+    with pytest.raises(ValueError, match="no chat template"):
+        be.render(build_prompt(QS[0], "chat", "letter"))
+
+
+def test_generation_is_seeded_and_reports_raw_logprobs(backend):
+    prompts = [build_prompt(q, "plain", "cot") for q in QS]
+    s = Sampling(temperature=0.7, top_p=1.0, max_new_tokens=12, seed=5)
+    g1 = backend.generate(prompts, s)
+    g2 = backend.generate(prompts, s)
+    assert [g.text for g in g1] == [g.text for g in g2]
+    assert [g.mean_logprob for g in g1] == [g.mean_logprob for g in g2]
+    for g in g1:
+        assert 0 < g.n_output_tokens <= 12 and g.mean_logprob < 0
+    g3 = backend.generate(prompts, Sampling(temperature=0.7, top_p=1.0, max_new_tokens=12, seed=6))
+    assert [g.text for g in g3] != [g.text for g in g1]

@@ -1,0 +1,109 @@
+# Shared configuration, validation and path helpers for every rule.
+import json
+import os
+from pathlib import Path
+
+from snakemake.utils import validate
+
+validate(config, schema="../schemas/config.schema.yaml")
+
+RESULTS = config.get("results", "results")
+CACHE = config.get("model_cache", "resources/models")
+LOGS = f"{RESULTS}/logs"
+BENCH = f"{RESULTS}/benchmarks"
+RGD = "rgd"
+ROOT = Path(workflow.basedir).parent
+
+
+def project_file(path):
+    """A config-relative data file (e.g. descriptions): the working directory first, then the
+    project root, so the workflow also runs from another directory (--directory)."""
+    return path if os.path.isabs(path) or os.path.exists(path) else str(ROOT / path)
+
+
+def _check_references():
+    """Cross-references the schema cannot express, checked before any job starts."""
+    errors = []
+    for name, e in config["experts"].items():
+        if e["model"] not in config["models"]:
+            errors.append(f"experts.{name}.model: unknown model {e['model']!r}")
+    for name, members in config["pools"].items():
+        for m in members:
+            if m not in config["experts"]:
+                errors.append(f"pools.{name}: unknown expert {m!r}")
+    for name, g in config.get("generators", {}).items():
+        local = g.get("backend", "transformers") in ("transformers", "vllm")
+        if local and g.get("model") not in config["models"]:
+            errors.append(f"generators.{name}.model: unknown model {g.get('model')!r}")
+    if errors:
+        raise ValueError("invalid config:\n  " + "\n  ".join(errors))
+
+
+_check_references()
+
+BENCHMARKS = list(config["benchmarks"])
+POOLS = list(config["pools"])
+GENERATORS = list(config.get("generators", {}))
+ROUTERS = list(config["routers"])
+# Training sources: the real train split, and each generator's question set.
+SOURCES = ["train"] + [f"gen-{g}" for g in GENERATORS]
+QSETS = ["train", "test"] + [f"gen-{g}" for g in GENERATORS]
+# Routers that learn from answer keys; every other router never gets a key file.
+QUERY_ANSWER = {"cascal-gt", "knn", "mlp", "mf", "best-single"}
+
+
+wildcard_constraints:
+    bench="|".join(BENCHMARKS) or "none",
+    pool="|".join(POOLS) or "none",
+    qset="train|test|all|gen-[A-Za-z0-9_.-]+",
+    source="train|gen-[A-Za-z0-9_.-]+",
+    router="|".join(ROUTERS) or "none",
+    expert="|".join(config["experts"]) or "none",
+    model="|".join(config["models"]) or "none",
+
+
+def as_json(obj):
+    return json.dumps(obj, sort_keys=True)
+
+
+def questions(qset):
+    return f"{RESULTS}/data/{{bench}}/{qset}.questions.jsonl"
+
+
+def keys(qset):
+    return f"{RESULTS}/data/{{bench}}/{qset}.keys.jsonl"
+
+
+def model_manifest(model):
+    return f"{CACHE}/{model}/rgd-model.json"
+
+
+def expert_spec(expert):
+    e = dict(config["experts"][expert])
+    m = config["models"][e["model"]]
+    e.setdefault("backend", m.get("backend", "transformers"))
+    e.setdefault("template_kwargs", m.get("template_kwargs", {}))
+    return e
+
+
+def pool_responses(wildcards, qset=None):
+    qset = qset or wildcards.qset
+    return {
+        e: f"{RESULTS}/responses/{wildcards.bench}/{qset}/{e}.jsonl"
+        for e in config["pools"][wildcards.pool]
+    }
+
+
+def pairs(mapping):
+    return " ".join(f"{k}={v}" for k, v in mapping.items())
+
+
+def model_resources(model, attempt=1):
+    """SLURM resources for a job that runs `model`, from the registry; runtime grows per attempt."""
+    r = config["models"][model].get("resources", {})
+    return {
+        "gpu": r.get("gpus", 0),
+        "cpus_per_task": r.get("cpus", 2),
+        "mem_mb": r.get("mem_mb", 4000),
+        "runtime": r.get("runtime", 60) * attempt,
+    }

@@ -1,0 +1,20 @@
+# Confidence-weighted consensus of each pool on each question set: the label-free signal.
+
+
+rule consensus:
+    input:
+        questions=questions("{qset}"),
+        responses=lambda w: list(pool_responses(w).values()),
+    output:
+        scores=f"{RESULTS}/consensus/{{bench}}/{{pool}}/{{qset}}.jsonl",
+        stats=f"{RESULTS}/consensus/{{bench}}/{{pool}}/{{qset}}.stats.json",
+    params:
+        responses=lambda w: pairs(pool_responses(w)),
+        spec=as_json(config.get("consensus", {})),
+    log:
+        f"{LOGS}/consensus/{{bench}}/{{pool}}/{{qset}}.log",
+    benchmark:
+        f"{BENCH}/consensus/{{bench}}/{{pool}}/{{qset}}.tsv"
+    shell:
+        "{RGD} consensus --questions {input.questions} --responses {params.responses} "
+        "--spec {params.spec:q} --out {output.scores} --stats {output.stats} > {log} 2>&1"

@@ -1,0 +1,18 @@
+# Question embeddings of every question set (the router's input space).
+
+
+rule embed:
+    input:
+        questions=questions("{qset}"),
+    output:
+        f"{RESULTS}/embeddings/{{bench}}/{{qset}}.npz",
+    params:
+        spec=as_json(config["embedder"]),
+    threads: 1
+    log:
+        f"{LOGS}/embed/{{bench}}/{{qset}}.log",
+    benchmark:
+        f"{BENCH}/embed/{{bench}}/{{qset}}.tsv"
+    shell:
+        "{RGD} embed --questions {input.questions} --spec {params.spec:q} --out {output} "
+        "--threads {threads} > {log} 2>&1"
