@@ -62,6 +62,12 @@ wildcard_constraints:
     model="|".join(config["models"]) or "none",
 
 
+def conda_env(backend):
+    """The conda env of a rule family (used with --sdm conda), by backend."""
+    family = {"transformers": "torch", "vllm": "vllm", "gemini": "api", "openai": "api"}[backend]
+    return f"../../envs/{family}.yaml"
+
+
 def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 

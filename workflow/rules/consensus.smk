@@ -11,6 +11,8 @@ rule consensus:
     params:
         responses=lambda w: pairs(pool_responses(w)),
         spec=as_json(config.get("consensus", {})),
+    conda:
+        "../../envs/core.yaml"
     log:
         f"{LOGS}/consensus/{{bench}}/{{pool}}/{{qset}}.log",
     benchmark:

@@ -14,6 +14,8 @@ rule embedded_data:
         split=lambda w: bench_source(w).get("split", "test"),
         per_subject=lambda w: bench_source(w).get("per_subject", 40),
         seed=config.get("seed", 0),
+    conda:
+        "../../envs/core.yaml"
     log:
         f"{LOGS}/data/{{bench}}.log",
     benchmark:
@@ -36,6 +38,8 @@ rule split:
     params:
         fraction=lambda w: config["benchmarks"][w.bench].get("split", {}).get("train_fraction", 0.6),
         seed=lambda w: config["benchmarks"][w.bench].get("split", {}).get("seed", 0),
+    conda:
+        "../../envs/core.yaml"
     log:
         f"{LOGS}/split/{{bench}}.log",
     benchmark:

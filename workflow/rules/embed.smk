@@ -9,6 +9,8 @@ rule embed:
     params:
         spec=as_json(config["embedder"]),
     threads: 1
+    conda:
+        conda_env("vllm" if config["embedder"]["kind"] == "vllm" else "transformers")
     log:
         f"{LOGS}/embed/{{bench}}/{{qset}}.log",
     benchmark:

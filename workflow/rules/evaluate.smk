@@ -18,6 +18,8 @@ rule evaluate:
         ),
         seed=config.get("evaluation", {}).get("seed", 0),
         n_boot=config.get("evaluation", {}).get("n_boot", 1000),
+    conda:
+        "../../envs/core.yaml"
     log:
         f"{LOGS}/evaluate/{{bench}}/{{pool}}/{{source}}/{{router}}.log",
     benchmark:
@@ -40,6 +42,8 @@ rule summary:
     output:
         csv=f"{RESULTS}/tables/summary.csv",
         md=f"{RESULTS}/tables/summary.md",
+    conda:
+        "../../envs/core.yaml"
     log:
         f"{LOGS}/summary.log",
     benchmark:

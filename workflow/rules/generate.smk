@@ -33,6 +33,8 @@ rule generate:
     threads: 1
     # generation heads the longest chain (generate -> respond -> ... -> evaluate): start it first
     priority: 50
+    conda:
+        lambda w: conda_env(config["generators"][w.gen].get("backend", "transformers"))
     log:
         f"{LOGS}/generate/{{bench}}/{{gen}}.log",
     benchmark:

@@ -8,6 +8,8 @@ rule materialise:
         spec=lambda w: as_json(config["models"][w.model]["source"]),
         out_dir=lambda w: f"{CACHE}/{w.model}",
     priority: 100
+    conda:
+        "../../envs/torch.yaml"
     log:
         f"{LOGS}/materialise/{{model}}.log",
     benchmark:
@@ -31,6 +33,8 @@ rule respond:
     threads: 1
     resources:
         gpu=lambda w: model_resources(config["experts"][w.expert]["model"])["gpu"],
+    conda:
+        lambda w: conda_env(expert_spec(w.expert).get("backend", "transformers"))
     log:
         f"{LOGS}/respond/{{bench}}/{{qset}}/{{expert}}.log",
     benchmark:

@@ -25,6 +25,8 @@ rule train_router:
         spec=lambda w: as_json(
             {"seed": config.get("seed", 0), **config["routers"][w.router]}
         ),
+    conda:
+        "../../envs/core.yaml"
     log:
         f"{LOGS}/train/{{bench}}/{{pool}}/{{source}}/{{router}}.log",
     benchmark:
@@ -44,6 +46,8 @@ rule route:
         f"{RESULTS}/routes/{{bench}}/{{pool}}/{{source}}/{{router}}.jsonl",
     params:
         seed=config.get("seed", 0),
+    conda:
+        "../../envs/core.yaml"
     log:
         f"{LOGS}/route/{{bench}}/{{pool}}/{{source}}/{{router}}.log",
     benchmark:
