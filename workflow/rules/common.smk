@@ -64,7 +64,12 @@ wildcard_constraints:
 
 def conda_env(backend):
     """The conda env of a rule family (used with --sdm conda), by backend."""
-    family = {"transformers": "torch", "vllm": "vllm", "gemini": "api", "openai": "api"}[backend]
+    family = {
+        "transformers": "torch",
+        "vllm": "vllm",
+        "gemini": "api",
+        "openai": "api",
+    }[backend]
     return f"../../envs/{family}.yaml"
 
 

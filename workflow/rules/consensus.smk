@@ -8,15 +8,15 @@ rule consensus:
     output:
         scores=f"{RESULTS}/consensus/{{bench}}/{{pool}}/{{qset}}.jsonl",
         stats=f"{RESULTS}/consensus/{{bench}}/{{pool}}/{{qset}}.stats.json",
-    params:
-        responses=lambda w: pairs(pool_responses(w)),
-        spec=as_json(config.get("consensus", {})),
-    conda:
-        "../../envs/core.yaml"
     log:
         f"{LOGS}/consensus/{{bench}}/{{pool}}/{{qset}}.log",
     benchmark:
         f"{BENCH}/consensus/{{bench}}/{{pool}}/{{qset}}.tsv"
+    conda:
+        "../../envs/core.yaml"
+    params:
+        responses=lambda w: pairs(pool_responses(w)),
+        spec=as_json(config.get("consensus", {})),
     shell:
         "{RGD} consensus --questions {input.questions} --responses {params.responses} "
         "--spec {params.spec:q} --out {output.scores} --stats {output.stats} > {log} 2>&1"

@@ -9,17 +9,17 @@ rule embedded_data:
     output:
         questions=f"{RESULTS}/data/{{bench}}/all.questions.jsonl",
         answers=f"{RESULTS}/data/{{bench}}/all.keys.jsonl",
+    log:
+        f"{LOGS}/data/{{bench}}.log",
+    benchmark:
+        f"{BENCH}/data/{{bench}}.tsv"
+    conda:
+        "../../envs/core.yaml"
     params:
         subjects=lambda w: " ".join(bench_source(w)["subjects"]),
         split=lambda w: bench_source(w).get("split", "test"),
         per_subject=lambda w: bench_source(w).get("per_subject", 40),
         seed=config.get("seed", 0),
-    conda:
-        "../../envs/core.yaml"
-    log:
-        f"{LOGS}/data/{{bench}}.log",
-    benchmark:
-        f"{BENCH}/data/{{bench}}.tsv"
     shell:
         "{RGD} embedded-data --subjects {params.subjects} --split {params.split} "
         "--per-subject {params.per_subject} --seed {params.seed} "
@@ -35,15 +35,17 @@ rule split:
         train_keys=keys("train"),
         test_questions=questions("test"),
         test_keys=keys("test"),
-    params:
-        fraction=lambda w: config["benchmarks"][w.bench].get("split", {}).get("train_fraction", 0.6),
-        seed=lambda w: config["benchmarks"][w.bench].get("split", {}).get("seed", 0),
-    conda:
-        "../../envs/core.yaml"
     log:
         f"{LOGS}/split/{{bench}}.log",
     benchmark:
         f"{BENCH}/split/{{bench}}.tsv"
+    conda:
+        "../../envs/core.yaml"
+    params:
+        fraction=lambda w: config["benchmarks"][w.bench]
+        .get("split", {})
+        .get("train_fraction", 0.6),
+        seed=lambda w: config["benchmarks"][w.bench].get("split", {}).get("seed", 0),
     shell:
         "{RGD} split --questions {input.questions} --keys {input.answers} "
         "--train-fraction {params.fraction} --seed {params.seed} "

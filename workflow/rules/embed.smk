@@ -6,15 +6,15 @@ rule embed:
         questions=questions("{qset}"),
     output:
         f"{RESULTS}/embeddings/{{bench}}/{{qset}}.npz",
-    params:
-        spec=as_json(config["embedder"]),
-    threads: 1
-    conda:
-        conda_env("vllm" if config["embedder"]["kind"] == "vllm" else "transformers")
     log:
         f"{LOGS}/embed/{{bench}}/{{qset}}.log",
     benchmark:
         f"{BENCH}/embed/{{bench}}/{{qset}}.tsv"
+    conda:
+        conda_env("vllm" if config["embedder"]["kind"] == "vllm" else "transformers")
+    threads: 1
+    params:
+        spec=as_json(config["embedder"]),
     shell:
         "{RGD} embed --questions {input.questions} --spec {params.spec:q} --out {output} "
         "--threads {threads} > {log} 2>&1"

@@ -11,19 +11,24 @@ rule evaluate:
         stats=f"{RESULTS}/consensus/{{bench}}/{{pool}}/{{source}}.stats.json",
     output:
         f"{RESULTS}/eval/{{bench}}/{{pool}}/{{source}}/{{router}}.json",
-    params:
-        responses=lambda w: pairs(pool_responses(w, "test")),
-        labels=lambda w: as_json(
-            {"benchmark": w.bench, "pool": w.pool, "source": w.source, "router": w.router}
-        ),
-        seed=config.get("evaluation", {}).get("seed", 0),
-        n_boot=config.get("evaluation", {}).get("n_boot", 1000),
-    conda:
-        "../../envs/core.yaml"
     log:
         f"{LOGS}/evaluate/{{bench}}/{{pool}}/{{source}}/{{router}}.log",
     benchmark:
         f"{BENCH}/evaluate/{{bench}}/{{pool}}/{{source}}/{{router}}.tsv"
+    conda:
+        "../../envs/core.yaml"
+    params:
+        responses=lambda w: pairs(pool_responses(w, "test")),
+        labels=lambda w: as_json(
+            {
+                "benchmark": w.bench,
+                "pool": w.pool,
+                "source": w.source,
+                "router": w.router,
+            }
+        ),
+        seed=config.get("evaluation", {}).get("seed", 0),
+        n_boot=config.get("evaluation", {}).get("n_boot", 1000),
     shell:
         "{RGD} evaluate --routes {input.routes} --questions {input.questions} --keys {input.answers} "
         "--responses {params.responses} --stats {input.stats} --labels {params.labels:q} "
@@ -42,11 +47,11 @@ rule summary:
     output:
         csv=f"{RESULTS}/tables/summary.csv",
         md=f"{RESULTS}/tables/summary.md",
-    conda:
-        "../../envs/core.yaml"
     log:
         f"{LOGS}/summary.log",
     benchmark:
         f"{BENCH}/summary.tsv"
+    conda:
+        "../../envs/core.yaml"
     shell:
         "{RGD} summarize --evals {input} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

@@ -4,16 +4,16 @@
 rule materialise:
     output:
         manifest=f"{CACHE}/{{model}}/rgd-model.json",
-    params:
-        spec=lambda w: as_json(config["models"][w.model]["source"]),
-        out_dir=lambda w: f"{CACHE}/{w.model}",
-    priority: 100
-    conda:
-        "../../envs/torch.yaml"
     log:
         f"{LOGS}/materialise/{{model}}.log",
     benchmark:
         f"{BENCH}/materialise/{{model}}.tsv"
+    priority: 100
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        spec=lambda w: as_json(config["models"][w.model]["source"]),
+        out_dir=lambda w: f"{CACHE}/{w.model}",
     shell:
         "{RGD} materialise --name {wildcards.model} --spec {params.spec:q} "
         "--out-dir {params.out_dir} > {log} 2>&1"
@@ -26,19 +26,19 @@ rule respond:
     output:
         responses=f"{RESULTS}/responses/{{bench}}/{{qset}}/{{expert}}.jsonl",
         meta=f"{RESULTS}/responses/{{bench}}/{{qset}}/{{expert}}.meta.json",
-    params:
-        spec=lambda w: as_json(expert_spec(w.expert)),
-        model_dir=lambda w, input: os.path.dirname(input.model),
-        cache=f"{RESULTS}/cache/responses/{{bench}}/{{qset}}/{{expert}}.jsonl",
-    threads: 1
-    resources:
-        gpu=lambda w: model_resources(config["experts"][w.expert]["model"])["gpu"],
-    conda:
-        lambda w: conda_env(expert_spec(w.expert).get("backend", "transformers"))
     log:
         f"{LOGS}/respond/{{bench}}/{{qset}}/{{expert}}.log",
     benchmark:
         f"{BENCH}/respond/{{bench}}/{{qset}}/{{expert}}.tsv"
+    conda:
+        lambda w: conda_env(expert_spec(w.expert).get("backend", "transformers"))
+    threads: 1
+    resources:
+        gpu=lambda w: model_resources(config["experts"][w.expert]["model"])["gpu"],
+    params:
+        spec=lambda w: as_json(expert_spec(w.expert)),
+        model_dir=lambda w, input: os.path.dirname(input.model),
+        cache=f"{RESULTS}/cache/responses/{{bench}}/{{qset}}/{{expert}}.jsonl",
     shell:
         "{RGD} respond --questions {input.questions} --expert {wildcards.expert} "
         "--spec {params.spec:q} --model-dir {params.model_dir} --out {output.responses} "

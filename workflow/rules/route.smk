@@ -19,18 +19,20 @@ rule train_router:
         unpack(train_inputs),
     output:
         directory(f"{RESULTS}/routers/{{bench}}/{{pool}}/{{source}}/{{router}}"),
-    params:
-        experts=lambda w: " ".join(config["pools"][w.pool]),
-        key_arg=lambda w, input: f"--keys {input.answers}" if "answers" in input.keys() else "",
-        spec=lambda w: as_json(
-            {"seed": config.get("seed", 0), **config["routers"][w.router]}
-        ),
-    conda:
-        "../../envs/core.yaml"
     log:
         f"{LOGS}/train/{{bench}}/{{pool}}/{{source}}/{{router}}.log",
     benchmark:
         f"{BENCH}/train/{{bench}}/{{pool}}/{{source}}/{{router}}.tsv"
+    conda:
+        "../../envs/core.yaml"
+    params:
+        experts=lambda w: " ".join(config["pools"][w.pool]),
+        key_arg=lambda w, input: (
+            f"--keys {input.answers}" if "answers" in input.keys() else ""
+        ),
+        spec=lambda w: as_json(
+            {"seed": config.get("seed", 0), **config["routers"][w.router]}
+        ),
     shell:
         "{RGD} train --kind {wildcards.router} --questions {input.questions} "
         "--embeddings {input.embeddings} --consensus {input.consensus} --experts {params.experts} "
@@ -44,14 +46,14 @@ rule route:
         embeddings=f"{RESULTS}/embeddings/{{bench}}/test.npz",
     output:
         f"{RESULTS}/routes/{{bench}}/{{pool}}/{{source}}/{{router}}.jsonl",
-    params:
-        seed=config.get("seed", 0),
-    conda:
-        "../../envs/core.yaml"
     log:
         f"{LOGS}/route/{{bench}}/{{pool}}/{{source}}/{{router}}.log",
     benchmark:
         f"{BENCH}/route/{{bench}}/{{pool}}/{{source}}/{{router}}.tsv"
+    conda:
+        "../../envs/core.yaml"
+    params:
+        seed=config.get("seed", 0),
     shell:
         "{RGD} route --router {input.router} --questions {input.questions} "
         "--embeddings {input.embeddings} --seed {params.seed} --out {output} > {log} 2>&1"
