@@ -59,6 +59,26 @@ def cmd_format(a):
     print(f"{n} questions")
 
 
+def cmd_filter(a):
+    from .filtering import run
+
+    rep = run(a.questions, a.keys, a.spec, a.out_questions, a.out_keys, a.out_report, a.own_responses,
+              _pairs(a.pool_responses or []), labels=a.labels)
+    print(json.dumps({k: rep[k] for k in ("n_parent", "n_kept", "retention")}))
+
+
+def cmd_subset_responses(a):
+    from .filtering import subset_responses
+
+    print(f"{subset_responses(a.questions, a.responses, a.out, a.meta, a.out_meta)} responses")
+
+
+def cmd_subset_embeddings(a):
+    from .filtering import subset_embeddings
+
+    print(f"{subset_embeddings(a.questions, a.embeddings, a.out)} embeddings")
+
+
 def cmd_split(a):
     from .io import write_jsonl
     from .records import read_keys, read_questions
@@ -264,6 +284,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-questions", required=True)
     s.add_argument("--out-keys", required=True)
 
+    s = add("filter", cmd_filter, "keep the generated questions that pass the self-consistency/differentiation filters")
+    s.add_argument("--questions", required=True)
+    s.add_argument("--keys", required=True, help="the generator's own keys")
+    s.add_argument("--spec", type=_json_arg, required=True)
+    s.add_argument("--own-responses", help="the generator's responses to its own questions (self-consistency)")
+    s.add_argument("--pool-responses", nargs="+", metavar="EXPERT=FILE", help="pool responses (differentiation)")
+    s.add_argument("--labels", type=_json_arg, help="fields copied into the report")
+    for x in ("out-questions", "out-keys", "out-report"):
+        s.add_argument(f"--{x}", required=True)
+
+    s = add("subset-responses", cmd_subset_responses, "a question subset's records of a parent response file")
+    s.add_argument("--questions", required=True)
+    s.add_argument("--responses", required=True)
+    s.add_argument("--meta")
+    s.add_argument("--out", required=True)
+    s.add_argument("--out-meta")
+
+    s = add("subset-embeddings", cmd_subset_embeddings, "a question subset's rows of a parent embeddings file")
+    s.add_argument("--questions", required=True)
+    s.add_argument("--embeddings", required=True)
+    s.add_argument("--out", required=True)
+
     s = add("split", cmd_split, "seeded stratified train/test split")
     s.add_argument("--questions", required=True)
     s.add_argument("--keys", required=True)
@@ -355,9 +397,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    # offline unless the step fetches from the hub (materialise sets it per model source)
+    if args.step not in ("download", "materialise"):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         args.fn(args)
     except (InputError, ValueError, KeyError, FileNotFoundError) as e:
