@@ -11,7 +11,7 @@ RESULTS = config.get("results", "results")
 CACHE = config.get("model_cache", "resources/models")
 LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
-RGD = "rgd"
+RGD = "rgd"  # unused: shells write `rgd` literally (snakemake --lint flags globals in shell)
 ROOT = Path(workflow.basedir).parent
 
 
@@ -118,3 +118,37 @@ def model_resources(model, attempt=1):
         "mem_mb": r.get("mem_mb", 4000),
         "runtime": r.get("runtime", 60) * attempt,
     }
+
+
+# used by rules/data.smk
+def bench_source(wildcards):
+    return config["benchmarks"][wildcards.bench]["source"]
+
+
+# used by rules/generate.smk
+def generator_spec(wildcards):
+    g = dict(config["generators"][wildcards.gen])
+    g.setdefault("seed", config.get("seed", 0))
+    return g
+
+
+# used by rules/generate.smk
+def generator_model(wildcards):
+    g = config["generators"][wildcards.gen]
+    if g.get("backend", "transformers") in ("transformers", "vllm"):
+        return model_manifest(g["model"])
+    return []
+
+
+# used by rules/route.smk
+def train_inputs(wildcards):
+    src = wildcards.source
+    inputs = {
+        "questions": f"{RESULTS}/data/{wildcards.bench}/{src}.questions.jsonl",
+        "embeddings": f"{RESULTS}/embeddings/{wildcards.bench}/{src}.npz",
+        "consensus": f"{RESULTS}/consensus/{wildcards.bench}/{wildcards.pool}/{src}.jsonl",
+    }
+    # Label-free by construction: only query-answer routers get the key file.
+    if wildcards.router in QUERY_ANSWER:
+        inputs["answers"] = f"{RESULTS}/data/{wildcards.bench}/{src}.keys.jsonl"
+    return inputs

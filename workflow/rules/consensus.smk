@@ -18,5 +18,5 @@ rule consensus:
         responses=lambda w: pairs(pool_responses(w)),
         spec=as_json(config.get("consensus", {})),
     shell:
-        "{RGD} consensus --questions {input.questions} --responses {params.responses} "
+        "rgd consensus --questions {input.questions} --responses {params.responses} "
         "--spec {params.spec:q} --out {output.scores} --stats {output.stats} > {log} 2>&1"

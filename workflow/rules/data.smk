@@ -1,10 +1,6 @@
 # Benchmark data: download and format (or the embedded MMLU), then a seeded stratified split.
 
 
-def bench_source(wildcards):
-    return config["benchmarks"][wildcards.bench]["source"]
-
-
 rule embedded_data:
     output:
         questions=f"{RESULTS}/data/{{bench}}/all.questions.jsonl",
@@ -21,7 +17,7 @@ rule embedded_data:
         per_subject=lambda w: bench_source(w).get("per_subject", 40),
         seed=config.get("seed", 0),
     shell:
-        "{RGD} embedded-data --subjects {params.subjects} --split {params.split} "
+        "rgd embedded-data --subjects {params.subjects} --split {params.split} "
         "--per-subject {params.per_subject} --seed {params.seed} "
         "--out-questions {output.questions} --out-keys {output.answers} > {log} 2>&1"
 
@@ -47,7 +43,7 @@ rule split:
         .get("train_fraction", 0.6),
         seed=lambda w: config["benchmarks"][w.bench].get("split", {}).get("seed", 0),
     shell:
-        "{RGD} split --questions {input.questions} --keys {input.answers} "
+        "rgd split --questions {input.questions} --keys {input.answers} "
         "--train-fraction {params.fraction} --seed {params.seed} "
         "--train-questions {output.train_questions} --train-keys {output.train_keys} "
         "--test-questions {output.test_questions} --test-keys {output.test_keys} > {log} 2>&1"

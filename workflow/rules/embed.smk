@@ -16,5 +16,5 @@ rule embed:
     params:
         spec=as_json(config["embedder"]),
     shell:
-        "{RGD} embed --questions {input.questions} --spec {params.spec:q} --out {output} "
+        "rgd embed --questions {input.questions} --spec {params.spec:q} --out {output} "
         "--threads {threads} > {log} 2>&1"

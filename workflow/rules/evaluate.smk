@@ -30,7 +30,7 @@ rule evaluate:
         seed=config.get("evaluation", {}).get("seed", 0),
         n_boot=config.get("evaluation", {}).get("n_boot", 1000),
     shell:
-        "{RGD} evaluate --routes {input.routes} --questions {input.questions} --keys {input.answers} "
+        "rgd evaluate --routes {input.routes} --questions {input.questions} --keys {input.answers} "
         "--responses {params.responses} --stats {input.stats} --labels {params.labels:q} "
         "--seed {params.seed} --n-boot {params.n_boot} --out {output} > {log} 2>&1"
 
@@ -54,4 +54,4 @@ rule summary:
     conda:
         "../../envs/core.yaml"
     shell:
-        "{RGD} summarize --evals {input} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        "rgd summarize --evals {input} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

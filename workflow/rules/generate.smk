@@ -1,19 +1,6 @@
 # RGD generation: each generator writes questions from category descriptions alone.
 
 
-def generator_spec(wildcards):
-    g = dict(config["generators"][wildcards.gen])
-    g.setdefault("seed", config.get("seed", 0))
-    return g
-
-
-def generator_model(wildcards):
-    g = config["generators"][wildcards.gen]
-    if g.get("backend", "transformers") in ("transformers", "vllm"):
-        return model_manifest(g["model"])
-    return []
-
-
 rule generate:
     input:
         seeds=questions("train"),
@@ -42,7 +29,7 @@ rule generate:
         ),
         cache=f"{RESULTS}/cache/generate/{{bench}}/{{gen}}.jsonl",
     shell:
-        "{RGD} generate --name {wildcards.gen} --spec {params.spec:q} "
+        "rgd generate --name {wildcards.gen} --spec {params.spec:q} "
         "--seed-questions {input.seeds} --descriptions {input.descriptions} {params.model_dir} "
         "--out-questions {output.questions} --out-keys {output.answers} --out-rejects {output.rejects} "
         "--out-meta {output.meta} --cache {params.cache} --threads {threads} > {log} 2>&1"

@@ -15,7 +15,7 @@ rule materialise:
         spec=lambda w: as_json(config["models"][w.model]["source"]),
         out_dir=lambda w: f"{CACHE}/{w.model}",
     shell:
-        "{RGD} materialise --name {wildcards.model} --spec {params.spec:q} "
+        "rgd materialise --name {wildcards.model} --spec {params.spec:q} "
         "--out-dir {params.out_dir} > {log} 2>&1"
 
 
@@ -40,6 +40,6 @@ rule respond:
         model_dir=lambda w, input: os.path.dirname(input.model),
         cache=f"{RESULTS}/cache/responses/{{bench}}/{{qset}}/{{expert}}.jsonl",
     shell:
-        "{RGD} respond --questions {input.questions} --expert {wildcards.expert} "
+        "rgd respond --questions {input.questions} --expert {wildcards.expert} "
         "--spec {params.spec:q} --model-dir {params.model_dir} --out {output.responses} "
         "--meta {output.meta} --cache {params.cache} --threads {threads} > {log} 2>&1"

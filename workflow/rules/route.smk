@@ -1,19 +1,6 @@
 # Routers trained on each training source; each routes the real test set.
 
 
-def train_inputs(wildcards):
-    src = wildcards.source
-    inputs = {
-        "questions": f"{RESULTS}/data/{wildcards.bench}/{src}.questions.jsonl",
-        "embeddings": f"{RESULTS}/embeddings/{wildcards.bench}/{src}.npz",
-        "consensus": f"{RESULTS}/consensus/{wildcards.bench}/{wildcards.pool}/{src}.jsonl",
-    }
-    # Label-free by construction: only query-answer routers get the key file.
-    if wildcards.router in QUERY_ANSWER:
-        inputs["answers"] = f"{RESULTS}/data/{wildcards.bench}/{src}.keys.jsonl"
-    return inputs
-
-
 rule train_router:
     input:
         unpack(train_inputs),
@@ -34,7 +21,7 @@ rule train_router:
             {"seed": config.get("seed", 0), **config["routers"][w.router]}
         ),
     shell:
-        "{RGD} train --kind {wildcards.router} --questions {input.questions} "
+        "rgd train --kind {wildcards.router} --questions {input.questions} "
         "--embeddings {input.embeddings} --consensus {input.consensus} --experts {params.experts} "
         "{params.key_arg} --spec {params.spec:q} --out-dir {output} > {log} 2>&1"
 
@@ -55,5 +42,5 @@ rule route:
     params:
         seed=config.get("seed", 0),
     shell:
-        "{RGD} route --router {input.router} --questions {input.questions} "
+        "rgd route --router {input.router} --questions {input.questions} "
         "--embeddings {input.embeddings} --seed {params.seed} --out {output} > {log} 2>&1"
