@@ -20,15 +20,25 @@ from .records import LETTERS
 N_OPTIONS = 4
 TAGS = ["QUESTION"] + [f"OPTION {c}" for c in LETTERS[:N_OPTIONS]] + ["ANSWER"]
 
-SYSTEM = (
-    "You write multiple-choice exam questions for a teaching team. You are given a description of "
-    "a category of exam questions. Write one new, challenging question of that kind, with exactly "
-    "four answer options A to D, exactly one of which is correct. Do not use JSON or markdown code "
-    "fences. Use this tagged format, each tag at the start of its own line:\n"
-    "[QUESTION] the question\n[OPTION A] first option\n[OPTION B] second option\n"
-    "[OPTION C] third option\n[OPTION D] fourth option\n[ANSWER] the single letter of the correct option\n"
-    "Write mathematics in LaTeX between $ signs. Always include all six tags."
-)
+def system_prompt(per_call: int = 1) -> str:
+    """The generator's instructions; `per_call` > 1 asks for several questions separated by
+    '#####' (the reference's Gemini prompt asks for five per request, §4.2)."""
+    what = ("one new, challenging question of that kind, with exactly four answer options A to D, exactly one of "
+            "which is correct." if per_call == 1 else
+            f"{per_call} new, challenging questions of that kind, each with exactly four answer options A to D, "
+            "exactly one of which is correct. Make the questions differ from each other.")
+    sep = "" if per_call == 1 else "Separate consecutive questions with a line that contains only #####.\n"
+    return (
+        "You write multiple-choice exam questions for a teaching team. You are given a description of "
+        f"a category of exam questions. Write {what} Do not use JSON or markdown code "
+        "fences. Use this tagged format, each tag at the start of its own line:\n"
+        "[QUESTION] the question\n[OPTION A] first option\n[OPTION B] second option\n"
+        "[OPTION C] third option\n[OPTION D] fourth option\n[ANSWER] the single letter of the correct option\n"
+        f"{sep}Write mathematics in LaTeX between $ signs. Always include all six tags."
+    )
+
+
+SYSTEM = system_prompt(1)
 
 # Worked examples for completion-style (base) generators, written for rgd.
 _FEWSHOT = (
@@ -50,11 +60,14 @@ def _block(description: str, question: str | None = None, options=None, answer: 
     return f"{head} {question}\n{opts}\n[ANSWER] {answer}\n#####"
 
 
-def build_prompt(description: str, style: str) -> dict:
+def build_prompt(description: str, style: str, per_call: int = 1) -> dict:
     """`chat`: system + user turns; `chat-fewshot`: the same with two worked examples as
-    earlier turns; `fewshot`: a completion prompt for base models."""
+    earlier turns; `fewshot`: a completion prompt for base models. Only `chat` asks for
+    `per_call` > 1 questions (the others keep the first block of a reply)."""
+    if per_call != 1 and style != "chat":
+        raise ValueError(f"per_call: {per_call} questions per request needs style chat, not {style!r}")
     if style == "chat":
-        return {"messages": [{"role": "system", "content": SYSTEM},
+        return {"messages": [{"role": "system", "content": system_prompt(per_call)},
                              {"role": "user", "content": f"Category description:\n{description.strip()}"}]}
     if style == "chat-fewshot":
         # worked examples as earlier turns, and the reply opened with its first tag: small
@@ -215,12 +228,15 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
     replace = gen_cfg.get("backend", "transformers") not in ("gemini", "openai")
     seeds = choose_seeds(pool, gen_cfg["num_prompts"], gen_cfg.get("seed", 0), gen_cfg.get("replace", replace))
     style = gen_cfg.get("style", "chat")
-    prompts = [build_prompt(descriptions[c], style) for c, _ in seeds]
+    prompts = [build_prompt(descriptions[c], style, gen_cfg.get("per_call", 1)) for c, _ in seeds]
     s = gen_cfg.get("sampling", {})
     sampling = Sampling(temperature=s.get("temperature", 0.8), top_p=s.get("top_p", 0.95),
                         max_new_tokens=s.get("max_new_tokens", 256), seed=gen_cfg.get("seed", 0))
     backend = make_backend(gen_cfg, model_dir, threads)
-    identity = read_json(model_dir / MANIFEST) if model_dir else {"model": gen_cfg.get("model_id")}
+    if model_dir:
+        identity = read_json(model_dir / MANIFEST)
+    else:  # API backends: backend, model id and any option that changes replies
+        identity = getattr(backend, "identity", {"model": gen_cfg.get("model_id")})
     cache = RecordCache(cache_path)
     bs = gen_cfg.get("batch_size", 8)
     t0, computed = time.perf_counter(), 0
@@ -231,12 +247,18 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
         if all(keys[i] in cache for i in idx):
             continue
         batch_sampling = Sampling(**{**vars(sampling), "seed": sampling.seed + start})
-        if gen_cfg.get("guided"):
-            gens = guided_generate(backend, [prompts[i] for i in idx], batch_sampling)
-        else:
-            gens = backend.generate([prompts[i] for i in idx], batch_sampling, logprobs=False)
-        cache.add((keys[i], {"text": g.text, "n_prompt_tokens": g.n_prompt_tokens,
-                             "n_output_tokens": g.n_output_tokens}) for i, g in zip(idx, gens))
+        try:
+            if gen_cfg.get("guided"):
+                gens = guided_generate(backend, [prompts[i] for i in idx], batch_sampling)
+            else:
+                gens = backend.generate([prompts[i] for i in idx], batch_sampling, logprobs=False)
+        except Exception:
+            log(f"[{name}] failed at prompts {start}-{idx[-1]}; the {sum(k in cache for k in keys)} finished "
+                f"prompts are kept in {cache_path}: a rerun computes only the rest")
+            raise
+        # API backends also return token usage (input, cached input, output): kept for the cost
+        cache.add((keys[i], {"text": g.text, "n_prompt_tokens": g.n_prompt_tokens, "n_output_tokens": g.n_output_tokens,
+                             **({"usage": g.usage} if getattr(g, "usage", None) else {})}) for i, g in zip(idx, gens))
         computed += len(idx)
         log(f"[{name}] prompts {start + len(idx)}/{len(prompts)}")
     seconds = time.perf_counter() - t0
@@ -251,6 +273,8 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
             "acceptance_rate": round(len(questions) / max(1, len(prompts)), 4),
             "reject_reasons": dict(sorted(_count(r["reason"].split(":")[0] for r in rejects).items())),
             "throughput": {"computed_prompts": computed, "output_tokens": n_out, "compute_seconds": round(seconds, 3)}}
+    if hasattr(backend, "report"):  # API backends: token totals over all prompts, their cost, retries
+        meta["api"] = backend.report([cache.get(k).get("usage", {}) for k in keys])
     write_json(out_meta, meta)
     return meta
 

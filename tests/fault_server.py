@@ -1,0 +1,192 @@
+"""A small LLM API server on 127.0.0.1 for tests: OpenAI `/v1/chat/completions` and
+`/v1/completions`, and Gemini REST `/{version}/models/{model}:generateContent`, with scripted
+faults.
+
+Its "model" is a deterministic function of the request: the prompt and the seed decide the
+question text and the key, so two runs that send the same requests get byte-identical replies
+(what the resume tests compare), and different seeds give different questions. A system prompt
+that asks for "Write N new" questions gets N blocks separated by '#####'.
+
+Faults are consumed one per request, in arrival order, then `default` applies:
+  None / "ok"     a normal reply
+  "429" / "429:S" HTTP 429 with Retry-After: S (default 0)
+  "500", "503", "400", "401"   that status with an error body
+  "slow:S"        sleep S seconds, then reply (past the client's timeout, it has gone)
+  "malformed"     HTTP 200 whose body is cut-off JSON
+  "drop"          close the connection without a reply
+
+Run it by hand: `python tests/fault_server.py [PORT]`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import threading
+import time
+from collections import deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+_GEMINI = re.compile(r"^/v1(?:beta|alpha)?\d*/models/([^/:]+):generateContent$")
+_ERRORS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
+           503: "UNAVAILABLE"}
+
+
+def _h(*parts) -> str:
+    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()
+
+
+def fake_reply(prompt: str, seed, n: int, continuation: bool = False) -> str:
+    """`n` tagged question blocks determined by (prompt, seed); a completion prompt ending in
+    "[QUESTION]" is continued without repeating its tag."""
+    topic = " ".join(re.findall(r"[A-Za-z]+", prompt.rsplit("Category", 1)[-1])[-6:]).lower() or "things"
+    blocks = []
+    for k in range(n):
+        h = _h(prompt, seed, k)
+        opts = "\n".join(f"[OPTION {c}] statement {h[4 * i:4 * i + 6]} on {topic}" for i, c in enumerate("ABCD"))
+        tag = "" if continuation and k == 0 else "[QUESTION] "
+        blocks.append(f"{tag}Which statement about {topic} holds in case {h[:10]}?\n{opts}\n[ANSWER] {'ABCD'[int(h[40], 16) % 4]}")
+    return "\n#####\n".join(blocks)
+
+
+class FaultServer:
+    def __init__(self, faults=(), default=None, delay_s: float = 0.0, cached_tokens: int = 0, thoughts_tokens: int = 0):
+        self.faults = deque(faults)
+        self.default = default
+        self.delay_s = delay_s  # added to every normal reply (lets a test kill a client mid-run)
+        self.cached_tokens, self.thoughts_tokens = cached_tokens, thoughts_tokens
+        self.requests: list[dict] = []  # path, headers, body, fault of every request received
+        self._lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.httpd.daemon_threads = True
+        # a short poll interval: shutdown() waits up to one interval
+        self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self) -> "FaultServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def script(self, faults=(), default=None) -> None:
+        with self._lock:
+            self.faults, self.default = deque(faults), default
+
+    def _next_fault(self, record: dict) -> str | None:
+        with self._lock:
+            fault = self.faults.popleft() if self.faults else self.default
+            record["fault"] = fault
+            self.requests.append(record)
+        return None if fault in (None, "ok") else fault
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as separate writes
+
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def _send(self, status: int, body: bytes, headers: dict | None = None):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    body = json.loads(raw)
+                except json.JSONDecodeError:
+                    body = None
+                rec = {"path": self.path, "headers": dict(self.headers), "body": body}
+                fault = server._next_fault(rec)
+                try:
+                    self._answer(fault, body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout) before the reply
+
+            def _answer(self, fault, body):
+                gemini = _GEMINI.match(self.path)
+                if fault == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if fault and fault.startswith("slow:"):
+                    time.sleep(float(fault[5:]))
+                    fault = None
+                if fault == "malformed":
+                    return self._send(200, b'{"choices": [{"message": {"content": "[QUES')
+                if fault:
+                    code, _, after = fault.partition(":")
+                    code = int(code)
+                    err = {"error": {"code": code, "message": f"injected fault {code}", "status": _ERRORS.get(code, "")}}
+                    return self._send(code, json.dumps(err).encode(), {"Retry-After": after} if after else None)
+                if server.delay_s:
+                    time.sleep(server.delay_s)
+                if gemini:
+                    return self._send(200, json.dumps(server._gemini(gemini.group(1), body)).encode())
+                if self.path.endswith("/chat/completions") or self.path.endswith("/completions"):
+                    return self._send(200, json.dumps(server._openai(self.path, body)).encode())
+                self._send(404, json.dumps({"error": {"code": 404, "message": f"no route {self.path}"}}).encode())
+
+        return Handler
+
+    @staticmethod
+    def _count_asked(system: str) -> int:
+        m = re.search(r"Write (\d+) new", system)
+        return int(m.group(1)) if m else 1
+
+    def _openai(self, path: str, body: dict) -> dict:
+        if path.endswith("/chat/completions"):
+            msgs = body["messages"]
+            system = " ".join(m["content"] for m in msgs if m["role"] == "system")
+            prompt = "\n".join(m["content"] for m in msgs)
+            text = fake_reply(prompt, body.get("seed"), self._count_asked(system))
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        else:
+            prompt = body["prompt"]
+            text = fake_reply(prompt, body.get("seed"), 1, continuation=prompt.rstrip().endswith("[QUESTION]"))
+            choice = {"index": 0, "text": text, "finish_reason": "stop"}
+        n_in, n_out = len(prompt.split()), len(text.split())
+        return {"id": "cmpl-" + _h(prompt)[:8], "object": "chat.completion", "model": body.get("model"),
+                "choices": [choice],
+                "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out,
+                          "prompt_tokens_details": {"cached_tokens": min(self.cached_tokens, n_in)}}}
+
+    def _gemini(self, model: str, body: dict) -> dict:
+        system = " ".join(p.get("text", "") for p in (body.get("systemInstruction") or {}).get("parts", []))
+        turns = [p.get("text", "") for c in body.get("contents", []) for p in c.get("parts", [])]
+        prompt = "\n".join([system, *turns])
+        cfg = body.get("generationConfig") or {}
+        text = fake_reply(prompt, cfg.get("seed"), self._count_asked(system))
+        n_in, n_out = len(prompt.split()), len(text.split())
+        return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP",
+                                "index": 0}],
+                "usageMetadata": {"promptTokenCount": n_in, "candidatesTokenCount": n_out,
+                                  "cachedContentTokenCount": min(self.cached_tokens, n_in),
+                                  "thoughtsTokenCount": self.thoughts_tokens,
+                                  "totalTokenCount": n_in + n_out + self.thoughts_tokens},
+                "modelVersion": model}
+
+
+if __name__ == "__main__":
+    srv = FaultServer()
+    if len(sys.argv) > 1:
+        srv.httpd.server_close()
+        srv.httpd = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), srv._handler())
+    print(srv.url, flush=True)
+    srv.httpd.serve_forever()
