@@ -33,7 +33,11 @@ from .hf import Generation, Sampling
 
 # The reference's Gemini-2.5-Flash rates (gemini_gen.py), US$ per million tokens.
 GEMINI_PRICES = {"input": 0.30, "cached_input": 0.03, "output": 2.50}
-RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def retryable(status: int | None) -> bool:
+    """408 (request timeout), 429 (rate limit) and every 5xx are worth another try."""
+    return status in (408, 429) or (status is not None and 500 <= status < 600)
 
 
 class ServiceError(RuntimeError):
@@ -215,9 +219,9 @@ class OpenAICompatible(_APIBackend):
                 r = self._session().post(url, json=body, headers=headers, timeout=self.timeout_s)
             except requests.Timeout:
                 raise _Transient(f"no reply within {self.timeout_s:g} s") from None
-            except requests.ConnectionError as e:
-                raise _Transient(f"connection failed ({type(e).__name__})") from None
-            if r.status_code in RETRY_STATUS:
+            except requests.RequestException as e:  # refused or dropped connection, truncated body...
+                raise _Transient(f"request failed ({type(e).__name__})") from None
+            if retryable(r.status_code):
                 raise _Transient(f"HTTP {r.status_code}", parse_retry_after(r.headers.get("Retry-After")))
             if r.status_code != 200:
                 hint = "" if self.key else " (no key was sent: set OPENAI_API_KEY or api_key_env)"
@@ -283,7 +287,7 @@ class Gemini(_APIBackend):
             try:
                 resp = self.client.models.generate_content(model=self.model_id, contents=contents, config=config)
             except errors.APIError as e:
-                if e.code in RETRY_STATUS:
+                if retryable(e.code):
                     raise _Transient(f"HTTP {e.code} {e.status or ''}".strip(), _gemini_retry_after(e)) from None
                 raise self._fail(what, f"HTTP {e.code} {e.status or ''}: {str(e.message)[:300]!r}") from None
             except self._transport as e:
