@@ -393,6 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", required=True)
     s.add_argument("--out-dir", required=True)
     s.add_argument("--models", nargs="*")
+
+    # report, tables, archive, verify: rgd/report/commands.py
+    from .report.commands import register as register_report
+
+    register_report(add)
     return p
 
 

@@ -1,0 +1,179 @@
+"""Per-subject skills, calibration of consensus scores, and generator quality (report analyses).
+
+All three compare the label-free consensus signal with answer keys, so they belong to evaluation:
+  * skills: mean consensus score and key accuracy per (subject, model) on the same question set;
+  * calibration: does a higher consensus score mean a correct answer? Reliability bins, expected
+    calibration error (ECE) and AUROC per model. Abstentions are left out (their consensus score is
+    0 and they are never correct, which would flatter the AUROC); their count is reported;
+  * generator quality: the paper's two generator properties measured on a generated set with the
+    pool's answers: (i) the generator's key agrees with the pool (`consensus_key_match`: the letter
+    with the highest consensus equals the key; `key_agreement`: mean share of pool models choosing
+    the key), (ii) the questions differentiate the pool (`differentiation`: share of questions on
+    which the answering models do not all agree). Plus the generator's acceptance rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..io import InputError, iter_jsonl, read_json
+from ..records import LETTERS, read_keys, read_questions
+
+
+@dataclass
+class PoolSet:
+    """One question set as seen by one pool: choices (-1 = abstention) and consensus, (n, m)."""
+
+    ids: list[str]
+    categories: list[str]
+    experts: list[str]
+    choices: np.ndarray
+    consensus: np.ndarray
+    gold: np.ndarray | None = None  # key option index per question (evaluation only)
+
+
+def load_pool_set(questions: str | Path, consensus: str | Path, experts: list[str],
+                  keys: str | Path | None = None) -> PoolSet:
+    from ..routers import consensus_matrices
+
+    qs = read_questions(questions)
+    ids = [q.id for q in qs]
+    rows = [r for _, r in iter_jsonl(consensus)]
+    try:
+        choices, cons = consensus_matrices(rows, ids, experts)
+    except ValueError as e:
+        raise InputError(consensus, None, None, str(e)) from None
+    gold = None
+    if keys is not None:
+        k = read_keys(keys, qs)
+        missing = [i for i in ids if i not in k]
+        if missing:
+            raise InputError(keys, None, "id", f"no key for {len(missing)} questions, e.g. {missing[:3]}")
+        gold = np.array([LETTERS.index(k[i]) for i in ids], dtype=np.int64)
+    return PoolSet(ids, [q.category for q in qs], list(experts), choices, cons, gold)
+
+
+def _mean(x: np.ndarray) -> float | None:
+    return float(np.mean(x)) if len(x) else None
+
+
+# --------------------------------------------------------------------------- skills
+def skills(ps: PoolSet) -> dict:
+    """(subject x model) mean consensus score and key accuracy, and whether they pick the same model."""
+    if ps.gold is None:
+        raise ValueError("skills: needs the answer keys of the question set")
+    cats = np.array(ps.categories, dtype=object)
+    subjects = sorted(set(ps.categories))
+    correct = ps.choices == ps.gold[:, None]
+    cons_tab, acc_tab, n = [], [], []
+    for s in subjects:
+        rows = cats == s
+        n.append(int(rows.sum()))
+        cons_tab.append([float(v) for v in ps.consensus[rows].mean(axis=0)])
+        acc_tab.append([float(v) for v in correct[rows].mean(axis=0)])
+    # first index of the maximum = first in pool order on ties, for both tables alike
+    same = [int(np.argmax(c)) == int(np.argmax(a)) for c, a in zip(cons_tab, acc_tab)]
+    return {"subjects": subjects, "experts": ps.experts, "n": n, "consensus": cons_tab, "accuracy": acc_tab,
+            "same_best_model": same, "n_same_best_model": int(sum(same))}
+
+
+# --------------------------------------------------------------------------- calibration
+def auroc(scores: np.ndarray, positive: np.ndarray) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U with average ranks for ties); None if one class is empty."""
+    from scipy.stats import rankdata
+
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def reliability(scores: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> dict:
+    """Equal-width bins over [0, 1]: count, mean score, fraction correct per bin, and the ECE."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins: expected a positive integer, got {n_bins}")
+    scores = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+    correct = np.asarray(correct, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.minimum((scores * n_bins).astype(np.int64), n_bins - 1)  # 1.0 goes to the last bin
+    bins, ece = [], 0.0
+    for b in range(n_bins):
+        sel = which == b
+        k = int(sel.sum())
+        conf, acc = _mean(scores[sel]), _mean(correct[sel])
+        bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": k, "mean_score": conf, "accuracy": acc})
+        if k:
+            ece += k / len(scores) * abs(acc - conf)
+    return {"bins": bins, "ece": float(ece) if len(scores) else None}
+
+
+def calibration(ps: PoolSet, n_bins: int = 10) -> dict:
+    if ps.gold is None:
+        raise ValueError("calibration: needs the answer keys of the question set")
+    out = {}
+    correct = ps.choices == ps.gold[:, None]
+    answered = ps.choices >= 0
+    for j, e in enumerate(ps.experts):
+        sel = answered[:, j]
+        s, c = ps.consensus[sel, j], correct[sel, j]
+        out[e] = {"n": int(sel.sum()), "n_abstained": int((~sel).sum()), "accuracy": _mean(c),
+                  "mean_score": _mean(s), "auroc": auroc(s, c), **reliability(s, c, n_bins)}
+    s, c = ps.consensus[answered], correct[answered]
+    pooled = {"n": int(answered.sum()), "accuracy": _mean(c), "mean_score": _mean(s), "auroc": auroc(s, c),
+              **reliability(s, c, n_bins)}
+    return {"n_bins": n_bins, "experts": out, "pooled": pooled}
+
+
+# --------------------------------------------------------------------------- generator quality
+def set_properties(ps: PoolSet) -> dict:
+    """Key/pool agreement and pool differentiation of one question set (keys required)."""
+    if ps.gold is None:
+        raise ValueError("set_properties: needs the answer keys of the question set")
+    n = len(ps.ids)
+    if n == 0:
+        return {"n_questions": 0, "consensus_key_match": None, "key_agreement": None, "differentiation": None,
+                "n_categories": 0}
+    answered = ps.choices >= 0
+    # the consensus answer: the letter chosen by the model with the highest consensus score (all
+    # models on one letter share its posterior, so any of them gives the same letter)
+    best = np.argmax(np.where(answered, ps.consensus, -np.inf), axis=1)
+    top = ps.choices[np.arange(n), best]
+    top = np.where(answered.any(axis=1), top, -1)
+    agree = (ps.choices == ps.gold[:, None]).mean(axis=1)
+    # differentiation: the answering models do not all pick the same letter
+    lo = np.where(answered, ps.choices, np.iinfo(np.int64).max).min(axis=1)
+    hi = np.where(answered, ps.choices, -1).max(axis=1)
+    split = (answered.sum(axis=1) >= 2) & (lo != hi)
+    return {"n_questions": n, "consensus_key_match": float(np.mean(top == ps.gold)),
+            "key_agreement": float(agree.mean()), "differentiation": float(split.mean()),
+            "n_categories": len(set(ps.categories))}
+
+
+def generator_quality(ps: PoolSet, meta_path: str | Path | None) -> dict:
+    props = set_properties(ps)
+    if meta_path is not None:
+        meta = read_json(meta_path)
+        props.update(acceptance_rate=meta.get("acceptance_rate"), n_prompts=meta.get("n_prompts"),
+                     n_rejects=meta.get("n_rejects"), generator_model=(meta.get("model") or {}).get("name"))
+    return props
+
+
+def analyse(experts: list[str], real: dict, generated: dict[str, dict], n_bins: int = 10) -> dict:
+    """The analysis file of one (benchmark, pool).
+
+    `real`: {"questions", "keys", "consensus"} of the real training split; `generated`: source name ->
+    {"questions", "keys", "consensus", "meta"} of each generated set.
+    """
+    ps = load_pool_set(real["questions"], real["consensus"], experts, real["keys"])
+    sources = {"train": {**set_properties(ps), "acceptance_rate": None}}
+    for name, g in generated.items():
+        gs = load_pool_set(g["questions"], g["consensus"], experts, g["keys"])
+        sources[name] = generator_quality(gs, g.get("meta"))
+    return {"experts": experts, "question_set": "train", "skills": skills(ps),
+            "calibration": calibration(ps, n_bins), "sources": sources}

@@ -1,0 +1,133 @@
+"""Data scaling (reference §10 "scaling statistics"): CASCAL accuracy against the number of training questions.
+
+For each fraction f and replicate seed s, CASCAL is trained on a category-balanced subsample of the
+training source (in every category, round(f * n_category) questions, at least one, drawn with
+`numpy.random.default_rng(s)`) and evaluated on the whole real test set with rgd.metrics. Within a
+replicate every random step takes the seed s: the subsample, the k-means initialisation
+(`random_state`) and the ranking tie-break. With f = 1 only the k-means seed varies. Summaries are
+the mean and the population standard deviation over seeds, as in the original's `mean_and_std`.
+
+Training is label-free (questions, embeddings, consensus of the training source); only the
+evaluation reads the test keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import metrics
+from ..io import InputError, read_json
+from ..records import LETTERS, read_keys, read_questions, read_responses
+
+
+def balanced_subsample(categories: list[str], fraction: float, seed: int) -> np.ndarray:
+    """Sorted row indices: round(fraction * n_c) rows of every category c (at least 1), seeded."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction: expected a number in (0, 1], got {fraction}")
+    cats = np.asarray(categories, dtype=object)
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in sorted(set(categories)):
+        rows = np.flatnonzero(cats == c)
+        k = len(rows) if fraction == 1 else max(1, int(round(fraction * len(rows))))
+        picked.append(rng.permutation(rows)[:k])
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
+
+
+@dataclass
+class TestSet:
+    """The real test set for one pool: choices (n, m), key indices (n,), confidence z-scores (n, m)."""
+
+    choices: np.ndarray
+    gold: np.ndarray
+    z: np.ndarray
+    X: np.ndarray
+
+
+def _aligned_embeddings(path, ids: list[str]) -> np.ndarray:
+    from ..embed import load
+
+    eids, X, _ = load(path)
+    pos = {q: i for i, q in enumerate(eids)}
+    missing = [q for q in ids if q not in pos]
+    if missing:
+        raise InputError(path, None, "ids", f"no embedding for {len(missing)} questions, e.g. {missing[:3]}")
+    return X[[pos[q] for q in ids]]
+
+
+def load_test_set(questions, keys, embeddings, responses: dict[str, str], stats) -> TestSet:
+    """As `rgd evaluate`: z = (confidence - median) / sigma with the training source's statistics."""
+    qs = read_questions(questions)
+    ids = [q.id for q in qs]
+    k = read_keys(keys, qs)
+    gold = np.array([LETTERS.index(k[i]) for i in ids], dtype=np.int64)
+    st = read_json(stats)["experts"]
+    qi = {q: i for i, q in enumerate(ids)}
+    choices = np.full((len(ids), len(responses)), -1, dtype=np.int64)
+    z = np.zeros(choices.shape)
+    for j, (e, path) in enumerate(responses.items()):
+        if e not in st:
+            raise InputError(stats, None, "experts", f"no statistics for expert {e!r}")
+        sigma = st[e]["sigma"]
+        sigma = sigma if sigma and np.isfinite(sigma) and sigma > 0 else 1.0
+        seen = set()
+        for r in read_responses(path):
+            i = qi.get(r["id"])
+            if i is None:
+                continue
+            seen.add(i)
+            choices[i, j] = -1 if r["choice"] is None else LETTERS.index(r["choice"])
+            if r["confidence"] is not None:
+                z[i, j] = (r["confidence"] - st[e]["median"]) / sigma
+        if len(seen) != len(ids):
+            raise InputError(path, None, "id", f"responses cover {len(seen)} of {len(ids)} test questions")
+    return TestSet(choices, gold, z, _aligned_embeddings(embeddings, ids))
+
+
+def scaling_curve(X: np.ndarray, categories: list[str], choices: np.ndarray, consensus: np.ndarray,
+                  experts: list[str], test: TestSet, fractions: list[float], seeds: list[int],
+                  params: dict | None = None) -> dict:
+    """Every (fraction, seed) run and the per-fraction summary; see the module docstring."""
+    from .. import routers
+
+    if not fractions or not seeds:
+        raise ValueError("fractions and seeds: need at least one of each")
+    runs = []
+    for f in sorted(set(fractions)):
+        for s in seeds:
+            idx = balanced_subsample(categories, f, s)
+            router = routers.make("cascal", {**(params or {}), "random_state": s}, s)
+            router.fit(X[idx], [categories[i] for i in idx], choices[idx], consensus[idx], experts)
+            order = metrics.rank(routers.scores(router, test.X), s)
+            top1 = metrics.top1_correct(order, test.choices, test.gold).mean()
+            top3 = metrics.top3_vote_correct(order, test.choices, test.gold, test.z).mean()
+            runs.append({"fraction": f, "seed": s, "n_train": len(idx), "top1": float(top1), "top3_vote": float(top3)})
+    summary = []
+    for f in sorted(set(fractions)):
+        rs = [r for r in runs if r["fraction"] == f]
+        row = {"fraction": f, "n_train": float(np.mean([r["n_train"] for r in rs])), "n_seeds": len(rs)}
+        for m in ("top1", "top3_vote"):
+            v = np.array([r[m] for r in rs])
+            row.update({f"{m}_mean": float(v.mean()), f"{m}_std": float(v.std()),
+                        f"{m}_min": float(v.min()), f"{m}_max": float(v.max())})
+        summary.append(row)
+    correct = test.choices == test.gold[:, None]
+    return {"experts": list(experts), "n_test": len(test.gold), "fractions": sorted(set(fractions)),
+            "seeds": list(seeds), "runs": runs, "summary": summary,
+            "best_single": float(correct.mean(axis=0).max()), "oracle": float(correct.any(axis=1).mean())}
+
+
+def run(questions, embeddings, consensus, experts: list[str], test: TestSet, fractions, seeds,
+        params: dict | None = None) -> dict:
+    from .analysis import load_pool_set
+
+    ps = load_pool_set(questions, consensus, experts)
+    if not ps.ids:
+        raise InputError(questions, None, None, "training source has no questions")
+    X = _aligned_embeddings(embeddings, ps.ids)
+    out = scaling_curve(X, ps.categories, ps.choices, ps.consensus, experts, test, fractions, seeds, params)
+    out["n_source"] = len(ps.ids)
+    return out

@@ -1,0 +1,199 @@
+"""Paper-style tables, each written as Markdown, CSV and LaTeX (booktabs) with the same cells.
+
+Accuracies are percentages with one decimal; an empty cell means "not defined" (e.g. an AUROC
+when a model is always right). Rows are sorted, so equal inputs give equal bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..io import write_text
+
+QUERY_ONLY = ("cascal",)
+ROUTER_ORDER = ("cascal", "cascal-gt", "knn", "mlp", "mf", "best-single")
+
+
+@dataclass
+class Table:
+    name: str
+    caption: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        esc = [[c.replace("|", "\\|") for c in r] for r in [self.columns] + self.rows]
+        lines = ["| " + " | ".join(esc[0]) + " |", "|" + "---|" * len(self.columns)]
+        lines += ["| " + " | ".join(r) + " |" for r in esc[1:]]
+        return f"{self.caption}\n\n" + "\n".join(lines) + "\n"
+
+    def csv(self) -> str:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(self.columns)
+        w.writerows(self.rows)
+        return buf.getvalue()
+
+    def latex(self) -> str:
+        align = "".join("r" if _numeric_col(c, self) else "l" for c in self.columns)
+        body = [" & ".join(latex_escape(c) for c in self.columns) + r" \\", r"\midrule"]
+        body += [" & ".join(latex_escape(c) for c in r) + r" \\" for r in self.rows]
+        return "\n".join([
+            r"\begin{table}[t]", r"\centering", r"\small",
+            rf"\caption{{{latex_escape(self.caption)}}}", rf"\label{{tab:rgd-{self.name}}}",
+            rf"\begin{{tabular}}{{{align}}}", r"\toprule", *body, r"\bottomrule", r"\end{tabular}", r"\end{table}",
+        ]) + "\n"
+
+    def write(self, directory: str | Path) -> list[Path]:
+        d = Path(directory)
+        paths = [d / f"{self.name}.md", d / f"{self.name}.csv", d / f"{self.name}.tex"]
+        for p, text in zip(paths, (self.markdown(), self.csv(), self.latex())):
+            write_text(p, text)
+        return paths
+
+
+def _numeric_col(col: str, t: Table) -> bool:
+    i = t.columns.index(col)
+    vals = [r[i] for r in t.rows if r[i]]
+    return bool(vals) and all(_is_number(v.split(" ")[0]) for v in vals)
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s.replace("±", ""))
+        return True
+    except ValueError:
+        return False
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX.get(ch, ch) for ch in str(text))
+
+
+def pct(x) -> str:
+    return "" if x is None else f"{100 * x:.1f}"
+
+
+def num(x, digits: int = 3) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+def pm(mean, std) -> str:
+    return "" if mean is None else f"{100 * mean:.1f} ± {100 * std:.1f}"
+
+
+def source_order(sources: list[str], quality: dict[str, float | None] | None = None) -> list[str]:
+    """The real training split first, then generated sets by decreasing quality (then by name)."""
+    q = quality or {}
+    gen = sorted((s for s in sources if s != "train"), key=lambda s: (-(q.get(s) or 0.0), s))
+    return (["train"] if "train" in sources else []) + gen
+
+
+def router_key(name: str) -> tuple:
+    return (ROUTER_ORDER.index(name) if name in ROUTER_ORDER else len(ROUTER_ORDER), name)
+
+
+# --------------------------------------------------------------------------- the tables
+def main_table(evals: list[dict], quality: dict[tuple[str, str], dict[str, float | None]] | None = None) -> Table:
+    """Routers x training sources, Top-1 and Top-3 (the paper's main comparison), per benchmark and pool.
+
+    `quality[(bench, pool)][source]` orders the generated sources (best generator first).
+    """
+    by_bp: dict[tuple[str, str], dict] = {}
+    for e in evals:
+        lab = e["labels"]
+        by_bp.setdefault((lab["benchmark"], lab["pool"]), {})[(lab["source"], lab["router"])] = e
+    all_sources = sorted({s for d in by_bp.values() for s, _ in d})
+    q0 = next(iter((quality or {}).values()), {})
+    order = source_order(all_sources, q0)
+    cols = ["benchmark", "pool", "router", "type"] + [f"{s} {m}" for s in order for m in ("Top-1", "Top-3")]
+    t = Table("main", "Routing accuracy (%) on the real test set by training source: the real training split, "
+              "then generated sets from the best to the weakest generator. Reference rows do not depend on "
+              "the training source.", cols)
+    for (bench, pool), d in sorted(by_bp.items()):
+        for router in sorted({r for _, r in d}, key=router_key):
+            kind = "query-only" if router in QUERY_ONLY else "query-answer"
+            cells = []
+            for s in order:
+                e = d.get((s, router))
+                cells += [pct(e["top1"]), pct(e["top3_vote"])] if e else ["", ""]
+            t.rows.append([bench, pool, router, kind] + cells)
+        ref = next(iter(d.values()))
+        for name, field_ in (("best single (test)", "best_single"), ("random model", "random"),
+                             ("pool vote", "pool_vote"), ("oracle", "oracle")):
+            label = name + (f": {ref['best_single_model']}" if field_ == "best_single" else "")
+            t.rows.append([bench, pool, label, "reference"] + [pct(ref[field_]), ""] * len(order))
+    return t
+
+
+def generators_table(analyses: dict[tuple[str, str], dict]) -> Table:
+    cols = ["benchmark", "pool", "source", "questions", "acceptance", "consensus = key", "key agreement",
+            "differentiation"]
+    t = Table("generators", "Training sources and the paper's generator properties, measured with the pool: "
+              "acceptance rate of generated questions, share of questions whose consensus answer equals the "
+              "generator's key, mean share of pool models choosing the key, and share of questions on which "
+              "the pool disagrees (all in %).", cols)
+    for (bench, pool), a in sorted(analyses.items()):
+        q = {s: p.get("consensus_key_match") for s, p in a["sources"].items()}
+        for s in source_order(list(a["sources"]), q):
+            p = a["sources"][s]
+            t.rows.append([bench, pool, s, str(p["n_questions"]), pct(p.get("acceptance_rate")),
+                           pct(p["consensus_key_match"]), pct(p["key_agreement"]), pct(p["differentiation"])])
+    return t
+
+
+def calibration_table(analyses: dict[tuple[str, str], dict]) -> Table:
+    cols = ["benchmark", "pool", "model", "answered", "abstained", "accuracy", "mean consensus", "AUROC", "ECE"]
+    t = Table("calibration", "Consensus scores against true correctness on the real training split: accuracy "
+              "and mean consensus score (%), AUROC of the consensus score for telling right from wrong "
+              "answers, expected calibration error.", cols)
+    for (bench, pool), a in sorted(analyses.items()):
+        cal = a["calibration"]
+        for name, c in list(cal["experts"].items()) + [("all models", cal["pooled"])]:
+            t.rows.append([bench, pool, name, str(c["n"]), str(c.get("n_abstained", "")), pct(c["accuracy"]),
+                           pct(c["mean_score"]), num(c["auroc"]), num(c["ece"])])
+    return t
+
+
+def scaling_table(scaling: dict[tuple[str, str, str], dict]) -> Table:
+    cols = ["benchmark", "pool", "source", "fraction", "questions", "seeds", "Top-1", "Top-3"]
+    t = Table("scaling", "CASCAL accuracy (%, mean ± population std over seeds) against the number of training "
+              "questions (category-balanced subsamples of each training source).", cols)
+    for (bench, pool, source), sc in sorted(scaling.items()):
+        for row in sc["summary"]:
+            t.rows.append([bench, pool, source, f"{row['fraction']:g}", f"{row['n_train']:g}", str(row["n_seeds"]),
+                           pm(row["top1_mean"], row["top1_std"]), pm(row["top3_vote_mean"], row["top3_vote_std"])])
+    return t
+
+
+def cluster_niches(router_json: dict) -> dict:
+    """Per expert: clusters it ranks first, and the training questions assigned to them."""
+    experts = router_json["experts"]
+    out = {e: {"clusters": 0, "questions": 0} for e in experts}
+    for c in router_json["clusters"]:
+        top = c["ranking"][0][0] if c["ranking"] else None
+        if top in out:
+            out[top]["clusters"] += 1
+            out[top]["questions"] += int(c["assigned"])
+    return out
+
+
+def clusters_table(routers: dict[tuple[str, str, str], dict]) -> Table:
+    cols = ["benchmark", "pool", "source", "model", "clusters ranked first", "questions in them", "share"]
+    t = Table("clusters", "CASCAL niches: for each training source, the clusters in which each model is ranked "
+              "first and the training questions assigned to them (share in %).", cols)
+    for (bench, pool, source), r in sorted(routers.items()):
+        niches = cluster_niches(r)
+        total = sum(v["questions"] for v in niches.values()) or 1
+        for e in r["experts"]:
+            v = niches[e]
+            t.rows.append([bench, pool, source, e, str(v["clusters"]), str(v["questions"]),
+                           pct(v["questions"] / total)])
+    return t
