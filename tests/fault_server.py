@@ -12,6 +12,7 @@ Faults are consumed one per request, in arrival order, then `default` applies:
   "429" / "429:S" HTTP 429 with Retry-After: S (default 0)
   "500", "503", "400", "401"   that status with an error body
   "slow:S"        sleep S seconds, then reply (past the client's timeout, it has gone)
+  "hold"          wait until `release()` (at most 60 s), then reply: a client is surely mid-run
   "malformed"     HTTP 200 whose body is cut-off JSON
   "drop"          close the connection without a reply
 
@@ -30,8 +31,13 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 _GEMINI = re.compile(r"^/v1(?:beta|alpha)?\d*/models/([^/:]+):generateContent$")
-_ERRORS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
-           503: "UNAVAILABLE"}
+_ERRORS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
 
 
 def _h(*parts) -> str:
@@ -47,7 +53,9 @@ def fake_reply(prompt: str, seed, n: int, continuation: bool = False) -> str:
         h = _h(prompt, seed, k)
         opts = "\n".join(f"[OPTION {c}] statement {h[4 * i:4 * i + 6]} on {topic}" for i, c in enumerate("ABCD"))
         tag = "" if continuation and k == 0 else "[QUESTION] "
-        blocks.append(f"{tag}Which statement about {topic} holds in case {h[:10]}?\n{opts}\n[ANSWER] {'ABCD'[int(h[40], 16) % 4]}")
+        blocks.append(
+            f"{tag}Which statement about {topic} holds in case {h[:10]}?\n{opts}\n[ANSWER] {'ABCD'[int(h[40], 16) % 4]}"
+        )
     return "\n#####\n".join(blocks)
 
 
@@ -55,7 +63,8 @@ class FaultServer:
     def __init__(self, faults=(), default=None, delay_s: float = 0.0, cached_tokens: int = 0, thoughts_tokens: int = 0):
         self.faults = deque(faults)
         self.default = default
-        self.delay_s = delay_s  # added to every normal reply (lets a test kill a client mid-run)
+        self.delay_s = delay_s  # added to every normal reply
+        self._released = threading.Event()
         self.cached_tokens, self.thoughts_tokens = cached_tokens, thoughts_tokens
         self.requests: list[dict] = []  # path, headers, body, fault of every request received
         self._lock = threading.Lock()
@@ -73,12 +82,20 @@ class FaultServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.release()
         self.httpd.shutdown()
         self.httpd.server_close()
 
     def script(self, faults=(), default=None) -> None:
         with self._lock:
             self.faults, self.default = deque(faults), default
+
+    def release(self) -> None:
+        self._released.set()
+
+    def held(self) -> int:
+        with self._lock:
+            return sum(r["fault"] == "hold" for r in self.requests)
 
     def _next_fault(self, record: dict) -> str | None:
         with self._lock:
@@ -125,6 +142,9 @@ class FaultServer:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
+                if fault == "hold":
+                    server._released.wait(60)
+                    fault = None
                 if fault and fault.startswith("slow:"):
                     time.sleep(float(fault[5:]))
                     fault = None
@@ -133,7 +153,9 @@ class FaultServer:
                 if fault:
                     code, _, after = fault.partition(":")
                     code = int(code)
-                    err = {"error": {"code": code, "message": f"injected fault {code}", "status": _ERRORS.get(code, "")}}
+                    err = {
+                        "error": {"code": code, "message": f"injected fault {code}", "status": _ERRORS.get(code, "")}
+                    }
                     return self._send(code, json.dumps(err).encode(), {"Retry-After": after} if after else None)
                 if server.delay_s:
                     time.sleep(server.delay_s)
@@ -162,10 +184,18 @@ class FaultServer:
             text = fake_reply(prompt, body.get("seed"), 1, continuation=prompt.rstrip().endswith("[QUESTION]"))
             choice = {"index": 0, "text": text, "finish_reason": "stop"}
         n_in, n_out = len(prompt.split()), len(text.split())
-        return {"id": "cmpl-" + _h(prompt)[:8], "object": "chat.completion", "model": body.get("model"),
-                "choices": [choice],
-                "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out,
-                          "prompt_tokens_details": {"cached_tokens": min(self.cached_tokens, n_in)}}}
+        return {
+            "id": "cmpl-" + _h(prompt)[:8],
+            "object": "chat.completion",
+            "model": body.get("model"),
+            "choices": [choice],
+            "usage": {
+                "prompt_tokens": n_in,
+                "completion_tokens": n_out,
+                "total_tokens": n_in + n_out,
+                "prompt_tokens_details": {"cached_tokens": min(self.cached_tokens, n_in)},
+            },
+        }
 
     def _gemini(self, model: str, body: dict) -> dict:
         system = " ".join(p.get("text", "") for p in (body.get("systemInstruction") or {}).get("parts", []))
@@ -174,13 +204,19 @@ class FaultServer:
         cfg = body.get("generationConfig") or {}
         text = fake_reply(prompt, cfg.get("seed"), self._count_asked(system))
         n_in, n_out = len(prompt.split()), len(text.split())
-        return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP",
-                                "index": 0}],
-                "usageMetadata": {"promptTokenCount": n_in, "candidatesTokenCount": n_out,
-                                  "cachedContentTokenCount": min(self.cached_tokens, n_in),
-                                  "thoughtsTokenCount": self.thoughts_tokens,
-                                  "totalTokenCount": n_in + n_out + self.thoughts_tokens},
-                "modelVersion": model}
+        return {
+            "candidates": [
+                {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP", "index": 0}
+            ],
+            "usageMetadata": {
+                "promptTokenCount": n_in,
+                "candidatesTokenCount": n_out,
+                "cachedContentTokenCount": min(self.cached_tokens, n_in),
+                "thoughtsTokenCount": self.thoughts_tokens,
+                "totalTokenCount": n_in + n_out + self.thoughts_tokens,
+            },
+            "modelVersion": model,
+        }
 
 
 if __name__ == "__main__":

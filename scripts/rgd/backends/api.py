@@ -93,8 +93,11 @@ def cost_usd(usage: dict, prices: dict | None) -> float | None:
     if not prices:
         return None
     cached = usage.get("cached_input", 0)
-    total = ((usage.get("input", 0) - cached) * prices.get("input", 0.0) + cached * prices.get("cached_input", 0.0)
-             + usage.get("output", 0) * prices.get("output", 0.0)) / 1e6
+    total = (
+        (usage.get("input", 0) - cached) * prices.get("input", 0.0)
+        + cached * prices.get("cached_input", 0.0)
+        + usage.get("output", 0) * prices.get("output", 0.0)
+    ) / 1e6
     return round(total, 6)
 
 
@@ -103,8 +106,16 @@ class _APIBackend:
 
     kind = "api"
 
-    def __init__(self, model_id: str, key: Secret | None, retry: Retry, timeout_s: float, concurrency: int,
-                 prices: dict | None, log: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        model_id: str,
+        key: Secret | None,
+        retry: Retry,
+        timeout_s: float,
+        concurrency: int,
+        prices: dict | None,
+        log: Callable[[str], None] | None = None,
+    ):
         self.model_id, self.key, self.retry = model_id, key, retry
         self.timeout_s, self.concurrency, self.prices = timeout_s, max(1, concurrency), prices
         self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -145,8 +156,9 @@ class _APIBackend:
     def _fail(self, what: str, reason: str) -> ServiceError:
         return ServiceError(self._redact(f"{what}: {reason}"))
 
-    def generate(self, prompts: list[dict], sampling: Sampling, logprobs: bool = False,
-                 stop: list[str] | None = None) -> list[APIGeneration]:
+    def generate(
+        self, prompts: list[dict], sampling: Sampling, logprobs: bool = False, stop: list[str] | None = None
+    ) -> list[APIGeneration]:
         """Replies in prompt order; prompt j of the chunk is sampled with seed sampling.seed + j."""
         if logprobs:
             raise ValueError(f"{self.kind}: API generators return no log-probabilities")
@@ -171,8 +183,12 @@ class _APIBackend:
         for u in usages:
             for k, v in u.items():
                 total[k] = total.get(k, 0) + int(v or 0)
-        return {"usage": dict(sorted(total.items())), "prices_per_million": self.prices,
-                "cost_usd": cost_usd(total, self.prices), "this_run": dict(self.stats)}
+        return {
+            "usage": dict(sorted(total.items())),
+            "prices_per_million": self.prices,
+            "cost_usd": cost_usd(total, self.prices),
+            "this_run": dict(self.stats),
+        }
 
 
 def _check_prompt(kind: str, prompt: dict, completions: bool) -> None:
@@ -188,8 +204,17 @@ class OpenAICompatible(_APIBackend):
 
     kind = "openai"
 
-    def __init__(self, base_url: str, model_id: str, key: Secret | None, retry: Retry = Retry(),
-                 timeout_s: float = 120.0, concurrency: int = 5, prices: dict | None = None, log=None):
+    def __init__(
+        self,
+        base_url: str,
+        model_id: str,
+        key: Secret | None,
+        retry: Retry = Retry(),
+        timeout_s: float = 120.0,
+        concurrency: int = 5,
+        prices: dict | None = None,
+        log=None,
+    ):
         super().__init__(model_id, key, retry, timeout_s, concurrency, prices, log)
         self.base_url = base_url.rstrip("/")
         self._local = threading.local()
@@ -207,10 +232,16 @@ class OpenAICompatible(_APIBackend):
         _check_prompt(self.kind, prompt, completions=True)
         chat = "messages" in prompt
         url = f"{self.base_url}/{'chat/completions' if chat else 'completions'}"
-        body = {"model": self.model_id, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                "max_tokens": sampling.max_new_tokens, "seed": seed, "n": 1,
-                **({"messages": prompt["messages"]} if chat else {"prompt": prompt["text"]}),
-                **({"stop": stop} if stop else {})}
+        body = {
+            "model": self.model_id,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "max_tokens": sampling.max_new_tokens,
+            "seed": seed,
+            "n": 1,
+            **({"messages": prompt["messages"]} if chat else {"prompt": prompt["text"]}),
+            **({"stop": stop} if stop else {}),
+        }
         headers = {"Authorization": f"Bearer {self.key.value}"} if self.key else {}
         what = f"{self.kind}: POST {url}"
 
@@ -234,8 +265,11 @@ class OpenAICompatible(_APIBackend):
             except (ValueError, KeyError, IndexError, TypeError):
                 raise _Transient("HTTP 200 with a malformed body") from None
             cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-            u = {"input": int(usage.get("prompt_tokens") or 0), "cached_input": int(cached),
-                 "output": int(usage.get("completion_tokens") or 0)}
+            u = {
+                "input": int(usage.get("prompt_tokens") or 0),
+                "cached_input": int(cached),
+                "output": int(usage.get("completion_tokens") or 0),
+            }
             return APIGeneration(text or "", None, u["input"], u["output"], u)
 
         return self._with_retries(call, what, f"{seed}:{url}")
@@ -247,9 +281,18 @@ class Gemini(_APIBackend):
 
     kind = "gemini"
 
-    def __init__(self, model_id: str, key: Secret, base_url: str | None = None, retry: Retry = Retry(),
-                 timeout_s: float = 120.0, concurrency: int = 5, prices: dict | None = GEMINI_PRICES,
-                 thinking_budget: int | None = None, log=None):
+    def __init__(
+        self,
+        model_id: str,
+        key: Secret,
+        base_url: str | None = None,
+        retry: Retry = Retry(),
+        timeout_s: float = 120.0,
+        concurrency: int = 5,
+        prices: dict | None = GEMINI_PRICES,
+        thinking_budget: int | None = None,
+        log=None,
+    ):
         from google import genai
         from google.genai import types
 
@@ -269,12 +312,21 @@ class Gemini(_APIBackend):
         t = self._types
         _check_prompt(self.kind, prompt, completions=False)
         system = "\n\n".join(m["content"] for m in prompt["messages"] if m["role"] == "system") or None
-        contents = [t.Content(role="model" if m["role"] == "assistant" else "user", parts=[t.Part(text=m["content"])])
-                    for m in prompt["messages"] if m["role"] != "system"]
+        contents = [
+            t.Content(role="model" if m["role"] == "assistant" else "user", parts=[t.Part(text=m["content"])])
+            for m in prompt["messages"]
+            if m["role"] != "system"
+        ]
         thinking = None if self.thinking_budget is None else t.ThinkingConfig(thinking_budget=self.thinking_budget)
-        config = t.GenerateContentConfig(system_instruction=system, temperature=sampling.temperature,
-                                         top_p=sampling.top_p, max_output_tokens=sampling.max_new_tokens, seed=seed,
-                                         stop_sequences=stop or None, thinking_config=thinking)
+        config = t.GenerateContentConfig(
+            system_instruction=system,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_output_tokens=sampling.max_new_tokens,
+            seed=seed,
+            stop_sequences=stop or None,
+            thinking_config=thinking,
+        )
         return contents, config
 
     def _one(self, prompt, sampling, seed, stop):
@@ -292,15 +344,20 @@ class Gemini(_APIBackend):
                 raise self._fail(what, f"HTTP {e.code} {e.status or ''}: {str(e.message)[:300]!r}") from None
             except self._transport as e:
                 timeout = "Timeout" in type(e).__name__
-                raise _Transient(f"no reply within {self.timeout_s:g} s" if timeout
-                                 else f"connection failed ({type(e).__name__})") from None
+                raise _Transient(
+                    f"no reply within {self.timeout_s:g} s" if timeout else f"connection failed ({type(e).__name__})"
+                ) from None
             except ValueError:  # a 200 whose body is not JSON (json.JSONDecodeError, pydantic errors)
                 raise _Transient("HTTP 200 with a malformed body") from None
             m = resp.usage_metadata
             n_in = (m.prompt_token_count or 0) if m else 0
             thoughts = (m.thoughts_token_count or 0) if m else 0
-            u = {"input": n_in, "cached_input": (m.cached_content_token_count or 0) if m else 0,
-                 "output": ((m.candidates_token_count or 0) if m else 0) + thoughts, "thoughts": thoughts}
+            u = {
+                "input": n_in,
+                "cached_input": (m.cached_content_token_count or 0) if m else 0,
+                "output": ((m.candidates_token_count or 0) if m else 0) + thoughts,
+                "thoughts": thoughts,
+            }
             return APIGeneration(_text(resp), None, n_in, u["output"], u)
 
         return self._with_retries(call, what, f"{seed}:{self.model_id}")
@@ -341,26 +398,50 @@ def make(kind: str, cfg: dict, log=None) -> _APIBackend:
     """A backend from a generator's config. The key is read here, from `api_key_env` (default
     GEMINI_API_KEY / OPENAI_API_KEY) in the environment or `.env`: never from the config."""
     if "api_key" in cfg:
-        raise ValueError(f"api_key: keys are never read from config; set {DEFAULT_ENV[kind]} in the environment or .env")
+        raise ValueError(
+            f"api_key: keys are never read from config; set {DEFAULT_ENV[kind]} in the environment or .env"
+        )
     if not cfg.get("model_id"):
         raise ValueError(f"model_id: the {kind} backend needs the API's model id")
+    if cfg.get("guided"):
+        raise ValueError(f"guided: rgd writes the tags around a local model's text; the {kind} backend cannot")
     style = cfg.get("style", "chat")
     if style == "chat-fewshot" or (kind == "gemini" and style != "chat"):
-        raise ValueError(f"style: {style!r} is not available with the {kind} backend (chat APIs cannot continue "
-                         f"a prefilled reply{'; Gemini has no completions endpoint' if kind == 'gemini' else ''})")
-    retry = Retry(max_retries=cfg.get("max_retries", 5), base_s=cfg.get("backoff_base_s", 1.0),
-                  max_s=cfg.get("backoff_max_s", 60.0), seed=cfg.get("seed", 0))
-    common = {"retry": retry, "timeout_s": cfg.get("timeout_s", 120.0), "concurrency": cfg.get("concurrency", 5),
-              "log": log}
+        raise ValueError(
+            f"style: {style!r} is not available with the {kind} backend (chat APIs cannot continue "
+            f"a prefilled reply{'; Gemini has no completions endpoint' if kind == 'gemini' else ''})"
+        )
+    retry = Retry(
+        max_retries=cfg.get("max_retries", 5),
+        base_s=cfg.get("backoff_base_s", 1.0),
+        max_s=cfg.get("backoff_max_s", 60.0),
+        seed=cfg.get("seed", 0),
+    )
+    common = {
+        "retry": retry,
+        "timeout_s": cfg.get("timeout_s", 120.0),
+        "concurrency": cfg.get("concurrency", 5),
+        "log": log,
+    }
     env = cfg.get("api_key_env", DEFAULT_ENV[kind])
     if kind == "gemini":
-        return Gemini(cfg["model_id"], read_key(env), base_url=cfg.get("base_url"),
-                      prices=cfg.get("price_per_million", GEMINI_PRICES),
-                      thinking_budget=cfg.get("thinking_budget"), **common)
+        return Gemini(
+            cfg["model_id"],
+            read_key(env),
+            base_url=cfg.get("base_url"),
+            prices=cfg.get("price_per_million", GEMINI_PRICES),
+            thinking_budget=cfg.get("thinking_budget"),
+            **common,
+        )
     if kind == "openai":
         if not cfg.get("base_url"):
             raise ValueError("base_url: the openai backend needs the server's base URL, e.g. http://host:8000/v1")
         # a local server may need no key; a service that does answers 401, and the error says so
-        return OpenAICompatible(cfg["base_url"], cfg["model_id"], read_key(env, required=False),
-                                prices=cfg.get("price_per_million"), **common)
+        return OpenAICompatible(
+            cfg["base_url"],
+            cfg["model_id"],
+            read_key(env, required=False),
+            prices=cfg.get("price_per_million"),
+            **common,
+        )
     raise ValueError(f"unknown API backend {kind!r}")
