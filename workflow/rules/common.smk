@@ -1,6 +1,7 @@
 # Shared configuration, validation and path helpers for every rule.
 import json
 import os
+import re
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -21,6 +22,11 @@ def project_file(path):
     return path if os.path.isabs(path) or os.path.exists(path) else str(ROOT / path)
 
 
+def one_of(names):
+    """A wildcard regex matching exactly these names (none: matches nothing)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"
+
+
 def _check_references():
     """Cross-references the schema cannot express, checked before any job starts."""
     errors = []
@@ -39,15 +45,53 @@ def _check_references():
         raise ValueError("invalid config:\n  " + "\n  ".join(errors))
 
 
+def _check_filters():
+    """A filter's self-consistency expert is the generator's own model run as a responder."""
+    errors = []
+    gens = config.get("generators", {})
+    for name, g in gens.items():
+        f = g.get("filter") or {}
+        if f and f"{name}-filtered" in gens:
+            errors.append(
+                f"generators.{name}-filtered: the name is taken by {name}'s filtered set"
+            )
+        expert = f.get("self_consistency", {}).get("expert")
+        if expert is not None:
+            if expert not in config["experts"]:
+                errors.append(
+                    f"generators.{name}.filter.self_consistency.expert: unknown expert {expert!r}"
+                )
+            elif config["experts"][expert]["model"] != g.get("model"):
+                errors.append(
+                    f"generators.{name}.filter.self_consistency.expert: {expert!r} runs model "
+                    f"{config['experts'][expert]['model']!r}, not the generator's {g.get('model')!r} "
+                    "(the generator must answer its own questions; an API generator cannot)"
+                )
+        pool = f.get("differentiation", {}).get("pool")
+        if pool is not None and pool not in config["pools"]:
+            errors.append(
+                f"generators.{name}.filter.differentiation.pool: unknown pool {pool!r}"
+            )
+    if errors:
+        raise ValueError("invalid config:\n  " + "\n  ".join(errors))
+
+
 _check_references()
+_check_filters()
 
 BENCHMARKS = list(config["benchmarks"])
 POOLS = list(config["pools"])
 GENERATORS = list(config.get("generators", {}))
 ROUTERS = list(config["routers"])
-# Training sources: the real train split, and each generator's question set.
-SOURCES = ["train"] + [f"gen-{g}" for g in GENERATORS]
-QSETS = ["train", "test"] + [f"gen-{g}" for g in GENERATORS]
+# Generators whose set is also filtered (rules/filter.smk): source gen-<g>-filtered.
+FILTERED = [g for g, c in config.get("generators", {}).items() if c.get("filter")]
+# Training sources: the real train split, each generator's question set, the filtered sets.
+SOURCES = (
+    ["train"]
+    + [f"gen-{g}" for g in GENERATORS]
+    + [f"gen-{g}-filtered" for g in FILTERED]
+)
+QSETS = ["train", "test"] + SOURCES[1:]
 # Routers that learn from answer keys; every other router never gets a key file.
 QUERY_ANSWER = {"cascal-gt", "knn", "mlp", "mf", "best-single"}
 
@@ -60,6 +104,7 @@ wildcard_constraints:
     router="|".join(ROUTERS) or "none",
     expert="|".join(config["experts"]) or "none",
     model="|".join(config["models"]) or "none",
+    gen=one_of(GENERATORS),
 
 
 def conda_env(backend):
@@ -152,3 +197,44 @@ def train_inputs(wildcards):
     if wildcards.router in QUERY_ANSWER:
         inputs["answers"] = f"{RESULTS}/data/{wildcards.bench}/{src}.keys.jsonl"
     return inputs
+
+
+# used by rules/data.smk: which rule writes all.{questions,keys} of a benchmark
+EMBEDDED = [
+    b for b, c in config["benchmarks"].items() if c["source"]["kind"] == "embedded-mmlu"
+]
+DOWNLOADED = [b for b in config["benchmarks"] if b not in EMBEDDED]
+RAW = config.get("raw_data", "resources/datasets")
+
+
+# used by rules/filter.smk
+def filter_spec(gen):
+    f = config["generators"][gen]["filter"]
+    return {"seed": config.get("seed", 0), **f}
+
+
+def filter_inputs(wildcards):
+    """The generated set, its keys, and the responses each configured criterion reads."""
+    f = config["generators"][wildcards.gen]["filter"]
+    base = f"{RESULTS}/data/{wildcards.bench}/gen-{wildcards.gen}"
+    resp = f"{RESULTS}/responses/{wildcards.bench}/gen-{wildcards.gen}"
+    inputs = {"questions": f"{base}.questions.jsonl", "answers": f"{base}.keys.jsonl"}
+    if "self_consistency" in f:
+        inputs["own"] = f"{resp}/{f['self_consistency']['expert']}.jsonl"
+    if "differentiation" in f:
+        pool = config["pools"][f["differentiation"]["pool"]]
+        inputs["pool"] = [f"{resp}/{e}.jsonl" for e in pool]
+    return inputs
+
+
+def filter_args(wildcards, input):
+    f = config["generators"][wildcards.gen]["filter"]
+    args = []
+    if "own" in input.keys():
+        args.append(f"--own-responses {input.own}")
+    if "pool" in input.keys():
+        pool = config["pools"][f["differentiation"]["pool"]]
+        args.append(
+            "--pool-responses " + " ".join(f"{e}={p}" for e, p in zip(pool, input.pool))
+        )
+    return " ".join(args)

@@ -9,6 +9,8 @@ rule embedded_data:
         f"{LOGS}/data/{{bench}}.log",
     benchmark:
         f"{BENCH}/data/{{bench}}.tsv"
+    wildcard_constraints:
+        bench=one_of(EMBEDDED),
     conda:
         "../../envs/core.yaml"
     params:
@@ -19,6 +21,52 @@ rule embedded_data:
     shell:
         "rgd embedded-data --subjects {params.subjects} --split {params.split} "
         "--per-subject {params.per_subject} --seed {params.seed} "
+        "--out-questions {output.questions} --out-keys {output.answers} > {log} 2>&1"
+
+
+# Paper benchmarks. `download` is the one rule that needs the network (Hugging Face hub or
+# raw.githubusercontent.com): it runs on the submitting host (localrule), as compute nodes are
+# often offline, and fetches the revision pinned in the config into resources/datasets/{bench}/
+# with a source.json stamp (repo, revision, sha256 of every file). `format_benchmark` is offline.
+rule download:
+    output:
+        directory(f"{RAW}/{{bench}}"),
+    log:
+        f"{LOGS}/download/{{bench}}.log",
+    benchmark:
+        f"{BENCH}/download/{{bench}}.tsv"
+    wildcard_constraints:
+        bench=one_of(DOWNLOADED),
+    localrule: True
+    conda:
+        "../../envs/core.yaml"
+    params:
+        kind=lambda w: bench_source(w)["kind"],
+        revision=lambda w: bench_source(w)["revision"],
+    shell:
+        "rgd download --benchmark {params.kind} --revision {params.revision} "
+        "--out-dir {output} > {log} 2>&1"
+
+
+rule format_benchmark:
+    input:
+        raw=f"{RAW}/{{bench}}",
+    output:
+        questions=f"{RESULTS}/data/{{bench}}/all.questions.jsonl",
+        answers=f"{RESULTS}/data/{{bench}}/all.keys.jsonl",
+    log:
+        f"{LOGS}/format/{{bench}}.log",
+    benchmark:
+        f"{BENCH}/format/{{bench}}.tsv"
+    wildcard_constraints:
+        bench=one_of(DOWNLOADED),
+    conda:
+        "../../envs/core.yaml"
+    params:
+        kind=lambda w: bench_source(w)["kind"],
+        options=lambda w: as_json(bench_source(w).get("options", {})),
+    shell:
+        "rgd format --benchmark {params.kind} --raw-dir {input.raw} --options {params.options:q} "
         "--out-questions {output.questions} --out-keys {output.answers} > {log} 2>&1"
 
 
