@@ -409,7 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         args.fn(args)
-    except (InputError, ValueError, KeyError, FileNotFoundError) as e:
+    except (InputError, ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
+        # RuntimeError covers rgd.backends.api.ServiceError (an API that kept failing) and
+        # missing model packages: both are explained in one line, without a traceback
         msg = str(e) if not isinstance(e, KeyError) else f"missing key {e}"
         print(f"rgd {args.step}: error: {msg}", file=sys.stderr)
         return 2

@@ -56,6 +56,7 @@ class HFBackend:
         self.template_kwargs = template_kwargs or {}
         self.device = "cpu"
         self._letter_ids = [self._spellings(L) for L in LETTERS]
+        self._stop_ids: dict[tuple, list[int]] = {}
 
     # -- prompts ---------------------------------------------------------------------------
     @property
@@ -132,19 +133,23 @@ class HFBackend:
                     temperature=sampling.temperature if sampling.temperature > 0 else None,
                     top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens,
                     return_dict_in_generate=True, output_logits=logprobs, pad_token_id=self.tok.pad_token_id,
-                    **({"stop_strings": stop, "tokenizer": self.tok} if stop else {}),
+                    **self._stop_kwargs(stop),
                 )
             new = res.sequences[:, ids.shape[1]:]
             if logprobs:
                 raw = torch.stack(res.logits, dim=1).float()  # raw (temperature-1) logits
                 lp = torch.log_softmax(raw, dim=-1).gather(-1, new[:, : raw.shape[1], None])[..., 0]
-            eos = self.tok.eos_token_id
+            ends = {self.tok.eos_token_id, self.tok.pad_token_id}
+            stop_ids = set(self._stop_kwargs(stop).get("eos_token_id", ()))
             for b in range(new.shape[0]):
                 toks = new[b].tolist()
                 n = len(toks)
                 for i, t in enumerate(toks):
-                    if t == eos or t == self.tok.pad_token_id:
+                    if t in ends:
                         n = i
+                        break
+                    if t in stop_ids:  # keep the stop token's text; it is cut below
+                        n = i + 1
                         break
                 mean = float(lp[b, :n].mean()) if n and logprobs else None
                 text = self.tok.decode(toks[:n], skip_special_tokens=True)
@@ -152,6 +157,22 @@ class HFBackend:
                     text = text.split(st, 1)[0]
                 out.append(Generation(text, mean, int(mask[b].sum()), n))
         return out
+
+    def _stop_kwargs(self, stop: list[str] | None) -> dict:
+        """Single-character stops (the newline that ends a field) become extra end-of-sequence
+        token ids: every vocabulary entry containing the character. Far cheaper than transformers'
+        general stop-string matcher, which rebuilds its tables on every call."""
+        if not stop:
+            return {}
+        if all(len(s) == 1 for s in stop):
+            key = tuple(sorted(stop))
+            if key not in self._stop_ids:
+                pieces = self.tok.convert_ids_to_tokens(list(range(len(self.tok))))
+                texts = [self.tok.convert_tokens_to_string([p]) if p is not None else "" for p in pieces]
+                self._stop_ids[key] = sorted(i for i, t in enumerate(texts) if any(c in t for c in stop))
+            eos = self.tok.eos_token_id
+            return {"eos_token_id": sorted({*self._stop_ids[key], *([eos] if eos is not None else [])})}
+        return {"stop_strings": stop, "tokenizer": self.tok}
 
     def count_tokens(self, text: str) -> int:
         return len(self.tok.encode(text, add_special_tokens=False))
