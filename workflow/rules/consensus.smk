@@ -14,6 +14,8 @@ rule consensus:
         f"{BENCH}/consensus/{{bench}}/{{pool}}/{{qset}}.tsv"
     conda:
         "../../envs/core.yaml"
+    resources:
+        **rule_resources(),
     params:
         responses=lambda w: pairs(pool_responses(w)),
         spec=as_json(config.get("consensus", {})),

@@ -13,6 +13,8 @@ rule embedded_data:
         bench=one_of(EMBEDDED),
     conda:
         "../../envs/core.yaml"
+    resources:
+        **rule_resources(),
     params:
         subjects=lambda w: " ".join(bench_source(w)["subjects"]),
         split=lambda w: bench_source(w).get("split", "test"),
@@ -60,6 +62,8 @@ rule format_benchmark:
         f"{BENCH}/format/{{bench}}.tsv"
     wildcard_constraints:
         bench=one_of(DOWNLOADED),
+    resources:
+        **rule_resources(),
     conda:
         "../../envs/core.yaml"
     params:
@@ -85,6 +89,8 @@ rule split:
         f"{BENCH}/split/{{bench}}.tsv"
     conda:
         "../../envs/core.yaml"
+    resources:
+        **rule_resources(),
     params:
         fraction=lambda w: config["benchmarks"][w.bench]
         .get("split", {})

@@ -13,6 +13,8 @@ rule embed:
     conda:
         conda_env("vllm" if config["embedder"]["kind"] == "vllm" else "transformers")
     threads: 1
+    resources:
+        **rule_resources(lambda w: config["embedder"].get("resources", {})),
     params:
         spec=as_json(config["embedder"]),
     shell:

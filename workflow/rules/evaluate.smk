@@ -17,6 +17,8 @@ rule evaluate:
         f"{BENCH}/evaluate/{{bench}}/{{pool}}/{{source}}/{{router}}.tsv"
     conda:
         "../../envs/core.yaml"
+    resources:
+        **rule_resources(),
     params:
         responses=lambda w: pairs(pool_responses(w, "test")),
         labels=lambda w: as_json(
@@ -53,5 +55,7 @@ rule summary:
         f"{BENCH}/summary.tsv"
     conda:
         "../../envs/core.yaml"
+    resources:
+        **rule_resources(),
     shell:
         "rgd summarize --evals {input} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"

@@ -17,6 +17,8 @@ rule filter_generated:
         f"{BENCH}/filter/{{bench}}/{{gen}}.tsv"
     wildcard_constraints:
         gen=one_of(FILTERED),
+    resources:
+        **rule_resources(),
     conda:
         "../../envs/core.yaml"
     params:
@@ -43,6 +45,8 @@ rule subset_responses:
         f"{BENCH}/subset_responses/{{bench}}/{{gen}}/{{expert}}.tsv"
     wildcard_constraints:
         gen=one_of(FILTERED),
+    resources:
+        **rule_resources(),
     conda:
         "../../envs/core.yaml"
     shell:
@@ -62,6 +66,8 @@ rule subset_embeddings:
         f"{BENCH}/subset_embeddings/{{bench}}/{{gen}}.tsv"
     wildcard_constraints:
         gen=one_of(FILTERED),
+    resources:
+        **rule_resources(),
     conda:
         "../../envs/core.yaml"
     shell:

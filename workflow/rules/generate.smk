@@ -22,6 +22,8 @@ rule generate:
     conda:
         lambda w: conda_env(config["generators"][w.gen].get("backend", "transformers"))
     threads: 1
+    resources:
+        **rule_resources(generator_resources),
     params:
         spec=lambda w: as_json(generator_spec(w)),
         model_dir=lambda w, input: (

@@ -11,6 +11,8 @@ rule materialise:
     priority: 100
     conda:
         "../../envs/torch.yaml"
+    resources:
+        **rule_resources(lambda w: {**model_spec(w.model), "gpus": 0}),
     params:
         spec=lambda w: as_json(config["models"][w.model]["source"]),
         out_dir=lambda w: f"{CACHE}/{w.model}",
@@ -34,7 +36,7 @@ rule respond:
         lambda w: conda_env(expert_spec(w.expert).get("backend", "transformers"))
     threads: 1
     resources:
-        gpu=lambda w: model_resources(config["experts"][w.expert]["model"])["gpu"],
+        **rule_resources(lambda w: model_spec(config["experts"][w.expert]["model"])),
     params:
         spec=lambda w: as_json(expert_spec(w.expert)),
         model_dir=lambda w, input: os.path.dirname(input.model),

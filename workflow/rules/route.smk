@@ -12,6 +12,8 @@ rule train_router:
         f"{BENCH}/train/{{bench}}/{{pool}}/{{source}}/{{router}}.tsv"
     conda:
         "../../envs/core.yaml"
+    resources:
+        **rule_resources(),
     params:
         experts=lambda w: " ".join(config["pools"][w.pool]),
         key_arg=lambda w, input: (
@@ -39,6 +41,8 @@ rule route:
         f"{BENCH}/route/{{bench}}/{{pool}}/{{source}}/{{router}}.tsv"
     conda:
         "../../envs/core.yaml"
+    resources:
+        **rule_resources(),
     params:
         seed=config.get("seed", 0),
     shell:
