@@ -221,3 +221,30 @@ def test_filtered_source_flows_through_subsets_and_consensus(tmp_path):
     # the parent's files are untouched and the DAG is complete: nothing left to do
     again = snakemake(d, cfg, *allowed, "-n", "--", *targets)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_format_rule_runs_on_a_downloaded_directory(tmp_path):
+    """format_benchmark + split, executed on upstream-shaped BBEH files laid out as `download`
+    leaves them (resources/datasets/<bench>/)."""
+    import shutil
+
+    d = tmp_path
+    shutil.copytree(ROOT / "tests/data/upstream/bbeh", d / "resources/datasets/bbeh")
+    cfg = {**FILTER_CONFIG, "generators": {},
+           "benchmarks": {"bbeh": {"source": {"kind": "bbeh", "revision": "80d12ca916b7158f22293fcf3144f4d3d854d4be"},
+                                   "descriptions": "config/descriptions/bbeh.yaml",
+                                   "split": {"train_fraction": 0.5, "seed": 1}}}}
+    path = d / "config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    targets = ["results/data/bbeh/train.questions.jsonl", "results/data/bbeh/test.keys.jsonl"]
+    res = snakemake(d, path, "--allowed-rules", "format_benchmark", "split", "--", *targets)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert job_stats(res.stdout + res.stderr) == {"format_benchmark": 1, "split": 1}
+    qs = read_jsonl(d / "results/data/bbeh/all.questions.jsonl")
+    keys = read_jsonl(d / "results/data/bbeh/all.keys.jsonl")
+    assert qs and [k["id"] for k in keys] == [q["id"] for q in qs]
+    assert {q["category"] for q in qs} <= set(yaml.safe_load((ROOT / "config/descriptions/bbeh.yaml").read_text())
+                                             .get("categories", {}))
+    n = len(read_jsonl(d / "results/data/bbeh/train.questions.jsonl")) + len(
+        read_jsonl(d / "results/data/bbeh/test.keys.jsonl"))
+    assert n == len(qs)
