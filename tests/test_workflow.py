@@ -146,6 +146,8 @@ def test_query_only_routers_never_read_keys(run):
         ({"experts": {"a-chat": {"model": "nope", "style": "chat"}}}, "experts.a-chat.model: unknown model 'nope'"),
         ({"pools": {"tiny": ["a-chat", "ghost"]}}, "pools.tiny: unknown expert 'ghost'"),
         ({"routers": {"cascal": {}, "magic": {}}}, "magic"),
+        ({"routers": {"cascal": {"params": {"k_nearst": 3}}}}, "routers.cascal.params"),
+        ({"routers": {"cascal": {"params": {"min_consensus": 7}}}}, "min_consensus"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, patch, message):

@@ -14,6 +14,8 @@ LOGS = f"{RESULTS}/logs"
 BENCH = f"{RESULTS}/benchmarks"
 RGD = "rgd"  # unused: shells write `rgd` literally (snakemake --lint flags globals in shell)
 ROOT = Path(workflow.basedir).parent
+# the project checkout, for `-e ${RGD_ROOT}` in envs/*.yaml (pip expands it when conda builds an env)
+os.environ.setdefault("RGD_ROOT", str(ROOT))
 
 
 def project_file(path):
@@ -41,6 +43,13 @@ def _check_references():
         local = g.get("backend", "transformers") in ("transformers", "vllm")
         if local and g.get("model") not in config["models"]:
             errors.append(f"generators.{name}.model: unknown model {g.get('model')!r}")
+    from rgd.routers import make as make_router
+
+    for name, r in config["routers"].items():
+        try:  # builds the router object: unknown or out-of-range knobs fail here, not mid-run
+            make_router(name, r.get("params", {}), config.get("seed", 0))
+        except (TypeError, ValueError) as err:
+            errors.append(f"routers.{name}.params: {err}")
     if errors:
         raise ValueError("invalid config:\n  " + "\n  ".join(errors))
 
