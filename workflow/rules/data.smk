@@ -62,10 +62,10 @@ rule format_benchmark:
         f"{BENCH}/format/{{bench}}.tsv"
     wildcard_constraints:
         bench=one_of(DOWNLOADED),
-    resources:
-        **rule_resources(),
     conda:
         "../../envs/core.yaml"
+    resources:
+        **rule_resources(),
     params:
         kind=lambda w: bench_source(w)["kind"],
         options=lambda w: as_json(bench_source(w).get("options", {})),

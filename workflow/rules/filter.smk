@@ -17,10 +17,10 @@ rule filter_generated:
         f"{BENCH}/filter/{{bench}}/{{gen}}.tsv"
     wildcard_constraints:
         gen=one_of(FILTERED),
-    resources:
-        **rule_resources(),
     conda:
         "../../envs/core.yaml"
+    resources:
+        **rule_resources(),
     params:
         spec=lambda w: as_json(filter_spec(w.gen)),
         responses=filter_args,
@@ -45,10 +45,10 @@ rule subset_responses:
         f"{BENCH}/subset_responses/{{bench}}/{{gen}}/{{expert}}.tsv"
     wildcard_constraints:
         gen=one_of(FILTERED),
-    resources:
-        **rule_resources(),
     conda:
         "../../envs/core.yaml"
+    resources:
+        **rule_resources(),
     shell:
         "rgd subset-responses --questions {input.questions} --responses {input.responses} "
         "--meta {input.meta} --out {output.responses} --out-meta {output.meta} > {log} 2>&1"
@@ -66,10 +66,10 @@ rule subset_embeddings:
         f"{BENCH}/subset_embeddings/{{bench}}/{{gen}}.tsv"
     wildcard_constraints:
         gen=one_of(FILTERED),
-    resources:
-        **rule_resources(),
     conda:
         "../../envs/core.yaml"
+    resources:
+        **rule_resources(),
     shell:
         "rgd subset-embeddings --questions {input.questions} --embeddings {input.embeddings} "
         "--out {output} > {log} 2>&1"
