@@ -202,32 +202,48 @@ class Member:
     path: Path
 
 
-def collect(include: list[str | Path], root: Path, prefix: str = "") -> tuple[list[Member], list[str]]:
-    """Files under `include` (files or folders), named relative to `root`; secret-named files and
-    hidden temporary files are skipped and returned as the second list."""
-    root = Path(root).resolve()
+def collect(include: list[str | Path], results: Path, prefix: str = "results/") -> tuple[list[Member], list[str]]:
+    """Files under `include` (files or folders, all inside the results folder `results`), named
+    `prefix` + their path relative to it. Hidden temporary files are left out; secret-named files
+    are left out and returned as the second list; a symbolic link is an error (its target could be
+    anything)."""
+    results = Path(results).resolve()
     members, skipped = [], []
     for inc in include:
         p = Path(inc)
-        if not p.exists():
+        if not p.exists() and not p.is_symlink():
             raise ArchiveError(f"{p}: file not found")
-        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() or f.is_symlink())
+        files = [p] if not p.is_dir() or p.is_symlink() else sorted(
+            f for f in p.rglob("*") if f.is_file() or f.is_symlink())
         for f in files:
-            try:
-                rel = f.resolve().relative_to(root) if not f.is_symlink() else f.absolute().relative_to(root)
-            except ValueError:
-                raise ArchiveError(f"{f}: outside {root}; only files under the working directory are archived") from None
             if f.is_symlink():
                 raise ArchiveError(f"{f}: symbolic links are not archived")
-            if is_secret_name(f.name) or any(is_secret_name(part) for part in rel.parts[:-1]):
-                skipped.append(str(rel))
-                continue
-            if f.name.startswith(".") and (f.name.endswith(".tmp") or ".tmp." in f.name or f.name == ".snakemake_timestamp"):
-                skipped.append(str(rel))
+            try:
+                rel = f.resolve().relative_to(results)
+            except ValueError:
+                raise ArchiveError(f"{f}: outside the results folder {results}") from None
+            if f.name.startswith(".") and (".tmp" in f.name or f.name == ".snakemake_timestamp"):
+                continue  # an atomic write's temporary file, or Snakemake's directory marker
+            if any(is_secret_name(part) for part in rel.parts):
+                skipped.append(str(f))
                 continue
             members.append(Member(prefix + rel.as_posix(), f))
     dedup = {m.arcname: m for m in members}
     return [dedup[k] for k in sorted(dedup)], skipped
+
+
+def config_members(config_files: list[str | Path]) -> tuple[list[Member], list[str]]:
+    """Config and description files under config/, by file name (numbered when names repeat)."""
+    members, skipped, taken = [], [], {"config.json"}
+    for i, f in enumerate(config_files):
+        f = Path(f)
+        if is_secret_name(f.name):
+            skipped.append(str(f))
+            continue
+        name = f.name if f.name not in taken else f"{i + 1}-{f.name}"
+        taken.add(name)
+        members.append(Member(f"config/{name}", f))
+    return members, skipped
 
 
 def _hash_and_scan(path: Path, scanner: SecretScanner) -> tuple[str, int]:
@@ -248,11 +264,11 @@ def _tarinfo(name: str, size: int, mtime: int) -> tarfile.TarInfo:
     return ti
 
 
-def build(out: str | Path, config_json: str | Path, include: list[str | Path], *, root: str | Path = ".",
+def build(out: str | Path, config_json: str | Path, include: list[str | Path], *, results: str | Path = "results",
           config_files: list[str | Path] = (), models: dict[str, str | Path] | None = None,
           repo: str | Path | None = None, env_files: list[str | Path] = ()) -> dict:
     """Write the archive `out` and `out.sha256`; return the MANIFEST. See the module docstring."""
-    out, root = Path(out), Path(root)
+    out, results = Path(out), Path(results)
     raw = Path(config_json).read_bytes()
     try:
         config = json.loads(raw)
@@ -264,20 +280,10 @@ def build(out: str | Path, config_json: str | Path, include: list[str | Path], *
     if out.name.startswith("rgd-results-") and out.name != archive_name(chash):
         raise ArchiveError(f"{out}: name does not match the config hash; expected {archive_name(chash)}")
 
-    members, skipped = collect(include, root, "")
-    cfg_members, cfg_skipped = [], []
-    for f in config_files:
-        f = Path(f)
-        if is_secret_name(f.name):
-            cfg_skipped.append(str(f))
-            continue
-        cfg_members.append(Member(f"config/{f.name}", f))
-    names = [m.arcname for m in cfg_members]
-    dup = {n for n in names if names.count(n) > 1}
-    if dup:
-        raise ArchiveError(f"config files with the same name: {sorted(dup)}")
-    members = cfg_members + members
-
+    cfg_members, cfg_skipped = config_members(list(config_files))
+    res_members, skipped = collect(include, results)
+    members = cfg_members + res_members
+    root = Path.cwd()
     env_candidates = [Path(p) for p in env_files] + [root / ".env"] + ([Path(repo) / ".env"] if repo else [])
     scanner = SecretScanner(secret_values([p for p in env_candidates if p.is_file()]))
     scanner.scan_bytes(raw, str(config_json))
@@ -321,7 +327,7 @@ def build(out: str | Path, config_json: str | Path, include: list[str | Path], *
                             tar.addfile(_tarinfo(f"{top}/{m.arcname}", files[m.arcname]["size"], mtime), fh)
     digest = _file_sha256(out)
     write_text(Path(f"{out}.sha256"), f"{digest}  {out.name}\n")
-    manifest["_skipped"] = skipped + cfg_skipped
+    manifest["_skipped"] = cfg_skipped + skipped
     manifest["_archive_sha256"] = digest
     return manifest
 

@@ -118,10 +118,10 @@ def cmd_tables(a):
 def cmd_archive(a):
     from ..archive import build
 
-    m = build(a.out, a.config_json, a.include, root=Path.cwd(), config_files=a.config_files or [],
+    m = build(a.out, a.config_json, a.include, results=a.results, config_files=a.config_files or [],
               models=_pairs(a.model, "model"), repo=a.repo, env_files=a.env_file or [])
     for s in m["_skipped"]:
-        print(f"skipped (secret or temporary file name): {s}")
+        print(f"not archived (a secret file name): {s}")
     print(f"{a.out}: {len(m['files'])} files, config {m['config_sha256'][:12]}, "
           f"git {str(m['git'].get('commit'))[:12]}, sha256 {m['_archive_sha256']}")
 
@@ -183,7 +183,8 @@ def register(add) -> None:
     s.add_argument("--out", required=True, help="results/archive/rgd-results-<hash12>.tar.gz")
     s.add_argument("--config-json", required=True, help="written by `rgd config-snapshot`")
     s.add_argument("--config-files", nargs="*", help="config and description files, archived under config/")
-    s.add_argument("--include", nargs="+", required=True, help="result files and folders")
+    s.add_argument("--results", default="results", help="the results folder (archived as results/)")
+    s.add_argument("--include", nargs="+", required=True, help="result files and folders, inside --results")
     s.add_argument("--model", nargs="*", metavar="NAME=MANIFEST", help="model manifests (revisions)")
     s.add_argument("--repo", help="the project's git checkout (commit)")
     s.add_argument("--env-file", nargs="*", help="extra .env files whose values must never be archived")

@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from ..io import atomic_path  # noqa: E402
 from .tables import QUERY_ONLY, router_key, source_order  # noqa: E402
@@ -215,6 +216,7 @@ def scaling_figure(scaling: dict[str, dict], path: str | Path, quality: dict | N
             ax.axhline(100 * first["best_single"], color="0.35", ls=":", lw=1, label="best single (test)")
             ax.axhline(100 * first["oracle"], color="0.35", ls="-.", lw=1, label="oracle")
             ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(ScalarFormatter())
             ax.set_xlabel("training questions (log scale)")
             ax.set_title(f"{title}, mean ± std over {len(first['seeds'])} seeds")
         axes[0].set_ylabel("CASCAL accuracy on the real test set (%)")

@@ -96,6 +96,12 @@ def source_order(sources: list[str], quality: dict[str, float | None] | None = N
     return (["train"] if "train" in sources else []) + gen
 
 
+def _source_first(item) -> tuple:
+    """(bench, pool, source) keys: the real training split before the generated sets."""
+    bench, pool, source = item[0]
+    return (bench, pool, source != "train", source)
+
+
 def router_key(name: str) -> tuple:
     return (ROUTER_ORDER.index(name) if name in ROUTER_ORDER else len(ROUTER_ORDER), name)
 
@@ -166,7 +172,7 @@ def scaling_table(scaling: dict[tuple[str, str, str], dict]) -> Table:
     cols = ["benchmark", "pool", "source", "fraction", "questions", "seeds", "Top-1", "Top-3"]
     t = Table("scaling", "CASCAL accuracy (%, mean ± population std over seeds) against the number of training "
               "questions (category-balanced subsamples of each training source).", cols)
-    for (bench, pool, source), sc in sorted(scaling.items()):
+    for (bench, pool, source), sc in sorted(scaling.items(), key=_source_first):
         for row in sc["summary"]:
             t.rows.append([bench, pool, source, f"{row['fraction']:g}", f"{row['n_train']:g}", str(row["n_seeds"]),
                            pm(row["top1_mean"], row["top1_std"]), pm(row["top3_vote_mean"], row["top3_vote_std"])])
@@ -189,7 +195,7 @@ def clusters_table(routers: dict[tuple[str, str, str], dict]) -> Table:
     cols = ["benchmark", "pool", "source", "model", "clusters ranked first", "questions in them", "share"]
     t = Table("clusters", "CASCAL niches: for each training source, the clusters in which each model is ranked "
               "first and the training questions assigned to them (share in %).", cols)
-    for (bench, pool, source), r in sorted(routers.items()):
+    for (bench, pool, source), r in sorted(routers.items(), key=_source_first):
         niches = cluster_niches(r)
         total = sum(v["questions"] for v in niches.values()) or 1
         for e in r["experts"]:
