@@ -123,7 +123,9 @@ def test_paper_dag_dry_run_is_fast_offline_and_complete(paper, tmp_path):
     # < 15 s is the target on an idle laptop; the bound is generous for a loaded CI machine
     assert seconds < 30, f"dry run took {seconds:.1f} s"
     planned = job_stats(res.stdout + res.stderr)
-    assert planned == expected_jobs(paper)
+    expected = expected_jobs(paper)
+    # rules this formula does not model (the report's) may add jobs; every modelled rule must match
+    assert {r: planned.get(r, 0) for r in expected} == expected
     assert not list(tmp_path.rglob("*.jsonl")), "a dry run wrote data"
 
 
