@@ -77,6 +77,8 @@ rule config_snapshot:
         f"{LOGS}/report/config_snapshot.log",
     benchmark:
         f"{BENCH}/report/config_snapshot.tsv"
+    resources:
+        **rule_resources(),
     conda:
         "../../envs/report.yaml"
     params:
@@ -102,6 +104,8 @@ rule analyse:
         f"{LOGS}/report/analyse/{{bench}}/{{pool}}.log",
     benchmark:
         f"{BENCH}/report/analyse/{{bench}}/{{pool}}.tsv"
+    resources:
+        **rule_resources(),
     conda:
         "../../envs/report.yaml"
     params:
@@ -147,6 +151,8 @@ rule scaling:
         f"{LOGS}/report/scaling/{{bench}}/{{pool}}/{{source}}.log",
     benchmark:
         f"{BENCH}/report/scaling/{{bench}}/{{pool}}/{{source}}.tsv"
+    resources:
+        **rule_resources(),
     conda:
         "../../envs/report.yaml"
     params:
@@ -230,6 +236,8 @@ rule figures:
         f"{LOGS}/report/figures/{{bench}}/{{pool}}.log",
     benchmark:
         f"{BENCH}/report/figures/{{bench}}/{{pool}}.tsv"
+    resources:
+        **rule_resources(),
     conda:
         "../../envs/report.yaml"
     params:
@@ -273,6 +281,8 @@ rule tables:
         f"{LOGS}/report/tables.log",
     benchmark:
         f"{BENCH}/report/tables.tsv"
+    resources:
+        **rule_resources(),
     conda:
         "../../envs/report.yaml"
     params:
@@ -298,6 +308,8 @@ rule report_html:
         f"{LOGS}/report/report_html.log",
     benchmark:
         f"{BENCH}/report/report_html.tsv"
+    resources:
+        **rule_resources(),
     conda:
         "../../envs/report.yaml"
     params:
@@ -348,6 +360,8 @@ rule archive:
         f"{LOGS}/report/archive.log",
     benchmark:
         f"{BENCH}/report/archive.tsv"
+    resources:
+        **rule_resources(),
     conda:
         "../../envs/report.yaml"
     params:
