@@ -77,10 +77,10 @@ rule config_snapshot:
         f"{LOGS}/report/config_snapshot.log",
     benchmark:
         f"{BENCH}/report/config_snapshot.tsv"
-    resources:
-        **rule_resources(),
     conda:
         "../../envs/report.yaml"
+    resources:
+        **rule_resources(),
     params:
         config=as_json(config),
     shell:
@@ -104,10 +104,10 @@ rule analyse:
         f"{LOGS}/report/analyse/{{bench}}/{{pool}}.log",
     benchmark:
         f"{BENCH}/report/analyse/{{bench}}/{{pool}}.tsv"
-    resources:
-        **rule_resources(),
     conda:
         "../../envs/report.yaml"
+    resources:
+        **rule_resources(),
     params:
         experts=lambda w: " ".join(config["pools"][w.pool]),
         generated=lambda w: (
@@ -151,10 +151,10 @@ rule scaling:
         f"{LOGS}/report/scaling/{{bench}}/{{pool}}/{{source}}.log",
     benchmark:
         f"{BENCH}/report/scaling/{{bench}}/{{pool}}/{{source}}.tsv"
-    resources:
-        **rule_resources(),
     conda:
         "../../envs/report.yaml"
+    resources:
+        **rule_resources(),
     params:
         experts=lambda w: " ".join(config["pools"][w.pool]),
         responses=lambda w: pairs(pool_responses(w, "test")),
@@ -236,10 +236,10 @@ rule figures:
         f"{LOGS}/report/figures/{{bench}}/{{pool}}.log",
     benchmark:
         f"{BENCH}/report/figures/{{bench}}/{{pool}}.tsv"
-    resources:
-        **rule_resources(),
     conda:
         "../../envs/report.yaml"
+    resources:
+        **rule_resources(),
     params:
         scaling=lambda w, input: " ".join(
             f"{s}={p}" for s, p in zip(SOURCES, input.scaling)
@@ -281,10 +281,10 @@ rule tables:
         f"{LOGS}/report/tables.log",
     benchmark:
         f"{BENCH}/report/tables.tsv"
-    resources:
-        **rule_resources(),
     conda:
         "../../envs/report.yaml"
+    resources:
+        **rule_resources(),
     params:
         cascal=lambda w, input: " ".join(
             f"{'/'.join(Path(p).parts[-4:-1])}={p}" for p in input.cascal
@@ -308,10 +308,10 @@ rule report_html:
         f"{LOGS}/report/report_html.log",
     benchmark:
         f"{BENCH}/report/report_html.tsv"
-    resources:
-        **rule_resources(),
     conda:
         "../../envs/report.yaml"
+    resources:
+        **rule_resources(),
     params:
         snakefile=workflow.main_snakefile,
     shell:
@@ -360,10 +360,10 @@ rule archive:
         f"{LOGS}/report/archive.log",
     benchmark:
         f"{BENCH}/report/archive.tsv"
-    resources:
-        **rule_resources(),
     conda:
         "../../envs/report.yaml"
+    resources:
+        **rule_resources(),
     params:
         # datasets: each benchmark's data folder; responses: each question set's folder (answers,
         # confidences, .meta.json); the rest file by file, as the DAG made them
