@@ -56,7 +56,7 @@ KEY_PATTERNS = {
     "a GitHub token": rb"gh[pousr]_[A-Za-z0-9]{36,}",
     "a private key block": rb"-----BEGIN [A-Z ]*PRIVATE KEY-----",
 }
-MIN_SECRET_LEN = 8  # shorter environment values ("1", "true") would match everywhere
+MIN_SECRET_LEN = 12  # shorter values ("true", "password") would match ordinary text; API keys are longer
 
 
 class ArchiveError(ValueError):
