@@ -77,8 +77,34 @@ def driver(model_dir: str, questions_path: str, resume_cache: str, killed_flag: 
                             log=logs.append)
     res["resume"] = {"records": [r.to_dict() for r in resumed], "meta": meta, "logs": logs}
     res["reference"] = {"records": [r.to_dict() for r in ref], "meta": ref_meta}
+    res["generator"] = _generator_runs(backend, qs, model_dir, Path(out_path).parent)
     res["seconds"] = time.perf_counter() - t0
     write_json(out_path, res)
+
+
+def _generator_runs(backend, qs, model_dir: str, work: Path) -> dict:
+    """rgd.generate.run through this engine (plain and guided), each run twice: the second
+    finds everything in its cache."""
+    import rgd.generate as G
+    from rgd.io import write_jsonl
+
+    G.make_backend = lambda *a, **k: backend  # one engine per test module
+    seeds = work / "seeds.jsonl"
+    write_jsonl(seeds, [q.to_dict() for q in qs if q.category != "x"])
+    desc = {"high_school_biology": "High-school biology: cells, genetics, evolution and ecology.",
+            "marketing": "Marketing: consumers, pricing, promotion and distribution."}
+    out = {}
+    for guided in (False, True):
+        cfg = {"backend": "vllm", "model": "smollm2-135m", "style": "chat-fewshot", "guided": guided, "num_prompts": 4,
+               "batch_size": 1, "seed": 3, "sampling": {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 48}}
+        runs = []
+        for rep in range(2):
+            files = [work / f"gen-{guided}-{rep}.{x}" for x in ("q.jsonl", "k.jsonl", "r.jsonl", "meta.json")]
+            meta = G.run("smol", cfg, seeds, desc, Path(model_dir), *files, work / f"gen-{guided}.cache.jsonl",
+                         log=lambda m: None)
+            runs.append({"meta": meta, "questions": files[0].read_text(), "rejects": files[2].read_text()})
+        out["guided" if guided else "plain"] = runs
+    return out
 
 
 def embed_driver(model_path: str, texts_path: str, out_path: str) -> None:
@@ -285,6 +311,17 @@ def test_throughput_and_engine_are_recorded(runs):
     assert "sampled tokens" in eng["confidence"] and eng["letter_logprobs"].startswith("exact")
     # a resumed job's tokens/s counts only what it computed
     assert runs["resume"]["meta"]["throughput"]["computed_tokens"] < t["computed_tokens"]
+
+
+def test_generator_runs_through_vllm_and_resumes_from_its_cache(runs):
+    for kind, (first, second) in runs["generator"].items():
+        t = first["meta"]["throughput"]
+        assert first["meta"]["n_prompts"] == 4 and t["computed_prompts"] == 4, kind
+        assert t["prompt_tokens"] > 0 and t["output_tokens"] > 0 and t["tokens_per_second"] > 0
+        assert first["meta"]["engine"]["vllm"] == "0.32.0"
+        assert first["meta"]["n_questions"] + first["meta"]["n_rejects"] >= 4
+        assert second["meta"]["throughput"]["computed_prompts"] == 0  # all from the cache
+        assert second["questions"] == first["questions"] and second["rejects"] == first["rejects"]
 
 
 def test_embeddings_match_sentence_transformers(runs):

