@@ -54,6 +54,9 @@ class CascalConfig:
         _choice("agreement", self.agreement, AGREEMENTS)
         _choice("silhouette", self.silhouette, SILHOUETTES)
         _finite("min_consensus", self.min_consensus)
+        for name in ("min_consensus", "prune_jaccard"):  # both are fractions
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)!r}")
         _finite("merge_threshold", self.merge_threshold, low=0.0)
         _finite("prune_jaccard", self.prune_jaccard, low=0.0)
         _finite("silhouette_floor", self.silhouette_floor)
