@@ -160,3 +160,16 @@ def test_config_errors_name_the_key(tmp_path, patch, message):
     assert res.returncode != 0
     assert message in res.stdout + res.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_report_and_frozen_archive(run):
+    """The run ends with the HTML report (every figure category) and an archive that verifies."""
+    work, _, _ = run
+    html = (work / "results/report.html").read_text(errors="replace")
+    for category in ("Tables", "Routing accuracy", "Skills", "Calibration", "CASCAL clusters", "Data scaling"):
+        assert category in html, category
+    archives = sorted((work / "results/archive").glob("rgd-results-*.tar.gz"))
+    assert len(archives) == 1
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    ok = subprocess.run([str(BIN / "rgd"), "verify", str(archives[0])], capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
