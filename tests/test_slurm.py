@@ -121,9 +121,13 @@ def planned(res: subprocess.CompletedProcess) -> dict[str, int]:
 
 # ---------------------------------------------------------------- without a cluster
 @pytest.fixture
-def clean_env(monkeypatch):
+def clean_env(monkeypatch, tmp_path):
+    """No site values: none from the environment, and an empty site file instead of a
+    profiles/slurm/site.yaml that may exist on this machine."""
     for var in SITE_VARS:
         monkeypatch.delenv(var, raising=False)
+    (tmp_path / "no-site.yaml").write_text("")
+    monkeypatch.setenv("RGD_SLURM_SITE", str(tmp_path / "no-site.yaml"))
 
 
 def write_config(path: Path, cfg: dict) -> Path:
@@ -192,8 +196,9 @@ def cluster() -> tuple[str, str]:
         unavailable("no SLURM cluster: sinfo/sacct are not installed")
     res = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=30)
     if res.returncode != 0:
-        unavailable(f"no SLURM cluster answers: sinfo: {res.stderr.strip()[:200]}")
-    partition = next(p.rstrip("*") for p in res.stdout.split() if p.endswith("*"))
+        unavailable("no SLURM cluster answers: " + " / ".join(res.stderr.split("\n")[:2]))
+    partitions = res.stdout.split() or ["?"]
+    partition = next((p for p in partitions if p.endswith("*")), partitions[0]).rstrip("*")  # the default
     user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
     acc = subprocess.run(
         ["sacctmgr", "-n", "-P", "show", "user", user, "format=defaultaccount"],
