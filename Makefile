@@ -7,8 +7,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
-# pip on some machines prints one warning per missing local index folder; keep the log readable
-PIPQUIET := grep -v "is ignored: it is neither a file nor a directory" || true
+# pip on some machines prints one warning per missing local index folder; keep the log readable.
+# Braces: grep finding nothing is fine, but a failing pip must still fail the pipeline (pipefail).
+PIPQUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 STAMP := $(VENV)/.rgd-installed
 # vLLM's CPU build pins its own torch/transformers: a venv of its own (tests/test_vllm.py, backend vllm)
 VLLM_VENV ?= .venv-vllm
