@@ -53,3 +53,22 @@ def test_generation_is_seeded_and_reports_raw_logprobs(backend):
         assert 0 < g.n_output_tokens <= 12 and g.mean_logprob < 0
     g3 = backend.generate(prompts, Sampling(temperature=0.7, top_p=1.0, max_new_tokens=12, seed=6))
     assert [g.text for g in g3] != [g.text for g in g1]
+
+
+def test_shared_leading_tokens_run_once_per_batch(tiny_model):
+    """Few-shot prompts share their worked examples: a batch runs them once, then each row's own
+    tokens from a copy of their cache; the scores are those of each row run whole."""
+    prompts = [build_prompt(q, "fewshot", "letter") for q in QS]
+    n = [len(q.options) for q in QS]
+    batched = HFBackend(str(tiny_model), batch_size=3)
+    seen = []
+    hook = batched.model.register_forward_pre_hook(
+        lambda mod, args, kw: seen.append(kw["input_ids"].shape[1]), with_kwargs=True
+    )
+    res = batched.score_letters(prompts, n)
+    hook.remove()
+    one = HFBackend(str(tiny_model), batch_size=1).score_letters(prompts, n)
+    assert len(seen) == 1 + len(QS) and seen[0] > 100  # the shared prefix, then one call per row
+    assert [seen[0] + s for s in seen[1:]] == [t for _, t in one] == [t for _, t in res]
+    for (a, _), (b, _) in zip(one, res):
+        np.testing.assert_allclose(a, b, atol=1e-4)

@@ -10,6 +10,8 @@ Both backends take the same prompt dicts (see rgd.prompts) and return the same r
 
 from __future__ import annotations
 
+import copy
+import inspect
 import time
 from dataclasses import dataclass
 
@@ -36,6 +38,8 @@ class Generation:
 
 class HFBackend:
     name = "transformers"
+    # a batch whose rows share fewer leading tokens than this runs every row whole
+    MIN_SHARED_PREFIX = 16
 
     def __init__(self, model_dir: str, threads: int = 1, batch_size: int = 4, max_prompt_tokens: int = 2048,
                  template_kwargs: dict | None = None):
@@ -97,20 +101,52 @@ class HFBackend:
 
     # -- letter scoring ----------------------------------------------------------------------
     def score_letters(self, prompts: list[dict], n_options: list[int]) -> list[tuple[list[float], int]]:
-        """For each prompt: (log-probabilities of letters A.. up to its option count, prompt tokens)."""
+        """For each prompt: (log-probabilities of letters A.. up to its option count, prompt tokens).
+
+        On a CPU a forward pass costs per token, padding included, so rows are run unpadded; what
+        a batch saves is the leading tokens all its rows share (few-shot examples, a chat system
+        prompt): they are run once per batch (benchmarks/bench_hf.py)."""
         import torch
 
         out: list[tuple[list[float], int]] = []
         for start in range(0, len(prompts), self.batch_size):
             texts = [self.render(p) for p in prompts[start:start + self.batch_size]]
-            ids, mask, pos = self._encode(texts)
+            ids, mask, _ = self._encode(texts)
+            rows = [r[m.bool()] for r, m in zip(ids, mask)]  # each row's own tokens (left padding dropped)
             with torch.inference_mode():
-                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits
-            logp = torch.log_softmax(logits[:, -1, :].float(), dim=-1).numpy()
-            for row, k, n_tok in zip(logp, n_options[start:], mask.sum(-1).tolist()):
+                logits = self._last_logits(rows)
+            logp = torch.log_softmax(logits.float(), dim=-1).numpy()
+            for row, k, n_tok in zip(logp, n_options[start:], [len(r) for r in rows]):
                 letters = [float(np.logaddexp.reduce(row[self._letter_ids[i]])) for i in range(k)]
                 out.append((letters, int(n_tok)))
         return out
+
+    def _last_logits(self, rows: list):
+        """Next-token logits (len(rows), vocab) after each row of token ids. The rows' common leading
+        tokens are run once and a copy of their key/value cache continues each row, at the same
+        positions: the logits agree with running each row whole up to float noise."""
+        import torch
+
+        shared = 0
+        if len(rows) > 1:
+            m = min(len(r) for r in rows)
+            same = (torch.stack([r[:m] for r in rows]) == rows[0][:m]).all(0)
+            shared = min(m if bool(same.all()) else int(same.int().argmin()), m - 1)  # keep a token per row
+        window = getattr(self.model.config, "sliding_window", None)  # a sliding cache drops old keys
+        if shared < self.MIN_SHARED_PREFIX or (window and max(len(r) for r in rows) > window):
+            return torch.cat([self.model(input_ids=r[None], logits_to_keep=1).logits[:, -1] for r in rows])
+        from transformers import DynamicCache
+
+        # the cache argument was renamed in transformers 5.2x (past_key_values -> cache)
+        arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        prefix = DynamicCache(config=self.model.config)
+        self.model(input_ids=rows[0][None, :shared], use_cache=True, logits_to_keep=1, **{arg: prefix})
+        out = []
+        for r in rows:
+            res = self.model(input_ids=r[None, shared:], position_ids=torch.arange(shared, len(r))[None],
+                             use_cache=True, logits_to_keep=1, **{arg: copy.deepcopy(prefix)})
+            out.append(res.logits[:, -1])
+        return torch.cat(out)
 
     # -- generation --------------------------------------------------------------------------
     def generate(self, prompts: list[dict], sampling: Sampling, logprobs: bool = True,
