@@ -6,8 +6,11 @@ implementation, so the gated comparison is the per-question formula given those 
 loop runs it on a subsample (default 5,000 questions) and its rate is scaled to the full size. Both
 are checked to agree on the subsample. End-to-end figures (statistics included) are printed too.
 Exits 1 if the per-question part is not at least --min-speedup times faster vectorised.
+--out writes the JSON shape of benchmarks/benchlib.py; --quick shrinks the sizes (harness test).
 
-    python benchmarks/bench_consensus.py [--out results.json]
+    python benchmarks/bench_consensus.py [--out results.json] [--quick]
+
+numpy on the CPU: on a GPU node it runs unchanged (see benchmarks/README.md for the GPU comparison).
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ import time
 
 import numpy as np
 
+from benchlib import fmt_rate, result
+from benchlib import finish as finish_result
 from rgd.consensus import ConsensusConfig, consensus_scores, robust_stats
-from rgd.io import write_json
 
 
 def synthetic(n_q: int, n_m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -72,8 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="each timing is the best of this many runs")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-speedup", type=float, default=20.0)
-    ap.add_argument("--out", help="write the figures as JSON here")
+    ap.add_argument("--out", help="write the result as JSON here")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, to test the harness")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.questions, args.loop_questions, args.repeats = 2_000, 500, 2
 
     cfg = ConsensusConfig()
     choices, logprobs = synthetic(args.questions, args.models, args.seed)
@@ -120,15 +127,23 @@ def main(argv: list[str] | None = None) -> int:
         f"end to end with the per-model statistics ({stats_s:.3f} s): vectorised {full_s:.3f} s, "
         f"loop {loop_full_s:.3f} s (scaled), {loop_full_s / full_s:.1f}x"
     )
-    if args.out:
-        write_json(args.out, figures)
+    missed = []
     if max_abs_diff > 1e-9:
-        print("FAIL: vectorised and loop scores disagree", file=sys.stderr)
-        return 1
+        missed.append(f"vectorised and loop scores disagree (max |difference| {max_abs_diff:.2e})")
     if speedup < args.min_speedup:
-        print(f"FAIL: speedup {speedup:.1f}x is below {args.min_speedup}x", file=sys.stderr)
-        return 1
-    return 0
+        missed.append(f"speedup {speedup:.1f}x is below {args.min_speedup}x")
+    res = result(
+        "consensus",
+        f"{fmt_rate(vec_rate, 'records')} ({args.models} models x {args.questions:,} questions)",
+        f"per-question Python loop: {fmt_rate(loop_rate, 'records')}",
+        figures,
+        speedup,
+        "vectorised / loop records/s",
+        f">= {args.min_speedup:g}x; scores agree to 1e-9",
+        missed,
+        args.quick,
+    )
+    return finish_result(res, args.out)
 
 
 if __name__ == "__main__":
