@@ -1,0 +1,152 @@
+"""transformers backend, letter mode: questions/s batched against one question at a time.
+
+Model: the real SmolLM2-135M-Instruct of the embedded default, materialised into the project's
+model cache (resources/models/smollm2-135m) if it is not there yet. Questions: real MMLU
+questions of the default's subjects, under each prompt style (chat, plain, fewshot). Both runs
+use one HFBackend (same weights, same threads) and the plan of rgd.respond (longest prompts
+first); only batch_size differs. Runs are interleaved; per style the ratio is the median of the
+per-repeat ratios, and the headline ratio is the total time one at a time over the total time
+batched (per-style medians). Batched and one-at-a-time scores must agree (1e-3).
+Target: batched >= 2x one at a time.
+
+On a CPU a forward pass costs per token, so a batch can only save the tokens its prompts share
+(the few-shot examples, the chat system prompt); see docs/BENCHMARKS.md.
+
+    .venv/bin/python benchmarks/bench_hf.py [--out result.json] [--quick] [--batch-size 8] [--threads 1]
+
+The transformers backend is rgd's CPU path; on a GPU node run bench_vllm.py instead
+(benchmarks/README.md, "On a GPU node").
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from benchlib import ROOT, finish, fmt_rate, median, paired, result
+from rgd.backends.hf import HFBackend
+from rgd.embedded import load_mmlu
+from rgd.models import MANIFEST, materialise
+from rgd.prompts import build_prompt
+from rgd.records import Question
+
+MODEL = "smollm2-135m"
+TARGET = 2.0
+
+
+def model_dir(cache: Path) -> Path:
+    """The default's SmolLM2 in the model cache, built from its registry entry if absent."""
+    out = cache / MODEL
+    if not (out / MANIFEST).exists():
+        cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+        print(f"materialising {MODEL} into {out} (once)", flush=True)
+        materialise(MODEL, cfg["models"][MODEL]["source"], out)
+    return out
+
+
+def questions(per_subject: int) -> list[Question]:
+    cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    subjects = cfg["benchmarks"]["mmlu"]["source"]["subjects"]
+    qs, _ = load_mmlu(subjects, "test", per_subject, seed=0)
+    return [Question(q["id"], q["category"], q["question"], tuple(q["options"])) for q in qs]
+
+
+def shared_prefix(backend: HFBackend, texts: list[str]) -> int:
+    ids = [backend.tok(t)["input_ids"] for t in texts]
+    n = 0
+    while all(len(i) > n and i[n] == ids[0][n] for i in ids):
+        n += 1
+    return n
+
+
+def bench_style(backend: HFBackend, qs: list[Question], style: str, batch: int, repeats: int) -> dict:
+    prompts = [build_prompt(q, style, "letter") for q in qs]
+    rendered = [backend.render(p) for p in prompts]
+    order = sorted(range(len(qs)), key=lambda i: (-len(rendered[i]), i))  # rgd.respond's plan
+    prompts = [prompts[i] for i in order]
+    n_opt = [len(qs[i].options) for i in order]
+    runs = {}
+
+    def at(size):
+        def fn():
+            backend.batch_size = size
+            runs[size] = backend.score_letters(prompts, n_opt)
+        return fn
+
+    at(1)()  # warm-up, and the reference scores
+    t_batched, t_one = paired(at(batch), at(1), repeats)
+    diff = max(abs(a - b) for (x, _), (y, _) in zip(runs[batch], runs[1]) for a, b in zip(x, y))
+    same = sum(int(np.argmax(x) == np.argmax(y)) for (x, _), (y, _) in zip(runs[batch], runs[1]))
+    n = len(qs)
+    return {
+        "questions": n,
+        "mean_prompt_tokens": float(np.mean([t for _, t in runs[1]])),
+        "shared_prefix_tokens": shared_prefix(backend, rendered),
+        "batched_seconds": t_batched,
+        "one_seconds": t_one,
+        "batched_questions_per_s": n / median(t_batched),
+        "one_questions_per_s": n / median(t_one),
+        "ratio": median([b / a for a, b in zip(t_batched, t_one)]),
+        "max_abs_diff": float(diff),
+        "same_top_letter": same,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--per-subject", type=int, default=6, help="MMLU questions per subject (6 subjects)")
+    ap.add_argument("--styles", nargs="+", default=["chat", "plain", "fewshot"])
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (the workflow's respond rule uses 1)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--model-cache", type=Path, default=ROOT / "resources" / "models")
+    ap.add_argument("--out", help="write the result as JSON here (shape: benchmarks/benchlib.py)")
+    ap.add_argument("--quick", action="store_true", help="a few questions, one style, to test the harness")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.per_subject, args.styles, args.repeats, args.batch_size = 1, ["fewshot"], 1, 6
+
+    backend = HFBackend(str(model_dir(args.model_cache)), threads=args.threads, batch_size=1)
+    qs = questions(args.per_subject)
+    styles = {}
+    for style in args.styles:
+        s = styles[style] = bench_style(backend, qs, style, args.batch_size, args.repeats)
+        print(f"{style:>8}: batched {s['batched_questions_per_s']:.2f} q/s, "
+              f"one at a time {s['one_questions_per_s']:.2f} q/s, ratio {s['ratio']:.2f} "
+              f"(mean {s['mean_prompt_tokens']:.0f} prompt tokens, {s['shared_prefix_tokens']} shared), "
+              f"max |difference| {s['max_abs_diff']:.1e}", flush=True)
+    n = sum(s["questions"] for s in styles.values())
+    batched_s = sum(median(s["batched_seconds"]) for s in styles.values())
+    one_s = sum(median(s["one_seconds"]) for s in styles.values())
+    ratio = one_s / batched_s
+    figures = {"model": MODEL, "batch_size": args.batch_size, "threads": args.threads, "repeats": args.repeats,
+               "questions_per_style": len(qs), "styles": styles, "batched_questions_per_s": n / batched_s,
+               "one_questions_per_s": n / one_s}
+    missed = []
+    if ratio < TARGET:
+        missed.append(f"batched/one-at-a-time {ratio:.2f}x < {TARGET:g}x")
+    for style, s in styles.items():
+        if s["max_abs_diff"] > 1e-3:
+            missed.append(f"{style}: batched scores differ from one-at-a-time by {s['max_abs_diff']:.1e}")
+    per_style = ", ".join(f"{k} {v['ratio']:.2f}x" for k, v in styles.items())
+    res = result(
+        "hf",
+        f"{fmt_rate(n / batched_s, 'q')} letter mode, batch {args.batch_size} (SmolLM2-135M, {len(qs)} MMLU "
+        f"questions x {'/'.join(styles)}, {args.threads} thread{'s' if args.threads > 1 else ''}; {per_style})",
+        f"one question at a time: {fmt_rate(n / one_s, 'q')}",
+        figures,
+        ratio,
+        "batched / one-at-a-time q/s",
+        f">= {TARGET:g}x; same scores (1e-3)",
+        missed,
+        args.quick,
+    )
+    return finish(res, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
