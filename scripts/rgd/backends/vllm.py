@@ -131,8 +131,15 @@ class VLLMBackend:
         self.tok = AutoTokenizer.from_pretrained(model_dir)
         self.max_model_len = self.engine.max_model_len or (max_prompt_tokens + max_new_tokens)
         self.max_prompt_tokens = min(max_prompt_tokens, self.max_model_len - 1)
+        extra = {}
+        if _on_cpu():
+            # vLLM rewinds a seeded request's torch.Generator when it samples for a partial
+            # (chunked) prefill; only CUDA generators can rewind ("CPU Generator does not use
+            # offset" kills the CPU engine). Whole prompts per step avoid it, as vLLM itself
+            # does for MLA models on CPU.
+            extra = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(4096, self.max_model_len)}
         self.llm, _ = start_engine(model_dir, self.engine, self.max_model_len, seed=seed,
-                                   logprobs_mode="raw_logprobs", max_logprobs=TOP_K_FALLBACK)
+                                   logprobs_mode="raw_logprobs", max_logprobs=TOP_K_FALLBACK, **extra)
         self.load_seconds = time.perf_counter() - t0
         self.device = device_name(self.engine.tensor_parallel)
         self._letter_ids = [self._spellings(L) for L in LETTERS]

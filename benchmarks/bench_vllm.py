@@ -1,0 +1,136 @@
+"""Throughput of rgd's vLLM path against raw vLLM on the same prompts, in one engine.
+
+  rgd:  rgd.respond.respond() with the vLLM backend: prompts built and rendered, content keys,
+        every request in one engine call, records appended to a RecordCache in chunks (fsync).
+  raw:  what a plain vLLM script does: LLM.generate(rendered prompt strings, SamplingParams)
+        with vLLM tokenising and detokenising; the same sampling settings and per-request seeds,
+        so both produce the same tokens (checked) and the comparison is time for the same work.
+
+Modes: `cot` (sampled reasoning, decode-bound) and `letter` (one next-token step, prefill-bound;
+raw asks for the top-20 logprobs, rgd for the option letters' exact logprobs). Each mode runs
+warm-up, then raw and rgd alternately `--reps` times with the prefix cache reset before every
+run; the best time of each is kept. Exits 1 if rgd's tokens/s is below --min-ratio x raw's
+(issue 8: >= 0.9) in any mode.
+
+Run it in the vLLM venv (CPU: `make venv-vllm`; clusters: envs/vllm.yaml), with questions from
+`rgd embedded-data` or any workflow output, e.g.:
+
+    .venv/bin/rgd embedded-data --subjects high_school_biology marketing --per-subject 32 \\
+        --out-questions /tmp/q.jsonl --out-keys /tmp/k.jsonl
+    .venv-vllm/bin/python benchmarks/bench_vllm.py --model-dir resources/models/smollm2-135m \\
+        --questions /tmp/q.jsonl [--n 32] [--max-new-tokens 64] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model-dir", required=True, help="a materialised model directory (rgd materialise)")
+    p.add_argument("--questions", required=True, help="questions JSONL")
+    p.add_argument("--n", type=int, default=32, help="questions in cot mode (letter mode: 4x as many)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--style", default="chat", choices=["chat", "plain", "fewshot"])
+    p.add_argument("--modes", nargs="+", default=["cot", "letter"], choices=["cot", "letter"])
+    p.add_argument("--reps", type=int, default=2)
+    p.add_argument("--chunk", type=int, default=16, help="rgd's cache flush chunk (the expert's batch_size)")
+    p.add_argument("--engine", type=json.loads, default={}, help='engine spec JSON, e.g. {"dtype": "bfloat16"}')
+    p.add_argument("--min-ratio", type=float, default=0.9)
+    p.add_argument("--out", help="write the figures as JSON here")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    a = parse_args(argv)
+    from vllm import SamplingParams
+
+    from rgd.backends.hf import Sampling
+    from rgd.backends.vllm import VLLMBackend, request_seed
+    from rgd.cache import RecordCache, content_key
+    from rgd.io import read_json, write_json
+    from rgd.models import MANIFEST
+    from rgd.prompts import build_prompt
+    from rgd.records import read_questions
+    from rgd.respond import Expert, respond
+
+    all_q = read_questions(a.questions)
+    manifest = Path(a.model_dir) / MANIFEST
+    identity = read_json(manifest) if manifest.exists() else {"model": str(a.model_dir)}
+    cot = Expert("bench-cot", "bench", a.style, "cot", batch_size=a.chunk,
+                 sampling=Sampling(temperature=0.7, top_p=1.0, max_new_tokens=a.max_new_tokens, seed=0))
+    letter = Expert("bench-letter", "bench", a.style, "letter", batch_size=a.chunk)
+    backend = VLLMBackend(a.model_dir, expert=cot, engine=a.engine)
+    llm = backend.llm
+    print(f"engine: vLLM {backend.version} on {backend.device}, load {backend.load_seconds:.1f} s", flush=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-vllm-"))
+    figures: dict = {"vllm": backend.version, "device": backend.device, "load_seconds": round(backend.load_seconds, 2),
+                     "engine": backend.describe(), "modes": {}}
+
+    def rgd_run(expert, qs, tag):
+        cache = RecordCache(work / f"{tag}.jsonl")
+        t0 = time.perf_counter()
+        recs, _ = respond(qs, expert, backend, cache, identity, log=lambda m: None)
+        return time.perf_counter() - t0, sum(r.n_prompt_tokens for r in recs), sum(r.n_output_tokens for r in recs)
+
+    def raw_run(texts, params, mode):
+        t0 = time.perf_counter()
+        outs = llm.generate(texts, params, use_tqdm=False)
+        seconds = time.perf_counter() - t0
+        n_out = 0
+        for o in outs if mode == "cot" else ():  # letter mode: no output text, as in rgd's records
+            toks = o.outputs[0].token_ids  # a final end-of-sequence token is not output text either
+            n_out += len(toks) - int(bool(toks) and o.outputs[0].finish_reason == "stop"
+                                     and o.outputs[0].stop_reason is None)
+        return seconds, sum(len(o.prompt_token_ids) for o in outs), n_out
+
+    ok = True
+    for mode in a.modes:
+        expert = cot if mode == "cot" else letter
+        qs = all_q[: a.n if mode == "cot" else 4 * a.n]
+        texts = [backend.render(build_prompt(q, expert.style, mode)) for q in qs]
+        if mode == "cot":  # the seeds rgd gives each request, so both paths sample the same tokens
+            keys = [content_key(identity, expert.settings(), t, backend.cache_identity) for t in texts]
+            params = [SamplingParams(temperature=0.7, top_p=1.0, max_tokens=a.max_new_tokens,
+                                     seed=request_seed(k), logprobs=0) for k in keys]
+        else:
+            params = [SamplingParams(temperature=0.0, max_tokens=1, logprobs=20) for _ in texts]
+        raw_run(texts[:8], params[:8], mode)  # warm-up
+        runs = {"raw": [], "rgd": []}
+        for rep in range(a.reps):
+            llm.reset_prefix_cache()
+            runs["raw"].append(raw_run(texts, params, mode))
+            llm.reset_prefix_cache()
+            runs["rgd"].append(rgd_run(expert, qs, f"{mode}-{rep}"))
+        best = {k: min(v) for k, v in runs.items()}
+        rate = {k: (p + o) / s for k, (s, p, o) in best.items()}
+        out_rate = {k: o / s for k, (s, p, o) in best.items()}
+        ratio = rate["rgd"] / rate["raw"]
+        same = best["raw"][1:] == best["rgd"][1:]
+        figures["modes"][mode] = {
+            "questions": len(qs), "prompt_tokens": best["rgd"][1], "output_tokens": best["rgd"][2],
+            "same_tokens": same, "seconds": {k: [round(r[0], 3) for r in v] for k, v in runs.items()},
+            "tokens_per_second": {k: round(v, 1) for k, v in rate.items()},
+            "output_tokens_per_second": {k: round(v, 1) for k, v in out_rate.items()}, "ratio": round(ratio, 3)}
+        print(f"{mode:6s} {len(qs)} prompts, {best['rgd'][1]} prompt + {best['rgd'][2]} output tokens "
+              f"(raw: {best['raw'][1]} + {best['raw'][2]}): raw {rate['raw']:.1f} tok/s "
+              f"({best['raw'][0]:.2f} s), rgd {rate['rgd']:.1f} tok/s ({best['rgd'][0]:.2f} s), "
+              f"ratio {ratio:.3f}", flush=True)
+        ok &= ratio >= a.min_ratio
+    if a.out:
+        write_json(a.out, figures)
+    if not ok:
+        print(f"FAIL: rgd below {a.min_ratio} x raw vLLM tokens/s", file=sys.stderr)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":  # required: vLLM's engine core is a spawned process
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.exit(main())
