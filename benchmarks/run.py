@@ -96,6 +96,8 @@ def run_one(name: str, cmd: list[str], timeout: float) -> dict:
     res = {"name": name, "summary": "", "baseline": "", "figures": {}, "ratio": None, "ratio_meaning": "",
            "target": "", "missed": [], **res, "exit_status": rc, "seconds": seconds}
     res.setdefault("passed", rc == 0 and not res["missed"])
+    if not res["passed"] and not res["missed"]:
+        res["missed"] = [f"exit status {rc}"]
     if not res["summary"]:  # a result without the headline line: its first scalar figures
         scalars = [(k, v) for k, v in res["figures"].items() if isinstance(v, (int, float, str))][:4]
         res["summary"] = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in scalars)
@@ -107,17 +109,17 @@ def run_one(name: str, cmd: list[str], timeout: float) -> dict:
 
 def vllm_args(scratch: Path) -> list[str]:
     """bench_vllm.py's inputs: the default's SmolLM2 from the model cache and real MMLU questions
-    of the default's subjects (22 per subject: 132 >= the 4 x 32 its letter mode uses)."""
+    of the default's subjects; 16 prompts in cot mode and 64 in letter mode (~5 min on 2 cores)."""
     import yaml
 
     from rgd.embedded import load_mmlu
     from rgd.io import write_jsonl
 
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    qs, _ = load_mmlu(cfg["benchmarks"]["mmlu"]["source"]["subjects"], "test", 22, seed=0)
+    qs, _ = load_mmlu(cfg["benchmarks"]["mmlu"]["source"]["subjects"], "test", 11, seed=0)
     path = scratch / "vllm-questions.jsonl"
     write_jsonl(path, qs)
-    return ["--model-dir", str(ROOT / "resources" / "models" / "smollm2-135m"), "--questions", str(path)]
+    return ["--model-dir", str(ROOT / "resources" / "models" / "smollm2-135m"), "--questions", str(path), "--n", "16"]
 
 
 def adapt(res: dict) -> dict:
@@ -130,11 +132,15 @@ def adapt(res: dict) -> dict:
                                                            "ratio_meaning", "target", "missed", "passed",
                                                            "exit_status", "seconds")}
     rates = {m: v.get("tokens_per_second", {}) for m, v in modes.items()}
-    ratios = [v["ratio"] for v in modes.values() if isinstance(v.get("ratio"), (int, float))]
-    return {**{k: res[k] for k in ("name", "passed", "missed", "exit_status", "seconds")}, "figures": figures,
+    ratios = {m: v["ratio"] for m, v in modes.items() if isinstance(v.get("ratio"), (int, float))}
+    missed = [f"{m}: rgd/raw {r:.2f}x < 0.9x" for m, r in ratios.items() if r < 0.9]
+    if not res["passed"] and not missed:
+        missed = res["missed"]
+    return {**{k: res[k] for k in ("name", "exit_status", "seconds")}, "passed": res["passed"] and not missed,
+            "missed": missed, "figures": figures,
             "summary": "; ".join(f"{m} {r.get('rgd', 0):,.0f} tok/s through rgd" for m, r in rates.items()),
             "baseline": "; ".join(f"{m} raw LLM.generate {r.get('raw', 0):,.0f} tok/s" for m, r in rates.items()),
-            "ratio": min(ratios) if ratios else None, "ratio_meaning": "rgd / raw tok/s, worst mode",
+            "ratio": min(ratios.values()) if ratios else None, "ratio_meaning": "rgd / raw tok/s, worst mode",
             "target": ">= 0.9x in every mode"}
 
 

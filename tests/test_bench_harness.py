@@ -114,6 +114,17 @@ def test_failures_timeouts_and_inconsistent_results(tmp_path):
     assert "| vllm | skipped: no .venv-vllm |" in table
 
 
+def test_bare_vllm_figures_are_adapted():
+    harness = load_harness()
+    bare = {"vllm": "0.32.0", "modes": {"cot": {"ratio": 0.95, "tokens_per_second": {"raw": 100.0, "rgd": 95.0}},
+                                        "letter": {"ratio": 0.8, "tokens_per_second": {"raw": 50.0, "rgd": 40.0}}}}
+    res = {"name": "vllm", "summary": "", "baseline": "", "figures": {}, "ratio": None, "ratio_meaning": "",
+           "target": "", "missed": ["exit status 1"], **bare, "passed": False, "exit_status": 1, "seconds": 9}
+    a = harness.adapt(res)
+    assert a["passed"] is False and a["ratio"] == 0.8 and a["missed"] == ["letter: rgd/raw 0.80x < 0.9x"]
+    assert a["figures"] == bare and "cot 95 tok/s through rgd" in a["summary"] and "letter raw" in a["baseline"]
+
+
 def test_earlier_results_are_kept_and_markers_are_required(tmp_path):
     harness = load_harness()
     (tmp_path / "2026-01-01.json").write_text("{}")
