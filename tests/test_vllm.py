@@ -286,7 +286,7 @@ def test_confidence_is_the_mean_raw_logprob_of_the_sampled_tokens(runs, hf):
             logp = torch.log_softmax(hf.model(input_ids=ids).logits[0].float(), -1)
         p = len(r["prompt"])
         want = float(np.mean([logp[p - 1 + j, toks[j]].item() for j in range(n)]))
-        assert r["gen"]["mean_logprob"] == pytest.approx(want, abs=2e-3)
+        assert r["gen"]["mean_logprob"] == pytest.approx(want, abs=1e-4)  # measured: within 3e-6
 
 
 def test_resume_after_sigkill_computes_only_the_missing_records(runs):

@@ -83,7 +83,8 @@ def device_name(tensor_parallel: int = 1) -> str:
 
 def start_engine(model: str, engine: EngineSpec, max_model_len: int | None, seed: int = 0, **extra):
     """One vllm.LLM for `model` (a local directory or a hub id); returns (llm, seconds)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models are materialised before any job runs
+    if os.path.isdir(model):  # a materialised model needs no network (a hub id may: embedders)
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; only read by the CPU build
     from vllm import LLM
 
