@@ -281,7 +281,8 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
             "throughput": {"computed_prompts": computed, "output_tokens": n_out, "compute_seconds": round(seconds, 3),
                            "prompt_tokens": sum(cache.get(k)["n_prompt_tokens"] for k in keys),
                            "computed_tokens": work["tokens"],  # this run's prompt + output tokens
-                           "tokens_per_second": round(work["tokens"] / seconds, 2) if computed and seconds > 0 else None,
+                           "tokens_per_second": (round(work["tokens"] / seconds, 2)
+                                                 if computed and seconds > 0 else None),
                            "load_seconds": round(getattr(backend, "load_seconds", 0.0) or 0.0, 3),
                            "device": getattr(backend, "device", None)}}
     if hasattr(backend, "describe"):

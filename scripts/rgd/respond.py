@@ -116,7 +116,8 @@ def respond(questions: list[Question], expert: Expert, backend, cache: RecordCac
             "load_seconds": round(getattr(backend, "load_seconds", 0.0), 3),
             # this run's work only: a resumed job does not count the records it found cached
             "computed_tokens": stats["computed_tokens"],
-            "tokens_per_second": round(stats["computed_tokens"] / seconds, 2) if seconds > 0 and stats["computed"] else None,
+            "tokens_per_second": (round(stats["computed_tokens"] / seconds, 2)
+                                  if seconds > 0 and stats["computed"] else None),
             "questions_per_second": round(stats["computed"] / seconds, 3) if seconds > 0 and stats["computed"] else None,
             "device": getattr(backend, "device", "cpu"),
         },

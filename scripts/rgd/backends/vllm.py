@@ -237,7 +237,8 @@ class VLLMBackend:
             letters.append(float(np.logaddexp.reduce(vals)) if vals else -math.inf)
         return letters, len(out.prompt_token_ids)
 
-    def stream_letters(self, prompts: list[dict], n_options: list[int]) -> Iterator[tuple[int, tuple[list[float], int]]]:
+    def stream_letters(self, prompts: list[dict], n_options: list[int]
+                       ) -> Iterator[tuple[int, tuple[list[float], int]]]:
         params = [self._letter_params(k) for k in n_options]
         for i, out in self._run(prompts, params):
             yield i, self._letters(out, n_options[i])
