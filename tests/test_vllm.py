@@ -263,7 +263,9 @@ def test_generation_is_seeded_and_counts_tokens(runs):
     g1, g2, g3 = runs["gen1"], runs["gen2"], runs["gen3"]
     assert sum(g["n_prompt_tokens"] for g in g1) > 4096  # more than one engine step's budget
     assert [g["text"] for g in g1] == [g["text"] for g in g2]
-    assert [g["mean_logprob"] for g in g1] == [g["mean_logprob"] for g in g2]
+    # the same tokens; their log-probabilities may differ in the 6th digit, because vLLM's
+    # continuous batching groups requests by timing and batched float32 kernels differ in rounding
+    assert np.allclose([g["mean_logprob"] for g in g1], [g["mean_logprob"] for g in g2], rtol=0, atol=1e-4)
     assert sum(a["text"] != b["text"] for a, b in zip(g1, g3)) > len(g1) // 2  # other seeds, other texts
     for g in g1 + g3:
         assert 0 < g["n_output_tokens"] <= 12 and g["n_prompt_tokens"] > 20
