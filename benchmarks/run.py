@@ -7,7 +7,7 @@ docs/BENCHMARKS.md is regenerated from this run. Exit status 1 if a benchmark mi
 failed, naming them; skipped benchmarks (no .venv-vllm, BENCH_E2E=0, --quick) are listed, not failed.
 
     .venv/bin/python benchmarks/run.py                    # what `make bench` runs
-    .venv/bin/python benchmarks/run.py --e2e 0            # without the ~10-15 min end-to-end run
+    .venv/bin/python benchmarks/run.py --e2e 0            # without the 15-20 min end-to-end run
     .venv/bin/python benchmarks/run.py --only hf embed    # a subset (the table then has only these)
     .venv/bin/python benchmarks/run.py --quick            # tiny sizes, no vLLM or e2e (tests)
 """
@@ -111,17 +111,17 @@ def run_one(name: str, cmd: list[str], timeout: float) -> dict:
 
 def vllm_args(scratch: Path) -> list[str]:
     """bench_vllm.py's inputs: the default's SmolLM2 from the model cache and real MMLU questions
-    of the default's subjects; 16 prompts in cot mode and 32 in letter mode (~5 min on 2 cores)."""
+    of the default's subjects; 12 prompts in cot mode and 24 in letter mode (~4 min on 2 cores)."""
     import yaml
 
     from rgd.embedded import load_mmlu
     from rgd.io import write_jsonl
 
     cfg = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    qs, _ = load_mmlu(cfg["benchmarks"]["mmlu"]["source"]["subjects"], "test", 11, seed=0)
+    qs, _ = load_mmlu(cfg["benchmarks"]["mmlu"]["source"]["subjects"], "test", 4, seed=0)
     path = scratch / "vllm-questions.jsonl"
     write_jsonl(path, qs)
-    return ["--model-dir", str(ROOT / "resources" / "models" / "smollm2-135m"), "--questions", str(path), "--n", "16"]
+    return ["--model-dir", str(ROOT / "resources" / "models" / "smollm2-135m"), "--questions", str(path), "--n", "12"]
 
 
 def adapt(res: dict) -> dict:
