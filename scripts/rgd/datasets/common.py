@@ -273,6 +273,38 @@ def check_sha256(path: Path, rel: str, expected: dict[str, str] | None, origin: 
         )
 
 
+def hub_downloader(
+    repo: str, revision: str, patterns: Sequence[str], split: str | None, known_sha256: dict[str, str], what: str
+):
+    """The `download` function of one Hugging Face benchmark: `hf_download` with the module's pinned
+    defaults, checking `known_sha256` only when the default repo and revision are fetched."""
+    default_repo, default_revision = repo, revision
+
+    def download(
+        out_dir: Path,
+        revision: str = default_revision,
+        *,
+        repo: str = default_repo,
+        patterns: Sequence[str] = patterns,
+        expected_sha256: dict[str, str] | None = None,
+        **opts,
+    ) -> Path:
+        if expected_sha256 is None:
+            expected_sha256 = known_sha256 if (repo, revision) == (default_repo, default_revision) else {}
+        return hf_download(
+            out_dir,
+            repo=repo,
+            revision=revision,
+            patterns=patterns,
+            split=split,
+            expected_sha256=expected_sha256,
+            **opts,
+        )
+
+    download.__doc__ = f"Fetch the raw {what} of `repo` at commit `revision` into out_dir."
+    return download
+
+
 def hf_download(
     out_dir: Path,
     *,

@@ -10,9 +10,18 @@ rule for fidelity and makes N configurable (n=None keeps every row).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from .common import clean_text, drop_none, find_files, hf_download, iter_table, letter, need_int, need_str, verify_stamp
+from .common import (
+    clean_text,
+    drop_none,
+    find_files,
+    hub_downloader,
+    iter_table,
+    letter,
+    need_int,
+    need_str,
+    verify_stamp,
+)
 
 NAME = "medmcqa"
 REPO = "openlifescienceai/medmcqa"
@@ -33,21 +42,7 @@ CATEGORIES = (
 )  # fmt: skip
 
 
-def download(
-    out_dir: Path,
-    revision: str = REVISION,
-    *,
-    repo: str = REPO,
-    patterns=PATTERNS,
-    expected_sha256: dict[str, str] | None = None,
-    **opts: Any,
-) -> Path:
-    """Fetch the raw train-split parquet file(s) of `repo` at commit `revision` into out_dir."""
-    if expected_sha256 is None:
-        expected_sha256 = EXPECTED_SHA256 if (repo, revision) == (REPO, REVISION) else {}
-    return hf_download(
-        out_dir, repo=repo, revision=revision, patterns=patterns, split=SPLIT, expected_sha256=expected_sha256, **opts
-    )
+download = hub_downloader(REPO, REVISION, PATTERNS, SPLIT, EXPECTED_SHA256, "train-split parquet file(s)")
 
 
 def format(

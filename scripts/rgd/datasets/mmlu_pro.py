@@ -8,13 +8,12 @@ cot_content are dropped; src is kept in meta.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from .common import (
+    hub_downloader,
     clean_text,
     drop_none,
     find_files,
-    hf_download,
     iter_table,
     need_letter,
     need_options,
@@ -40,21 +39,7 @@ CATEGORIES = (
 COLUMNS = ("question_id", "question", "options", "answer", "category")
 
 
-def download(
-    out_dir: Path,
-    revision: str = REVISION,
-    *,
-    repo: str = REPO,
-    patterns=PATTERNS,
-    expected_sha256: dict[str, str] | None = None,
-    **opts: Any,
-) -> Path:
-    """Fetch the raw test-split parquet file(s) of `repo` at commit `revision` into out_dir."""
-    if expected_sha256 is None:
-        expected_sha256 = EXPECTED_SHA256 if (repo, revision) == (REPO, REVISION) else {}
-    return hf_download(
-        out_dir, repo=repo, revision=revision, patterns=patterns, split=SPLIT, expected_sha256=expected_sha256, **opts
-    )
+download = hub_downloader(REPO, REVISION, PATTERNS, SPLIT, EXPECTED_SHA256, "test-split parquet file(s)")
 
 
 def format(raw_dir: Path, *, patterns=PATTERNS) -> tuple[list[dict], list[dict]]:  # noqa: A001
