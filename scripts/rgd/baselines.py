@@ -16,6 +16,7 @@ identical arrays.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 import warnings
 from pathlib import Path
 from typing import Any, ClassVar
@@ -58,7 +59,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-class Router:
+class Router(ABC):
     """Base class: subclasses set `kind`, implement `_fit`, `_route`, and list their arrays."""
 
     kind: ClassVar[str]
@@ -71,8 +72,9 @@ class Router:
     dim: int | None = None
     n_models: int | None = None
 
+    @abstractmethod
     def params(self) -> dict:
-        raise NotImplementedError
+        """Constructor arguments, saved in the header so `load` can rebuild the router."""
 
     def fit(self, X: np.ndarray, target: np.ndarray) -> Router:
         X = as_unit_rows(X)
@@ -126,11 +128,13 @@ class Router:
         router.dim, router.n_models = int(header["dim"]), int(header["n_models"])
         return router
 
+    @abstractmethod
     def _fit(self, X: np.ndarray, t: np.ndarray) -> None:
-        raise NotImplementedError
+        """Learn from unit-norm X (n, d) and targets t (n, m) in [0, 1]."""
 
+    @abstractmethod
     def _route(self, X: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Scores (n, m) for unit-norm X, higher = better."""
 
 
 def load_router(directory: str | Path) -> Router:

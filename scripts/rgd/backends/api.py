@@ -24,6 +24,7 @@ import random
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -101,7 +102,7 @@ def cost_usd(usage: dict, prices: dict | None) -> float | None:
     return round(total, 6)
 
 
-class _APIBackend:
+class _APIBackend(ABC):
     """Retries, the thread pool and the counters shared by both clients."""
 
     kind = "api"
@@ -173,8 +174,9 @@ class _APIBackend:
                     f.cancel()
                 raise
 
+    @abstractmethod
     def _one(self, prompt: dict, sampling: Sampling, seed: int, stop: list[str] | None) -> APIGeneration:
-        raise NotImplementedError
+        """One request for one prompt (retries are the caller's)."""
 
     def report(self, usages: list[dict]) -> dict:
         """Meta for a whole run: token totals over every prompt (cached or not), their price,
