@@ -36,6 +36,28 @@ class Generation:
     n_output_tokens: int
 
 
+def render_prompt(tok, prompt: dict, template_kwargs: dict) -> str:
+    """The exact text a backend feeds the model: the model's own chat template for chat prompts
+    (plus any assistant prefill), or the completion text as is. Shared by every local backend."""
+    if "messages" in prompt:
+        if not getattr(tok, "chat_template", None):
+            raise ValueError("this model has no chat template; use a completion prompt style")
+        text = tok.apply_chat_template(prompt["messages"], tokenize=False, add_generation_prompt=True,
+                                       **template_kwargs)
+        return text + prompt.get("assistant_prefix", "")
+    return prompt["text"]
+
+
+def letter_token_ids(tok, letter: str) -> list[int]:
+    """Token ids that spell an option letter as the next token ("A" and " A")."""
+    ids = set()
+    for s in (letter, " " + letter):
+        enc = tok.encode(s, add_special_tokens=False)
+        if enc:
+            ids.add(enc[-1])
+    return sorted(ids)
+
+
 class HFBackend:
     name = "transformers"
     # a batch whose rows share fewer leading tokens than this runs every row whole
@@ -59,31 +81,12 @@ class HFBackend:
         self.max_prompt_tokens = max_prompt_tokens
         self.template_kwargs = template_kwargs or {}
         self.device = "cpu"
-        self._letter_ids = [self._spellings(L) for L in LETTERS]
+        self._letter_ids = [letter_token_ids(self.tok, L) for L in LETTERS]
         self._stop_ids: dict[tuple, list[int]] = {}
 
     # -- prompts ---------------------------------------------------------------------------
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tok, "chat_template", None))
-
     def render(self, prompt: dict) -> str:
-        if "messages" in prompt:
-            if not self.has_chat_template:
-                raise ValueError("this model has no chat template; use a completion prompt style")
-            text = self.tok.apply_chat_template(
-                prompt["messages"], tokenize=False, add_generation_prompt=True, **self.template_kwargs
-            )
-            return text + prompt.get("assistant_prefix", "")
-        return prompt["text"]
-
-    def _spellings(self, letter: str) -> list[int]:
-        ids = set()
-        for s in (letter, " " + letter):
-            enc = self.tok.encode(s, add_special_tokens=False)
-            if enc:
-                ids.add(enc[-1])
-        return sorted(ids)
+        return render_prompt(self.tok, prompt, self.template_kwargs)
 
     def _encode(self, texts: list[str]):
         import torch

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..records import LETTERS
-from .hf import Generation, Sampling
+from .hf import Generation, Sampling, letter_token_ids, render_prompt
 
 CONFIDENCE = ("mean raw (temperature-1, pre-top-p) log-probability of the sampled tokens, "
               "final end-of-sequence token excluded")
@@ -143,7 +143,7 @@ class VLLMBackend:
                                    logprobs_mode="raw_logprobs", max_logprobs=TOP_K_FALLBACK, **extra)
         self.load_seconds = time.perf_counter() - t0
         self.device = device_name(self.engine.tensor_parallel)
-        self._letter_ids = [self._spellings(L) for L in LETTERS]
+        self._letter_ids = [letter_token_ids(self.tok, L) for L in LETTERS]
         self._end_ids = {t for t in (self.tok.eos_token_id, self.tok.pad_token_id) if t is not None}
         from vllm import SamplingParams, __version__
 
@@ -161,28 +161,9 @@ class VLLMBackend:
                 "letter_logprobs": ("exact (logprob_token_ids)" if self._exact_letters
                                     else f"top-{TOP_K_FALLBACK}; letters outside it are -inf")}
 
-    # -- prompts (identical to the transformers backend) ---------------------------------------
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tok, "chat_template", None))
-
+    # -- prompts (rendered by the helpers shared with the transformers backend) ---------------------------------------
     def render(self, prompt: dict) -> str:
-        if "messages" in prompt:
-            if not self.has_chat_template:
-                raise ValueError("this model has no chat template; use a completion prompt style")
-            text = self.tok.apply_chat_template(
-                prompt["messages"], tokenize=False, add_generation_prompt=True, **self.template_kwargs
-            )
-            return text + prompt.get("assistant_prefix", "")
-        return prompt["text"]
-
-    def _spellings(self, letter: str) -> list[int]:
-        ids = set()
-        for s in (letter, " " + letter):
-            enc = self.tok.encode(s, add_special_tokens=False)
-            if enc:
-                ids.add(enc[-1])
-        return sorted(ids)
+        return render_prompt(self.tok, prompt, self.template_kwargs)
 
     def _token_ids(self, prompt: dict) -> list[int]:
         text = self.render(prompt)
