@@ -72,3 +72,28 @@ def test_shared_leading_tokens_run_once_per_batch(tiny_model):
     assert [seen[0] + s for s in seen[1:]] == [t for _, t in one] == [t for _, t in res]
     for (a, _), (b, _) in zip(one, res):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_padded_batches_score_like_single_rows(tiny_model):
+    """The accelerator path (one forward pass over a left-padded batch, explicit positions) gives
+    the scores of each row run alone; checked here on the CPU, where it is not the default."""
+    prompts = [build_prompt(q, "chat", "letter") for q in QS]
+    n = [len(q.options) for q in QS]
+    padded = HFBackend(str(tiny_model), batch_size=3, letter_batching="padded")
+    seen = []
+    hook = padded.model.register_forward_pre_hook(
+        lambda mod, args, kw: seen.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+    res = padded.score_letters(prompts, n)
+    hook.remove()
+    one = HFBackend(str(tiny_model), batch_size=1).score_letters(prompts, n)
+    assert len(seen) == 1 and seen[0][0] == 3  # one pass for the whole batch
+    assert [t for _, t in res] == [t for _, t in one]  # prompt tokens count without padding
+    for (a, _), (b, _) in zip(one, res):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    assert padded.describe()["letter_batching"] == "padded" and padded.cache_identity is None
+
+
+def test_letter_batching_is_checked(tiny_model):
+    with pytest.raises(ValueError, match="letter_batching"):
+        HFBackend(str(tiny_model), letter_batching="bucketed")

@@ -64,39 +64,52 @@ class HFBackend:
     MIN_SHARED_PREFIX = 16
 
     def __init__(self, model_dir: str, threads: int = 1, batch_size: int = 4, max_prompt_tokens: int = 2048,
-                 template_kwargs: dict | None = None):
+                 template_kwargs: dict | None = None, device: str = "auto", letter_batching: str | None = None):
+        """`device`: "auto" takes a CUDA GPU when torch sees one (weights in bfloat16 there), else
+        the CPU (float32). `letter_batching` (see score_letters): "padded" or "shared-prefix";
+        by default padded on an accelerator, shared-prefix on a CPU."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         torch.set_num_threads(max(1, threads))
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if letter_batching not in (None, "padded", "shared-prefix"):
+            raise ValueError(f"letter_batching: {letter_batching!r} is neither 'padded' nor 'shared-prefix'")
         t0 = time.perf_counter()
         self.tok = AutoTokenizer.from_pretrained(model_dir)
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        self.dtype = torch.float32 if device == "cpu" else torch.bfloat16
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.dtype).to(device)
         self.model.eval()
         self.load_seconds = time.perf_counter() - t0
         self.batch_size = batch_size
         self.max_prompt_tokens = max_prompt_tokens
         self.template_kwargs = template_kwargs or {}
-        self.device = "cpu"
+        self.device = device
+        self.letter_batching = letter_batching or ("shared-prefix" if device == "cpu" else "padded")
         self._letter_ids = [letter_token_ids(self.tok, L) for L in LETTERS]
         self._stop_ids: dict[tuple, list[int]] = {}
+        # bfloat16 weights change results: such records get their own cache keys (float32, the
+        # CPU reference, keeps the keys it always had)
+        self.cache_identity = None if device == "cpu" else {"backend": self.name, "dtype": "bfloat16"}
+
+    def describe(self) -> dict:
+        """What a record's numbers depend on beyond the model: kept in each job's metadata."""
+        return {"backend": self.name, "device": self.device, "dtype": str(self.dtype).removeprefix("torch."),
+                "letter_batching": self.letter_batching, "batch_size": self.batch_size}
 
     # -- prompts ---------------------------------------------------------------------------
     def render(self, prompt: dict) -> str:
         return render_prompt(self.tok, prompt, self.template_kwargs)
 
     def _encode(self, texts: list[str]):
-        import torch
-
+        """Token ids and attention mask, left-padded, on the model's device."""
         enc = self.tok(texts, return_tensors="pt", padding=True, truncation=True,
                        max_length=self.max_prompt_tokens, add_special_tokens=not self._has_bos(texts))
-        mask = enc["attention_mask"]
-        # explicit positions so left padding does not shift them
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        return enc["input_ids"], mask, pos.to(torch.long)
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
     def _has_bos(self, texts: list[str]) -> bool:
         bos = self.tok.bos_token
@@ -106,23 +119,31 @@ class HFBackend:
     def score_letters(self, prompts: list[dict], n_options: list[int]) -> list[tuple[list[float], int]]:
         """For each prompt: (log-probabilities of letters A.. up to its option count, prompt tokens).
 
-        On a CPU a forward pass costs per token, padding included, so rows are run unpadded; what
-        a batch saves is the leading tokens all its rows share (few-shot examples, a chat system
-        prompt): they are run once per batch (benchmarks/bench_hf.py)."""
+        How a batch runs (`letter_batching`): on an accelerator a forward pass over a padded batch
+        costs about what one row does, so rows run together ("padded"). On a CPU a forward pass
+        costs per token, padding included, so rows run unpadded, and what a batch saves is the
+        leading tokens its rows share (few-shot examples, a chat system prompt), run once per batch
+        ("shared-prefix"; benchmarks/bench_hf.py measures both effects)."""
         import torch
 
         out: list[tuple[list[float], int]] = []
         for start in range(0, len(prompts), self.batch_size):
             texts = [self.render(p) for p in prompts[start:start + self.batch_size]]
-            ids, mask, _ = self._encode(texts)
+            ids, mask = self._encode(texts)
             rows = [r[m.bool()] for r, m in zip(ids, mask)]  # each row's own tokens (left padding dropped)
             with torch.inference_mode():
-                logits = self._last_logits(rows)
-            logp = torch.log_softmax(logits.float(), dim=-1).numpy()
+                logits = self._padded_logits(ids, mask) if self.letter_batching == "padded" else self._last_logits(rows)
+            logp = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
             for row, k, n_tok in zip(logp, n_options[start:], [len(r) for r in rows]):
                 letters = [float(np.logaddexp.reduce(row[self._letter_ids[i]])) for i in range(k)]
                 out.append((letters, int(n_tok)))
         return out
+
+    def _padded_logits(self, ids, mask):
+        """Next-token logits after each row of a left-padded batch, in one forward pass; explicit
+        positions, so that left padding does not shift a row's positions."""
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1]
 
     def _last_logits(self, rows: list):
         """Next-token logits (len(rows), vocab) after each row of token ids. The rows' common leading
@@ -146,7 +167,7 @@ class HFBackend:
         self.model(input_ids=rows[0][None, :shared], use_cache=True, logits_to_keep=1, **{arg: prefix})
         out = []
         for r in rows:
-            res = self.model(input_ids=r[None, shared:], position_ids=torch.arange(shared, len(r))[None],
+            res = self.model(input_ids=r[None, shared:], position_ids=torch.arange(shared, len(r), device=r.device)[None],
                              use_cache=True, logits_to_keep=1, **{arg: copy.deepcopy(prefix)})
             out.append(res.logits[:, -1])
         return torch.cat(out)
@@ -162,7 +183,7 @@ class HFBackend:
         out: list[Generation] = []
         for start in range(0, len(prompts), self.batch_size):
             texts = [self.render(p) for p in prompts[start:start + self.batch_size]]
-            ids, mask, _ = self._encode(texts)
+            ids, mask = self._encode(texts)
             # one seed per batch, derived from the run seed and the batch's position in the
             # plan: a resumed run regenerates a missing batch exactly as the first run would
             torch.manual_seed(sampling.seed * 1_000_003 + start)
