@@ -94,6 +94,21 @@ def test_padded_batches_score_like_single_rows(tiny_model):
     assert padded.describe()["letter_batching"] == "padded" and padded.cache_identity is None
 
 
-def test_letter_batching_is_checked(tiny_model):
+def test_letter_batching_and_dtype_are_checked(tiny_model):
     with pytest.raises(ValueError, match="letter_batching"):
         HFBackend(str(tiny_model), letter_batching="bucketed")
+    with pytest.raises(ValueError, match="dtype: 'half'"):
+        HFBackend(str(tiny_model), dtype="half")
+
+
+def test_bfloat16_weights_get_their_own_cache_keys(tiny_model):
+    """The registry's dtype: bfloat16 weights (fast on CPUs with AVX-512 BF16 or AMX) give scores
+    close to float32's but not equal, so their records are keyed apart."""
+    prompts = [build_prompt(q, "plain", "letter") for q in QS]
+    n = [len(q.options) for q in QS]
+    bf = HFBackend(str(tiny_model), batch_size=3, dtype="bfloat16")
+    fp = HFBackend(str(tiny_model), batch_size=3)
+    assert bf.describe()["dtype"] == "bfloat16" and bf.cache_identity == {"backend": "transformers", "dtype": "bfloat16"}
+    assert fp.describe()["dtype"] == "float32" and fp.cache_identity is None
+    for (a, _), (b, _) in zip(bf.score_letters(prompts, n), fp.score_letters(prompts, n)):
+        np.testing.assert_allclose(a, b, atol=0.1)

@@ -38,6 +38,21 @@ def test_letter_mode_contract(tmp_path, tiny_model):
     meta = json.loads((tmp_path / "a.meta.json").read_text())
     assert meta["n_computed"] == 6 and meta["model"]["source"]["kind"] == "tiny-random"
     assert meta["throughput"]["prompt_tokens"] > 0 and "torch" in meta["versions"]
+    assert meta["engine"] == {"backend": "transformers", "device": "cpu", "dtype": "float32",
+                              "letter_batching": "shared-prefix", "batch_size": 4}
+
+
+def test_registry_dtype_reaches_the_transformers_backend(tmp_path, tiny_model):
+    """`engine.dtype` in the spec (the model registry's dtype) loads the weights in it; the
+    records are keyed apart from float32 ones, so one cache never mixes them."""
+    q = _questions(tmp_path / "q.jsonl", 4)
+    spec = {"model": "tiny", "style": "plain", "mode": "letter", "batch_size": 4}
+    for tag, extra in (("fp", {}), ("bf", {"engine": {"dtype": "bfloat16"}})):
+        cmd = _cmd(tmp_path, tiny_model, q, tag, {**spec, **extra})
+        cmd[cmd.index("--cache") + 1] = str(tmp_path / "shared.cache.jsonl")
+        subprocess.run(cmd, check=True, capture_output=True)
+    bf = json.loads((tmp_path / "bf.meta.json").read_text())
+    assert bf["engine"]["dtype"] == "bfloat16" and bf["n_computed"] == 4 and bf["n_cached"] == 0
 
 
 def test_cot_mode_records_unparsed_outputs_with_a_reason(tmp_path, tiny_model):

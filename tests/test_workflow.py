@@ -106,6 +106,21 @@ def test_changing_one_expert_reruns_only_its_jobs(run, tmp_path):
     assert set(responds) == {"b-fewshot"}
 
 
+def test_a_models_dtype_reaches_its_transformers_jobs(run, tmp_path):
+    """The registry's `dtype` is the weights' dtype for either backend: changing it reruns the
+    jobs of that model's experts only, and their spec carries it to the transformers backend."""
+    work, config, _ = run
+    cfg = yaml.safe_load(config.read_text())
+    cfg["models"]["tiny-b"]["dtype"] = "bfloat16"
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    res = snakemake(work, "-n", "-p", config=changed)
+    responds = set(re.findall(r"output: results/responses/\S+/(\S+)\.jsonl", res.stdout))
+    assert responds == {"b-plain", "b-fewshot"}
+    shells = [l for l in res.stdout.splitlines() if l.startswith("rgd respond")]
+    assert shells and all('"engine": {"dtype": "bfloat16"}' in l for l in shells)
+
+
 def _summary_inputs(work: Path, config: Path) -> dict[str, list[str]]:
     """output file -> input files, for every train_router job, from Snakemake's own DAG."""
     res = snakemake(work, "--detailed-summary", config=config)
@@ -148,6 +163,7 @@ def test_query_only_routers_never_read_keys(run):
         ({"routers": {"cascal": {}, "magic": {}}}, "magic"),
         ({"routers": {"cascal": {"params": {"k_nearst": 3}}}}, "routers.cascal.params"),
         ({"routers": {"cascal": {"params": {"min_consensus": 7}}}}, "min_consensus"),
+        ({"models": {"tiny-a": {"source": {"kind": "tiny-random", "seed": 0}, "dtype": "half"}}}, "dtype"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, patch, message):

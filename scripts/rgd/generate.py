@@ -196,7 +196,8 @@ def make_backend(gen_cfg: dict, model_dir, threads: int):
         from .backends.hf import HFBackend
 
         return HFBackend(str(model_dir), threads=threads, batch_size=gen_cfg.get("batch_size", 8),
-                         template_kwargs=gen_cfg.get("template_kwargs", {}))
+                         template_kwargs=gen_cfg.get("template_kwargs", {}),
+                         dtype=gen_cfg.get("engine", {}).get("dtype"))
     if kind == "vllm":
         from .backends.vllm import VLLMBackend
 

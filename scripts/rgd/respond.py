@@ -34,7 +34,7 @@ class Expert:
     max_prompt_tokens: int = 2048
     sampling: Sampling = field(default_factory=Sampling)
     template_kwargs: dict = field(default_factory=dict)
-    engine: dict = field(default_factory=dict)  # vLLM engine settings from the model registry
+    engine: dict = field(default_factory=dict)  # engine settings from the model registry (dtype; vLLM's)
 
     @classmethod
     def from_config(cls, name: str, cfg: dict) -> Expert:
@@ -185,7 +185,8 @@ def run(questions_path: Path, expert: Expert, model_dir: Path, out: Path, meta_o
         from .backends.hf import HFBackend
 
         backend = HFBackend(str(model_dir), threads=threads, batch_size=expert.batch_size,
-                            max_prompt_tokens=expert.max_prompt_tokens, template_kwargs=expert.template_kwargs)
+                            max_prompt_tokens=expert.max_prompt_tokens, template_kwargs=expert.template_kwargs,
+                            dtype=expert.engine.get("dtype"))
     elif backend_name == "vllm":
         from .backends.vllm import VLLMBackend
 

@@ -150,20 +150,18 @@ def expert_spec(expert):
     e.setdefault("template_kwargs", m.get("template_kwargs", {}))
     if "max_new_tokens" in m and e.get("mode") == "cot":
         e["sampling"] = {"max_new_tokens": m["max_new_tokens"]} | e.get("sampling", {})
-    if e["backend"] == "vllm":
-        e["engine"] = vllm_engine(e["model"])
+    if engine := model_engine(e["model"], e["backend"]):
+        e["engine"] = engine
     return e
 
 
-def vllm_engine(model):
-    """vLLM engine settings of a registry model (rgd.backends.vllm.EngineSpec)."""
+def model_engine(model, backend):
+    """Engine settings of a registry model: vLLM's (rgd.backends.vllm.EngineSpec), or the
+    transformers backend's (dtype only)."""
     m = config["models"][model]
-    e = {
-        k: m[k]
-        for k in ("dtype", "max_model_len", "gpu_memory_utilization", "engine_args")
-        if k in m
-    }
-    if "tensor_parallel" in m.get("resources", {}):
+    keys = ("dtype", "max_model_len", "gpu_memory_utilization", "engine_args")
+    e = {k: m[k] for k in (keys if backend == "vllm" else keys[:1]) if k in m}
+    if backend == "vllm" and "tensor_parallel" in m.get("resources", {}):
         e["tensor_parallel"] = m["resources"]["tensor_parallel"]
     return e
 
@@ -278,8 +276,8 @@ def generator_spec(wildcards):
         if "max_new_tokens" in m:
             default = {"max_new_tokens": m["max_new_tokens"]}
             g["sampling"] = default | g.get("sampling", {})
-        if g.get("backend") == "vllm":
-            g["engine"] = vllm_engine(g["model"])
+        if engine := model_engine(g["model"], g.get("backend", "transformers")):
+            g["engine"] = engine
     return g
 
 

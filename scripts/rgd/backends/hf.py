@@ -64,10 +64,12 @@ class HFBackend:
     MIN_SHARED_PREFIX = 16
 
     def __init__(self, model_dir: str, threads: int = 1, batch_size: int = 4, max_prompt_tokens: int = 2048,
-                 template_kwargs: dict | None = None, device: str = "auto", letter_batching: str | None = None):
-        """`device`: "auto" takes a CUDA GPU when torch sees one (weights in bfloat16 there), else
-        the CPU (float32). `letter_batching` (see score_letters): "padded" or "shared-prefix";
-        by default padded on an accelerator, shared-prefix on a CPU."""
+                 template_kwargs: dict | None = None, device: str = "auto", dtype: str | None = None,
+                 letter_batching: str | None = None):
+        """`device`: "auto" takes a CUDA GPU when torch sees one, else the CPU. `dtype` (the model
+        registry's `dtype`): float32, bfloat16, float16 or auto (the checkpoint's own); by default
+        float32 on a CPU, bfloat16 on a GPU. `letter_batching` (see score_letters): "padded" or
+        "shared-prefix"; by default padded on an accelerator, shared-prefix on a CPU."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -76,13 +78,17 @@ class HFBackend:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if letter_batching not in (None, "padded", "shared-prefix"):
             raise ValueError(f"letter_batching: {letter_batching!r} is neither 'padded' nor 'shared-prefix'")
+        dtype = dtype or ("float32" if device == "cpu" else "bfloat16")
+        if dtype not in ("float32", "bfloat16", "float16", "auto"):
+            raise ValueError(f"dtype: {dtype!r} is not one of float32, bfloat16, float16, auto")
         t0 = time.perf_counter()
         self.tok = AutoTokenizer.from_pretrained(model_dir)
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        self.dtype = torch.float32 if device == "cpu" else torch.bfloat16
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.dtype).to(device)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=dtype if dtype == "auto" else getattr(torch, dtype)).to(device)
+        self.dtype = self.model.dtype
         self.model.eval()
         self.load_seconds = time.perf_counter() - t0
         self.batch_size = batch_size
@@ -92,9 +98,10 @@ class HFBackend:
         self.letter_batching = letter_batching or ("shared-prefix" if device == "cpu" else "padded")
         self._letter_ids = [letter_token_ids(self.tok, L) for L in LETTERS]
         self._stop_ids: dict[tuple, list[int]] = {}
-        # bfloat16 weights change results: such records get their own cache keys (float32, the
-        # CPU reference, keeps the keys it always had)
-        self.cache_identity = None if device == "cpu" else {"backend": self.name, "dtype": "bfloat16"}
+        # lower-precision weights change results: such records get their own cache keys (float32,
+        # the CPU reference, keeps the keys it always had)
+        dt = str(self.dtype).removeprefix("torch.")
+        self.cache_identity = None if dt == "float32" else {"backend": self.name, "dtype": dt}
 
     def describe(self) -> dict:
         """What a record's numbers depend on beyond the model: kept in each job's metadata."""
