@@ -117,8 +117,8 @@ def test_a_models_dtype_reaches_its_transformers_jobs(run, tmp_path):
     res = snakemake(work, "-n", "-p", config=changed)
     responds = set(re.findall(r"output: results/responses/\S+/(\S+)\.jsonl", res.stdout))
     assert responds == {"b-plain", "b-fewshot"}
-    shells = [l for l in res.stdout.splitlines() if l.startswith("rgd respond")]
-    assert shells and all('"engine": {"dtype": "bfloat16"}' in l for l in shells)
+    shells = [l for l in (res.stdout + res.stderr).splitlines() if "rgd respond " in l]
+    assert len(shells) == 6 and all('"engine": {"dtype": "bfloat16"}' in l for l in shells)
 
 
 def _summary_inputs(work: Path, config: Path) -> dict[str, list[str]]:
