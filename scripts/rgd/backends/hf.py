@@ -88,7 +88,7 @@ class HFBackend:
             self.tok.pad_token = self.tok.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=dtype if dtype == "auto" else getattr(torch, dtype)).to(device)
-        self.dtype = self.model.dtype
+        self.dtype = str(self.model.dtype).removeprefix("torch.")  # "auto" resolved
         self.model.eval()
         self.load_seconds = time.perf_counter() - t0
         self.batch_size = batch_size
@@ -100,12 +100,11 @@ class HFBackend:
         self._stop_ids: dict[tuple, list[int]] = {}
         # lower-precision weights change results: such records get their own cache keys (float32,
         # the CPU reference, keeps the keys it always had)
-        dt = str(self.dtype).removeprefix("torch.")
-        self.cache_identity = None if dt == "float32" else {"backend": self.name, "dtype": dt}
+        self.cache_identity = None if self.dtype == "float32" else {"backend": self.name, "dtype": self.dtype}
 
     def describe(self) -> dict:
         """What a record's numbers depend on beyond the model: kept in each job's metadata."""
-        return {"backend": self.name, "device": self.device, "dtype": str(self.dtype).removeprefix("torch."),
+        return {"backend": self.name, "device": self.device, "dtype": self.dtype,
                 "letter_batching": self.letter_batching, "batch_size": self.batch_size}
 
     # -- prompts ---------------------------------------------------------------------------
