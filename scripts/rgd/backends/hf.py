@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 import time
 from dataclasses import dataclass
 
@@ -58,10 +59,21 @@ def letter_token_ids(tok, letter: str) -> list[int]:
     return sorted(ids)
 
 
+# a batch whose rows share fewer leading tokens than this runs every row whole
+MIN_SHARED_PREFIX = 16
+
+
+def prefix_to_share(rows: list[list[int]]) -> int:
+    """How many leading tokens a shared-prefix batch runs once: those all its rows share, leaving
+    each row a token of its own (for its logits); 0 below MIN_SHARED_PREFIX (not worth a cache copy)."""
+    if len(rows) < 2:
+        return 0
+    n = min(len(os.path.commonprefix(rows)), min(map(len, rows)) - 1)
+    return n if n >= MIN_SHARED_PREFIX else 0
+
+
 class HFBackend:
     name = "transformers"
-    # a batch whose rows share fewer leading tokens than this runs every row whole
-    MIN_SHARED_PREFIX = 16
 
     def __init__(self, model_dir: str, threads: int = 1, batch_size: int = 4, max_prompt_tokens: int = 2048,
                  template_kwargs: dict | None = None, device: str = "auto", dtype: str | None = None,
@@ -157,13 +169,9 @@ class HFBackend:
         positions: the logits agree with running each row whole up to float noise."""
         import torch
 
-        shared = 0
-        if len(rows) > 1:
-            m = min(len(r) for r in rows)
-            same = (torch.stack([r[:m] for r in rows]) == rows[0][:m]).all(0)
-            shared = min(m if bool(same.all()) else int(same.int().argmin()), m - 1)  # keep a token per row
+        shared = prefix_to_share([r.tolist() for r in rows])
         window = getattr(self.model.config, "sliding_window", None)  # a sliding cache drops old keys
-        if shared < self.MIN_SHARED_PREFIX or (window and max(len(r) for r in rows) > window):
+        if not shared or (window and max(len(r) for r in rows) > window):
             return torch.cat([self.model(input_ids=r[None], logits_to_keep=1).logits[:, -1] for r in rows])
         from transformers import DynamicCache
 
