@@ -56,9 +56,9 @@ def run_workflow(workdir: Path, cores: int, log: Path, timeout: float) -> tuple[
 
 
 def job_times(results: Path) -> dict[str, list[float]]:
-    """Wall seconds of every job, by rule (the first folder under results/benchmarks/)."""
+    """Wall seconds of every job, by rule (the first folder under results/timings/)."""
     by_rule: dict[str, list[float]] = defaultdict(list)
-    root = results / "benchmarks"
+    root = results / "timings"
     for tsv in sorted(root.rglob("*.tsv")):
         rows = list(csv.DictReader(tsv.open(), delimiter="\t"))
         if rows:

@@ -231,7 +231,7 @@ def sacct(work: Path, since: str) -> list[dict]:
 
 def compared(results: Path) -> dict[str, bytes]:
     """Every result file except logs, timings, caches and .meta.json (which record durations)."""
-    skip = ("logs", "benchmarks", "cache")
+    skip = ("logs", "timings", "cache")
     return {
         str(p.relative_to(results)): p.read_bytes()
         for p in sorted(results.rglob("*"))

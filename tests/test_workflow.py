@@ -1,34 +1,40 @@
-"""End-to-end: the real Snakefile on a tiny config in a temporary directory.
+"""End-to-end: the real Snakefile on a tiny config, run from the checkout root as a user types it.
 
-One run of the whole DAG (module fixture), then: the summary table, a no-op rerun, targeted
-staleness after a config change, schema validation, and the label-free guarantee read from
-the DAG itself.
+`snakemake --cores 2 --configfile CONFIG` from the repository root, with the results folder and
+the model cache at paths that contain spaces (every path reaches the shell quoted). One run of the
+whole DAG (module fixture), then: the summary table, a no-op rerun, targeted staleness after a
+config change, config errors, the label-free guarantee read from the DAG itself, and a driver
+killed mid-inference that the same command resumes.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
-import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEFILE = ROOT / "workflow" / "Snakefile"
 TINY = ROOT / "tests" / "config" / "tiny.yaml"
 BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
 
 
-def snakemake(workdir: Path, *args: str, config: Path = TINY, check: bool = True, timeout: int = 1200):
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    cmd = [str(BIN / "snakemake"), "-s", str(SNAKEFILE), "--directory", str(workdir),
-           "--configfile", str(config), "--cores", "2", *args]
-    res = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
+def command(config: Path, *args: str) -> list[str]:
+    # --configfile takes several files: it goes last, so that targets in `args` stay targets
+    return [str(BIN / "snakemake"), "--cores", "2", *args, "--configfile", str(config)]
+
+
+def snakemake(*args: str, config: Path, check: bool = True, timeout: int = 1200):
+    res = subprocess.run(command(config, *args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
     if check and res.returncode != 0:
         raise AssertionError(f"snakemake failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-6000:]}")
     return res
@@ -41,20 +47,30 @@ def shared_model_cache() -> Path:
     return d
 
 
+def tiny_config(work: Path, results: str = "my results", **changes) -> Path:
+    """tiny.yaml with its results folder and model cache under `work`, both named with a space
+    (the cache is a link to the shared one)."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cache = work / "model cache"
+    if not cache.exists():
+        cache.symlink_to(shared_model_cache(), target_is_directory=True)
+    cfg |= {"results": str(work / results), "model_cache": str(cache), **changes}
+    path = work / f"{results.replace(' ', '-')}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     work = tmp_path_factory.mktemp("wf")
-    cfg = yaml.safe_load(TINY.read_text())
-    cfg["model_cache"] = str(shared_model_cache())
-    config = work / "config.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    first = snakemake(work, config=config)
-    return work, config, first
+    config = tiny_config(work)
+    first = snakemake(config=config)
+    return work / "my results", config, first
 
 
 def test_summary_table(run):
-    work, config, _ = run
-    rows = list(csv.DictReader((work / "results/tables/summary.csv").open()))
+    results, config, _ = run
+    rows = list(csv.DictReader((results / "tables/summary.csv").open()))
     cfg = yaml.safe_load(config.read_text())
     routed = {(r["source"], r["router"]) for r in rows if r["source"] != "-"}
     assert routed == {(s, r) for s in ("train", "gen-gemma") for r in cfg["routers"]}
@@ -64,22 +80,26 @@ def test_summary_table(run):
         assert int(r["n"]) > 0 and 0 <= float(r["top1"]) <= 100
     oracle = float(next(r["top1"] for r in rows if r["router"] == "oracle"))
     assert all(float(r["top1"]) <= oracle + 1e-9 for r in rows)
-    gen = [l for l in (work / "results/data/mmlu/gen-gemma.questions.jsonl").read_text().splitlines() if l]
+    gen = [l for l in (results / "data/mmlu/gen-gemma.questions.jsonl").read_text().splitlines() if l]
     assert gen, "the real generator produced no valid question"
-    assert (work / "results/tables/summary.md").read_text().count("|") > 20
+    assert (results / "tables/summary.md").read_text().count("|") > 20
 
 
-def test_every_rule_has_log_and_benchmark(run):
-    work, _, _ = run
-    assert list((work / "results/logs").rglob("*.log"))
-    rules = {p.parts[len((work / "results/benchmarks").parts)] for p in (work / "results/benchmarks").rglob("*.tsv")}
+def test_every_rule_has_log_and_timing(run):
+    results, _, _ = run
+    assert list((results / "logs").rglob("*.log"))
+    rules = {p.parts[len((results / "timings").parts)] for p in (results / "timings").rglob("*.tsv")}
     assert {"data", "split", "generate", "respond", "consensus", "embed", "train", "route", "evaluate"} <= rules
 
 
 def test_rerun_has_nothing_to_do(run):
-    work, config, _ = run
-    res = snakemake(work, "-n", config=config)
+    results, config, _ = run
+    res = snakemake("-n", config=config)
     assert "Nothing to be done" in res.stdout + res.stderr
+
+
+# the expert of each respond job a dry run plans (its output line)
+RESPONSE = re.compile(r"output: [^\n]*?/responses/[^/\s]+/[^/\s]+/([^/\s,]+)\.jsonl")
 
 
 def _planned(res) -> dict[str, int]:
@@ -89,41 +109,40 @@ def _planned(res) -> dict[str, int]:
 
 
 def test_changing_one_expert_reruns_only_its_jobs(run, tmp_path):
-    work, config, _ = run
+    results, config, _ = run
     cfg = yaml.safe_load(config.read_text())
     cfg["experts"]["b-fewshot"]["style"] = "plain"
     cfg["experts"]["b-fewshot"]["batch_size"] = 2
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
-    res = snakemake(work, "-n", config=changed)
+    res = snakemake("-n", config=changed)
     planned = _planned(res)
     n_routes = 2 * len(cfg["routers"])
     assert planned.get("respond") == 3  # train, test, gen-gemma of b-fewshot only
     assert "generate" not in planned and "embed" not in planned and "materialise" not in planned
     assert planned.get("consensus") == 2 and planned.get("train_router") == n_routes
     text = res.stdout
-    responds = re.findall(r"output: results/responses/\S+/(\S+)\.jsonl", text)
-    assert set(responds) == {"b-fewshot"}
+    assert set(RESPONSE.findall(text)) == {"b-fewshot"}
 
 
 def test_a_models_dtype_reaches_its_transformers_jobs(run, tmp_path):
     """The registry's `dtype` is the weights' dtype for either backend: changing it reruns the
     jobs of that model's experts only, and their spec carries it to the transformers backend."""
-    work, config, _ = run
+    results, config, _ = run
     cfg = yaml.safe_load(config.read_text())
     cfg["models"]["tiny-b"]["dtype"] = "bfloat16"
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
-    res = snakemake(work, "-n", "-p", config=changed)
-    responds = set(re.findall(r"output: results/responses/\S+/(\S+)\.jsonl", res.stdout))
+    res = snakemake("-n", "-p", config=changed)
+    responds = set(RESPONSE.findall(res.stdout))
     assert responds == {"b-plain", "b-fewshot"}
     shells = [l for l in (res.stdout + res.stderr).splitlines() if "rgd respond " in l]
     assert len(shells) == 6 and all('"engine": {"dtype": "bfloat16"}' in l for l in shells)
 
 
-def _summary_inputs(work: Path, config: Path) -> dict[str, list[str]]:
+def _summary_inputs(config: Path) -> dict[str, list[str]]:
     """output file -> input files, for every train_router job, from Snakemake's own DAG."""
-    res = snakemake(work, "--detailed-summary", config=config)
+    res = snakemake("--detailed-summary", config=config)
     lines = res.stdout.splitlines()
     header = lines.index(next(l for l in lines if l.startswith("output_file")))
     cols = lines[header].split("\t")
@@ -138,8 +157,8 @@ def _summary_inputs(work: Path, config: Path) -> dict[str, list[str]]:
 def test_query_only_routers_never_read_keys(run):
     """Label-free by construction, read from the DAG: CASCAL's training jobs take no key file,
     while every query-answer router's do (so this test can fail)."""
-    work, config, _ = run
-    jobs = _summary_inputs(work, config)
+    results, config, _ = run
+    jobs = _summary_inputs(config)
     assert jobs
     for output, inputs in jobs.items():
         router = Path(output).name
@@ -149,7 +168,7 @@ def test_query_only_routers_never_read_keys(run):
         else:
             assert has_keys, f"{output}: query-answer router without keys"
     # the consensus and embedding jobs that feed CASCAL read no keys either
-    for p in (work / "results/logs/consensus").rglob("*.log"):
+    for p in (results / "logs/consensus").rglob("*.log"):
         assert "keys" not in p.read_text()
 
 
@@ -167,12 +186,12 @@ def test_query_only_routers_never_read_keys(run):
     ],
 )
 def test_config_errors_name_the_key(tmp_path, patch, message):
-    cfg = yaml.safe_load(TINY.read_text())
+    cfg = yaml.safe_load(TINY.read_text()) | {"results": str(tmp_path / "results")}
     for k, v in patch.items():
         cfg[k] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(cfg))
-    res = snakemake(tmp_path, "-n", config=bad, check=False, timeout=120)
+    res = snakemake("-n", config=bad, check=False, timeout=120)
     assert res.returncode != 0
     assert message in res.stdout + res.stderr
     assert not (tmp_path / "results").exists()
@@ -180,12 +199,42 @@ def test_config_errors_name_the_key(tmp_path, patch, message):
 
 def test_report_and_frozen_archive(run):
     """The run ends with the HTML report (every figure category) and an archive that verifies."""
-    work, _, _ = run
-    html = (work / "results/report.html").read_text(errors="replace")
+    results, _, _ = run
+    html = (results / "report.html").read_text(errors="replace")
     for category in ("Tables", "Routing accuracy", "Skills", "Calibration", "CASCAL clusters", "Data scaling"):
         assert category in html, category
-    archives = sorted((work / "results/archive").glob("rgd-results-*.tar.gz"))
+    archives = sorted((results / "archive").glob("rgd-results-*.tar.gz"))
     assert len(archives) == 1
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    ok = subprocess.run([str(BIN / "rgd"), "verify", str(archives[0])], capture_output=True, text=True, env=env)
+    ok = subprocess.run([str(BIN / "rgd"), "verify", str(archives[0])], capture_output=True, text=True, env=ENV)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_a_killed_driver_resumes_with_the_same_command(run, tmp_path):
+    """SIGKILL of the snakemake process while a respond job runs (its orphan keeps running), then
+    the same command again: it drops the dead driver's lock, reruns what was left incomplete,
+    and ends with responses byte-identical to the uninterrupted run's, no cache record twice."""
+    results, _, _ = run
+    config = tiny_config(tmp_path, "resumed results")
+    resumed = tmp_path / "resumed results"
+    targets = [str(resumed / f"consensus/mmlu/tiny/{q}.jsonl") for q in ("train", "test")]
+    driver = subprocess.Popen(command(config, *targets), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600
+    # a respond job has started (its log exists) and not finished (no output yet)
+    while not any(not (resumed / "responses" / p.relative_to(resumed / "logs/respond")).with_suffix(".jsonl").exists()
+                  for p in (resumed / "logs/respond").rglob("*.log")):
+        assert driver.poll() is None and time.monotonic() < deadline, "the run ended before inference"
+        time.sleep(0.05)
+    os.kill(driver.pid, signal.SIGKILL)  # the driver only: its running job is orphaned, as after an OOM kill
+    driver.wait()
+    assert list((ROOT / ".snakemake/locks").glob("*.lock")), "the killed driver left no lock"
+
+    again = snakemake(*targets, config=config)  # the same command
+    assert "removed the lock left by a Snakemake run that no longer runs" in again.stderr
+    for reference in sorted((results / "responses/mmlu").glob("t*/*.jsonl")):
+        rel = reference.relative_to(results)
+        assert (resumed / rel).read_bytes() == reference.read_bytes(), rel
+    for cache in (resumed / "cache/responses").rglob("*.jsonl"):
+        keys = [json.loads(line)["key"] for line in cache.read_text().splitlines() if line.strip()]
+        assert len(keys) == len(set(keys)), f"{cache}: a record computed twice"
+    assert "Nothing to be done" in snakemake("-n", *targets, config=config).stdout

@@ -5,12 +5,19 @@ a hash of everything that determines the result (model identity and revision, ch
 hash, sampling settings, prompt). A job killed at any point restarts, reads what is there,
 and computes only the missing keys. A torn last line (the kill came mid-write) is ignored.
 Records under keys the current run does not ask for are left alone, never reused.
+
+One writer at a time: a cache is opened under an exclusive lock on `<cache>.lock`, held until the
+process ends. A job started while another process still writes the same cache (the orphan of a
+killed workflow driver, say) waits for it, then reads what it wrote: the work is never done twice
+and no record is appended twice.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -26,6 +33,7 @@ class RecordCache:
         self.path = Path(path)
         self.records: dict[str, dict] = {}
         self.torn_lines = 0
+        self._lock = _exclusive(self.path.with_name(self.path.name + ".lock"))
         if self.path.exists():
             self._load()
 
@@ -63,3 +71,29 @@ class RecordCache:
             fh.flush()
             os.fsync(fh.fileno())
         self.records.update(items)
+
+
+_HELD: dict[str, object] = {}  # lock files this process holds (flock would block on a second open)
+
+
+def _exclusive(path: Path):
+    """An open file holding an exclusive lock on `path`; waits (saying for whom) while another
+    process holds it. The lock goes with the process, however it ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(path)
+    if key in _HELD:
+        return _HELD[key]
+    fh = open(path, "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        print(f"{path.name}: held by {holder}; waiting for it to finish", file=sys.stderr, flush=True)
+        fcntl.flock(fh, fcntl.LOCK_EX)
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}\n")
+    fh.flush()
+    _HELD[key] = fh
+    return fh

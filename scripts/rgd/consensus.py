@@ -60,8 +60,8 @@ class ConsensusConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.n_classes <= len(LETTERS):
-            raise ValueError(f"n_classes: must be in 1..{len(LETTERS)}, got {self.n_classes}")
+        if isinstance(self.n_classes, bool) or not isinstance(self.n_classes, int) or not 2 <= self.n_classes <= len(LETTERS):
+            raise ValueError(f"n_classes: must be an integer in 2..{len(LETTERS)}, got {self.n_classes!r}")
         if not 0.0 <= self.clip_low <= self.clip_high <= 1.0:
             raise ValueError(f"clip_low/clip_high: need 0 <= low <= high <= 1, got {self.clip_low}, {self.clip_high}")
         if not (self.tau > 0 and math.isfinite(self.tau)):

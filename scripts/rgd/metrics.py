@@ -39,6 +39,22 @@ import numpy as np
 ABSTAIN = -1
 
 
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """Config `evaluation` (and `rgd evaluate` options): the seeded bootstrap of every metric."""
+
+    n_boot: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_boot", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError(f"{name}: expected an integer, got {v!r}")
+        if self.n_boot < 1:
+            raise ValueError(f"n_boot: need at least 1 bootstrap resample, got {self.n_boot}")
+
+
 def _check(choices: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     choices, gold = np.asarray(choices), np.asarray(gold)
     if choices.ndim != 2 or not np.issubdtype(choices.dtype, np.integer):

@@ -6,19 +6,19 @@ rule consensus:
         questions=questions("{qset}"),
         responses=lambda w: list(pool_responses(w).values()),
     output:
-        scores=f"{RESULTS}/consensus/{{bench}}/{{pool}}/{{qset}}.jsonl",
-        stats=f"{RESULTS}/consensus/{{bench}}/{{pool}}/{{qset}}.stats.json",
+        scores=results_path("consensus/{bench}/{pool}/{qset}.jsonl"),
+        stats=results_path("consensus/{bench}/{pool}/{qset}.stats.json"),
     log:
-        f"{LOGS}/consensus/{{bench}}/{{pool}}/{{qset}}.log",
+        log_path("consensus/{bench}/{pool}/{qset}"),
     benchmark:
-        f"{BENCH}/consensus/{{bench}}/{{pool}}/{{qset}}.tsv"
+        timing_path("consensus/{bench}/{pool}/{qset}")
     conda:
         "../../envs/core.yaml"
     resources:
         **rule_resources(),
     params:
         responses=lambda w: pairs(pool_responses(w)),
-        spec=as_json(config.get("consensus", {})),
+        spec=as_json(config["consensus"]),
     shell:
-        "rgd consensus --questions {input.questions} --responses {params.responses} "
-        "--spec {params.spec:q} --out {output.scores} --stats {output.stats} > {log} 2>&1"
+        "rgd consensus --questions {input.questions:q} --responses {params.responses:q} "
+        "--spec {params.spec:q} --out {output.scores:q} --stats {output.stats:q} > {log:q} 2>&1"

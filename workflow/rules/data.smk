@@ -3,12 +3,12 @@
 
 rule embedded_data:
     output:
-        questions=f"{RESULTS}/data/{{bench}}/all.questions.jsonl",
-        answers=f"{RESULTS}/data/{{bench}}/all.keys.jsonl",
+        questions=results_path("data/{bench}/all.questions.jsonl"),
+        keys_file=results_path("data/{bench}/all.keys.jsonl"),
     log:
-        f"{LOGS}/data/{{bench}}.log",
+        log_path("data/{bench}"),
     benchmark:
-        f"{BENCH}/data/{{bench}}.tsv"
+        timing_path("data/{bench}")
     wildcard_constraints:
         bench=one_of(EMBEDDED),
     conda:
@@ -16,14 +16,13 @@ rule embedded_data:
     resources:
         **rule_resources(),
     params:
-        subjects=lambda w: " ".join(bench_source(w)["subjects"]),
-        split=lambda w: bench_source(w).get("split", "test"),
-        per_subject=lambda w: bench_source(w).get("per_subject", 40),
-        seed=config.get("seed", 0),
+        subjects=lambda w: bench_source(w)["subjects"],
+        # the step's own defaults (rgd.embedded) apply to what the config leaves out
+        options=lambda w: optional_args(bench_source(w), "split", "per_subject"),
+        seed=config["seed"],
     shell:
-        "rgd embedded-data --subjects {params.subjects} --split {params.split} "
-        "--per-subject {params.per_subject} --seed {params.seed} "
-        "--out-questions {output.questions} --out-keys {output.answers} > {log} 2>&1"
+        "rgd embedded-data --subjects {params.subjects:q} {params.options:q} --seed {params.seed:q} "
+        "--out-questions {output.questions:q} --out-keys {output.keys_file:q} > {log:q} 2>&1"
 
 
 # Paper benchmarks. `download` is the one rule that needs the network (Hugging Face hub or
@@ -32,11 +31,11 @@ rule embedded_data:
 # with a source.json stamp (repo, revision, sha256 of every file). `format_benchmark` is offline.
 rule download:
     output:
-        directory(f"{RAW}/{{bench}}"),
+        directory(os.path.join(RAW, "{bench}")),
     log:
-        f"{LOGS}/download/{{bench}}.log",
+        log_path("download/{bench}"),
     benchmark:
-        f"{BENCH}/download/{{bench}}.tsv"
+        timing_path("download/{bench}")
     wildcard_constraints:
         bench=one_of(DOWNLOADED),
     localrule: True
@@ -46,20 +45,20 @@ rule download:
         kind=lambda w: bench_source(w)["kind"],
         revision=lambda w: bench_source(w)["revision"],
     shell:
-        "rgd download --benchmark {params.kind} --revision {params.revision} "
-        "--out-dir {output} > {log} 2>&1"
+        "rgd download --benchmark {params.kind:q} --revision {params.revision:q} "
+        "--out-dir {output:q} > {log:q} 2>&1"
 
 
 rule format_benchmark:
     input:
-        raw=f"{RAW}/{{bench}}",
+        raw=os.path.join(RAW, "{bench}"),
     output:
-        questions=f"{RESULTS}/data/{{bench}}/all.questions.jsonl",
-        answers=f"{RESULTS}/data/{{bench}}/all.keys.jsonl",
+        questions=results_path("data/{bench}/all.questions.jsonl"),
+        keys_file=results_path("data/{bench}/all.keys.jsonl"),
     log:
-        f"{LOGS}/format/{{bench}}.log",
+        log_path("format/{bench}"),
     benchmark:
-        f"{BENCH}/format/{{bench}}.tsv"
+        timing_path("format/{bench}")
     wildcard_constraints:
         bench=one_of(DOWNLOADED),
     conda:
@@ -70,34 +69,34 @@ rule format_benchmark:
         kind=lambda w: bench_source(w)["kind"],
         options=lambda w: as_json(bench_source(w).get("options", {})),
     shell:
-        "rgd format --benchmark {params.kind} --raw-dir {input.raw} --options {params.options:q} "
-        "--out-questions {output.questions} --out-keys {output.answers} > {log} 2>&1"
+        "rgd format --benchmark {params.kind:q} --raw-dir {input.raw:q} --options {params.options:q} "
+        "--out-questions {output.questions:q} --out-keys {output.keys_file:q} > {log:q} 2>&1"
 
 
 rule split:
     input:
         questions=questions("all"),
-        answers=keys("all"),
+        keys_file=keys("all"),
+        test_ids=split_test_ids,
     output:
         train_questions=questions("train"),
         train_keys=keys("train"),
         test_questions=questions("test"),
         test_keys=keys("test"),
     log:
-        f"{LOGS}/split/{{bench}}.log",
+        log_path("split/{bench}"),
     benchmark:
-        f"{BENCH}/split/{{bench}}.tsv"
+        timing_path("split/{bench}")
     conda:
         "../../envs/core.yaml"
     resources:
         **rule_resources(),
     params:
-        fraction=lambda w: config["benchmarks"][w.bench]
-        .get("split", {})
-        .get("train_fraction", 0.6),
-        seed=lambda w: config["benchmarks"][w.bench].get("split", {}).get("seed", 0),
+        fraction=lambda w: split_settings(w)["train_fraction"],
+        seed=lambda w: split_settings(w)["seed"],
+        test_ids=lambda w, input: ["--test-ids", *input.test_ids] if input.test_ids else [],
     shell:
-        "rgd split --questions {input.questions} --keys {input.answers} "
-        "--train-fraction {params.fraction} --seed {params.seed} "
-        "--train-questions {output.train_questions} --train-keys {output.train_keys} "
-        "--test-questions {output.test_questions} --test-keys {output.test_keys} > {log} 2>&1"
+        "rgd split --questions {input.questions:q} --keys {input.keys_file:q} "
+        "--train-fraction {params.fraction:q} --seed {params.seed:q} {params.test_ids:q} "
+        "--train-questions {output.train_questions:q} --train-keys {output.train_keys:q} "
+        "--test-questions {output.test_questions:q} --test-keys {output.test_keys:q} > {log:q} 2>&1"

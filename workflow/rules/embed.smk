@@ -5,18 +5,18 @@ rule embed:
     input:
         questions=questions("{qset}"),
     output:
-        f"{RESULTS}/embeddings/{{bench}}/{{qset}}.npz",
+        results_path("embeddings/{bench}/{qset}.npz"),
     log:
-        f"{LOGS}/embed/{{bench}}/{{qset}}.log",
+        log_path("embed/{bench}/{qset}"),
     benchmark:
-        f"{BENCH}/embed/{{bench}}/{{qset}}.tsv"
+        timing_path("embed/{bench}/{qset}")
     conda:
         conda_env("vllm" if config["embedder"]["kind"] == "vllm" else "transformers")
     threads: 1
     resources:
-        **rule_resources(lambda w: config["embedder"].get("resources", {})),
+        **rule_resources(embedder_resources),
     params:
         spec=as_json(config["embedder"]),
     shell:
-        "rgd embed --questions {input.questions} --spec {params.spec:q} --out {output} "
-        "--threads {threads} > {log} 2>&1"
+        "rgd embed --questions {input.questions:q} --spec {params.spec:q} --out {output:q} "
+        "--threads {threads} > {log:q} 2>&1"

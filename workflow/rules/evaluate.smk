@@ -1,61 +1,59 @@
 # Evaluation against the real test keys, and the summary table.
+EVAL = results_path("eval/{bench}/{pool}/{source}/{router}.json")
+ROUTE = results_path("routes/{bench}/{pool}/{source}/{router}.jsonl")
+
+
+def every(pattern, keep=()):
+    """`pattern` for every benchmark, pool, source and router of the config; the wildcards named
+    in `keep` stay wildcards (a per-(benchmark, pool) rule keeps "bench" and "pool")."""
+    grid = {"bench": BENCHMARKS, "pool": POOLS, "source": SOURCES, "router": ROUTERS}
+    names = set(re.findall(r"{(\w+)}", pattern)) - set(keep)
+    return expand(pattern, **{k: v for k, v in grid.items() if k in names}, allow_missing=True)
 
 
 rule evaluate:
     input:
-        routes=f"{RESULTS}/routes/{{bench}}/{{pool}}/{{source}}/{{router}}.jsonl",
+        routes=ROUTE,
         questions=questions("test"),
-        answers=keys("test"),
-        responses=lambda w: list(pool_responses(w, "test").values()),
+        keys_file=keys("test"),
+        responses=lambda w: list(test_responses(w).values()),
         # the Top-3 tie-break z uses (median, sigma) of the training source (label-free)
-        stats=f"{RESULTS}/consensus/{{bench}}/{{pool}}/{{source}}.stats.json",
+        stats=results_path("consensus/{bench}/{pool}/{source}.stats.json"),
     output:
-        f"{RESULTS}/eval/{{bench}}/{{pool}}/{{source}}/{{router}}.json",
+        EVAL,
     log:
-        f"{LOGS}/evaluate/{{bench}}/{{pool}}/{{source}}/{{router}}.log",
+        log_path("evaluate/{bench}/{pool}/{source}/{router}"),
     benchmark:
-        f"{BENCH}/evaluate/{{bench}}/{{pool}}/{{source}}/{{router}}.tsv"
+        timing_path("evaluate/{bench}/{pool}/{source}/{router}")
     conda:
         "../../envs/core.yaml"
     resources:
         **rule_resources(),
     params:
-        responses=lambda w: pairs(pool_responses(w, "test")),
-        labels=lambda w: as_json(
-            {
-                "benchmark": w.bench,
-                "pool": w.pool,
-                "source": w.source,
-                "router": w.router,
-            }
-        ),
-        seed=config.get("evaluation", {}).get("seed", 0),
-        n_boot=config.get("evaluation", {}).get("n_boot", 1000),
+        responses=lambda w: pairs(test_responses(w)),
+        labels=lambda w: as_json(labels(w)),
+        seed=config["evaluation"]["seed"],
+        n_boot=config["evaluation"]["n_boot"],
     shell:
-        "rgd evaluate --routes {input.routes} --questions {input.questions} --keys {input.answers} "
-        "--responses {params.responses} --stats {input.stats} --labels {params.labels:q} "
-        "--seed {params.seed} --n-boot {params.n_boot} --out {output} > {log} 2>&1"
+        "rgd evaluate --routes {input.routes:q} --questions {input.questions:q} "
+        "--keys {input.keys_file:q} --responses {params.responses:q} --stats {input.stats:q} "
+        "--labels {params.labels:q} --seed {params.seed:q} --n-boot {params.n_boot:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule summary:
     input:
-        expand(
-            f"{RESULTS}/eval/{{bench}}/{{pool}}/{{source}}/{{router}}.json",
-            bench=BENCHMARKS,
-            pool=POOLS,
-            source=SOURCES,
-            router=ROUTERS,
-        ),
+        every(EVAL),
     output:
-        csv=f"{RESULTS}/tables/summary.csv",
-        md=f"{RESULTS}/tables/summary.md",
+        csv=results_path("tables/summary.csv"),
+        md=results_path("tables/summary.md"),
     log:
-        f"{LOGS}/summary.log",
+        log_path("summary"),
     benchmark:
-        f"{BENCH}/summary.tsv"
+        timing_path("summary")
     conda:
         "../../envs/core.yaml"
     resources:
         **rule_resources(),
     shell:
-        "rgd summarize --evals {input} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+        "rgd summarize --evals {input:q} --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"

@@ -8,13 +8,13 @@ rule filter_generated:
     input:
         unpack(filter_inputs),
     output:
-        questions=f"{RESULTS}/data/{{bench}}/gen-{{gen}}-filtered.questions.jsonl",
-        answers=f"{RESULTS}/data/{{bench}}/gen-{{gen}}-filtered.keys.jsonl",
-        report=f"{RESULTS}/data/{{bench}}/gen-{{gen}}-filtered.filter.json",
+        questions=results_path("data/{bench}/gen-{gen}-filtered.questions.jsonl"),
+        keys_file=results_path("data/{bench}/gen-{gen}-filtered.keys.jsonl"),
+        report=results_path("data/{bench}/gen-{gen}-filtered.filter.json"),
     log:
-        f"{LOGS}/filter/{{bench}}/{{gen}}.log",
+        log_path("filter/{bench}/{gen}"),
     benchmark:
-        f"{BENCH}/filter/{{bench}}/{{gen}}.tsv"
+        timing_path("filter/{bench}/{gen}")
     wildcard_constraints:
         gen=one_of(FILTERED),
     conda:
@@ -22,27 +22,27 @@ rule filter_generated:
     resources:
         **rule_resources(),
     params:
-        spec=lambda w: as_json(filter_spec(w.gen)),
+        spec=lambda w: as_json(filter_spec(w)),
         responses=filter_args,
         labels=lambda w: as_json({"benchmark": w.bench, "generator": w.gen}),
     shell:
-        "rgd filter --questions {input.questions} --keys {input.answers} --spec {params.spec:q} "
-        "{params.responses} --labels {params.labels:q} --out-questions {output.questions} "
-        "--out-keys {output.answers} --out-report {output.report} > {log} 2>&1"
+        "rgd filter --questions {input.questions:q} --keys {input.keys_file:q} --spec {params.spec:q} "
+        "{params.responses:q} --labels {params.labels:q} --out-questions {output.questions:q} "
+        "--out-keys {output.keys_file:q} --out-report {output.report:q} > {log:q} 2>&1"
 
 
 rule subset_responses:
     input:
-        questions=f"{RESULTS}/data/{{bench}}/gen-{{gen}}-filtered.questions.jsonl",
-        responses=f"{RESULTS}/responses/{{bench}}/gen-{{gen}}/{{expert}}.jsonl",
-        meta=f"{RESULTS}/responses/{{bench}}/gen-{{gen}}/{{expert}}.meta.json",
+        questions=results_path("data/{bench}/gen-{gen}-filtered.questions.jsonl"),
+        responses=results_path("responses/{bench}/gen-{gen}/{expert}.jsonl"),
+        meta=results_path("responses/{bench}/gen-{gen}/{expert}.meta.json"),
     output:
-        responses=f"{RESULTS}/responses/{{bench}}/gen-{{gen}}-filtered/{{expert}}.jsonl",
-        meta=f"{RESULTS}/responses/{{bench}}/gen-{{gen}}-filtered/{{expert}}.meta.json",
+        responses=results_path("responses/{bench}/gen-{gen}-filtered/{expert}.jsonl"),
+        meta=results_path("responses/{bench}/gen-{gen}-filtered/{expert}.meta.json"),
     log:
-        f"{LOGS}/subset_responses/{{bench}}/{{gen}}/{{expert}}.log",
+        log_path("subset_responses/{bench}/{gen}/{expert}"),
     benchmark:
-        f"{BENCH}/subset_responses/{{bench}}/{{gen}}/{{expert}}.tsv"
+        timing_path("subset_responses/{bench}/{gen}/{expert}")
     wildcard_constraints:
         gen=one_of(FILTERED),
     conda:
@@ -50,20 +50,20 @@ rule subset_responses:
     resources:
         **rule_resources(),
     shell:
-        "rgd subset-responses --questions {input.questions} --responses {input.responses} "
-        "--meta {input.meta} --out {output.responses} --out-meta {output.meta} > {log} 2>&1"
+        "rgd subset-responses --questions {input.questions:q} --responses {input.responses:q} "
+        "--meta {input.meta:q} --out {output.responses:q} --out-meta {output.meta:q} > {log:q} 2>&1"
 
 
 rule subset_embeddings:
     input:
-        questions=f"{RESULTS}/data/{{bench}}/gen-{{gen}}-filtered.questions.jsonl",
-        embeddings=f"{RESULTS}/embeddings/{{bench}}/gen-{{gen}}.npz",
+        questions=results_path("data/{bench}/gen-{gen}-filtered.questions.jsonl"),
+        embeddings=results_path("embeddings/{bench}/gen-{gen}.npz"),
     output:
-        f"{RESULTS}/embeddings/{{bench}}/gen-{{gen}}-filtered.npz",
+        results_path("embeddings/{bench}/gen-{gen}-filtered.npz"),
     log:
-        f"{LOGS}/subset_embeddings/{{bench}}/{{gen}}.log",
+        log_path("subset_embeddings/{bench}/{gen}"),
     benchmark:
-        f"{BENCH}/subset_embeddings/{{bench}}/{{gen}}.tsv"
+        timing_path("subset_embeddings/{bench}/{gen}")
     wildcard_constraints:
         gen=one_of(FILTERED),
     conda:
@@ -71,8 +71,8 @@ rule subset_embeddings:
     resources:
         **rule_resources(),
     shell:
-        "rgd subset-embeddings --questions {input.questions} --embeddings {input.embeddings} "
-        "--out {output} > {log} 2>&1"
+        "rgd subset-embeddings --questions {input.questions:q} --embeddings {input.embeddings:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 # A filtered set's responses and embeddings are subsets of its parent's, never recomputed.

@@ -4,34 +4,31 @@
 rule generate:
     input:
         seeds=questions("train"),
-        descriptions=lambda w: project_file(
-            config["benchmarks"][w.bench]["descriptions"]
-        ),
+        descriptions=descriptions_file,
         model=generator_model,
     output:
-        questions=f"{RESULTS}/data/{{bench}}/gen-{{gen}}.questions.jsonl",
-        answers=f"{RESULTS}/data/{{bench}}/gen-{{gen}}.keys.jsonl",
-        rejects=f"{RESULTS}/data/{{bench}}/gen-{{gen}}.rejects.jsonl",
-        meta=f"{RESULTS}/data/{{bench}}/gen-{{gen}}.meta.json",
+        questions=results_path("data/{bench}/gen-{gen}.questions.jsonl"),
+        keys_file=results_path("data/{bench}/gen-{gen}.keys.jsonl"),
+        rejects=results_path("data/{bench}/gen-{gen}.rejects.jsonl"),
+        meta=results_path("data/{bench}/gen-{gen}.meta.json"),
     log:
-        f"{LOGS}/generate/{{bench}}/{{gen}}.log",
+        log_path("generate/{bench}/{gen}"),
     benchmark:
-        f"{BENCH}/generate/{{bench}}/{{gen}}.tsv"
+        timing_path("generate/{bench}/{gen}")
     # generation heads the longest chain (generate -> respond -> ... -> evaluate): start it first
     priority: 50
     conda:
-        lambda w: conda_env(config["generators"][w.gen].get("backend", "transformers"))
+        lambda w: conda_env(config["generators"][w.gen]["backend"])
     threads: 1
     resources:
         **rule_resources(generator_resources),
     params:
         spec=lambda w: as_json(generator_spec(w)),
-        model_dir=lambda w, input: (
-            f"--model-dir {os.path.dirname(input.model)}" if input.model else ""
-        ),
-        cache=f"{RESULTS}/cache/generate/{{bench}}/{{gen}}.jsonl",
+        model_dir=model_dir_arg,
+        cache=results_path("cache/generate/{bench}/{gen}.jsonl"),
     shell:
-        "rgd generate --name {wildcards.gen} --spec {params.spec:q} "
-        "--seed-questions {input.seeds} --descriptions {input.descriptions} {params.model_dir} "
-        "--out-questions {output.questions} --out-keys {output.answers} --out-rejects {output.rejects} "
-        "--out-meta {output.meta} --cache {params.cache} --threads {threads} > {log} 2>&1"
+        "rgd generate --name {wildcards.gen:q} --spec {params.spec:q} "
+        "--seed-questions {input.seeds:q} --descriptions {input.descriptions:q} {params.model_dir:q} "
+        "--out-questions {output.questions:q} --out-keys {output.keys_file:q} "
+        "--out-rejects {output.rejects:q} --out-meta {output.meta:q} --cache {params.cache:q} "
+        "--threads {threads} > {log:q} 2>&1"

@@ -3,45 +3,46 @@
 
 rule materialise:
     output:
-        manifest=f"{CACHE}/{{model}}/rgd-model.json",
+        manifest=model_manifest("{model}"),
     log:
-        f"{LOGS}/materialise/{{model}}.log",
+        log_path("materialise/{model}"),
     benchmark:
-        f"{BENCH}/materialise/{{model}}.tsv"
+        timing_path("materialise/{model}")
     priority: 100
     conda:
         "../../envs/torch.yaml"
     resources:
-        **rule_resources(lambda w: {**model_spec(w.model), "gpus": 0}),
+        **rule_resources(materialise_resources),
     params:
         spec=lambda w: as_json(config["models"][w.model]["source"]),
-        out_dir=lambda w: f"{CACHE}/{w.model}",
+        out_dir=lambda w, output: os.path.dirname(output.manifest),
     shell:
-        "rgd materialise --name {wildcards.model} --spec {params.spec:q} "
-        "--out-dir {params.out_dir} > {log} 2>&1"
+        "rgd materialise --name {wildcards.model:q} --spec {params.spec:q} "
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule respond:
     input:
         questions=questions("{qset}"),
-        model=lambda w: model_manifest(config["experts"][w.expert]["model"]),
+        model=expert_model,
     output:
-        responses=f"{RESULTS}/responses/{{bench}}/{{qset}}/{{expert}}.jsonl",
-        meta=f"{RESULTS}/responses/{{bench}}/{{qset}}/{{expert}}.meta.json",
+        responses=results_path("responses/{bench}/{qset}/{expert}.jsonl"),
+        meta=results_path("responses/{bench}/{qset}/{expert}.meta.json"),
     log:
-        f"{LOGS}/respond/{{bench}}/{{qset}}/{{expert}}.log",
+        log_path("respond/{bench}/{qset}/{expert}"),
     benchmark:
-        f"{BENCH}/respond/{{bench}}/{{qset}}/{{expert}}.tsv"
+        timing_path("respond/{bench}/{qset}/{expert}")
     conda:
-        lambda w: conda_env(expert_spec(w.expert).get("backend", "transformers"))
+        lambda w: conda_env(expert_spec(w.expert)["backend"])
     threads: 1
     resources:
-        **rule_resources(lambda w: model_spec(config["experts"][w.expert]["model"])),
+        **rule_resources(expert_resources),
     params:
         spec=lambda w: as_json(expert_spec(w.expert)),
         model_dir=lambda w, input: os.path.dirname(input.model),
-        cache=f"{RESULTS}/cache/responses/{{bench}}/{{qset}}/{{expert}}.jsonl",
+        cache=results_path("cache/responses/{bench}/{qset}/{expert}.jsonl"),
     shell:
-        "rgd respond --questions {input.questions} --expert {wildcards.expert} "
-        "--spec {params.spec:q} --model-dir {params.model_dir} --out {output.responses} "
-        "--meta {output.meta} --cache {params.cache} --threads {threads} > {log} 2>&1"
+        "rgd respond --questions {input.questions:q} --expert {wildcards.expert:q} "
+        "--spec {params.spec:q} --model-dir {params.model_dir:q} --out {output.responses:q} "
+        "--meta {output.meta:q} --cache {params.cache:q} "
+        "--threads {threads} > {log:q} 2>&1"

@@ -5,46 +5,43 @@ rule train_router:
     input:
         unpack(train_inputs),
     output:
-        directory(f"{RESULTS}/routers/{{bench}}/{{pool}}/{{source}}/{{router}}"),
+        directory(results_path("routers/{bench}/{pool}/{source}/{router}")),
     log:
-        f"{LOGS}/train/{{bench}}/{{pool}}/{{source}}/{{router}}.log",
+        log_path("train/{bench}/{pool}/{source}/{router}"),
     benchmark:
-        f"{BENCH}/train/{{bench}}/{{pool}}/{{source}}/{{router}}.tsv"
+        timing_path("train/{bench}/{pool}/{source}/{router}")
     conda:
         "../../envs/core.yaml"
     resources:
         **rule_resources(),
     params:
-        experts=lambda w: " ".join(config["pools"][w.pool]),
-        key_arg=lambda w, input: (
-            f"--keys {input.answers}" if "answers" in input.keys() else ""
-        ),
-        spec=lambda w: as_json(
-            {"seed": config.get("seed", 0), **config["routers"][w.router]}
-        ),
+        experts=pool_members,
+        key_arg=key_arg,
+        spec=lambda w: as_json(router_spec(w)),
     shell:
-        "rgd train --kind {wildcards.router} --questions {input.questions} "
-        "--embeddings {input.embeddings} --consensus {input.consensus} --experts {params.experts} "
-        "{params.key_arg} --spec {params.spec:q} --out-dir {output} > {log} 2>&1"
+        "rgd train --kind {wildcards.router:q} --questions {input.questions:q} "
+        "--embeddings {input.embeddings:q} --consensus {input.consensus:q} "
+        "--experts {params.experts:q} {params.key_arg:q} --spec {params.spec:q} "
+        "--out-dir {output:q} > {log:q} 2>&1"
 
 
 rule route:
     input:
-        router=f"{RESULTS}/routers/{{bench}}/{{pool}}/{{source}}/{{router}}",
+        router=results_path("routers/{bench}/{pool}/{source}/{router}"),
         questions=questions("test"),
-        embeddings=f"{RESULTS}/embeddings/{{bench}}/test.npz",
+        embeddings=results_path("embeddings/{bench}/test.npz"),
     output:
-        f"{RESULTS}/routes/{{bench}}/{{pool}}/{{source}}/{{router}}.jsonl",
+        results_path("routes/{bench}/{pool}/{source}/{router}.jsonl"),
     log:
-        f"{LOGS}/route/{{bench}}/{{pool}}/{{source}}/{{router}}.log",
+        log_path("route/{bench}/{pool}/{source}/{router}"),
     benchmark:
-        f"{BENCH}/route/{{bench}}/{{pool}}/{{source}}/{{router}}.tsv"
+        timing_path("route/{bench}/{pool}/{source}/{router}")
     conda:
         "../../envs/core.yaml"
     resources:
         **rule_resources(),
     params:
-        seed=config.get("seed", 0),
+        seed=config["seed"],
     shell:
-        "rgd route --router {input.router} --questions {input.questions} "
-        "--embeddings {input.embeddings} --seed {params.seed} --out {output} > {log} 2>&1"
+        "rgd route --router {input.router:q} --questions {input.questions:q} "
+        "--embeddings {input.embeddings:q} --seed {params.seed:q} --out {output:q} > {log:q} 2>&1"

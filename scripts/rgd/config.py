@@ -1,0 +1,194 @@
+"""The workflow configuration: checked whole, before any job starts, by the code the steps use.
+
+The Snakefile calls `load` at parse time on the config Snakemake read (a `--configfile` given on
+the command line is the whole config; the embedded default applies only when none is given):
+
+1. every config file is re-read strictly: a key given twice is refused with file and line (YAML
+   itself keeps the last value silently);
+2. the JSON schema (workflow/schemas/config.schema.yaml) checks structure, types and names, and
+   fills in its defaults. Every name that becomes a wildcard, a path part or a command argument
+   must match a safe pattern there;
+3. cross-references (an expert's model, a pool's experts, a filter's expert and pool, ...);
+4. every step's settings are built with the step's own typed settings class (consensus, routers,
+   evaluation, split, ...), so a bound or cross-field rule (clip_low <= clip_high, n_boot >= 1)
+   lives once, in the step, and still stops the run before the first job. The settings the step
+   classes fill in are written back, so results/config.json and the config hash list every knob.
+
+All problems are reported together, one line each, `key.path: message`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+# A local generator or expert runs one of these backends on a registry model; the others are APIs.
+LOCAL_BACKENDS = ("transformers", "vllm")
+
+
+class ConfigError(ValueError):
+    """Everything wrong with a config, one `key.path: message` line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("invalid config:\n  " + "\n  ".join(self.problems))
+
+
+# --------------------------------------------------------------------------- hashing
+def canonical_json(config: dict) -> bytes:
+    """The bytes of results/config.json: sorted keys, no ASCII escaping, no spaces."""
+    return json.dumps(config, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def config_hash(config: dict) -> str:
+    """sha256 of the canonical JSON of the loaded config: names the results archive."""
+    return hashlib.sha256(canonical_json(config)).hexdigest()
+
+
+# --------------------------------------------------------------------------- files
+def duplicate_keys(path: str | Path) -> list[str]:
+    """`file:line: key: given twice (first on line n)` for every mapping key repeated in a YAML file."""
+    import yaml
+
+    problems: list[str] = []
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                problems.append(f"{path}:{line}: {key}: given twice (first on line {seen[key]})")
+            else:
+                seen[key] = line
+        return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    try:
+        yaml.load(Path(path).read_text(encoding="utf-8"), Loader=Loader)  # noqa: S506 (a SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        problems.append(f"{path}: {e}")
+    return problems
+
+
+# --------------------------------------------------------------------------- schema
+def _schema_problems(config: dict, schema_path: str | Path) -> list[str]:
+    """Schema errors as `key.path: message`, after filling in the schema's defaults."""
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+
+    def fill_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub:
+                    instance.setdefault(prop, json.loads(json.dumps(sub["default"])))
+        yield from cls.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    filling = jsonschema.validators.extend(cls, {"properties": fill_defaults})
+    errors = sorted(filling(schema).iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    return [f"{_key(e.absolute_path) or '(top level)'}: {_message(e)}" for e in errors]
+
+
+def _key(path) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _message(e) -> str:
+    # a failed name pattern says what a name may be, not the regular expression alone
+    if e.validator == "pattern" and "name" in str(e.schema.get("description", "")):
+        return f"{e.instance!r} is not a safe name: {e.schema['description']}"
+    if e.validator == "additionalProperties":
+        return e.message.replace("Additional properties are not allowed", "unknown key(s)")
+    return e.message
+
+
+# --------------------------------------------------------------------------- references
+def _reference_problems(c: dict) -> list[str]:
+    p = []
+    for name, e in c["experts"].items():
+        if e["model"] not in c["models"]:
+            p.append(f"experts.{name}.model: unknown model {e['model']!r}")
+    for name, members in c["pools"].items():
+        p += [f"pools.{name}: unknown expert {m!r}" for m in members if m not in c["experts"]]
+    gens = c.get("generators", {})
+    for name, g in gens.items():
+        local = g["backend"] in LOCAL_BACKENDS
+        if local and g.get("model") not in c["models"]:
+            p.append(f"generators.{name}.model: unknown model {g.get('model')!r}")
+        if not local and "model_id" not in g:
+            p.append(f"generators.{name}.model_id: required for the {g['backend']} backend")
+        f = g.get("filter") or {}
+        if f and f"{name}-filtered" in gens:
+            p.append(f"generators.{name}-filtered: the name is taken by {name}'s filtered set")
+        expert = f.get("self_consistency", {}).get("expert")
+        if expert is not None:
+            where = f"generators.{name}.filter.self_consistency.expert"
+            if expert not in c["experts"]:
+                p.append(f"{where}: unknown expert {expert!r}")
+            elif c["experts"][expert]["model"] != g.get("model"):
+                p.append(
+                    f"{where}: {expert!r} runs model {c['experts'][expert]['model']!r}, not the generator's "
+                    f"{g.get('model')!r} (the generator must answer its own questions; an API generator cannot)"
+                )
+        pool = f.get("differentiation", {}).get("pool")
+        if pool is not None and pool not in c["pools"]:
+            p.append(f"generators.{name}.filter.differentiation.pool: unknown pool {pool!r}")
+    if "cascal" not in c["routers"]:
+        p.append("routers: the report needs routers.cascal (the scaling curve and the cluster figures are CASCAL's)")
+    return p
+
+
+# --------------------------------------------------------------------------- step settings
+def _settings(c: dict) -> list[str]:
+    """Build every step's settings with the step's own class; write back what the classes fill in."""
+    from .consensus import ConsensusConfig
+    from .metrics import EvaluationSettings
+    from .routers import make as make_router
+    from .split import SplitSettings
+
+    p: list[str] = []
+
+    def build(key: str, make):
+        try:
+            return make()
+        except (TypeError, ValueError) as e:
+            p.append(f"{key}: {e}")
+            return None
+
+    cons = build("consensus", lambda: ConsensusConfig(**c.get("consensus", {})))
+    if cons is not None:
+        c["consensus"] = asdict(cons)
+    for name, r in c["routers"].items():
+        build(f"routers.{name}.params", lambda: make_router(name, r.get("params", {}), r.get("seed", c["seed"])))
+    ev = build("evaluation", lambda: EvaluationSettings(**{"seed": c["seed"], **c.get("evaluation", {})}))
+    if ev is not None:
+        c["evaluation"] = asdict(ev)
+    for name, b in c["benchmarks"].items():
+        split = build(f"benchmarks.{name}.split", lambda: SplitSettings(**{"seed": c["seed"], **b.get("split", {})}))
+        if split is not None:
+            b["split"] = {k: v for k, v in asdict(split).items() if v is not None}
+    return p
+
+
+def load(config: dict, schema_path: str | Path, files: list[str | Path] = ()) -> dict:
+    """Check `config` in place (filling defaults) and return it; raise ConfigError listing every problem."""
+    problems = [q for f in files for q in duplicate_keys(f)]
+    problems += _schema_problems(config, schema_path)
+    if not problems:
+        problems += _reference_problems(config)
+    if not problems:
+        problems += _settings(config)
+    if problems:
+        raise ConfigError(problems)
+    return config

@@ -1,0 +1,187 @@
+"""The config given is the config that runs, checked whole before any job, as a user types it.
+
+Dry runs from the checkout root (`snakemake -n --configfile FILE`, the README's words) must plan
+exactly what FILE alone plans: nothing of the embedded default is merged under it. Every name that
+becomes a wildcard, a path part or a command argument must be safe, and every bound lives in the
+step's own settings class, checked before any job starts.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import rgd.config
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+TINY = ROOT / "tests" / "config" / "tiny.yaml"
+DEFAULT = ROOT / "config" / "config.yaml"
+PAPER = ROOT / "config" / "paper.yaml"
+
+
+def snakemake(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([str(BIN / "snakemake"), "-n", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def job_stats(res: subprocess.CompletedProcess) -> dict[str, int]:
+    text = res.stdout + res.stderr
+    assert "Job stats:" in text, text[-3000:]
+    table = text[text.index("Job stats:"):]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
+def alone(tmp: Path, config: Path) -> subprocess.CompletedProcess:
+    """A dry run of a checkout whose embedded default IS `config`, with no --configfile."""
+    for d in ("workflow", "config", "profiles", "tests/config"):
+        shutil.copytree(ROOT / d, tmp / d)
+    shutil.copy(config, tmp / "config" / "config.yaml")
+    return snakemake(tmp)
+
+
+@pytest.mark.parametrize("config", [TINY, PAPER, DEFAULT], ids=lambda p: p.name)
+def test_a_given_config_plans_what_it_plans_alone(config, tmp_path):
+    given = snakemake(ROOT, "--configfile", str(config.relative_to(ROOT)))
+    assert given.returncode == 0, given.stderr[-3000:]
+    assert "extended by additional config" not in given.stdout + given.stderr
+    assert job_stats(given) == job_stats(alone(tmp_path, config))
+
+
+def test_documented_job_counts():
+    assert job_stats(snakemake(ROOT, "--configfile", "tests/config/tiny.yaml"))["total"] == 57
+    assert job_stats(snakemake(ROOT, "--configfile", "config/paper.yaml"))["total"] == 1174
+
+
+def test_a_config_without_a_router_has_no_jobs_for_it(tmp_path):
+    cfg = yaml.safe_load(TINY.read_text())
+    for r in ("knn", "cascal-gt"):
+        del cfg["routers"][r]
+    path = tmp_path / "two-routers.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = snakemake(ROOT, "--configfile", str(path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    text = res.stdout + res.stderr
+    assert "/knn" not in text and "/cascal-gt" not in text
+    assert job_stats(res)["train_router"] == 2 * len(cfg["routers"])
+
+
+def test_the_archive_is_named_by_the_given_config_alone():
+    """The config hash (archive name) covers the file and the schema's defaults, nothing else."""
+    loaded = rgd.config.load(yaml.safe_load(TINY.read_text()), SCHEMA)
+    res = snakemake(ROOT, "--configfile", "tests/config/tiny.yaml")
+    assert f"rgd-results-{rgd.config.config_hash(loaded)[:12]}.tar.gz" in res.stdout
+
+
+# --------------------------------------------------------------------------- names
+HOSTILE = ["a$(touch INJECTED)", "a`touch INJECTED`", "a;touch INJECTED", "../a", "a b", "a/b", "-a", ""]
+
+
+def rename(cfg: dict, where: str, value: str) -> str:
+    """Put `value` where a name of kind `where` goes; return the key path the error must name."""
+    if where == "subject":
+        cfg["benchmarks"]["mmlu"]["source"]["subjects"][0] = value
+        return "benchmarks.mmlu.source.subjects[0]"
+    if where == "pool member":
+        cfg["pools"]["tiny"][0] = value
+        return "pools.tiny[0]"
+    if where == "expert's model":
+        cfg["experts"]["a-chat"]["model"] = value
+        return "experts.a-chat.model"
+    section, old = {"benchmark": ("benchmarks", "mmlu"), "model": ("models", "tiny-a"),
+                    "expert": ("experts", "a-chat"), "pool": ("pools", "tiny"),
+                    "generator": ("generators", "gemma"), "router": ("routers", "knn")}[where]
+    cfg[section][value] = cfg[section].pop(old)
+    return section
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+@pytest.mark.parametrize("where", ["benchmark", "subject", "model", "expert", "expert's model", "pool",
+                                   "pool member", "generator", "router"])
+def test_unsafe_names_are_refused_naming_the_key(where, value):
+    cfg = yaml.safe_load(TINY.read_text())
+    key = rename(cfg, where, value)
+    with pytest.raises(rgd.config.ConfigError) as e:
+        rgd.config.load(cfg, SCHEMA)
+    assert any(p.startswith(key) for p in e.value.problems), e.value.problems
+
+
+def test_unsafe_values_stop_snakemake_before_any_job(tmp_path):
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg["benchmarks"]["mmlu"]["source"]["subjects"][0] = f"high_school_biology$(touch {tmp_path}/INJECTED)"
+    cfg["results"] = str(tmp_path / "results")
+    path = tmp_path / "hostile.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = subprocess.run([str(BIN / "snakemake"), "--cores", "1", "--configfile", str(path)], cwd=ROOT,
+                         env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode != 0
+    assert "benchmarks.mmlu.source.subjects[0]" in res.stdout + res.stderr
+    assert "is not a safe name" in res.stdout + res.stderr
+    assert not (tmp_path / "INJECTED").exists() and not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("key", ["results", "model_cache", "raw_data"])
+@pytest.mark.parametrize("value", ["res{bench}", "a\nb", ""])
+def test_paths_refuse_braces_and_line_breaks(key, value):
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg[key] = value
+    with pytest.raises(rgd.config.ConfigError, match=f"{key}:"):
+        rgd.config.load(cfg, SCHEMA)
+
+
+# --------------------------------------------------------------------------- bounds, once
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"consensus": {"clip_low": 0.9, "clip_high": 0.1}}, "consensus: clip_low/clip_high"),
+        ({"consensus": {"n_classes": 1}}, "consensus: n_classes"),
+        ({"consensus": {"tau": 0}}, "consensus: tau"),
+        ({"evaluation": {"n_boot": 0}}, "evaluation: n_boot"),
+        ({"benchmarks.mmlu.split": {"train_fraction": 1.0}}, "benchmarks.mmlu.split: train_fraction"),
+        ({"routers.knn": {"params": {"k": 0}}}, "routers.knn.params"),
+        ({"routers.cascal": {"params": {"min_consensus": 7}}}, "routers.cascal.params: min_consensus"),
+    ],
+)
+def test_bounds_are_the_steps_and_checked_before_any_job(patch, message):
+    cfg = yaml.safe_load(TINY.read_text())
+    for path, value in patch.items():
+        node = cfg
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    with pytest.raises(rgd.config.ConfigError) as e:
+        rgd.config.load(copy.deepcopy(cfg), SCHEMA)
+    assert any(p.startswith(message) for p in e.value.problems), e.value.problems
+
+
+def test_the_step_settings_fill_in_every_knob():
+    """The loaded config lists the steps' defaults, so results/config.json and the hash cover them."""
+    loaded = rgd.config.load(yaml.safe_load(TINY.read_text()), SCHEMA)
+    from rgd.consensus import ConsensusConfig
+    from rgd.metrics import EvaluationSettings
+
+    assert loaded["consensus"]["n_classes"] == ConsensusConfig.n_classes
+    assert loaded["evaluation"]["n_boot"] == 200 and loaded["benchmarks"]["mmlu"]["split"]["seed"] == 0
+    assert EvaluationSettings().n_boot == 1000
+
+
+def test_a_key_given_twice_is_refused_with_file_and_line(tmp_path):
+    text = TINY.read_text().replace("seed: 0\n", "seed: 0\nseed: 1\n", 1)
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    line = text.splitlines().index("seed: 1") + 1
+    res = snakemake(ROOT, "--configfile", str(path))
+    assert res.returncode != 0
+    assert f"{path}:{line}: seed: given twice (first on line {line - 1})" in res.stdout + res.stderr
