@@ -252,9 +252,10 @@ def cmd_summarize(a):
 
 
 def cmd_import_original(a):
-    from .import_original import import_original
+    from .import_original import import_splits
 
-    print(json.dumps(import_original(Path(a.root), a.task, a.split, Path(a.out_dir), a.models), indent=1))
+    out = import_splits(Path(a.root), a.task, a.split, Path(a.out_dir), a.models, embedder=a.embedder)
+    print(json.dumps(out[0] if len(out) == 1 else out, indent=1))
 
 
 # --------------------------------------------------------------------------- parser
@@ -396,9 +397,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("import-original", cmd_import_original, "convert the original implementation's files")
     s.add_argument("--root", required=True)
     s.add_argument("--task", required=True)
-    s.add_argument("--split", required=True)
+    s.add_argument("--split", required=True, nargs="+",
+                   help="one split (written into --out-dir) or several (into --out-dir/SPLIT; embeddings read once)")
     s.add_argument("--out-dir", required=True)
     s.add_argument("--models", nargs="*")
+    s.add_argument("--embedder", type=_json_arg, help="the embedder spec recorded with the embeddings "
+                   "(default: the original's Qwen3-Embedding-8B through vLLM)")
 
     # report, tables, archive, verify: rgd/report/commands.py
     from .report.commands import register as register_report
