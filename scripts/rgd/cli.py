@@ -404,10 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--embedder", type=_json_arg, help="the embedder spec recorded with the embeddings "
                    "(default: the original's Qwen3-Embedding-8B through vLLM)")
 
-    # report, tables, archive, verify: rgd/report/commands.py
+    # report, tables: rgd/report/commands.py; archive, verify: rgd/archive/commands.py
     from .report.commands import register as register_report
 
     register_report(add)
+    from .archive.commands import register as register_archive
+
+    register_archive(add)
     return p
 
 
