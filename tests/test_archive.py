@@ -177,6 +177,24 @@ def test_published_digest_is_checked(tree):
         A.verify(out)
 
 
+def test_archived_metadata_that_records_a_run_is_warned_about(tree, capsys):
+    """Figures of a run in an archived file make two runs' digests differ: rgd archive says so."""
+    meta = tree / "results/responses/mmlu/train/a.meta.json"
+    write_json(meta, {"versions": {"rgd": "0.1.0"}, "n_cached": 3, "throughput": {"compute_seconds": 1.5}})
+    out = tree / "results/archive" / A.archive_name(A.config_hash(CONFIG))
+    assert main(["archive", "--out", str(out), "--config-json", str(tree / "results/config.json"),
+                 "--results", str(tree / "results"), "--include", str(tree / "results/responses")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("rgd archive: warning: results/responses/mmlu/train/a.meta.json records figures of the run")
+    assert "n_cached, throughput.compute_seconds" in err and "will not give the same archive digest" in err
+
+
+def test_a_clean_tree_gets_no_warning(tree):
+    # the fake tree's .meta.json records versions only
+    m = A.build(tree / "x.tar.gz", tree / "results/config.json", [tree / "results/responses"], results=tree / "results")
+    assert m["_warnings"] == []
+
+
 # --------------------------------------------------------------------------- what verify proved
 def forge(src: Path, dst: Path) -> None:
     """A careful edit: a number in a result file changed, and its MANIFEST and SHA256SUMS entries
@@ -374,6 +392,23 @@ def test_an_inflating_metadata_member_is_never_read(tmp_path, member):
     assert rc == "2" and f"{member}: 268435456 bytes, more than the 16 MiB a metadata member may hold" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert int(maxrss_kib) < 128 * 1024  # the member alone would be 256 MiB
+
+
+def test_unreadable_paths_are_one_line(tree, tmp_path, capsys):
+    out = build(tree)
+    cases = [
+        (["verify", str(tmp_path)], "a directory, not an archive"),
+        (["verify", str(tmp_path / "absent.tar.gz")], "file not found"),
+        (["archive", "--out", str(out), "--config-json", str(tree / "results"), "--include", str(tree / "results/eval"),
+          "--results", str(tree / "results")], "Is a directory"),
+        (["archive", "--out", str(tmp_path / "x.tar.gz"), "--config-json", str(tree / "results/config.json"),
+          "--include", str(tree / "results/eval"), "--results", str(tree / "results"), "--model",
+          f"m={tree / 'results'}"], "Is a directory"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith(f"rgd {args[0]}: error:") and message in err and len(err.splitlines()) == 1, err
 
 
 def test_unsafe_member_paths_are_rejected(tree, tmp_path):

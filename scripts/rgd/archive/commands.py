@@ -6,15 +6,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+
+from .layout import ArchiveError
+
+
+@contextlib.contextmanager
+def _os_errors():
+    """A path that cannot be read or written (a directory, no permission) becomes one line."""
+    try:
+        yield
+    except FileNotFoundError as e:
+        raise ArchiveError(f"{e.filename}: file not found") from None
+    except OSError as e:
+        raise ArchiveError(f"{e.filename or ''}: {e.strerror or e}") from None
 
 
 def cmd_archive(a):
     from ..report.commands import _pairs  # the NAME=PATH parser of the report commands
     from .building import build
 
-    m = build(a.out, a.config_json, a.include, results=a.results, config_files=a.config_files or [],
-              models=_pairs(a.model, "model"), repo=a.repo, env_files=a.env_file or [])
+    with _os_errors():
+        m = build(a.out, a.config_json, a.include, results=a.results, config_files=a.config_files or [],
+                  models=_pairs(a.model, "model"), repo=a.repo, env_files=a.env_file or [])
     for s in m["_skipped"]:
         print(f"not archived (a secret file name): {s}")
     for w in m["_warnings"]:
@@ -26,7 +41,8 @@ def cmd_archive(a):
 def cmd_verify(a):
     from .verifying import verify
 
-    v = verify(a.archive, a.sha256, strict=a.strict)
+    with _os_errors():
+        v = verify(a.archive, a.sha256, strict=a.strict)
     for w in v.warnings:
         print(f"rgd verify: warning: {w}", file=sys.stderr)
     print(f"OK {v.archive}: {v.n_files} files match the MANIFEST; config {v.config_sha256[:12]}, "

@@ -253,7 +253,7 @@ def verify(archive: str | Path, expected_sha256: str | None = None, strict: bool
     independent digest at hand (see the module docstring); raise ArchiveError listing each problem."""
     archive = Path(archive)
     if not archive.is_file():
-        raise ArchiveError(f"{archive}: file not found")
+        raise ArchiveError(f"{archive}: {'a directory, not an archive' if archive.is_dir() else 'file not found'}")
     problems: list[str] = []
     warnings: list[str] = []
     digest = sha256_file(archive)
