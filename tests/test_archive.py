@@ -306,7 +306,8 @@ def _set(path, value):
 
 REL = "results/tables/summary.csv"
 BAD_MANIFESTS = [
-    ("files is a list", _set(["files"], [["a", "b"]]), "files: expected an object of path -> {sha256, size}, got a list"),
+    ("files is a list", _set(["files"], [["a", "b"]]),
+     "files: expected an object of path -> {sha256, size}, got a list"),
     ("files is a string", _set(["files"], "x"), "files: expected an object"),
     ("an entry is a string", _set(["files", REL], "0" * 64), f"files['{REL}']: expected an object"),
     ("an entry is a list", _set(["files", REL], ["0" * 64, 3]), f"files['{REL}']: expected an object"),
@@ -389,7 +390,8 @@ def test_an_inflating_metadata_member_is_never_read(tmp_path, member):
             "print(rc, re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read())[1])")
     r = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True, text=True, timeout=300)
     rc, maxrss_kib = r.stdout.split()
-    assert rc == "2" and f"{member}: 268435456 bytes, more than the 16 MiB a metadata member may hold" in r.stderr, r.stderr
+    assert rc == "2", r.stderr
+    assert f"{member}: 268435456 bytes, more than the 16 MiB a metadata member may hold" in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert int(maxrss_kib) < 128 * 1024  # the member alone would be 256 MiB
 

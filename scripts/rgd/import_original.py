@@ -255,7 +255,7 @@ def import_splits(
     if not splits or len(set(splits)) != len(splits):
         raise ValueError(f"split: expected distinct split names, got {list(splits)}")
     if embedder is not None and not (isinstance(embedder, dict) and isinstance(embedder.get("kind"), str)):
-        raise ValueError(f"embedder: expected an embedder spec {{\"kind\": ..., ...}} (see rgd.embed), got {embedder!r}")
+        raise ValueError(f"embedder: expected an embedder spec {{'kind': ...}} (see rgd.embed), got {embedder!r}")
     read = {s: _read_split(root, task, s, models, drop_bad_keys) for s in splits}
     emb = {}
     if with_embeddings:

@@ -228,8 +228,9 @@ def _read_members(archive: Path, problems: list[str]) -> tuple[dict[str, tuple[s
                     problems.append(f"{rel}: not a regular file ({'link' if ti.issym() or ti.islnk() else 'other'})")
                     continue
                 if rel in METADATA and ti.size > MAX_METADATA_BYTES:
-                    raise ArchiveError(f"{archive}: {rel}: {ti.size} bytes, more than the {MAX_METADATA_BYTES >> 20} MiB a "
-                                       "metadata member may hold: not read")
+                    cap = MAX_METADATA_BYTES >> 20
+                    raise ArchiveError(f"{archive}: {rel}: {ti.size} bytes, more than the {cap} MiB a metadata "
+                                       "member may hold: not read")
                 data = tar.extractfile(ti)
                 h, size = hashlib.sha256(), 0
                 chunks = [] if rel == MANIFEST else None
