@@ -7,6 +7,8 @@ must never reach the archive.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
 import json
 import os
@@ -20,7 +22,7 @@ import pytest
 
 from rgd import archive as A
 from rgd.cli import main
-from rgd.io import write_json, write_jsonl
+from rgd.io import sha256_file, write_json, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_GOOGLE_KEY = "AIza" + "Sy" + "D3adB33fD3adB33fD3adB33fD3adB33fD3"  # shaped like a key, not one
@@ -110,7 +112,7 @@ def test_build_then_verify(tree):
     # SHA256SUMS is `sha256sum -c` compatible
     line = got["SHA256SUMS"].decode().splitlines()[0]
     digest, name = line.split("  ")
-    assert A.hashlib.sha256(got[name]).hexdigest() == digest
+    assert hashlib.sha256(got[name]).hexdigest() == digest
     # the published digest sits next to the archive
     assert Path(f"{out}.sha256").read_text().split()[0] == v.sha256
 
@@ -173,6 +175,242 @@ def test_published_digest_is_checked(tree):
     Path(f"{out}.sha256").write_text("2" * 64 + f"  {out.name}\n")
     with pytest.raises(A.ArchiveError, match=r"differs from .*\.sha256"):
         A.verify(out)
+
+
+def test_archived_metadata_that_records_a_run_is_warned_about(tree, capsys):
+    """Figures of a run in an archived file make two runs' digests differ: rgd archive says so."""
+    meta = tree / "results/responses/mmlu/train/a.meta.json"
+    write_json(meta, {"versions": {"rgd": "0.1.0"}, "n_cached": 3, "throughput": {"compute_seconds": 1.5}})
+    out = tree / "results/archive" / A.archive_name(A.config_hash(CONFIG))
+    assert main(["archive", "--out", str(out), "--config-json", str(tree / "results/config.json"),
+                 "--results", str(tree / "results"), "--include", str(tree / "results/responses")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("rgd archive: warning: results/responses/mmlu/train/a.meta.json records figures of the run")
+    assert "n_cached, throughput.compute_seconds" in err and "will not give the same archive digest" in err
+
+
+def test_a_clean_tree_gets_no_warning(tree):
+    # the fake tree's .meta.json records versions only
+    m = A.build(tree / "x.tar.gz", tree / "results/config.json", [tree / "results/responses"], results=tree / "results")
+    assert m["_warnings"] == []
+
+
+# --------------------------------------------------------------------------- what verify proved
+def forge(src: Path, dst: Path) -> None:
+    """A careful edit: a number in a result file changed, and its MANIFEST and SHA256SUMS entries
+    rewritten to match, so that everything inside the archive agrees."""
+    rel = "results/eval/mmlu/tiny/train/cascal.json"
+    got = members(src)
+    new = got[rel].replace(b"0.5", b"0.9")
+    m = json.loads(got["MANIFEST"])
+    m["files"][rel] = {"sha256": hashlib.sha256(new).hexdigest(), "size": len(new)}
+    patched = {rel: new, "MANIFEST": json.dumps(m, sort_keys=True, indent=1).encode(),
+               "SHA256SUMS": A.sums_text(m["files"]).encode()}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    repack(src, dst, lambda n, d: patched.get(n, d) if n else None)
+
+
+def test_verify_says_which_digest_it_checked(tree, capsys):
+    out = build(tree)
+    published = Path(f"{out}.sha256").read_text().split()[0]
+    v = A.verify(out, published)
+    assert v.digest == "published" and not v.warnings and "published archive" in v.proved()
+    v = A.verify(out)
+    assert v.digest == "sidecar" and "intact since" in v.proved()
+    assert len(v.warnings) == 1 and "which whoever edited the archive can regenerate" in v.warnings[0]
+    Path(f"{out}.sha256").unlink()
+    v = A.verify(out)
+    assert v.digest is None and "no independent digest" in v.proved()
+    assert "no independent digest" in v.warnings[0] and "--sha256 HEX" in v.warnings[0]
+    # the command line says it too: the warning on stderr, what was proved on stdout
+    assert main(["verify", str(out)]) == 0
+    o, e = capsys.readouterr()
+    assert "OK " in o and "proved: no independent digest" in o
+    assert e.startswith("rgd verify: warning: no independent digest")
+    assert main(["verify", str(out), "--sha256", published.upper()]) == 0
+    o, e = capsys.readouterr()
+    assert "proved: its sha256 equals the published one" in o and e == ""
+
+
+@pytest.mark.parametrize("sidecar", ["missing", "regenerated", "renamed"])
+def test_a_careful_edit_is_caught_only_by_the_published_digest(tree, tmp_path, capsys, sidecar):
+    """The edit passes every internal check; what stops it is the published digest, and --strict
+    refuses to pass without one."""
+    out = build(tree)
+    published = Path(f"{out}.sha256").read_text().split()[0]
+    bad = tmp_path / "forged" / out.name
+    forge(out, bad)
+    if sidecar == "regenerated":
+        Path(f"{bad}.sha256").write_text(f"{sha256_file(bad)}  {bad.name}\n")
+    elif sidecar == "renamed":  # the original's sidecar stays behind with the old name
+        shutil.copy(f"{out}.sha256", tmp_path / "forged" / f"{out.name}.sha256")
+        bad = bad.rename(bad.with_name("results.tar.gz"))
+    v = A.verify(bad)  # passes, but says it proved nothing against this
+    assert v.digest == ("sidecar" if sidecar == "regenerated" else None) and v.warnings
+    assert main(["verify", str(bad)]) == 0
+    assert "rgd verify: warning:" in capsys.readouterr().err
+    with pytest.raises(A.ArchiveError, match="differs from the expected"):
+        A.verify(bad, published)
+    assert main(["verify", str(bad), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rgd verify: error:") and "strict: " in err and "Traceback" not in err
+    assert main(["verify", str(bad), "--strict", "--sha256", published]) == 2
+    assert "differs from the expected" in capsys.readouterr().err
+
+
+def test_strict_mode_passes_only_with_the_published_digest(tree, capsys):
+    out = build(tree)
+    published = Path(f"{out}.sha256").read_text().split()[0]
+    assert A.verify(out, published, strict=True).digest == "published"
+    with pytest.raises(A.ArchiveError, match=r"strict: the archive's sha256 was checked only against .*\.sha256"):
+        A.verify(out, strict=True)  # a matching sidecar is not enough
+    Path(f"{out}.sha256").unlink()
+    with pytest.raises(A.ArchiveError, match="strict: no independent digest"):
+        A.verify(out, strict=True)
+    assert main(["verify", str(out), "--strict", "--sha256", published]) == 0
+    assert main(["verify", str(out), "--sha256", "xyz"]) == 2
+    assert "--sha256: 'xyz' is not a sha256" in capsys.readouterr().err
+
+
+def test_sidecar_naming_another_file_is_reported(tree):
+    out = build(tree)
+    Path(f"{out}.sha256").write_text(Path(f"{out}.sha256").read_text().replace(out.name, "other.tar.gz"))
+    assert any("names 'other.tar.gz'" in w for w in A.verify(out).warnings)
+    Path(f"{out}.sha256").write_text("not a digest\n")
+    with pytest.raises(A.ArchiveError, match="does not start with a sha256"):
+        A.verify(out)
+
+
+# --------------------------------------------------------------------------- hostile MANIFESTs
+def _with_manifest(src: Path, dst: Path, edit) -> None:
+    """`src` repacked with its MANIFEST replaced by `edit(parsed manifest)` (bytes or an object)."""
+    def change(name, data):
+        if name != "MANIFEST":
+            return data if name else None
+        new = edit(json.loads(data))
+        return new if isinstance(new, bytes) else json.dumps(new).encode()
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    repack(src, dst, change)
+
+
+def _set(path, value):
+    def edit(m):
+        d = m
+        for k in path[:-1]:
+            d = d[k]
+        d[path[-1]] = value
+        return m
+    return edit
+
+
+REL = "results/tables/summary.csv"
+BAD_MANIFESTS = [
+    ("files is a list", _set(["files"], [["a", "b"]]),
+     "files: expected an object of path -> {sha256, size}, got a list"),
+    ("files is a string", _set(["files"], "x"), "files: expected an object"),
+    ("an entry is a string", _set(["files", REL], "0" * 64), f"files['{REL}']: expected an object"),
+    ("an entry is a list", _set(["files", REL], ["0" * 64, 3]), f"files['{REL}']: expected an object"),
+    ("an entry lacks size", _set(["files", REL], {"sha256": "0" * 64}), f"files['{REL}']: expected an object"),
+    ("an entry has an extra key", _set(["files", REL], {"sha256": "0" * 64, "size": 1, "x": 1}), "expected an object"),
+    ("sha256 not hex", _set(["files", REL, "sha256"], "z" * 64), f"files['{REL}'].sha256: expected 64 lowercase hex"),
+    ("sha256 a number", _set(["files", REL, "sha256"], 7), "got an integer"),
+    ("size negative", _set(["files", REL, "size"], -1), f"files['{REL}'].size: expected an integer >= 0"),
+    ("size a string", _set(["files", REL, "size"], "12"), "size: expected an integer >= 0, got a string"),
+    ("size a boolean", _set(["files", REL, "size"], True), "got a boolean"),
+    ("size a float", _set(["files", REL, "size"], 12.0), "got a number"),
+    ("unsafe path", lambda m: {**m, "files": {**m["files"], "../x": {"sha256": "0" * 64, "size": 0}}},
+     "files['../x']: not a safe relative member path"),
+    ("absolute path", lambda m: {**m, "files": {"/etc/x": {"sha256": "0" * 64, "size": 0}}}, "not a safe relative"),
+    ("files lists the MANIFEST", lambda m: {**m, "files": {"MANIFEST": {"sha256": "0" * 64, "size": 0}}},
+     "not a safe relative"),
+    ("files missing", lambda m: {k: v for k, v in m.items() if k != "files"}, "files: missing"),
+    ("config_sha256 short", _set(["config_sha256"], "abc"), "config_sha256: expected a sha256"),
+    ("config_sha256 null", _set(["config_sha256"], None), "got null"),
+    ("git a string", _set(["git"], "abc"), "git: expected an object, got a string"),
+    ("git.commit a number", _set(["git", "commit"], 5), "git.commit: expected a string or null"),
+    ("git.dirty a string", _set(["git", "dirty"], "no"), "git.dirty: expected a boolean or null"),
+    ("packages a list", _set(["packages"], ["numpy"]), "packages: expected an object, got a list"),
+    ("a package version a number", _set(["packages", "numpy"], 2), "packages['numpy']: expected a version string"),
+    ("step_versions a string", _set(["step_versions", "torch"], "2.0"), "step_versions['torch']: expected a list"),
+    ("models a list", _set(["models"], []), "models: expected an object"),
+    ("a model a string", _set(["models", "m"], "m"), "models['m']: expected an object"),
+    ("datasets a model", _set(["datasets", "mmlu"], 1), "datasets['mmlu']: expected an object"),
+    ("python a number", _set(["python"], 3), "python: expected a string"),
+    ("an unknown key", _set(["extra"], 1), "extra: unknown key"),
+    ("another format", _set(["format"], "rgd-results-archive/9"), "format: 'rgd-results-archive/9', this rgd reads"),
+    ("top level a list", lambda m: [m], "top level: expected an object, got a list"),
+    ("top level a string", lambda m: "MANIFEST", "top level: expected an object, got a string"),
+    ("a duplicated key", lambda m: json.dumps(m)[:-1].encode() + b', "format": "x"}', "duplicate key 'format'"),
+    ("malformed JSON", lambda m: b'{"format": ', "line 1: malformed JSON"),
+    ("not UTF-8", lambda m: b'{"format": "\xff"}', "MANIFEST: not UTF-8"),
+    ("nested too deeply", lambda m: b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
+    ("empty", lambda m: b"", "malformed JSON"),
+]
+
+
+@pytest.mark.parametrize("what, edit, message", BAD_MANIFESTS, ids=[c[0] for c in BAD_MANIFESTS])
+def test_every_manifest_field_is_type_checked(tree, tmp_path, capsys, what, edit, message):
+    out = build(tree)
+    bad = tmp_path / "bad" / out.name
+    _with_manifest(out, bad, edit)
+    assert main(["verify", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rgd verify: error:") and "MANIFEST" in err and message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def _zeros_archive(path: Path, size: int, name: str = "MANIFEST") -> None:
+    """A tar.gz whose member `name` is `size` zero bytes (a few hundred kB compressed)."""
+    class Zeros:
+        left = size
+
+        def read(self, n=-1):
+            n = self.left if n < 0 else min(n, self.left)
+            self.left -= n
+            return bytes(n)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", compresslevel=1, mtime=0) as gz:
+        with tarfile.open(fileobj=gz, mode="w") as t:
+            ti = tarfile.TarInfo(f"top/{name}")
+            ti.size = size
+            t.addfile(ti, Zeros())
+
+
+@pytest.mark.parametrize("member", ["MANIFEST", "SHA256SUMS", "config/config.json"])
+def test_an_inflating_metadata_member_is_never_read(tmp_path, member):
+    """256 MiB of zeros (about 250 kB compressed) in a metadata member: refused from its header,
+    in one line, with the verifying process staying far below the member's size."""
+    bomb = tmp_path / "bomb.tar.gz"
+    _zeros_archive(bomb, 256 << 20, member)
+    assert bomb.stat().st_size < 2 << 20
+    # the peak resident memory of this process image (VmHWM; ru_maxrss would include the forked pytest's)
+    code = ("import re, sys; from rgd.cli import main; rc = main(['verify', sys.argv[1]]); "
+            "print(rc, re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read())[1])")
+    r = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True, text=True, timeout=300)
+    rc, maxrss_kib = r.stdout.split()
+    assert rc == "2", r.stderr
+    assert f"{member}: 268435456 bytes, more than the 16 MiB a metadata member may hold" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert int(maxrss_kib) < 128 * 1024  # the member alone would be 256 MiB
+
+
+def test_unreadable_paths_are_one_line(tree, tmp_path, capsys):
+    out = build(tree)
+    cases = [
+        (["verify", str(tmp_path)], "a directory, not an archive"),
+        (["verify", str(tmp_path / "absent.tar.gz")], "file not found"),
+        (["archive", "--out", str(out), "--config-json", str(tree / "results"), "--include", str(tree / "results/eval"),
+          "--results", str(tree / "results")], "Is a directory"),
+        (["archive", "--out", str(tmp_path / "x.tar.gz"), "--config-json", str(tree / "results/config.json"),
+          "--include", str(tree / "results/eval"), "--results", str(tree / "results"), "--model",
+          f"m={tree / 'results'}"], "Is a directory"),
+    ]
+    for args, message in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err
+        assert err.startswith(f"rgd {args[0]}: error:") and message in err and len(err.splitlines()) == 1, err
 
 
 def test_unsafe_member_paths_are_rejected(tree, tmp_path):
@@ -248,7 +486,7 @@ def test_snakefile_config_hash_is_rgds(tmp_path):
                          timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     snap = (tmp_path / "results/config.json").read_bytes()
-    chash = A.hashlib.sha256(snap).hexdigest()
+    chash = hashlib.sha256(snap).hexdigest()
     assert A.config_hash(json.loads(snap)) == chash
     plan = subprocess.run(cmd + ["-n", "archive"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert f"results/archive/{A.archive_name(chash)}" in plan.stdout + plan.stderr

@@ -23,7 +23,7 @@ def _gen_cmd(tmp_path, model, seeds, desc, tag, spec):
             "--seed-questions", str(seeds), "--descriptions", str(desc), "--model-dir", str(model),
             "--out-questions", str(tmp_path / f"{tag}.q.jsonl"), "--out-keys", str(tmp_path / f"{tag}.k.jsonl"),
             "--out-rejects", str(tmp_path / f"{tag}.r.jsonl"), "--out-meta", str(tmp_path / f"{tag}.meta.json"),
-            "--cache", str(tmp_path / f"{tag}.cache.jsonl")]
+            "--cache", str(tmp_path / f"{tag}.cache.jsonl"), "--run-record", str(tmp_path / f"{tag}.run.json")]
 
 
 def test_sigkill_during_local_generation_then_resume(tmp_path, tiny_model):
@@ -53,8 +53,8 @@ def test_sigkill_during_local_generation_then_resume(tmp_path, tiny_model):
         assert (tmp_path / f"run.{suffix}").read_bytes() == (tmp_path / f"ref.{suffix}").read_bytes()
     keys = _keys(cache)
     assert len(keys) == len(set(keys)) == N_PROMPTS  # nothing lost, nothing computed twice
-    meta = json.loads((tmp_path / "run.meta.json").read_text())
-    assert meta["throughput"]["computed_prompts"] == N_PROMPTS - done
+    run = json.loads((tmp_path / "run.run.json").read_text())  # this run's work: the run record, not the meta
+    assert run["throughput"]["computed_prompts"] == N_PROMPTS - done
 
 
 def _keys(cache):

@@ -1,5 +1,8 @@
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -7,9 +10,12 @@ import pytest
 import torch
 
 from rgd.consensus import run_consensus
+from rgd.embed import load as load_embeddings
 from rgd.import_original import (
+    ORIGINAL_EMBEDDER,
     embeddings_path,
     import_original,
+    import_splits,
     read_original_embeddings,
     read_original_questions,
     read_original_responses,
@@ -18,7 +24,9 @@ from rgd.io import InputError, read_jsonl
 from rgd.records import read_keys, read_questions, read_responses
 
 FIXTURE = Path(__file__).parent / "data" / "original"
-QIDS = [70, 71, 105, 2000]
+BIN = Path(sys.executable).parent
+QIDS = [70, 71, 105, 2000]  # the test split
+TRAIN_QIDS = list(range(300, 316))  # the train split: 4 questions in each of the 4 categories
 
 
 @pytest.fixture
@@ -29,6 +37,7 @@ def root(tmp_path) -> Path:
     g = torch.Generator().manual_seed(0)
     emb = {q: torch.randn(6, generator=g) * 3 for q in reversed(QIDS)}
     emb[9999] = torch.randn(6, generator=g)  # ids outside the split are ignored
+    emb.update({q: torch.randn(6, generator=g) for q in TRAIN_QIDS})
     path = embeddings_path(r, "MMLU_Pro")
     path.parent.mkdir(parents=True)
     torch.save(emb, path)
@@ -206,7 +215,7 @@ def test_drop_bad_keys(root, tmp_path):
 
 def test_missing_files(root, tmp_path):
     with pytest.raises(InputError, match="not found"):
-        import_original(root, "MMLU_Pro", "train", tmp_path / "o")
+        import_original(root, "MMLU_Pro", "validation", tmp_path / "o")
     with pytest.raises(InputError, match="not found"):
         import_original(root, "MMLU_Pro", "test", tmp_path / "o", models=["Gemma"])
     with pytest.raises(InputError, match="unsafe"):
@@ -222,3 +231,101 @@ def test_read_original_responses_skip_ids(root):
     assert [r["id"] for r in recs] == ["70", "71"]
     with pytest.raises(InputError, match="not a question of this split"):
         read_original_responses(root / LPATH, "Llama70", qs[:2])
+
+
+# --------------------------------------------------------------------------- several splits, one load
+def test_embeddings_are_loaded_once_for_all_splits(root, tmp_path, monkeypatch, capsys):
+    from rgd.cli import main
+
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    out = tmp_path / "o"
+    assert main(["import-original", "--root", str(root), "--task", "MMLU_Pro", "--split", "train", "test",
+                 "--out-dir", str(out)]) == 0
+    assert loads == [embeddings_path(root, "MMLU_Pro")]  # once, not once per split
+    summaries = json.loads(capsys.readouterr().out)
+    assert [(s["split"], s["n_questions"], s["embedding_dim"]) for s in summaries] == [("train", 16, 6), ("test", 4, 6)]
+    for split, qids in (("train", TRAIN_QIDS), ("test", QIDS)):
+        ids, X, spec = load_embeddings(out / split / "embeddings.npz")
+        assert ids == [str(q) for q in qids] and X.shape == (len(qids), 6)
+        assert [q.id for q in read_questions(out / split / "questions.jsonl")] == ids
+    # one split still goes straight into --out-dir, as before
+    loads.clear()
+    assert main(["import-original", "--root", str(root), "--task", "MMLU_Pro", "--split", "test",
+                 "--out-dir", str(tmp_path / "one")]) == 0
+    assert len(loads) == 1 and (tmp_path / "one" / "embeddings.npz").is_file()
+    assert json.loads(capsys.readouterr().out)["split"] == "test"
+
+
+def test_several_splits_write_nothing_when_one_is_bad(root, tmp_path):
+    _edit(root / "Data" / "MMLU_Pro" / "test.json", lambda d: d[0].pop("category"))
+    with pytest.raises(InputError, match="category"):
+        import_splits(root, "MMLU_Pro", ["train", "test"], tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match="distinct split names"):
+        import_splits(root, "MMLU_Pro", ["train", "train"], tmp_path / "o")
+
+
+def test_imported_embeddings_record_their_embedder(root, tmp_path):
+    import_original(root, "MMLU_Pro", "test", tmp_path / "a")
+    assert load_embeddings(tmp_path / "a" / "embeddings.npz")[2] == ORIGINAL_EMBEDDER
+    assert ORIGINAL_EMBEDDER["model"] == "Qwen/Qwen3-Embedding-8B" and ORIGINAL_EMBEDDER["kind"] == "vllm"
+    mine = {"kind": "sentence-transformers", "path": "/models/other"}
+    import_original(root, "MMLU_Pro", "test", tmp_path / "b", embedder=mine)
+    assert load_embeddings(tmp_path / "b" / "embeddings.npz")[2] == mine
+    with pytest.raises(ValueError, match="embedder: expected an embedder spec"):
+        import_original(root, "MMLU_Pro", "test", tmp_path / "c", embedder="vllm")
+
+
+# --------------------------------------------------------------------------- an imported run, end to end
+CATEGORIES = ["biology", "math", "history", "computer science"]
+
+
+def test_an_imported_run_trains_routes_and_evaluates(root, tmp_path):
+    """The original's files through the real `rgd` commands, as a user types them: import both
+    splits, consensus on train, train CASCAL and kNN, route the test split, evaluate. The
+    embeddings separate the categories, and each model is strong on two of them in the training
+    responses, so the routes must send each category to its model."""
+    qs = json.loads((root / "Data/MMLU_Pro/train.json").read_text()) + json.loads((root / QPATH).read_text())
+    g = torch.Generator().manual_seed(1)
+    emb = {}
+    for q in qs:
+        v = torch.zeros(6)
+        v[CATEGORIES.index(q["category"])] = 3.0
+        emb[q["question_id"]] = v + 0.1 * torch.randn(6, generator=g)
+    torch.save(emb, embeddings_path(root, "MMLU_Pro"))
+
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+
+    def rgd(*args):
+        r = subprocess.run([str(BIN / "rgd"), *map(str, args)], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, f"rgd {args[0]}: {r.stderr}"
+        return r.stdout
+
+    o = tmp_path / "run"
+    rgd("import-original", "--root", root, "--task", "MMLU_Pro", "--split", "train", "test", "--out-dir", o)
+    models = ["Llama70", "Qwen3-32"]
+
+    def pairs(split):
+        return [f"{m}={o / split / 'responses' / f'{m}.jsonl'}" for m in models]
+
+    rgd("consensus", "--questions", o / "train/questions.jsonl", "--responses", *pairs("train"),
+        "--out", o / "consensus.jsonl", "--stats", o / "consensus.stats.json")
+    strong = {"biology": "Llama70", "history": "Llama70", "math": "Qwen3-32", "computer science": "Qwen3-32"}
+    test_qs = read_questions(o / "test/questions.jsonl")
+    # CASCAL learns from the consensus alone; kNN is a query-answer router, trained on the keys
+    for kind, spec, keys in (("cascal", {}, []), ("knn", {"params": {"k": 3}}, ["--keys", o / "train/keys.jsonl"])):
+        rgd("train", "--kind", kind, "--questions", o / "train/questions.jsonl", "--embeddings",
+            o / "train/embeddings.npz", "--consensus", o / "consensus.jsonl", "--experts", *models, *keys,
+            "--spec", json.dumps(spec), "--out-dir", o / "routers" / kind)
+        rgd("route", "--router", o / "routers" / kind, "--questions", o / "test/questions.jsonl",
+            "--embeddings", o / "test/embeddings.npz", "--out", o / f"{kind}.routes.jsonl")
+        out = rgd("evaluate", "--routes", o / f"{kind}.routes.jsonl", "--questions", o / "test/questions.jsonl",
+                  "--keys", o / "test/keys.jsonl", "--responses", *pairs("test"), "--stats",
+                  o / "consensus.stats.json", "--n-boot", "20", "--out", o / f"{kind}.eval.json")
+        assert out.startswith("top1 ")
+        routes = {r["id"]: r["ranking"][0] for r in read_jsonl(o / f"{kind}.routes.jsonl")}
+        assert routes == {q.id: strong[q.category] for q in test_qs}, kind
+        ev = json.loads((o / f"{kind}.eval.json").read_text())
+        assert 0.0 <= ev["top1"] <= 1.0 and ev["n_questions"] == 4

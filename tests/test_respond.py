@@ -23,7 +23,13 @@ def _questions(path, n=N):
 def _cmd(tmp_path, model, questions, tag, spec):
     return [sys.executable, "-m", "rgd.cli", "respond", "--questions", str(questions), "--expert", "e1",
             "--spec", json.dumps(spec), "--model-dir", str(model), "--out", str(tmp_path / f"{tag}.jsonl"),
-            "--meta", str(tmp_path / f"{tag}.meta.json"), "--cache", str(tmp_path / f"{tag}.cache.jsonl")]
+            "--meta", str(tmp_path / f"{tag}.meta.json"), "--cache", str(tmp_path / f"{tag}.cache.jsonl"),
+            "--run-record", str(tmp_path / f"{tag}.run.json")]
+
+
+def _run_record(tmp_path, tag) -> dict:
+    """This run's cache counts and timings: in the run record, not in the (archived) .meta.json."""
+    return json.loads((tmp_path / f"{tag}.run.json").read_text())
 
 
 def test_letter_mode_contract(tmp_path, tiny_model):
@@ -36,7 +42,10 @@ def test_letter_mode_contract(tmp_path, tiny_model):
         assert r["status"] == "ok" and r["choice"] in "ABCD" and r["confidence"] < 0
         assert len(r["letter_logprobs"] if "letter_logprobs" in r else r["extra"]["letter_logprobs"]) >= 2
     meta = json.loads((tmp_path / "a.meta.json").read_text())
-    assert meta["n_computed"] == 6 and meta["model"]["source"]["kind"] == "tiny-random"
+    run = _run_record(tmp_path, "a")
+    assert run["n_computed"] == 6 and meta["model"]["source"]["kind"] == "tiny-random"
+    assert run["step"] == "respond" and run["throughput"]["compute_seconds"] >= 0
+    assert not {"n_computed", "n_cached"} & set(meta) and "compute_seconds" not in meta["throughput"]
     assert meta["throughput"]["prompt_tokens"] > 0 and "torch" in meta["versions"]
     assert meta["engine"] == {"backend": "transformers", "device": "cpu", "dtype": "float32",
                               "letter_batching": "shared-prefix", "batch_size": 4}
@@ -51,8 +60,8 @@ def test_registry_dtype_reaches_the_transformers_backend(tmp_path, tiny_model):
         cmd = _cmd(tmp_path, tiny_model, q, tag, {**spec, **extra})
         cmd[cmd.index("--cache") + 1] = str(tmp_path / "shared.cache.jsonl")
         subprocess.run(cmd, check=True, capture_output=True)
-    bf = json.loads((tmp_path / "bf.meta.json").read_text())
-    assert bf["engine"]["dtype"] == "bfloat16" and bf["n_computed"] == 4 and bf["n_cached"] == 0
+    bf, run = json.loads((tmp_path / "bf.meta.json").read_text()), _run_record(tmp_path, "bf")
+    assert bf["engine"]["dtype"] == "bfloat16" and run["n_computed"] == 4 and run["n_cached"] == 0
 
 
 def test_cot_mode_records_unparsed_outputs_with_a_reason(tmp_path, tiny_model):
@@ -86,7 +95,7 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path, tiny_model):
     assert not (tmp_path / "run.jsonl").exists()  # no half-written output
 
     out = subprocess.run(_cmd(tmp_path, tiny_model, q, "run", spec), check=True, capture_output=True, text=True)
-    meta = json.loads((tmp_path / "run.meta.json").read_text())
+    meta = _run_record(tmp_path, "run")
     assert meta["n_cached"] >= done_before - 1 and meta["n_cached"] + meta["n_computed"] == N
     assert (tmp_path / "run.jsonl").read_bytes() == (tmp_path / "ref.jsonl").read_bytes()
     keys = []

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .io import InputError
+from .runrecord import OPTION_HELP as RUN_RECORD_HELP
 
 
 def _json_arg(text: str):
@@ -113,7 +114,8 @@ def cmd_generate(a):
     desc = yaml.safe_load(Path(a.descriptions).read_text())
     desc = desc.get("categories", desc)
     meta = run(a.name, a.spec, a.seed_questions, desc, Path(a.model_dir) if a.model_dir else None,
-               a.out_questions, a.out_keys, a.out_rejects, a.out_meta, a.cache, threads=a.threads)
+               a.out_questions, a.out_keys, a.out_rejects, a.out_meta, a.cache, threads=a.threads,
+               run_record=a.run_record)
     print(json.dumps({k: meta[k] for k in ("n_prompts", "n_questions", "n_rejects", "reject_reasons")}))
 
 
@@ -121,7 +123,8 @@ def cmd_respond(a):
     from .respond import Expert, run
 
     meta = run(Path(a.questions), Expert.from_config(a.expert, a.spec), Path(a.model_dir), Path(a.out),
-               Path(a.meta), Path(a.cache), threads=a.threads, backend_name=a.spec.get("backend", "transformers"))
+               Path(a.meta), Path(a.cache), threads=a.threads, backend_name=a.spec.get("backend", "transformers"),
+               run_record=a.run_record)
     print(json.dumps({k: meta[k] for k in ("n_questions", "n_computed", "n_cached", "status")}))
 
 
@@ -142,7 +145,7 @@ def cmd_consensus(a):
 def cmd_embed(a):
     from .embed import run
 
-    print(json.dumps(run(a.questions, a.spec, a.out, threads=a.threads)))
+    print(json.dumps(run(a.questions, a.spec, a.out, threads=a.threads, run_record=a.run_record)))
 
 
 # --------------------------------------------------------------------------- routers
@@ -249,9 +252,10 @@ def cmd_summarize(a):
 
 
 def cmd_import_original(a):
-    from .import_original import import_original
+    from .import_original import import_splits
 
-    print(json.dumps(import_original(Path(a.root), a.task, a.split, Path(a.out_dir), a.models), indent=1))
+    out = import_splits(Path(a.root), a.task, a.split, Path(a.out_dir), a.models, embedder=a.embedder)
+    print(json.dumps(out[0] if len(out) == 1 else out, indent=1))
 
 
 # --------------------------------------------------------------------------- parser
@@ -333,6 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     for x in ("out-questions", "out-keys", "out-rejects", "out-meta", "cache"):
         s.add_argument(f"--{x}", required=True)
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--run-record", help=RUN_RECORD_HELP)
 
     s = add("respond", cmd_respond, "one expert answers one question set")
     s.add_argument("--questions", required=True)
@@ -343,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--meta", required=True)
     s.add_argument("--cache", required=True)
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--run-record", help=RUN_RECORD_HELP)
 
     s = add("consensus", cmd_consensus, "confidence-weighted consensus scores of a pool")
     s.add_argument("--questions", required=True)
@@ -356,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", type=_json_arg, required=True)
     s.add_argument("--out", required=True)
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--run-record", help=RUN_RECORD_HELP)
 
     s = add("train", cmd_train, "train a router on one training source")
     s.add_argument("--kind", required=True)
@@ -394,14 +401,20 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("import-original", cmd_import_original, "convert the original implementation's files")
     s.add_argument("--root", required=True)
     s.add_argument("--task", required=True)
-    s.add_argument("--split", required=True)
+    s.add_argument("--split", required=True, nargs="+",
+                   help="one split (written into --out-dir) or several (into --out-dir/SPLIT; embeddings read once)")
     s.add_argument("--out-dir", required=True)
     s.add_argument("--models", nargs="*")
+    s.add_argument("--embedder", type=_json_arg, help="the embedder spec recorded with the embeddings "
+                   "(default: the original's Qwen3-Embedding-8B through vLLM)")
 
-    # report, tables, archive, verify: rgd/report/commands.py
+    # report, tables: rgd/report/commands.py; archive, verify: rgd/archive/commands.py
     from .report.commands import register as register_report
 
     register_report(add)
+    from .archive.commands import register as register_archive
+
+    register_archive(add)
     return p
 
 

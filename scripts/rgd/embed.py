@@ -17,6 +17,7 @@ import numpy as np
 
 from .io import dumps, save_npz
 from .records import read_questions
+from .runrecord import emit
 
 
 def embedding_text(question: str) -> str:
@@ -60,13 +61,16 @@ class Embedder:
         return X / np.where(norms > 0, norms, 1.0)
 
 
-def run(questions_path, spec: dict, out, threads: int = 1) -> dict:
+def run(questions_path, spec: dict, out, threads: int = 1, run_record=None) -> dict:
     qs = read_questions(questions_path)
     emb = Embedder(spec, threads=threads)
     t0 = time.perf_counter()
     X = emb.encode([q.question for q in qs])
     seconds = time.perf_counter() - t0
     save_npz(out, ids=np.array([q.id for q in qs], dtype=str), X=X, embedder=np.array(dumps(spec)))
+    # the .npz holds no timing; the run's times go to the run record
+    emit({"seconds": round(seconds, 3), "load_seconds": round(emb.load_seconds, 3)}, run_record, step="embed",
+         output=out)
     return {"n": len(qs), "dim": int(X.shape[1]) if X.size else 0, "seconds": round(seconds, 3)}
 
 

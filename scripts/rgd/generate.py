@@ -210,15 +210,16 @@ def make_backend(gen_cfg: dict, model_dir, threads: int):
 
 
 def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, str], model_dir, out_questions,
-        out_keys, out_rejects, out_meta, cache_path, threads: int = 1, log=None) -> dict:
+        out_keys, out_rejects, out_meta, cache_path, threads: int = 1, log=None, run_record=None) -> dict:
     """Generate, parse and write one generator's question set (resumable through `cache_path`)."""
     import time
 
     from .backends.hf import Sampling
     from .cache import RecordCache, content_key
-    from .io import read_json, write_json, write_jsonl
+    from .io import read_json, write_jsonl
     from .models import MANIFEST
     from .records import read_questions
+    from .runrecord import write_meta
 
     log = log or (lambda msg: print(msg, flush=True))
     seeds_q = [q.to_dict() for q in read_questions(seed_questions_path)]
@@ -290,8 +291,7 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
         meta["engine"] = backend.describe()
     if hasattr(backend, "report"):  # API backends: token totals over all prompts, their cost, retries
         meta["api"] = backend.report([cache.get(k).get("usage", {}) for k in keys])
-    write_json(out_meta, meta)
-    return meta
+    return write_meta(out_meta, meta, run_record, step="generate")  # timings and this run's work: the run record
 
 
 def _generate_streaming(backend, prompts, keys, sampling, cache, chunk: int, work, log) -> None:

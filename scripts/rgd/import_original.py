@@ -2,7 +2,10 @@
 
   Data/{TASK}/{split}.json                      -> questions.jsonl + keys.jsonl (kept apart: label-free)
   Model_Responses/{TASK}-{SPLIT}/{model}.json   -> responses/{model}.jsonl
-  artifacts/{TASK}_only_question_embeddings_early.pt -> embeddings.npz (ids, X)
+  artifacts/{TASK}_only_question_embeddings_early.pt -> embeddings.npz (ids, X, embedder)
+
+Several splits of one task are imported in one call (`import_splits`, `rgd import-original
+--split train test`): the task's embeddings file, which holds every split, is loaded once.
 
 Question ids become strings (``str(question_id)``). Responses follow the conventions of
 `rgd.records.Response`:
@@ -14,7 +17,9 @@ Question ids become strings (``str(question_id)``). Responses follow the convent
 A NaN avg_logprob always becomes confidence None. The original's `is_correct` is not imported: keys
 are the only source of truth. Token counts are unknown and written as 0. The embeddings file name
 gets the original's "filtered" -> "large" substitution (filtered sets reuse the unfiltered
-generation's embeddings, §8).
+generation's embeddings, §8). The `.npz` records the embedder that made the vectors, as `rgd embed`
+does, so that `rgd train` and `rgd route` accept it: by default the original's (Qwen3-Embedding-8B
+through vLLM, §7), which `rgd route` can also use to embed new questions the same way.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import InputError, read_json, save_npz, write_jsonl
+from .io import InputError, dumps, read_json, save_npz, write_jsonl
 from .records import LETTERS, validate_key, validate_question
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# The original's embedder (reference §7), as an rgd embedder spec (rgd.embed)
+ORIGINAL_EMBEDDER = {"kind": "vllm", "model": "Qwen/Qwen3-Embedding-8B", "max_model_len": 16384}
 
 
 def _qid(rec: dict, path: Path, i: int) -> int:
@@ -152,8 +159,8 @@ def read_original_responses(
     return [by_id[q["id"]] for q in questions]
 
 
-def read_original_embeddings(path: str | Path, question_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """A torch-saved `{question_id: float tensor [d]}` -> (ids (n,) str, X (n, d) float32, unit rows)."""
+def load_original_embeddings(path: str | Path) -> dict:
+    """A torch-saved `{question_id: float tensor [d]}`, loaded once (weights only: no code runs)."""
     import torch
 
     path = Path(path)
@@ -165,6 +172,14 @@ def read_original_embeddings(path: str | Path, question_ids: list[str]) -> tuple
         raise InputError(path, None, None, f"not a loadable torch file: {type(e).__name__}: {e}") from None
     if not isinstance(obj, dict):
         raise InputError(path, None, None, f"expected a dict of question_id -> tensor, got {type(obj).__name__}")
+    return obj
+
+
+def embedding_rows(obj: dict, path: str | Path, question_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of `question_ids` in a loaded embeddings dict -> (ids (n,) str, X (n, d) float32, unit rows)."""
+    import torch
+
+    path = Path(path)
     rows, dim = [], None
     for qid in question_ids:
         try:
@@ -191,26 +206,16 @@ def read_original_embeddings(path: str | Path, question_ids: list[str]) -> tuple
     return np.array(question_ids, dtype=str), (X / norm).astype(np.float32)
 
 
+def read_original_embeddings(path: str | Path, question_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """`embedding_rows` of a file: (ids (n,) str, X (n, d) float32, unit rows)."""
+    return embedding_rows(load_original_embeddings(path), path, question_ids)
+
+
 def embeddings_path(root: Path, task: str) -> Path:
     return Path(root) / "artifacts" / f"{task}_only_question_embeddings_early.pt".replace("filtered", "large")
 
 
-def import_original(
-    root: Path,
-    task: str,
-    split: str,
-    out_dir: Path,
-    models: list[str] | None = None,
-    *,
-    with_embeddings: bool = True,
-    drop_bad_keys: bool = False,
-) -> dict:
-    """Convert one (task, split) of an original checkout at `root` into `out_dir`; returns a summary.
-
-    `models` (default: every `*.json` under the responses directory, sorted by name) fixes the
-    response files read and their pool order.
-    """
-    root, out_dir = Path(root), Path(out_dir)
+def _read_split(root: Path, task: str, split: str, models: list[str] | None, drop_bad_keys: bool):
     qpath = root / "Data" / task / f"{split}.json"
     questions, keys, dropped = read_original_questions(qpath, drop_bad_keys)
     if not questions:
@@ -225,23 +230,67 @@ def import_original(
             raise InputError(rdir, None, "model", f"unsafe model name {m!r}")
     drop = frozenset(dropped)
     responses = {m: read_original_responses(rdir / f"{m}.json", m, questions, drop) for m in models}
-    ids = X = None
+    return questions, keys, dropped, list(models), responses
+
+
+def import_splits(
+    root: Path,
+    task: str,
+    splits: list[str],
+    out_dir: Path,
+    models: list[str] | None = None,
+    *,
+    with_embeddings: bool = True,
+    drop_bad_keys: bool = False,
+    embedder: dict | None = None,
+) -> list[dict]:
+    """Convert the `splits` of one task of an original checkout at `root`; return one summary each.
+
+    One split is written into `out_dir`; several go into `out_dir/{split}/`. `models` (default:
+    every `*.json` under each split's responses directory, sorted by name) fixes the response files
+    read and their pool order. The task's embeddings file is loaded once for all splits; `embedder`
+    (default ORIGINAL_EMBEDDER) is recorded in each `embeddings.npz`.
+    """
+    root, out_dir = Path(root), Path(out_dir)
+    if not splits or len(set(splits)) != len(splits):
+        raise ValueError(f"split: expected distinct split names, got {list(splits)}")
+    if embedder is not None and not (isinstance(embedder, dict) and isinstance(embedder.get("kind"), str)):
+        raise ValueError(f"embedder: expected an embedder spec {{'kind': ...}} (see rgd.embed), got {embedder!r}")
+    read = {s: _read_split(root, task, s, models, drop_bad_keys) for s in splits}
+    emb = {}
     if with_embeddings:
-        ids, X = read_original_embeddings(embeddings_path(root, task), [q["id"] for q in questions])
+        path = embeddings_path(root, task)
+        obj = load_original_embeddings(path)
+        emb = {s: embedding_rows(obj, path, [q["id"] for q in read[s][0]]) for s in splits}
+        del obj
+    spec = dumps(ORIGINAL_EMBEDDER if embedder is None else embedder)
 
     # Read everything before writing anything, so bad input leaves out_dir untouched.
-    write_jsonl(out_dir / "questions.jsonl", questions)
-    write_jsonl(out_dir / "keys.jsonl", keys)
-    for m, recs in responses.items():
-        write_jsonl(out_dir / "responses" / f"{m}.jsonl", recs)
-    if X is not None:
-        save_npz(out_dir / "embeddings.npz", ids=ids, X=X)
-    return {
-        "task": task,
-        "split": split,
-        "n_questions": len(questions),
-        "dropped_bad_keys": dropped,
-        "models": list(models),
-        "status": {m: dict(sorted(Counter(r["status"] for r in recs).items())) for m, recs in responses.items()},
-        "embedding_dim": None if X is None else int(X.shape[1]),
-    }
+    summaries = []
+    for split in splits:
+        questions, keys, dropped, names, responses = read[split]
+        d = out_dir if len(splits) == 1 else out_dir / split
+        write_jsonl(d / "questions.jsonl", questions)
+        write_jsonl(d / "keys.jsonl", keys)
+        for m, recs in responses.items():
+            write_jsonl(d / "responses" / f"{m}.jsonl", recs)
+        X = None
+        if split in emb:
+            ids, X = emb[split]
+            save_npz(d / "embeddings.npz", ids=ids, X=X, embedder=np.array(spec))
+        summaries.append({
+            "task": task,
+            "split": split,
+            "n_questions": len(questions),
+            "dropped_bad_keys": dropped,
+            "models": names,
+            "status": {m: dict(sorted(Counter(r["status"] for r in recs).items())) for m, recs in responses.items()},
+            "embedding_dim": None if X is None else int(X.shape[1]),
+        })
+    return summaries
+
+
+def import_original(root: Path, task: str, split: str, out_dir: Path, models: list[str] | None = None,
+                    **options) -> dict:
+    """`import_splits` of one split, written into `out_dir`; returns its summary."""
+    return import_splits(root, task, [split], out_dir, models, **options)[0]

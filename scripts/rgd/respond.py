@@ -18,10 +18,11 @@ from . import __version__
 from .answers import extract_choice
 from .backends.hf import Sampling
 from .cache import RecordCache, content_key
-from .io import read_json, write_json, write_jsonl
+from .io import read_json, write_jsonl
 from .models import MANIFEST
 from .prompts import build_prompt
 from .records import LETTERS, Question, Response, read_questions
+from .runrecord import write_meta
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ def package_versions() -> dict:
 
 
 def run(questions_path: Path, expert: Expert, model_dir: Path, out: Path, meta_out: Path, cache_path: Path,
-        threads: int = 1, backend_name: str = "transformers") -> dict:
+        threads: int = 1, backend_name: str = "transformers", run_record: Path | None = None) -> dict:
     questions = read_questions(questions_path)  # validate before loading any model
     identity = read_json(Path(model_dir) / MANIFEST)
     if backend_name == "transformers":
@@ -196,5 +197,4 @@ def run(questions_path: Path, expert: Expert, model_dir: Path, out: Path, meta_o
     cache = RecordCache(cache_path)
     results, meta = respond(questions, expert, backend, cache, identity)
     write_jsonl(out, (r.to_dict() for r in results))
-    write_json(meta_out, meta)
-    return meta
+    return write_meta(meta_out, meta, run_record, step="respond")  # timings and cache counts: the run record

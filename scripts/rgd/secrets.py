@@ -33,23 +33,66 @@ class Secret:
         return redact(text, [self.value])
 
 
-def parse_env_file(path: Path) -> dict[str, str]:
-    """`NAME=value` lines, optionally `export NAME=value`, quoted values, `#` comments."""
+def parse_env_text(text: str) -> dict[str, str]:
+    """The variables of a `.env` file's text. The one parser of such files in rgd (the archive's
+    secret scan uses it too, so it searches for exactly the values a step would read).
+
+      NAME=value                 unquoted: surrounding spaces dropped; ` #...` after a space is a comment
+      NAME = value               spaces around `=` are allowed
+      export NAME=value          the shell's `export` prefix is accepted
+      NAME='va # lue'            single quotes: the text between them, as it is
+      NAME="va \"q\" # lue"       double quotes: the text between them, with \" and \\ unescaped
+      NAME="value" # note        a comment may follow a closing quote
+      NAME=  /  NAME=""          the empty string
+      # a comment, blank lines   ignored
+    A line that is none of these (no `=`, a bad name, an unclosed quote, text after a closing
+    quote) is skipped: it is never echoed, since it may hold a key.
+    """
     out: dict[str, str] = {}
-    for raw in path.read_text(encoding="utf-8").splitlines():
+    for raw in text.splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        name, sep, value = line.removeprefix("export ").partition("=")
-        name, value = name.strip(), value.strip()
+        if line.startswith("export") and line[6:7].isspace():
+            line = line[6:].lstrip()
+        name, sep, value = line.partition("=")
+        name = name.strip()
         if not sep or not _NAME.match(name):
-            continue  # never echo an unparseable line: it may hold a key
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        else:
-            value = value.split(" #", 1)[0].strip()
-        out[name] = value
+            continue
+        parsed = _env_value(value)
+        if parsed is not None:
+            out[name] = parsed
     return out
+
+
+def _env_value(value: str) -> str | None:
+    """The value after `=` (spaces kept, so that `A= # note` is a comment, as in a shell)."""
+    if not value.strip() or value.lstrip()[0] not in "'\"":
+        return re.split(r"\s#", value, maxsplit=1)[0].strip()
+    value = value.strip()
+    quote, chars, i = value[0], [], 1
+    while i < len(value):
+        c = value[i]
+        if c == quote:
+            rest = value[i + 1:].strip()
+            return "".join(chars) if not rest or rest.startswith("#") else None
+        if c == "\\" and quote == '"' and i + 1 < len(value) and value[i + 1] in '"\\':
+            i += 1
+            c = value[i]
+        chars.append(c)
+        i += 1
+    return None  # no closing quote
+
+
+def parse_env_file(path: str | os.PathLike) -> dict[str, str]:
+    """`parse_env_text` of a UTF-8 file; a file that is not UTF-8 is an InputError naming it."""
+    from .io import InputError
+
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(path, None, None, f"not UTF-8 (byte {e.start})") from None
+    return parse_env_text(text)
 
 
 def read_key(env: str, required: bool = True, env_file: str | os.PathLike = ".env") -> Secret | None:

@@ -5,8 +5,7 @@
   rgd scaling           the data-scaling curve of one (benchmark, pool, training source)
   rgd figures           the report's SVG figures of one (benchmark, pool)
   rgd tables            paper-style tables (Markdown, CSV, LaTeX)
-  rgd archive           the frozen results archive with its MANIFEST
-  rgd verify            re-check an archive against its MANIFEST
+(`rgd archive` and `rgd verify` live in rgd/archive/commands.py.)
 """
 
 from __future__ import annotations
@@ -115,25 +114,6 @@ def cmd_tables(a):
     print(", ".join(f"{t.name} ({len(t.rows)} rows)" for t in made))
 
 
-def cmd_archive(a):
-    from ..archive import build
-
-    m = build(a.out, a.config_json, a.include, results=a.results, config_files=a.config_files or [],
-              models=_pairs(a.model, "model"), repo=a.repo, env_files=a.env_file or [])
-    for s in m["_skipped"]:
-        print(f"not archived (a secret file name): {s}")
-    print(f"{a.out}: {len(m['files'])} files, config {m['config_sha256'][:12]}, "
-          f"git {str(m['git'].get('commit'))[:12]}, sha256 {m['_archive_sha256']}")
-
-
-def cmd_verify(a):
-    from ..archive import verify
-
-    v = verify(a.archive, a.sha256)
-    print(f"OK {v.archive}: {v.n_files} files match the MANIFEST; config {v.config_sha256[:12]}, "
-          f"git {v.git_commit}, sha256 {v.sha256}")
-
-
 # --------------------------------------------------------------------------- parser
 def register(add) -> None:
     """Add the subcommands with rgd.cli's `add(name, fn, help)`."""
@@ -178,17 +158,3 @@ def register(add) -> None:
     s.add_argument("--scaling", nargs="+", required=True)
     s.add_argument("--cascal", nargs="+", required=True, metavar="BENCH/POOL/SOURCE=DIR")
     s.add_argument("--out-dir", required=True)
-
-    s = add("archive", cmd_archive, "build the frozen results archive (see rgd.archive)")
-    s.add_argument("--out", required=True, help="results/archive/rgd-results-<hash12>.tar.gz")
-    s.add_argument("--config-json", required=True, help="written by `rgd config-snapshot`")
-    s.add_argument("--config-files", nargs="*", help="config and description files, archived under config/")
-    s.add_argument("--results", default="results", help="the results folder (archived as results/)")
-    s.add_argument("--include", nargs="+", required=True, help="result files and folders, inside --results")
-    s.add_argument("--model", nargs="*", metavar="NAME=MANIFEST", help="model manifests (revisions)")
-    s.add_argument("--repo", help="the project's git checkout (commit)")
-    s.add_argument("--env-file", nargs="*", help="extra .env files whose values must never be archived")
-
-    s = add("verify", cmd_verify, "re-check every hash of a results archive; fails on any change")
-    s.add_argument("archive")
-    s.add_argument("--sha256", help="the archive's published sha256 (default: ARCHIVE.sha256 when present)")
