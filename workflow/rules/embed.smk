@@ -7,7 +7,8 @@ rule embed:
     output:
         results_path("embeddings/{bench}/{qset}.npz"),
     log:
-        log_path("embed/{bench}/{qset}"),
+        log=log_path("embed/{bench}/{qset}"),
+        run=run_record("embed/{bench}/{qset}"),
     benchmark:
         timing_path("embed/{bench}/{qset}")
     conda:
@@ -19,4 +20,4 @@ rule embed:
         spec=as_json(config["embedder"]),
     shell:
         "rgd embed --questions {input.questions:q} --spec {params.spec:q} --out {output:q} "
-        "--threads {threads} > {log:q} 2>&1"
+        "--run-record {log.run:q} --threads {threads} > {log.log:q} 2>&1"

@@ -12,7 +12,8 @@ rule generate:
         rejects=results_path("data/{bench}/gen-{gen}.rejects.jsonl"),
         meta=results_path("data/{bench}/gen-{gen}.meta.json"),
     log:
-        log_path("generate/{bench}/{gen}"),
+        log=log_path("generate/{bench}/{gen}"),
+        run=run_record("generate/{bench}/{gen}"),
     benchmark:
         timing_path("generate/{bench}/{gen}")
     # generation heads the longest chain (generate -> respond -> ... -> evaluate): start it first
@@ -31,4 +32,4 @@ rule generate:
         "--seed-questions {input.seeds:q} --descriptions {input.descriptions:q} {params.model_dir:q} "
         "--out-questions {output.questions:q} --out-keys {output.keys_file:q} "
         "--out-rejects {output.rejects:q} --out-meta {output.meta:q} --cache {params.cache:q} "
-        "--threads {threads} > {log:q} 2>&1"
+        "--run-record {log.run:q} --threads {threads} > {log.log:q} 2>&1"

@@ -78,7 +78,9 @@ def figure(name, caption, category, title):
 
 def archived_results(wildcards, input):
     """What the archive holds under results/: each benchmark's data folder, each question set's
-    responses folder (answers, confidences, .meta.json), then the declared inputs file by file."""
+    responses folder (answers, confidences, .meta.json), then the declared inputs file by file.
+    Not the HTML report: `snakemake --report` embeds job runtimes and its creation time, so it
+    would make two runs of the same inputs differ; it stays beside the archive."""
     return (
         [results_path(f"data/{b}") for b in BENCHMARKS]
         + [results_path(f"responses/{b}/{q}") for b in BENCHMARKS for q in QSETS]
@@ -91,7 +93,6 @@ def archived_results(wildcards, input):
             *input.scaling,
             *input.tables,
             *input.figures,
-            input.report,
         ]
     )
 
@@ -297,7 +298,6 @@ rule archive:
         scaling=every(SCALING),
         tables=TABLE_FILES + SUMMARY_FILES,
         figures=FIGURE_FILES,
-        report=results_path("report.html"),
         models=[model_manifest(m) for m in USED_MODELS],
     output:
         archive=ARCHIVE,

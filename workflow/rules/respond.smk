@@ -29,7 +29,8 @@ rule respond:
         responses=results_path("responses/{bench}/{qset}/{expert}.jsonl"),
         meta=results_path("responses/{bench}/{qset}/{expert}.meta.json"),
     log:
-        log_path("respond/{bench}/{qset}/{expert}"),
+        log=log_path("respond/{bench}/{qset}/{expert}"),
+        run=run_record("respond/{bench}/{qset}/{expert}"),
     benchmark:
         timing_path("respond/{bench}/{qset}/{expert}")
     conda:
@@ -45,4 +46,4 @@ rule respond:
         "rgd respond --questions {input.questions:q} --expert {wildcards.expert:q} "
         "--spec {params.spec:q} --model-dir {params.model_dir:q} --out {output.responses:q} "
         "--meta {output.meta:q} --cache {params.cache:q} "
-        "--threads {threads} > {log:q} 2>&1"
+        "--run-record {log.run:q} --threads {threads} > {log.log:q} 2>&1"

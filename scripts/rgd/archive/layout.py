@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
+from ..config import canonical_json as canonical_config
+from ..config import config_hash
 
 FORMAT = "rgd-results-archive/1"
 MANIFEST, SUMS = "MANIFEST", "SHA256SUMS"
@@ -20,12 +20,7 @@ class ArchiveError(ValueError):
     """The archive is not what its MANIFEST says, or cannot be built safely."""
 
 
-def canonical_config(config: dict) -> bytes:
-    return json.dumps(config, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-
-
-def config_hash(config: dict) -> str:
-    return hashlib.sha256(canonical_config(config)).hexdigest()
+__all__ = ["canonical_config", "config_hash"]  # the config hash is rgd.config's, named here for the archive
 
 
 def archive_name(chash: str) -> str:
