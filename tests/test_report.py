@@ -257,3 +257,87 @@ def test_source_order_and_latex_escape():
     assert tables.latex_escape("a_b 50% & #1 ~ {x}") == r"a\_b 50\% \& \#1 \textasciitilde{} \{x\}"
     t = tables.Table("t", "cap_tion", ["name", "acc"], [["x|y", "1.0"]])
     assert "x\\|y" in t.markdown() and "\\begin{tabular}{lr}" in t.latex() and "cap\\_tion" in t.latex()
+
+
+# --------------------------------------------------------------------------- pool diagnostics
+def test_analysis_has_pool_diagnostics_and_consensus_ranking(world):
+    from rgd.diagnostics import pairwise
+    from rgd.routers import consensus_matrices
+
+    a = read_json(world / "analysis.json")
+    d, r = a["diagnostics"], a["consensus_ranking"]
+    assert d["experts"] == EXPERTS and d["n_questions"] == 90 and d["n_options"] == 4
+    assert all(sum(v["letters"].values()) + v["abstained"] == 90 for v in d["per_expert"].values())
+    # the same kappas as rgd.diagnostics on the consensus file's own choices
+    ids = [q["id"] for q in read_jsonl_(world / "data" / "train.questions.jsonl")]
+    ch, _ = consensus_matrices(read_jsonl_(world / "cons" / "train.jsonl"), ids, EXPERTS)
+    k = pairwise(ch, 4)["kappa"]
+    assert [p["kappa"] for p in d["pairs"]] == pytest.approx([k[0, 1], k[0, 2], k[1, 2]])
+    # the planted niches: consensus orders the experts as the keys do in both subjects
+    assert r["subjects"] == SUBJECTS and all(v is not None and v > 0 for v in r["spearman"])
+    assert r["same_best_model"] == [True, True] and r["overall"]["spearman"] is not None
+
+
+def read_jsonl_(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def test_summary_with_verdicts_and_diagnostics(world, tmp_path):
+    evals = sorted(world.glob("eval/*/*.json"))
+    rgd("summarize", "--evals", *evals, "--out-csv", tmp_path / "s.csv", "--out-md", tmp_path / "s.md",
+        "--analyses", world / "analysis.json")
+    md = (tmp_path / "s.md").read_text()
+    said = [line for line in md.splitlines() if line.startswith("- syn / p, trained on")]
+    assert len(said) == 2  # one per training source, CASCAL only
+    for line, s in zip(said, ("train", "gen-g")):
+        ev = read_json(world / "eval" / s / "cascal.json")
+        lo, hi = ev["paired"]["top1_vs_best_single"]["ci"]
+        word = "beats" if lo > 0 else "trails" if hi < 0 else "matches"
+        assert f"CASCAL (Top-1 {100 * ev['top1']:.1f}%) {word} the best single model on the test set" in line
+        assert f"[{100 * lo:+.1f}, {100 * hi:+.1f}]" in line and "oracle" in line
+    assert "### Pool diagnostics: syn / p" in md and "Fleiss' kappa of the pool" in md
+    assert "| alg / bio |" in md and "Thresholds: prompt-twins:" in md and "Spearman" in md
+    # the CSV keeps its columns and rows without the analyses
+    rgd("summarize", "--evals", *evals, "--out-csv", tmp_path / "t.csv", "--out-md", tmp_path / "t.md")
+    assert (tmp_path / "t.csv").read_bytes() == (tmp_path / "s.csv").read_bytes()
+    assert "Pool diagnostics" not in (tmp_path / "t.md").read_text()
+
+
+def _eval(ci, gap, gap_ci, router="cascal", source="gen-x"):
+    return {"labels": {"benchmark": "b", "pool": "p", "source": source, "router": router}, "n_questions": 72,
+            "top1": 0.222, "best_single": 0.306, "best_single_model": "m2", "gap_closed_top1": gap,
+            "ci": {"gap_closed_top1": gap_ci}, "paired": {"top1_vs_best_single": {"diff": -0.083, "ci": ci}}}
+
+
+def test_verdict_sentences_say_only_what_the_paired_ci_supports():
+    from rgd.summary import sentence, verdict, verdicts
+
+    trails = _eval([-0.236, -0.014], -0.45, [-0.9, -0.05])
+    assert verdict(trails) == "trails"
+    t = sentence(trails)
+    assert "CASCAL (Top-1 22.2%) trails the best single model on the test set (m2, 30.6%" in t
+    assert "[-23.6, -1.4] points, entirely below 0" in t and "closes none of the gap" in t and "-45%" in t
+    matches = _eval([-0.05, 0.0], 0.1, [-0.2, 0.4])
+    assert verdict(matches) == "matches"  # a CI that touches 0 contains it
+    assert "matches the best single model" in sentence(matches) and "which contains 0" in sentence(matches)
+    assert "closes 10% of the gap" in sentence(matches) and "[-20%, 40%]" in sentence(matches)
+    beats = _eval([0.001, 0.2], None, [None, None])
+    assert verdict(beats) == "beats" and "no oracle gap to close" in sentence(beats)
+    assert verdict(_eval([None, None], None, None)) == "undefined"
+    assert "undefined" in sentence(_eval([None, None], None, None))
+    # one sentence per training source, for the headline router only, the real split first
+    got = verdicts([_eval([0, 1], 0.1, [0, 1], source="gen-a"), _eval([0, 1], 0.1, [0, 1], router="knn"),
+                    _eval([0, 1], 0.1, [0, 1], source="train")])
+    assert len(got) == 2 and "real training split" in got[0] and "gen-a" in got[1]
+
+
+def test_summarize_refuses_an_analysis_without_diagnostics(world, tmp_path, capsys):
+    old = read_json(world / "analysis.json")
+    del old["diagnostics"]
+    write_json(tmp_path / "old.json", old)
+    evals = sorted(world.glob("eval/*/*.json"))
+    assert main(["summarize", "--evals", *map(str, evals), "--out-csv", str(tmp_path / "s.csv"), "--out-md",
+                 str(tmp_path / "s.md"), "--analyses", str(tmp_path / "old.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rgd summarize: error: ") and "old.json: diagnostics: missing" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "s.csv").exists()
