@@ -341,3 +341,66 @@ def test_summarize_refuses_an_analysis_without_diagnostics(world, tmp_path, caps
     err = capsys.readouterr().err.strip()
     assert err.startswith("rgd summarize: error: ") and "old.json: diagnostics: missing" in err
     assert len(err.splitlines()) == 1 and not (tmp_path / "s.csv").exists()
+
+
+def test_diagnostics_figure_deterministic_with_its_text(world, tmp_path, monkeypatch):
+    a = read_json(world / "analysis.json")
+    figures.diagnostics_figure(a, tmp_path / "a.svg")
+    figures.diagnostics_figure(a, tmp_path / "b.svg")
+    x = (tmp_path / "a.svg").read_bytes()
+    assert x == (tmp_path / "b.svg").read_bytes() and ET.fromstring(x).tag.endswith("svg") and b"<dc:date>" not in x
+    _figures(world, tmp_path / "all")  # rgd figures draws it too
+    assert (tmp_path / "all" / "diagnostics.svg").read_bytes() == x
+    import matplotlib.pyplot as plt
+
+    seen = set()
+
+    def capture(fig, path):
+        seen.update(t.get_text() for ax in fig.axes for t in ax.texts + [ax.title] + ax.get_yticklabels())
+        seen.update(t.get_text() for t in fig.texts + [fig._suptitle] if t)
+        plt.close(fig)
+
+    monkeypatch.setattr(figures, "save", capture)
+    # a twin pair: the flagged experts are marked, the warning named in the title
+    twin = json.loads(json.dumps(a))
+    twin["diagnostics"]["warnings"] = [{"kind": "twins", "experts": ["alg", "bio"], "value": 0.9, "message": "m"}]
+    figures.diagnostics_figure(twin, tmp_path / "c.svg")
+    assert "alg (!) [0 abst.]" in seen and "mid [0 abst.]" in seen
+    assert any(t.startswith("90 real training questions; warnings: twins") for t in seen)
+    assert any(t.startswith("Cohen's kappa per pair (Fleiss' kappa ") for t in seen)
+    assert {"algebra (n=", "biology (n="} <= {t.split("(n=")[0] + "(n=" for t in seen if "(n=" in t}
+
+
+def test_diagnostics_tables(world, tmp_path):
+    cascal = [f"syn/p/{s}={world / 'routers' / s / 'cascal'}" for s in ("train", "gen-g")]
+    rgd("tables", "--evals", *sorted(world.glob("eval/*/*.json")), "--analyses", world / "analysis.json",
+        "--scaling", *sorted(world.glob("scaling/*.json")), "--cascal", *cascal, "--out-dir", tmp_path)
+    a = read_json(world / "analysis.json")
+    d = a["diagnostics"]
+    rows = list(csv.DictReader((tmp_path / "diagnostics.csv").open()))
+    assert [r["expert"] for r in rows] == EXPERTS + ["pool (Fleiss' kappa)"]
+    alg = d["per_expert"]["alg"]
+    assert rows[0]["A"] == f"{100 * alg['shares']['A']:.1f}" and rows[0]["answered"] == "90"
+    assert rows[-1]["mean kappa with the others"] == f"{d['fleiss_kappa']:.2f}"
+    assert "prompt-twins: a pair's Cohen's kappa >= 0.5" in (tmp_path / "diagnostics.md").read_text()
+    pairs = list(csv.DictReader((tmp_path / "agreement.csv").open()))
+    assert [p["expert pair"] for p in pairs] == ["alg / bio", "alg / mid", "bio / mid"]
+    assert pairs[0]["Cohen's kappa"] == f"{d['pairs'][0]['kappa']:.2f}"
+    rank = list(csv.DictReader((tmp_path / "ranking.csv").open()))
+    assert [r["subject"] for r in rank] == SUBJECTS + ["all questions"]
+    assert rank[-1]["same best expert"] == "2 of 2" and rank[-1]["questions"] == "90"
+    for name in ("diagnostics", "agreement", "ranking"):
+        tex = (tmp_path / f"{name}.tex").read_text()
+        assert "\\toprule" in tex and tex.count("\\\\") == len(list(csv.reader((tmp_path / f"{name}.csv").open())))
+
+
+def test_diagnostics_table_names_the_flagged_experts():
+    d = {"experts": ["a", "b", "c"], "n_questions": 50, "fleiss_kappa": 0.05, "thresholds": {},
+         "per_expert": {e: {"answered": 50, "abstained": 0, "shares": {"A": 0.6, "B": 0.4}, "top_letter": "A",
+                            "top_share": 0.6, "mean_kappa_with_rest": 0.1} for e in "abc"},
+         "pairs": [], "warnings": [{"kind": "twins", "experts": ["a", "b"]}, {"kind": "letter-bias", "experts": ["c"]},
+                                   {"kind": "pool-chance", "experts": []}]}
+    t = tables.diagnostics_table({("x", "p"): {"diagnostics": d}})
+    flags = {r[2]: r[-1] for r in t.rows}
+    assert flags == {"a": "twins with b", "b": "twins with a", "c": "letter bias",
+                     "pool (Fleiss' kappa)": "pool chance"}
