@@ -81,16 +81,16 @@ def test_letter_counts_and_abstentions():
         dg.letter_counts(np.array([[3]]), 2)
 
 
-def test_twin_excess_by_hand():
+def test_excess_over_rest_by_hand():
     k = np.array([[1.0, 0.8, 0.1, 0.0],
                   [0.8, 1.0, 0.2, 0.1],
                   [0.1, 0.2, 1.0, 0.3],
                   [0.0, 0.1, 0.3, 1.0]])
-    ex = dg.twin_excess(k)
+    ex = dg.excess_over_rest(k)
     assert ex[0, 1] == pytest.approx(0.8 - (0.1 + 0.0 + 0.2 + 0.1) / 4)
     assert ex[2, 3] == pytest.approx(0.3 - (0.1 + 0.2 + 0.0 + 0.1) / 4)
     assert np.allclose(ex, ex.T, equal_nan=True) and np.isnan(np.diag(ex)).all()
-    assert np.isnan(dg.twin_excess(k[:2, :2])).all()  # two experts: no "rest" to compare with
+    assert np.isnan(dg.excess_over_rest(k[:2, :2])).all()  # two experts: no "rest" to compare with
 
 
 def _pool(n=200, seed=0):
@@ -117,7 +117,9 @@ def test_pool_diagnostics_flags_twins_chance_and_letter_bias():
     assert d["per_expert"]["biased"]["top_letter"] == "A" and d["per_expert"]["biased"]["top_share"] > 0.75
     assert sum(d["per_expert"]["indep"]["letters"].values()) == 200
     pair = next(p for p in d["pairs"] if p["experts"] == ["twin-a", "twin-b"])
-    assert pair["kappa"] > 0.8 and pair["n"] == 200
+    assert pair["kappa"] > 0.8 and pair["n"] == 200 and pair["agreement_excess"] > 0.5
+    k = dg.pairwise(ch, 4)
+    assert pair["kappa_excess"] == pytest.approx(k["kappa"][0, 1] - np.mean(k["kappa"][[0, 0, 1, 1], [2, 3, 2, 3]]))
     assert d["thresholds"]["twin_kappa"] == dg.THRESHOLDS.twin_kappa
     assert 0 < d["fleiss_kappa"] < 1
 
@@ -125,12 +127,13 @@ def test_pool_diagnostics_flags_twins_chance_and_letter_bias():
 def test_thresholds_decide_the_warnings():
     ch, names = _pool()
     kinds = lambda t: {w["kind"] for w in dg.pool_diagnostics(ch, names, 4, t)["warnings"]}  # noqa: E731
-    strict = dg.Thresholds(twin_kappa=0.99, chance_kappa=-1.0, letter_share=0.95)
+    strict = dg.Thresholds(twin_agreement=0.99, chance_kappa=-1.0, letter_share=0.95)
     assert kinds(strict) == set()
     assert "pool-chance" in kinds(dg.Thresholds(chance_kappa=0.99))
     assert "few-questions" in kinds(dg.Thresholds(min_questions=500))
     assert "twins" not in kinds(dg.Thresholds(min_questions=500))  # too few questions: no kappa warning
-    assert len(dg.THRESHOLDS.describe()) == 4 and "0.5" in dg.THRESHOLDS.describe()[0]
+    assert "twins" not in kinds(dg.Thresholds(twin_kappa=0.9))  # both conditions are needed
+    assert len(dg.THRESHOLDS.describe()) == 4 and "25 points" in dg.THRESHOLDS.describe()[0]
 
 
 def test_a_pool_of_independent_skilled_experts_is_not_flagged():
@@ -163,3 +166,35 @@ def test_consensus_ranking_by_hand():
     assert r["kendall"][:2] == [pytest.approx(1.0), pytest.approx(-1.0)]
     assert r["mean_spearman"] == pytest.approx((10 - 30) / 40)  # weighted by questions, s3 undefined
     assert r["overall"] == {"spearman": pytest.approx(-1.0), "kendall": pytest.approx(-1.0)}
+
+
+# the letters the current default pool chose on 42 real MMLU training questions (6 subjects,
+# 7 each; `rgd respond`, letter mode, the models of config/config.yaml)
+REAL = {"smol-chat": "CBCDCBCBCCCCCCCCBCCBCBCCCCCCCCCCCCCCCBCBCB",
+        "smol-plain": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "gemma-plain": "DDDDBDDDADDDDDDDDDDDDDAABADDDDADADDBDDADDB",
+        "gemma-fewshot": "DADADBDDAAADDDBDDDDDDDAAAADDDDDDDDDDBBAABA"}
+
+
+def test_letter_biased_prompt_twins_are_flagged_on_raw_agreement():
+    """Both Gemma prompts answer D most of the time, so their kappa stays low, but they agree on
+    62% of the questions while the others agree with them on 5-29%: consensus crowns them."""
+    from sklearn.metrics import cohen_kappa_score
+
+    ch = np.array([[ord(c) - 65 for c in v] for v in REAL.values()]).T
+    d = dg.pool_diagnostics(ch, list(REAL), 4)
+    pair = d["pairs"][-1]
+    assert pair["experts"] == ["gemma-plain", "gemma-fewshot"] and pair["agreement"] == pytest.approx(26 / 42)
+    assert pair["kappa"] == pytest.approx(cohen_kappa_score(ch[:, 2], ch[:, 3])) and pair["kappa"] < 0.3
+    others = [p["agreement"] for p in d["pairs"] if len({"gemma-plain", "gemma-fewshot"} & set(p["experts"])) == 1]
+    assert pair["agreement_excess"] == pytest.approx(26 / 42 - np.mean(others))
+    twins = [w for w in d["warnings"] if w["kind"] == "twins"]
+    assert [w["experts"] for w in twins] == [["gemma-plain", "gemma-fewshot"]]
+    assert d["per_expert"]["smol-plain"]["top_share"] == 1.0 and d["per_expert"]["smol-plain"]["top_letter"] == "A"
+    lines = dg.warning_lines(d["warnings"])
+    assert lines[0].startswith("gemma-plain and gemma-fewshot agree far beyond the rest (62% of their answers")
+    bias = next(line for line in lines if line.startswith("one letter on more than 50%"))
+    assert "smol-plain A 100%" in bias and "smol-chat C 76%" in bias and "gemma-plain D 74%" in bias
+    assert any(line.startswith("no better than chance agreement with the others") and "smol-plain 0.00" in line
+               for line in lines)
+    assert any(w["kind"] == "pool-chance" for w in d["warnings"])

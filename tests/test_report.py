@@ -316,11 +316,11 @@ def test_verdict_sentences_say_only_what_the_paired_ci_supports():
     assert verdict(trails) == "trails"
     t = sentence(trails)
     assert "CASCAL (Top-1 22.2%) trails the best single model on the test set (m2, 30.6%" in t
-    assert "[-23.6, -1.4] points, entirely below 0" in t and "closes none of the gap" in t and "-45%" in t
+    assert "[-23.6, -1.4] points, entirely below 0" in t and "that it closes: -45%, 95% CI [-90%, -5%] (0% =" in t
     matches = _eval([-0.05, 0.0], 0.1, [-0.2, 0.4])
     assert verdict(matches) == "matches"  # a CI that touches 0 contains it
     assert "matches the best single model" in sentence(matches) and "which contains 0" in sentence(matches)
-    assert "closes 10% of the gap" in sentence(matches) and "[-20%, 40%]" in sentence(matches)
+    assert "that it closes: 10%, 95% CI [-20%, 40%]" in sentence(matches)
     beats = _eval([0.001, 0.2], None, [None, None])
     assert verdict(beats) == "beats" and "no oracle gap to close" in sentence(beats)
     assert verdict(_eval([None, None], None, None)) == "undefined"
@@ -367,7 +367,8 @@ def test_diagnostics_figure_deterministic_with_its_text(world, tmp_path, monkeyp
     figures.diagnostics_figure(twin, tmp_path / "c.svg")
     assert "alg (!) [0 abst.]" in seen and "mid [0 abst.]" in seen
     assert any(t.startswith("90 real training questions; warnings: twins") for t in seen)
-    assert any(t.startswith("Cohen's kappa per pair (Fleiss' kappa ") for t in seen)
+    assert any(t.startswith("agreement per pair, Cohen's κ (Fleiss' κ ") for t in seen)
+    assert any(t.endswith("%\nκ " + f"{a['diagnostics']['pairs'][0]['kappa']:.2f}") for t in seen)
     assert {"algebra (n=", "biology (n="} <= {t.split("(n=")[0] + "(n=" for t in seen if "(n=" in t}
 
 
@@ -382,7 +383,7 @@ def test_diagnostics_tables(world, tmp_path):
     alg = d["per_expert"]["alg"]
     assert rows[0]["A"] == f"{100 * alg['shares']['A']:.1f}" and rows[0]["answered"] == "90"
     assert rows[-1]["mean kappa with the others"] == f"{d['fleiss_kappa']:.2f}"
-    assert "prompt-twins: a pair's Cohen's kappa >= 0.5" in (tmp_path / "diagnostics.md").read_text()
+    assert "prompt-twins: a pair's raw agreement >= 25 points" in (tmp_path / "diagnostics.md").read_text()
     pairs = list(csv.DictReader((tmp_path / "agreement.csv").open()))
     assert [p["expert pair"] for p in pairs] == ["alg / bio", "alg / mid", "bio / mid"]
     assert pairs[0]["Cohen's kappa"] == f"{d['pairs'][0]['kappa']:.2f}"
@@ -404,3 +405,16 @@ def test_diagnostics_table_names_the_flagged_experts():
     flags = {r[2]: r[-1] for r in t.rows}
     assert flags == {"a": "twins with b", "b": "twins with a", "c": "letter bias",
                      "pool (Fleiss' kappa)": "pool chance"}
+
+
+def test_diagnostics_text_keeps_pool_order_through_sorted_json():
+    from rgd.diagnostics import pool_diagnostics
+    from rgd.summary import diagnostics_text
+
+    ch = np.array([[0, 1, 1], [1, 1, 1], [2, 2, 0]] * 10)
+    a = {"diagnostics": pool_diagnostics(ch, ["zeta", "alpha", "mid"], 4), "labels": {"benchmark": "b", "pool": "p"}}
+    a = json.loads(json.dumps(a, sort_keys=True))  # as write_json stores it
+    rows = [line.split(" | ")[0] for line in diagnostics_text(a).splitlines() if line.startswith("| ")]
+    assert rows[1:4] == ["| zeta", "| alpha", "| mid"]
+    t = tables.diagnostics_table({("b", "p"): a})
+    assert [r[2] for r in t.rows] == ["zeta", "alpha", "mid", "pool (Fleiss' kappa)"]

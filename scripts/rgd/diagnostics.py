@@ -6,7 +6,9 @@ matrix of option indices with -1 for an abstention:
   * pairwise raw agreement and Cohen's kappa, each over the questions both experts answered;
   * Fleiss' kappa of the pool (the form for a varying number of raters per question: a question
     counts with the experts that answered it, if at least two did);
-  * warnings, by the thresholds of `Thresholds` (defined once, below).
+  * warnings, by the thresholds of `Thresholds` (defined once, below). Prompt-twins are judged on
+    raw agreement, which is what consensus rewards, and on kappa, so that two experts that merely
+    share a letter bias are not taken for twins (the letter-bias warning names those).
 
 Why these: consensus scores reward agreement. Agreement carries signal about skill only when the
 experts err independently. Two prompt variants of one model share their errors, so they agree far
@@ -34,8 +36,11 @@ from .records import LETTERS
 class Thresholds:
     """When the pool's consensus is flagged. One place for these numbers; the report prints them."""
 
-    twin_kappa: float = 0.5  # a pair agrees at least this much (Cohen's kappa) ...
-    twin_excess: float = 0.3  # ... and this much above the two experts' mean kappa with the others
+    # prompt-twins: a pair's raw agreement (what consensus rewards) lies this far above the two
+    # experts' mean agreement with the others, and its kappa (agreement beyond their letter
+    # frequencies) this far above their mean kappa with the others
+    twin_agreement: float = 0.25
+    twin_kappa: float = 0.15
     chance_kappa: float = 0.1  # an expert's mean kappa with the others (or the pool's Fleiss') at most this
     letter_share: float = 0.5  # an expert gives one letter on more than this share of its answers
     min_questions: int = 20  # kappa-based warnings need at least this many jointly answered questions
@@ -43,8 +48,9 @@ class Thresholds:
     def describe(self) -> list[str]:
         t = self
         return [
-            f"prompt-twins: a pair's Cohen's kappa >= {t.twin_kappa:g} and >= {t.twin_excess:g} above the mean "
-            f"kappa of the two experts with the other experts (needs 3 or more experts)",
+            f"prompt-twins: a pair's raw agreement >= {100 * t.twin_agreement:g} points and its Cohen's kappa "
+            f">= {t.twin_kappa:g} above the two experts' mean agreement and kappa with the other experts "
+            f"(needs 3 or more experts)",
             f"at chance: an expert's mean kappa with the other experts <= {t.chance_kappa:g} "
             f"(the pool: Fleiss' kappa <= {t.chance_kappa:g})",
             f"letter bias: one letter on more than {t.letter_share:.0%} of an expert's answers",
@@ -127,12 +133,12 @@ def _off_diagonal_mean(a: np.ndarray) -> np.ndarray:
         return np.where(ok.any(axis=1), np.where(ok, a, 0).sum(axis=1) / ok.sum(axis=1), np.nan)
 
 
-def twin_excess(kappa: np.ndarray) -> np.ndarray:
-    """(m, m): kappa(i, j) minus the mean of kappa(i, k) and kappa(j, k) over the other experts k.
+def excess_over_rest(pairwise_matrix: np.ndarray) -> np.ndarray:
+    """(m, m): a(i, j) minus the mean of a(i, k) and a(j, k) over the other experts k.
 
-    How much more the pair agrees with itself than either member agrees with the rest; NaN on the
-    diagonal and with fewer than 3 experts."""
-    k = np.array(kappa, dtype=np.float64)
+    For an agreement or kappa matrix: how much more the pair agrees with itself than its members
+    agree with the rest; NaN on the diagonal and with fewer than 3 experts."""
+    k = np.array(pairwise_matrix, dtype=np.float64)
     m = k.shape[0]
     ok = ~np.isnan(k)
     np.fill_diagonal(ok, False)
@@ -162,7 +168,7 @@ def pool_diagnostics(choices: np.ndarray, experts: list[str], n_options: int | N
     top_share = np.where(answered > 0, counts.max(axis=1) / np.maximum(answered, 1), np.nan)
     pw = pairwise(c, k)
     rest = _off_diagonal_mean(pw["kappa"])
-    excess = twin_excess(pw["kappa"])
+    agree_excess, kappa_excess = excess_over_rest(pw["agreement"]), excess_over_rest(pw["kappa"])
     fleiss = fleiss_kappa(c, k)
     per_expert = {
         e: {"answered": int(answered[j]), "abstained": int(abstained[j]),
@@ -173,7 +179,7 @@ def pool_diagnostics(choices: np.ndarray, experts: list[str], n_options: int | N
         for j, e in enumerate(experts)}
     pairs = [{"experts": [experts[i], experts[j]], "n": int(pw["n"][i, j]),
               "agreement": _none(pw["agreement"][i, j]), "kappa": _none(pw["kappa"][i, j]),
-              "excess": _none(excess[i, j])}
+              "agreement_excess": _none(agree_excess[i, j]), "kappa_excess": _none(kappa_excess[i, j])}
              for i in range(len(experts)) for j in range(i + 1, len(experts))]
     out = {"n_questions": int(c.shape[0]), "n_options": k, "experts": list(experts), "per_expert": per_expert,
            "pairs": pairs, "fleiss_kappa": _none(fleiss), "thresholds": asdict(thresholds)}
@@ -191,30 +197,31 @@ def warnings(diag: dict, t: Thresholds = THRESHOLDS) -> list[dict]:
                     "message": f"some expert pairs share only {few} answered questions (< {t.min_questions}): "
                                "their kappas are too noisy for the agreement warnings, which skip them"})
     for p in enough:
-        if (p["kappa"] is not None and p["excess"] is not None and p["kappa"] >= t.twin_kappa
-                and p["excess"] >= t.twin_excess):
+        ae, ke = p["agreement_excess"], p["kappa_excess"]
+        if ae is not None and ke is not None and ae >= t.twin_agreement and ke >= t.twin_kappa:
             a, b = p["experts"]
-            out.append({"kind": "twins", "experts": [a, b], "value": p["kappa"],
-                        "message": f"{a} and {b} agree far beyond the rest (kappa {p['kappa']:.2f}, "
-                                   f"{p['excess']:.2f} above their mean kappa with the others): consensus rewards "
-                                   "agreement, so it favours the two together, right or wrong, as it favours prompt "
-                                   "variants of one model"})
+            out.append({"kind": "twins", "experts": [a, b], "value": ae,
+                        "message": f"{a} and {b} agree far beyond the rest ({p['agreement']:.0%} of their answers, "
+                                   f"{100 * ae:.0f} points above their mean with the others; kappa {p['kappa']:.2f}, "
+                                   f"{ke:+.2f}): consensus rewards agreement, so it favours the two together, right or "
+                                   "wrong; prompt variants of one model look like this (so do two distinct models "
+                                   "that are both often right, which only keys tell apart)"})
     n_ok = {e: sum(p["n"] >= t.min_questions for p in diag["pairs"] if e in p["experts"]) for e in diag["experts"]}
-    for e, d in diag["per_expert"].items():
+    for e, d in ((e, diag["per_expert"][e]) for e in diag["experts"]):  # pool order
         r = d["mean_kappa_with_rest"]
         if r is not None and n_ok[e] and r <= t.chance_kappa:
             out.append({"kind": "chance", "experts": [e], "value": r,
-                        "message": f"{e} agrees with the others at chance (mean kappa {r:.2f}): its consensus "
+                        "message": f"{e} agrees with the others no better than chance (mean kappa {r:.2f}): its consensus "
                                    "scores say little about its skill"})
-    for e, d in diag["per_expert"].items():
+    for e, d in ((e, diag["per_expert"][e]) for e in diag["experts"]):
         if d["top_share"] is not None and d["top_share"] > t.letter_share:
-            out.append({"kind": "letter-bias", "experts": [e], "value": d["top_share"],
+            out.append({"kind": "letter-bias", "experts": [e], "value": d["top_share"], "letter": d["top_letter"],
                         "message": f"{e} answers {d['top_letter']} on {d['top_share']:.0%} of its answers: "
                                    "its agreements are mostly that letter, not knowledge"})
     f = diag["fleiss_kappa"]
     if f is not None and f <= t.chance_kappa and diag["n_questions"] >= t.min_questions:
         out.append({"kind": "pool-chance", "experts": [], "value": f,
-                    "message": f"the pool as a whole agrees at chance (Fleiss' kappa {f:.2f}): consensus "
+                    "message": f"the pool as a whole agrees no better than chance (Fleiss' kappa {f:.2f}): consensus "
                                "scores are mostly noise"})
     return out
 
@@ -267,3 +274,24 @@ def consensus_ranking(subjects: list[str], n: list[int], consensus: np.ndarray, 
         "mean_spearman": _none(np.average(rho[defined], weights=w)) if defined.any() and w.sum() else None,
         "mean_kendall": _none(np.average(tau[defined], weights=w)) if defined.any() and w.sum() else None,
     }
+
+
+def warning_lines(warns: list[dict], t: Thresholds = THRESHOLDS) -> list[str]:
+    """The warnings for a reader: one line per twin pair and pool-level warning, one line for all
+    experts at chance, one for all letter-biased experts."""
+    lines, chance, bias = [], [], []
+    for w in warns:
+        if w["kind"] == "chance":
+            chance.append(f"{w['experts'][0]} {w['value']:.2f}")
+        elif w["kind"] == "letter-bias":
+            bias.append(f"{w['experts'][0]} {w['letter']} {w['value']:.0%}")
+        else:
+            lines.append(w["message"])
+    if chance:
+        lines.append(f"no better than chance agreement with the others (mean kappa <= {t.chance_kappa:g}): "
+                     f"{', '.join(chance)}; "
+                     "consensus scores say little about these experts' skill")
+    if bias:
+        lines.append(f"one letter on more than {t.letter_share:.0%} of the answers: {', '.join(bias)}; their "
+                     "agreements are mostly that letter, not knowledge")
+    return lines

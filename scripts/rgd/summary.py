@@ -92,15 +92,13 @@ def sentence(e: dict) -> str:
     ci = f"paired 95% CI of Top-1 minus best single [{_signed(lo)}, {_signed(hi)}] points"
     head += (f": {ci}, which contains 0." if v == "matches" else f": {ci}, entirely {'above' if v == 'beats' else 'below'} 0.")
     g, gci = e.get("gap_closed_top1"), (e.get("ci", {}).get("gap_closed_top1") or [None, None])
-    gci_txt = "" if gci[0] is None else f" (95% CI [{100 * gci[0]:.0f}%, {100 * gci[1]:.0f}%])"
     if g is None:
-        tail = " The oracle is no better than the best single model here, so there is no oracle gap to close."
-    elif g >= 0:
-        tail = f" It closes {100 * g:.0f}% of the gap from the best single model to the oracle{gci_txt}."
-    else:
-        tail = (f" It closes none of the gap from the best single model to the oracle: its share is "
-                f"{100 * g:.0f}%{gci_txt}, i.e. below the best single model.")
-    return head + tail
+        return head + " The oracle is no better than the best single model here: there is no oracle gap to close."
+    gci_txt = "" if gci[0] is None else f", 95% CI [{100 * gci[0]:.0f}%, {100 * gci[1]:.0f}%]"
+    # the share is reported, never read as progress: its CI says whether it differs from 0
+    return head + (f" Share of the gap from the best single model to the oracle that it closes: {100 * g:.0f}%"
+                   f"{gci_txt} (0% = the best single model, 100% = the oracle, below 0 = worse than the best single "
+                   "model).")
 
 
 def verdicts(evals: list[dict]) -> list[str]:
@@ -112,32 +110,35 @@ def verdicts(evals: list[dict]) -> list[str]:
 
 
 def _k(x) -> str:
-    return "n/a" if x is None else f"{x:.2f}"
+    from .report.tables import num
+
+    return "n/a" if x is None else num(x, 2)
 
 
 def diagnostics_text(analysis: dict) -> str:
     """The pool diagnostics of one analysis file as Markdown: letters, kappas, warnings, ranking."""
-    from .diagnostics import Thresholds
+    from .diagnostics import Thresholds, warning_lines
 
     d, lab = analysis["diagnostics"], analysis.get("labels", {})
     letters = list(next(iter(d["per_expert"].values()))["shares"]) if d["per_expert"] else []
     cols = ["expert", "answered", "abstained"] + letters + ["top letter", "mean kappa with the others"]
     rows = [[e, str(v["answered"]), str(v["abstained"])] + [_pct(v["shares"][x]) for x in letters]
             + [f"{v['top_letter']} {_pct(v['top_share'])}%" if v["top_letter"] else "", _k(v["mean_kappa_with_rest"])]
-            for e, v in d["per_expert"].items()]
-    pair_cols = ["pair", "questions", "agreement", "Cohen's kappa", "kappa above the rest"]
-    pair_rows = [[" / ".join(p["experts"]), str(p["n"]), _pct(p["agreement"]), _k(p["kappa"]), _k(p["excess"])]
-                 for p in d["pairs"]]
+            for e, v in ((e, d["per_expert"][e]) for e in d["experts"])]
+    pair_cols = ["pair", "questions", "agreement", "above the rest (points)", "Cohen's kappa", "kappa above the rest"]
+    pair_rows = [[" / ".join(p["experts"]), str(p["n"]), _pct(p["agreement"]), _points(p["agreement_excess"]),
+                  _k(p["kappa"]), _k(p["kappa_excess"])] for p in d["pairs"]]
     out = [f"### Pool diagnostics: {lab.get('benchmark', '?')} / {lab.get('pool', '?')}", "",
            f"Label-free: the experts' chosen letters on the {d['n_questions']} real training questions "
            f"(% of each expert's answers). Fleiss' kappa of the pool: {_k(d['fleiss_kappa'])}.", "",
            _md_table(cols, rows), _md_table(pair_cols, pair_rows)]
+    thresholds = Thresholds(**d["thresholds"])
     if d["warnings"]:
         out.append("Warnings: consensus may not rank these experts by skill.")
-        out += [f"- {w['message']}" for w in d["warnings"]]
+        out += [f"- {line}" for line in warning_lines(d["warnings"], thresholds)]
     else:
         out.append("No warning: nothing in the pool's agreement pattern argues against its consensus.")
-    out += ["", "Thresholds: " + "; ".join(Thresholds(**d["thresholds"]).describe()) + "."]
+    out += ["", "Thresholds: " + "; ".join(thresholds.describe()) + "."]
     r = analysis.get("consensus_ranking")
     if r:
         per = ", ".join(f"{s} {_k(v)}" for s, v in zip(r["subjects"], r["spearman"]))
@@ -147,6 +148,12 @@ def diagnostics_text(analysis: dict) -> str:
                 f"(Kendall {_k(r['mean_kendall'])}); over all questions {_k(r['overall']['spearman'])}. "
                 f"Consensus names the keys' best expert in {same} of {len(r['subjects'])} subjects."]
     return "\n".join(out) + "\n"
+
+
+def _points(x) -> str:
+    from .report.tables import signed
+
+    return "n/a" if x is None else signed(100 * x)
 
 
 def _md_table(cols: list[str], rows: list[list[str]]) -> str:

@@ -158,24 +158,27 @@ def diagnostics_figure(analysis: dict, path: str | Path) -> None:
         ax.set_xlabel("share of the expert's answers")
         ax.set_title("letters chosen (no keys)")
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=min(len(letters) + 1, 6), frameon=False)
+        # colour: raw agreement (what consensus rewards); text: raw % and Cohen's kappa
         bx = axes[1]
-        k = np.full((m, m), np.nan)
+        agree, k = np.full((m, m), np.nan), np.full((m, m), np.nan)
         for p in d["pairs"]:
             i, j = experts.index(p["experts"][0]), experts.index(p["experts"][1])
+            agree[i, j] = agree[j, i] = _nan(p["agreement"])
             k[i, j] = k[j, i] = _nan(p["kappa"])
-        cm = plt.get_cmap("viridis").with_extremes(bad="0.9")  # the diagonal and undefined kappas: grey
-        im = bx.imshow(np.ma.masked_invalid(k), vmin=-0.2, vmax=1, cmap=cm, aspect="auto")
+        cm = plt.get_cmap("viridis").with_extremes(bad="0.9")  # the diagonal and undefined cells: grey
+        im = bx.imshow(np.ma.masked_invalid(agree), vmin=0, vmax=1, cmap=cm, aspect="auto")
         for i in range(m):
             for j in range(m):
                 if i != j:
-                    txt = "n/a" if math.isnan(k[i, j]) else f"{k[i, j]:.2f}"
+                    txt = "n/a" if math.isnan(agree[i, j]) else (
+                        f"{100 * agree[i, j]:.0f}%\nκ " + ("n/a" if math.isnan(k[i, j]) else f"{k[i, j]:.2f}"))
                     bx.text(j, i, txt, ha="center", va="center", fontsize=6.5,
-                            color="black" if math.isnan(k[i, j]) or k[i, j] > 0.5 else "white")
+                            color="black" if math.isnan(agree[i, j]) or agree[i, j] > 0.55 else "white")
         bx.set_xticks(range(m), names, rotation=30, ha="right")
         bx.set_yticks(range(m), names)
         fk = d["fleiss_kappa"]
-        bx.set_title("Cohen's kappa per pair" + ("" if fk is None else f" (Fleiss' kappa {fk:.2f})"))
-        fig.colorbar(im, ax=bx, shrink=0.8, label="kappa")
+        bx.set_title("agreement per pair, Cohen's κ" + ("" if fk is None else f" (Fleiss' κ {fk:.2f})"))
+        fig.colorbar(im, ax=bx, shrink=0.8, label="raw agreement")
         if r:
             cx = axes[2]
             rho = np.array([_nan(v) for v in r["spearman"]])
@@ -194,7 +197,7 @@ def diagnostics_figure(analysis: dict, path: str | Path) -> None:
             cx.set_title(f"consensus ranking, after the fact (mean {mean})")
         kinds = sorted({w["kind"] for w in d["warnings"]})
         fig.suptitle(f"{d['n_questions']} real training questions; "
-                     + (f"warnings: {', '.join(kinds)} ((!) marks the experts named)" if kinds else "no warning"),
+                     + (f"warnings: {', '.join(kinds)}; (!) marks the experts named" if kinds else "no warning"),
                      fontsize=8)
         save(fig, path)
 

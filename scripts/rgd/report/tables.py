@@ -82,7 +82,15 @@ def pct(x) -> str:
 
 
 def num(x, digits: int = 3) -> str:
-    return "" if x is None else f"{x:.{digits}f}"
+    if x is None:
+        return ""
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.00"
+
+
+def signed(x, digits: int = 1) -> str:
+    text = num(x, digits)
+    return text if not text or text.startswith("-") or float(text) == 0 else "+" + text
 
 
 def pm(mean, std) -> str:
@@ -240,7 +248,7 @@ def diagnostics_table(analyses: dict[tuple[str, str], dict]) -> Table:
     for (bench, pool), a in sorted(analyses.items()):
         d = a["diagnostics"]
         flags = _flags(d)
-        for e, v in d["per_expert"].items():
+        for e, v in ((e, d["per_expert"][e]) for e in d["experts"]):  # pool order
             t.rows.append([bench, pool, e, str(v["answered"]), str(v["abstained"])]
                           + [pct(v["shares"].get(x)) for x in letters]
                           + [f"{v['top_letter']} {pct(v['top_share'])}" if v["top_letter"] else "",
@@ -252,14 +260,18 @@ def diagnostics_table(analyses: dict[tuple[str, str], dict]) -> Table:
 
 
 def agreement_table(analyses: dict[tuple[str, str], dict]) -> Table:
-    cols = ["benchmark", "pool", "expert pair", "questions", "agreement", "Cohen's kappa", "kappa above the rest"]
+    cols = ["benchmark", "pool", "expert pair", "questions", "agreement", "agreement above the rest",
+            "Cohen's kappa", "kappa above the rest"]
     t = Table("agreement", "Pairwise agreement on the real training split (label-free): questions both experts "
-              "answered, raw agreement (%), Cohen's kappa (chance-corrected), and how far the pair's kappa lies "
-              "above the two experts' mean kappa with the others (high for prompt-twins of one model).", cols)
+              "answered, raw agreement (%), Cohen's kappa (chance-corrected), and how far each lies above the two "
+              "experts' mean with the other experts (percentage points, kappa units; high for prompt-twins of one "
+              "model).", cols)
     for (bench, pool), a in sorted(analyses.items()):
         for p in a["diagnostics"]["pairs"]:
+            ae = p["agreement_excess"]
             t.rows.append([bench, pool, " / ".join(p["experts"]), str(p["n"]), pct(p["agreement"]),
-                           num(p["kappa"], 2), num(p["excess"], 2)])
+                           "" if ae is None else signed(100 * ae), num(p["kappa"], 2),
+                           num(p["kappa_excess"], 2)])
     return t
 
 
