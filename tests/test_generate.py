@@ -72,3 +72,56 @@ def test_prompts_never_contain_real_questions():
     assert "Questions about cells." in p["messages"][-1]["content"]
     p = build_prompt("Questions about cells.", "fewshot")
     assert p["text"].endswith("Category: Questions about cells.\n[QUESTION]")
+
+
+def test_generation_progress_lines_count_cached_prompts(tmp_path, tiny_model, monkeypatch):
+    import yaml  # noqa: F401  (the CLI's descriptions loader; here a dict)
+
+    from rgd import progress
+    from rgd.generate import run
+    from rgd.io import write_jsonl
+
+    monkeypatch.setattr(progress, "EVERY_SECONDS", 0.0)
+    seeds = tmp_path / "seeds.jsonl"
+    write_jsonl(seeds, [{"id": f"s{i}", "category": "ab"[i % 2], "question": "?", "options": ["a", "b"]}
+                        for i in range(4)])
+    spec = {"model": "tiny", "style": "chat", "num_prompts": 5, "batch_size": 2,
+            "sampling": {"temperature": 0.9, "max_new_tokens": 8}, "seed": 1}
+    outs = [tmp_path / n for n in ("q.jsonl", "k.jsonl", "r.jsonl", "meta.json", "cache.jsonl")]
+    desc = {"a": "Questions about a.", "b": "Questions about b."}
+    lines = []
+    run("g", spec, seeds, desc, tiny_model, *outs, log=lines.append)
+    assert [line.split(" (")[0] for line in lines] == ["[g] 2/5 prompts", "[g] 4/5 prompts", "[g] 5/5 prompts",
+                                                       "[g] done: 5/5 prompts"]
+    assert lines[-1].startswith("[g] done: 5/5 prompts (0 cached, 5 computed) in ")
+    lines.clear()
+    run("g", spec, seeds, desc, tiny_model, *outs, log=lines.append)
+    assert lines[-1].startswith("[g] done: 5/5 prompts (5 cached, 0 computed) in ")
+
+
+def test_streaming_generation_reports_progress_with_cached_prompts(tmp_path, monkeypatch):
+    """The streaming path (as VLLMBackend offers it), through a double that writes one valid block."""
+    from rgd import generate
+    from rgd.backends.hf import Generation
+    from rgd.io import write_jsonl
+
+    class Streaming:
+        streams, identity = True, {"model": "double"}
+
+        def stream_generate(self, prompts, sampling, seeds, logprobs=False):
+            for j, _ in enumerate(prompts):
+                yield j, Generation(f"[QUESTION] q{seeds[j]}?\n[OPTION A] a\n[OPTION B] b\n[OPTION C] c\n"
+                                    "[OPTION D] d\n[ANSWER] A", None, 5, 9)
+
+    monkeypatch.setattr(generate, "make_backend", lambda *a: Streaming())
+    seeds = tmp_path / "seeds.jsonl"
+    write_jsonl(seeds, [{"id": f"s{i}", "category": "a", "question": "?", "options": ["a", "b"]} for i in range(3)])
+    outs = [tmp_path / n for n in ("q.jsonl", "k.jsonl", "r.jsonl", "meta.json", "cache.jsonl")]
+    lines = []
+    spec = {"model": "double", "num_prompts": 3, "batch_size": 2}
+    generate.run("g", spec, seeds, {"a": "About a."}, None, *outs, log=lines.append)
+    assert lines[-1].startswith("[g] done: 3/3 prompts (0 cached, 3 computed) in ")
+    lines.clear()
+    meta = generate.run("g", {**spec, "num_prompts": 5}, seeds, {"a": "About a."}, None, *outs, log=lines.append)
+    assert lines[-1].startswith("[g] done: 5/5 prompts (3 cached, 2 computed) in ")
+    assert meta["throughput"]["computed_prompts"] == 2 and meta["n_questions"] == 5

@@ -257,3 +257,164 @@ def test_source_order_and_latex_escape():
     assert tables.latex_escape("a_b 50% & #1 ~ {x}") == r"a\_b 50\% \& \#1 \textasciitilde{} \{x\}"
     t = tables.Table("t", "cap_tion", ["name", "acc"], [["x|y", "1.0"]])
     assert "x\\|y" in t.markdown() and "\\begin{tabular}{lr}" in t.latex() and "cap\\_tion" in t.latex()
+
+
+# --------------------------------------------------------------------------- pool diagnostics
+def test_analysis_has_pool_diagnostics_and_consensus_ranking(world):
+    from rgd.diagnostics import pairwise
+    from rgd.routers import consensus_matrices
+
+    a = read_json(world / "analysis.json")
+    d, r = a["diagnostics"], a["consensus_ranking"]
+    assert d["experts"] == EXPERTS and d["n_questions"] == 90 and d["n_options"] == 4
+    assert all(sum(v["letters"].values()) + v["abstained"] == 90 for v in d["per_expert"].values())
+    # the same kappas as rgd.diagnostics on the consensus file's own choices
+    ids = [q["id"] for q in read_jsonl_(world / "data" / "train.questions.jsonl")]
+    ch, _ = consensus_matrices(read_jsonl_(world / "cons" / "train.jsonl"), ids, EXPERTS)
+    k = pairwise(ch, 4)["kappa"]
+    assert [p["kappa"] for p in d["pairs"]] == pytest.approx([k[0, 1], k[0, 2], k[1, 2]])
+    # the planted niches: consensus orders the experts as the keys do in both subjects
+    assert r["subjects"] == SUBJECTS and all(v is not None and v > 0 for v in r["spearman"])
+    assert r["same_best_model"] == [True, True] and r["overall"]["spearman"] is not None
+
+
+def read_jsonl_(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def test_summary_with_verdicts_and_diagnostics(world, tmp_path):
+    evals = sorted(world.glob("eval/*/*.json"))
+    rgd("summarize", "--evals", *evals, "--out-csv", tmp_path / "s.csv", "--out-md", tmp_path / "s.md",
+        "--analyses", world / "analysis.json")
+    md = (tmp_path / "s.md").read_text()
+    said = [line for line in md.splitlines() if line.startswith("- syn / p, trained on")]
+    assert len(said) == 2  # one per training source, CASCAL only
+    for line, s in zip(said, ("train", "gen-g")):
+        ev = read_json(world / "eval" / s / "cascal.json")
+        lo, hi = ev["paired"]["top1_vs_best_single"]["ci"]
+        word = "beats" if lo > 0 else "trails" if hi < 0 else "matches"
+        assert f"CASCAL (Top-1 {100 * ev['top1']:.1f}%) {word} the best single model on the test set" in line
+        assert f"[{100 * lo:+.1f}, {100 * hi:+.1f}]" in line and "oracle" in line
+    assert "### Pool diagnostics: syn / p" in md and "Fleiss' kappa of the pool" in md
+    assert "| alg / bio |" in md and "Thresholds: prompt-twins:" in md and "Spearman" in md
+    # the CSV keeps its columns and rows without the analyses
+    rgd("summarize", "--evals", *evals, "--out-csv", tmp_path / "t.csv", "--out-md", tmp_path / "t.md")
+    assert (tmp_path / "t.csv").read_bytes() == (tmp_path / "s.csv").read_bytes()
+    assert "Pool diagnostics" not in (tmp_path / "t.md").read_text()
+
+
+def _eval(ci, gap, gap_ci, router="cascal", source="gen-x"):
+    return {"labels": {"benchmark": "b", "pool": "p", "source": source, "router": router}, "n_questions": 72,
+            "top1": 0.222, "best_single": 0.306, "best_single_model": "m2", "gap_closed_top1": gap,
+            "ci": {"gap_closed_top1": gap_ci}, "paired": {"top1_vs_best_single": {"diff": -0.083, "ci": ci}}}
+
+
+def test_verdict_sentences_say_only_what_the_paired_ci_supports():
+    from rgd.summary import sentence, verdict, verdicts
+
+    trails = _eval([-0.236, -0.014], -0.45, [-0.9, -0.05])
+    assert verdict(trails) == "trails"
+    t = sentence(trails)
+    assert "CASCAL (Top-1 22.2%) trails the best single model on the test set (m2, 30.6%" in t
+    assert "[-23.6, -1.4] points, entirely below 0" in t and "that it closes: -45%, 95% CI [-90%, -5%] (0% =" in t
+    matches = _eval([-0.05, 0.0], 0.1, [-0.2, 0.4])
+    assert verdict(matches) == "matches"  # a CI that touches 0 contains it
+    assert "matches the best single model" in sentence(matches) and "which contains 0" in sentence(matches)
+    assert "that it closes: 10%, 95% CI [-20%, 40%]" in sentence(matches)
+    beats = _eval([0.001, 0.2], None, [None, None])
+    assert verdict(beats) == "beats" and "no oracle gap to close" in sentence(beats)
+    assert verdict(_eval([None, None], None, None)) == "undefined"
+    assert "undefined" in sentence(_eval([None, None], None, None))
+    # one sentence per training source, for the headline router only, the real split first
+    got = verdicts([_eval([0, 1], 0.1, [0, 1], source="gen-a"), _eval([0, 1], 0.1, [0, 1], router="knn"),
+                    _eval([0, 1], 0.1, [0, 1], source="train")])
+    assert len(got) == 2 and "real training split" in got[0] and "gen-a" in got[1]
+
+
+def test_summarize_refuses_an_analysis_without_diagnostics(world, tmp_path, capsys):
+    old = read_json(world / "analysis.json")
+    del old["diagnostics"]
+    write_json(tmp_path / "old.json", old)
+    evals = sorted(world.glob("eval/*/*.json"))
+    assert main(["summarize", "--evals", *map(str, evals), "--out-csv", str(tmp_path / "s.csv"), "--out-md",
+                 str(tmp_path / "s.md"), "--analyses", str(tmp_path / "old.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rgd summarize: error: ") and "old.json: diagnostics: missing" in err
+    assert len(err.splitlines()) == 1 and not (tmp_path / "s.csv").exists()
+
+
+def test_diagnostics_figure_deterministic_with_its_text(world, tmp_path, monkeypatch):
+    a = read_json(world / "analysis.json")
+    figures.diagnostics_figure(a, tmp_path / "a.svg")
+    figures.diagnostics_figure(a, tmp_path / "b.svg")
+    x = (tmp_path / "a.svg").read_bytes()
+    assert x == (tmp_path / "b.svg").read_bytes() and ET.fromstring(x).tag.endswith("svg") and b"<dc:date>" not in x
+    _figures(world, tmp_path / "all")  # rgd figures draws it too
+    assert (tmp_path / "all" / "diagnostics.svg").read_bytes() == x
+    import matplotlib.pyplot as plt
+
+    seen = set()
+
+    def capture(fig, path):
+        seen.update(t.get_text() for ax in fig.axes for t in ax.texts + [ax.title] + ax.get_yticklabels())
+        seen.update(t.get_text() for t in fig.texts + [fig._suptitle] if t)
+        plt.close(fig)
+
+    monkeypatch.setattr(figures, "save", capture)
+    # a twin pair: the flagged experts are marked, the warning named in the title
+    twin = json.loads(json.dumps(a))
+    twin["diagnostics"]["warnings"] = [{"kind": "twins", "experts": ["alg", "bio"], "value": 0.9, "message": "m"}]
+    figures.diagnostics_figure(twin, tmp_path / "c.svg")
+    assert "alg (!) [0 abst.]" in seen and "mid [0 abst.]" in seen
+    assert any(t.startswith("90 real training questions; warnings: twins") for t in seen)
+    assert any(t.startswith("agreement per pair, Cohen's κ (Fleiss' κ ") for t in seen)
+    assert any(t.endswith("%\nκ " + f"{a['diagnostics']['pairs'][0]['kappa']:.2f}") for t in seen)
+    assert {"algebra (n=", "biology (n="} <= {t.split("(n=")[0] + "(n=" for t in seen if "(n=" in t}
+
+
+def test_diagnostics_tables(world, tmp_path):
+    cascal = [f"syn/p/{s}={world / 'routers' / s / 'cascal'}" for s in ("train", "gen-g")]
+    rgd("tables", "--evals", *sorted(world.glob("eval/*/*.json")), "--analyses", world / "analysis.json",
+        "--scaling", *sorted(world.glob("scaling/*.json")), "--cascal", *cascal, "--out-dir", tmp_path)
+    a = read_json(world / "analysis.json")
+    d = a["diagnostics"]
+    rows = list(csv.DictReader((tmp_path / "diagnostics.csv").open()))
+    assert [r["expert"] for r in rows] == EXPERTS + ["pool (Fleiss' kappa)"]
+    alg = d["per_expert"]["alg"]
+    assert rows[0]["A"] == f"{100 * alg['shares']['A']:.1f}" and rows[0]["answered"] == "90"
+    assert rows[-1]["mean kappa with the others"] == f"{d['fleiss_kappa']:.2f}"
+    assert "prompt-twins: a pair's raw agreement >= 25 points" in (tmp_path / "diagnostics.md").read_text()
+    pairs = list(csv.DictReader((tmp_path / "agreement.csv").open()))
+    assert [p["expert pair"] for p in pairs] == ["alg / bio", "alg / mid", "bio / mid"]
+    assert pairs[0]["Cohen's kappa"] == f"{d['pairs'][0]['kappa']:.2f}"
+    rank = list(csv.DictReader((tmp_path / "ranking.csv").open()))
+    assert [r["subject"] for r in rank] == SUBJECTS + ["all questions"]
+    assert rank[-1]["same best expert"] == "2 of 2" and rank[-1]["questions"] == "90"
+    for name in ("diagnostics", "agreement", "ranking"):
+        tex = (tmp_path / f"{name}.tex").read_text()
+        assert "\\toprule" in tex and tex.count("\\\\") == len(list(csv.reader((tmp_path / f"{name}.csv").open())))
+
+
+def test_diagnostics_table_names_the_flagged_experts():
+    d = {"experts": ["a", "b", "c"], "n_questions": 50, "fleiss_kappa": 0.05, "thresholds": {},
+         "per_expert": {e: {"answered": 50, "abstained": 0, "shares": {"A": 0.6, "B": 0.4}, "top_letter": "A",
+                            "top_share": 0.6, "mean_kappa_with_rest": 0.1} for e in "abc"},
+         "pairs": [], "warnings": [{"kind": "twins", "experts": ["a", "b"]}, {"kind": "letter-bias", "experts": ["c"]},
+                                   {"kind": "pool-chance", "experts": []}]}
+    t = tables.diagnostics_table({("x", "p"): {"diagnostics": d}})
+    flags = {r[2]: r[-1] for r in t.rows}
+    assert flags == {"a": "twins with b", "b": "twins with a", "c": "letter bias",
+                     "pool (Fleiss' kappa)": "pool chance"}
+
+
+def test_diagnostics_text_keeps_pool_order_through_sorted_json():
+    from rgd.diagnostics import pool_diagnostics
+    from rgd.summary import diagnostics_text
+
+    ch = np.array([[0, 1, 1], [1, 1, 1], [2, 2, 0]] * 10)
+    a = {"diagnostics": pool_diagnostics(ch, ["zeta", "alpha", "mid"], 4), "labels": {"benchmark": "b", "pool": "p"}}
+    a = json.loads(json.dumps(a, sort_keys=True))  # as write_json stores it
+    rows = [line.split(" | ")[0] for line in diagnostics_text(a).splitlines() if line.startswith("| ")]
+    assert rows[1:4] == ["| zeta", "| alpha", "| mid"]
+    t = tables.diagnostics_table({("b", "p"): a})
+    assert [r[2] for r in t.rows] == ["zeta", "alpha", "mid", "pool (Fleiss' kappa)"]

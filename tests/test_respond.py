@@ -105,3 +105,56 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path, tiny_model):
         except json.JSONDecodeError:
             pass  # a line torn by the kill is ignored by the cache, and by this count
     assert len(keys) == len(set(keys)) == N  # nothing computed twice
+
+
+def test_progress_lines_in_the_log_count_cached_records(tmp_path, tiny_model):
+    q = _questions(tmp_path / "q.jsonl", 6)
+    spec = {"model": "tiny", "style": "plain", "mode": "letter", "batch_size": 4}
+    first = subprocess.run(_cmd(tmp_path, tiny_model, q, "a", spec), check=True, capture_output=True, text=True)
+    assert "[e1] done: 6/6 questions (0 cached, 6 computed) in " in first.stdout
+    again = subprocess.run(_cmd(tmp_path, tiny_model, q, "a", spec), check=True, capture_output=True, text=True)
+    assert "[e1] done: 6/6 questions (6 cached, 0 computed) in " in again.stdout
+
+
+def test_progress_every_batch_with_rate_and_time_left(tmp_path, tiny_model, monkeypatch, capsys):
+    from rgd import progress
+    from rgd.respond import Expert, run
+
+    monkeypatch.setattr(progress, "EVERY_SECONDS", 0.0)  # a line per update
+    q = _questions(tmp_path / "q.jsonl", 10)
+    run(q, Expert("e1", "tiny", "plain", batch_size=4), tiny_model, tmp_path / "o.jsonl", tmp_path / "m.json",
+        tmp_path / "c.jsonl")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[e1]")]
+    assert [line.split(" (")[0] for line in lines] == ["[e1] 4/10 questions", "[e1] 8/10 questions",
+                                                       "[e1] 10/10 questions", "[e1] done: 10/10 questions"]
+    assert lines[0].startswith("[e1] 4/10 questions (0 cached, 4 computed), ") and lines[0].endswith(" left")
+    assert "questions/s" in lines[0] or " s per question" in lines[0]
+
+
+class _StreamingBackend:
+    """The streaming backend interface (as VLLMBackend offers it), answering 'B' to everything."""
+
+    name, streams = "streaming-double", True
+
+    def render(self, prompt):
+        return prompt.get("text") or str(prompt)
+
+    def stream_letters(self, prompts, n_options):
+        for j, n in enumerate(n_options):
+            yield j, ([-2.0, -0.5] + [-3.0] * (n - 2), 7)
+
+
+def test_streaming_path_reports_progress_with_cached_records(tmp_path):
+    from rgd.cache import RecordCache
+    from rgd.records import read_questions
+    from rgd.respond import Expert, respond
+
+    qs = read_questions(_questions(tmp_path / "q.jsonl", 9))
+    expert = Expert("e1", "m", "plain", batch_size=4)
+    lines = []
+    respond(qs[:5], expert, _StreamingBackend(), RecordCache(tmp_path / "c.jsonl"), {"m": 1}, lines.append)
+    assert lines[-1].startswith("[e1] done: 5/5 questions (0 cached, 5 computed) in ")
+    lines.clear()
+    res, meta = respond(qs, expert, _StreamingBackend(), RecordCache(tmp_path / "c.jsonl"), {"m": 1}, lines.append)
+    assert lines[-1].startswith("[e1] done: 9/9 questions (5 cached, 4 computed) in ")
+    assert meta["n_cached"] == 5 and meta["n_computed"] == 4 and {r.choice for r in res} == {"B"}

@@ -248,7 +248,7 @@ def cmd_evaluate(a):
 def cmd_summarize(a):
     from .summary import summarize
 
-    print(summarize([Path(p) for p in a.evals], Path(a.out_csv), Path(a.out_md)))
+    print(summarize([Path(p) for p in a.evals], Path(a.out_csv), Path(a.out_md), [Path(p) for p in a.analyses or []]))
 
 
 def cmd_import_original(a):
@@ -397,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--evals", nargs="+", required=True)
     s.add_argument("--out-csv", required=True)
     s.add_argument("--out-md", required=True)
+    s.add_argument("--analyses", nargs="*", help="`rgd analyse` files: print their pool diagnostics after the table")
 
     s = add("import-original", cmd_import_original, "convert the original implementation's files")
     s.add_argument("--root", required=True)

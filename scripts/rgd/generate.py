@@ -218,6 +218,7 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
     from .cache import RecordCache, content_key
     from .io import read_json, write_jsonl
     from .models import MANIFEST
+    from .progress import Progress
     from .records import read_questions
     from .runrecord import write_meta
 
@@ -246,11 +247,15 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
     keys = [content_key(identity, vars(sampling), style, bool(gen_cfg.get("guided")), i, p,
                         *([engine_id] if engine_id else [])) for i, p in enumerate(prompts)]
     work = Counter()
-    if getattr(backend, "streams", False) and not gen_cfg.get("guided"):
-        _generate_streaming(backend, prompts, keys, sampling, cache, bs, work, lambda m: log(f"[{name}] {m}"))
-    for start in range(0, len(prompts), bs):
+    progress = Progress(name, len(prompts), "prompt", log)
+    streaming = getattr(backend, "streams", False) and not gen_cfg.get("guided")
+    if streaming:
+        _generate_streaming(backend, prompts, keys, sampling, cache, bs, work, progress)
+    for start in range(0, 0 if streaming else len(prompts), bs):  # streaming did every prompt
         idx = [i for i in range(start, min(start + bs, len(prompts)))]
         if all(keys[i] in cache for i in idx):
+            work["cached"] += len(idx)
+            progress.update(computed, work["cached"])
             continue
         batch_sampling = Sampling(**{**vars(sampling), "seed": sampling.seed + start})
         try:
@@ -267,7 +272,8 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
                              **({"usage": g.usage} if getattr(g, "usage", None) else {})}) for i, g in zip(idx, gens))
         computed += len(idx)
         work["tokens"] += sum(g.n_prompt_tokens + g.n_output_tokens for g in gens)
-        log(f"[{name}] prompts {start + len(idx)}/{len(prompts)}")
+        progress.update(computed, work["cached"])
+    progress.finish()
     computed += work["prompts"]
     seconds = time.perf_counter() - t0
     outputs = [(i, seeds[i][0], cache.get(keys[i])["text"]) for i in range(len(prompts))]
@@ -294,7 +300,7 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
     return write_meta(out_meta, meta, run_record, step="generate")  # timings and this run's work: the run record
 
 
-def _generate_streaming(backend, prompts, keys, sampling, cache, chunk: int, work, log) -> None:
+def _generate_streaming(backend, prompts, keys, sampling, cache, chunk: int, work, progress) -> None:
     """vLLM: every missing prompt in one engine call, each seeded from its own content key;
     finished texts are appended to the cache in chunks (at least `chunk`, at most one a second)."""
     import time
@@ -302,6 +308,7 @@ def _generate_streaming(backend, prompts, keys, sampling, cache, chunk: int, wor
     from .backends.vllm import request_seed
 
     todo = [i for i in range(len(prompts)) if keys[i] not in cache]
+    work["cached"] = len(prompts) - len(todo)
     pending: list = []
 
     def flush():
@@ -309,7 +316,7 @@ def _generate_streaming(backend, prompts, keys, sampling, cache, chunk: int, wor
         work["prompts"] += len(pending)
         work["tokens"] += sum(r["n_prompt_tokens"] + r["n_output_tokens"] for _, r in pending)
         pending.clear()
-        log(f"prompts {work['prompts']}/{len(todo)} computed ({len(prompts) - len(todo)} cached)")
+        progress.update(work["prompts"], work["cached"])
 
     last = time.perf_counter()
     stream = backend.stream_generate([prompts[i] for i in todo], sampling, [request_seed(keys[i]) for i in todo],

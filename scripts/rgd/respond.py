@@ -20,6 +20,7 @@ from .backends.hf import Sampling
 from .cache import RecordCache, content_key
 from .io import read_json, write_jsonl
 from .models import MANIFEST
+from .progress import Progress
 from .prompts import build_prompt
 from .records import LETTERS, Question, Response, read_questions
 from .runrecord import write_meta
@@ -85,12 +86,14 @@ def respond(questions: list[Question], expert: Expert, backend, cache: RecordCac
     batches = [order[i:i + expert.batch_size] for i in range(0, len(order), expert.batch_size)]
     stats = Counter()
     t0 = time.perf_counter()
+    progress = Progress(expert.name, len(questions), "question", log)
     if getattr(backend, "streams", False):  # vLLM: every missing prompt in one engine call
         batches = []
-        _respond_streaming(questions, prompts, keys, order, expert, backend, cache, stats, log)
+        _respond_streaming(questions, prompts, keys, order, expert, backend, cache, stats, progress)
     for b, batch in enumerate(batches):
         if all(keys[i] in cache for i in batch):
             stats["cached"] += len(batch)
+            progress.update(stats["computed"], stats["cached"])
             continue
         qs = [questions[i] for i in batch]
         if expert.mode == "letter":
@@ -103,7 +106,8 @@ def respond(questions: list[Question], expert: Expert, backend, cache: RecordCac
         cache.add((keys[i], r.to_dict()) for i, r in zip(batch, resp))
         stats["computed"] += len(batch)
         stats["computed_tokens"] += sum(r.n_prompt_tokens + r.n_output_tokens for r in resp)
-        log(f"[{expert.name}] batch {b + 1}/{len(batches)} done ({stats['computed']} computed, {stats['cached']} cached)")
+        progress.update(stats["computed"], stats["cached"])
+    progress.finish()
     seconds = time.perf_counter() - t0
     results = [Response(**cache.get(k)) for k in keys]
     n_prompt = sum(r.n_prompt_tokens for r in results)
@@ -129,7 +133,7 @@ def respond(questions: list[Question], expert: Expert, backend, cache: RecordCac
     return results, meta
 
 
-def _respond_streaming(questions, prompts, keys, order, expert, backend, cache, stats, log) -> None:
+def _respond_streaming(questions, prompts, keys, order, expert, backend, cache, stats, progress) -> None:
     """All missing prompts go to the backend in one call; finished records are appended to the
     cache in chunks (at least `batch_size` records, at most one a second) as they come back, so
     a killed job loses at most the last chunk.
@@ -153,7 +157,7 @@ def _respond_streaming(questions, prompts, keys, order, expert, backend, cache, 
         stats["computed"] += len(pending)
         stats["computed_tokens"] += sum(x.n_prompt_tokens + x.n_output_tokens for _, x in pending)
         pending.clear()
-        log(f"[{expert.name}] {stats['computed']}/{len(todo)} computed ({stats['cached']} cached)")
+        progress.update(stats["computed"], stats["cached"])
 
     last = time.perf_counter()
     for j, r in stream:

@@ -1,6 +1,6 @@
-"""Per-subject skills, calibration of consensus scores, and generator quality (report analyses).
+"""Per-subject skills, calibration of consensus scores, generator quality and pool diagnostics.
 
-All three compare the label-free consensus signal with answer keys, so they belong to evaluation:
+The first three compare the label-free consensus signal with answer keys, so they belong to evaluation:
   * skills: mean consensus score and key accuracy per (subject, model) on the same question set;
   * calibration: does a higher consensus score mean a correct answer? Reliability bins, expected
     calibration error (ECE) and AUROC per model. Abstentions are left out (their consensus score is
@@ -10,6 +10,8 @@ All three compare the label-free consensus signal with answer keys, so they belo
     with the highest consensus equals the key; `key_agreement`: mean share of pool models choosing
     the key), (ii) the questions differentiate the pool (`differentiation`: share of questions on
     which the answering models do not all agree). Plus the generator's acceptance rate.
+The pool diagnostics (rgd.diagnostics) are label-free (letters, kappas, warnings on the real training
+split's choices); their after-the-fact part ranks consensus against the keys per subject.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class PoolSet:
     choices: np.ndarray
     consensus: np.ndarray
     gold: np.ndarray | None = None  # key option index per question (evaluation only)
+    n_options: int | None = None  # the most options of any question (letters of the distribution)
 
 
 def load_pool_set(questions: str | Path, consensus: str | Path, experts: list[str],
@@ -53,7 +56,8 @@ def load_pool_set(questions: str | Path, consensus: str | Path, experts: list[st
         if missing:
             raise InputError(keys, None, "id", f"no key for {len(missing)} questions, e.g. {missing[:3]}")
         gold = np.array([LETTERS.index(k[i]) for i in ids], dtype=np.int64)
-    return PoolSet(ids, [q.category for q in qs], list(experts), choices, cons, gold)
+    n_options = max((len(q.options) for q in qs), default=None)
+    return PoolSet(ids, [q.category for q in qs], list(experts), choices, cons, gold, n_options)
 
 
 def _mean(x: np.ndarray) -> float | None:
@@ -78,6 +82,22 @@ def skills(ps: PoolSet) -> dict:
     same = [int(np.argmax(c)) == int(np.argmax(a)) for c, a in zip(cons_tab, acc_tab)]
     return {"subjects": subjects, "experts": ps.experts, "n": n, "consensus": cons_tab, "accuracy": acc_tab,
             "same_best_model": same, "n_same_best_model": int(sum(same))}
+
+
+# --------------------------------------------------------------------------- pool diagnostics
+def pool_diagnostics(ps: PoolSet, sk: dict | None = None) -> tuple[dict, dict | None]:
+    """(label-free diagnostics, consensus ranking against the keys or None without keys)."""
+    from ..diagnostics import consensus_ranking, pool_diagnostics as diagnose
+
+    diag = diagnose(ps.choices, ps.experts, ps.n_options)
+    if ps.gold is None:
+        return diag, None
+    sk = sk or skills(ps)
+    overall_acc = (ps.choices == ps.gold[:, None]).mean(axis=0)
+    ranking = consensus_ranking(sk["subjects"], sk["n"], np.array(sk["consensus"]), np.array(sk["accuracy"]),
+                                ps.consensus.mean(axis=0), overall_acc)
+    ranking["same_best_model"] = sk["same_best_model"]
+    return diag, ranking
 
 
 # --------------------------------------------------------------------------- calibration
@@ -175,5 +195,7 @@ def analyse(experts: list[str], real: dict, generated: dict[str, dict], n_bins: 
     for name, g in generated.items():
         gs = load_pool_set(g["questions"], g["consensus"], experts, g["keys"])
         sources[name] = generator_quality(gs, g.get("meta"))
-    return {"experts": experts, "question_set": "train", "skills": skills(ps),
-            "calibration": calibration(ps, n_bins), "sources": sources}
+    sk = skills(ps)
+    diag, ranking = pool_diagnostics(ps, sk)
+    return {"experts": experts, "question_set": "train", "skills": sk, "calibration": calibration(ps, n_bins),
+            "sources": sources, "diagnostics": diag, "consensus_ranking": ranking}

@@ -89,7 +89,8 @@ def cmd_figures(a):
     figures.clusters_figure(routers, out / "clusters.svg", quality)
     scaling = {s: read_json(p) for s, p in _pairs(a.scaling, "scaling").items()}
     figures.scaling_figure(scaling, out / "scaling.svg", quality)
-    print(f"5 figures in {out}")
+    figures.diagnostics_figure(analysis, out / "diagnostics.svg")
+    print(f"6 figures in {out}")
 
 
 def cmd_tables(a):
@@ -108,7 +109,8 @@ def cmd_tables(a):
         scaling[(lab["benchmark"], lab["pool"], lab["source"])] = d
     routers = {_labels(k): read_json(Path(v) / "router.json") for k, v in _pairs(a.cascal, "cascal").items()}
     made = [tables.main_table(evals, quality), tables.generators_table(analyses), tables.calibration_table(analyses),
-            tables.scaling_table(scaling), tables.clusters_table(routers)]
+            tables.scaling_table(scaling), tables.clusters_table(routers), tables.diagnostics_table(analyses),
+            tables.agreement_table(analyses), tables.ranking_table(analyses)]
     for t in made:
         t.write(a.out_dir)
     print(", ".join(f"{t.name} ({len(t.rows)} rows)" for t in made))

@@ -82,7 +82,15 @@ def pct(x) -> str:
 
 
 def num(x, digits: int = 3) -> str:
-    return "" if x is None else f"{x:.{digits}f}"
+    if x is None:
+        return ""
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.00"
+
+
+def signed(x, digits: int = 1) -> str:
+    text = num(x, digits)
+    return text if not text or text.startswith("-") or float(text) == 0 else "+" + text
 
 
 def pm(mean, std) -> str:
@@ -202,4 +210,82 @@ def clusters_table(routers: dict[tuple[str, str, str], dict]) -> Table:
             v = niches[e]
             t.rows.append([bench, pool, source, e, str(v["clusters"]), str(v["questions"]),
                            pct(v["questions"] / total)])
+    return t
+
+
+# --------------------------------------------------------------------------- pool diagnostics
+def _thresholds(analyses: dict[tuple[str, str], dict]):
+    from ..diagnostics import THRESHOLDS, Thresholds
+
+    for a in analyses.values():
+        return Thresholds(**a["diagnostics"]["thresholds"])
+    return THRESHOLDS
+
+
+def _flags(diag: dict) -> dict[str, list[str]]:
+    """Per expert, the warnings that name it ("twins with X", "chance", "letter bias")."""
+    out: dict[str, list[str]] = {e: [] for e in diag["experts"]}
+    for w in diag["warnings"]:
+        names = w["experts"]
+        for e in names:
+            if w["kind"] == "twins":
+                out[e].append("twins with " + next(x for x in names if x != e))
+            else:
+                out[e].append(w["kind"].replace("-", " "))
+    return out
+
+
+def diagnostics_table(analyses: dict[tuple[str, str], dict]) -> Table:
+    """Label-free, per expert: letter shares, abstentions, mean kappa with the others, warnings."""
+    letters = sorted({x for a in analyses.values() for v in a["diagnostics"]["per_expert"].values()
+                      for x in v["shares"]})
+    cols = (["benchmark", "pool", "expert", "answered", "abstained"] + letters
+            + ["top letter share", "mean kappa with the others", "warnings"])
+    t = Table("diagnostics", "Label-free pool diagnostics on the real training split: the share (%) of each "
+              "expert's answers per letter, its abstentions, its mean Cohen's kappa with the other experts, and "
+              "the warnings that argue against trusting consensus; the pool row gives Fleiss' kappa. Warnings: "
+              + "; ".join(_thresholds(analyses).describe()) + ".", cols)
+    for (bench, pool), a in sorted(analyses.items()):
+        d = a["diagnostics"]
+        flags = _flags(d)
+        for e, v in ((e, d["per_expert"][e]) for e in d["experts"]):  # pool order
+            t.rows.append([bench, pool, e, str(v["answered"]), str(v["abstained"])]
+                          + [pct(v["shares"].get(x)) for x in letters]
+                          + [f"{v['top_letter']} {pct(v['top_share'])}" if v["top_letter"] else "",
+                             num(v["mean_kappa_with_rest"], 2), "; ".join(flags[e])])
+        pool_flags = [w["kind"].replace("-", " ") for w in d["warnings"] if not w["experts"]]
+        t.rows.append([bench, pool, "pool (Fleiss' kappa)", str(d["n_questions"]), ""] + [""] * len(letters)
+                      + ["", num(d["fleiss_kappa"], 2), "; ".join(pool_flags)])
+    return t
+
+
+def agreement_table(analyses: dict[tuple[str, str], dict]) -> Table:
+    cols = ["benchmark", "pool", "expert pair", "questions", "agreement", "agreement above the rest",
+            "Cohen's kappa", "kappa above the rest"]
+    t = Table("agreement", "Pairwise agreement on the real training split (label-free): questions both experts "
+              "answered, raw agreement (%), Cohen's kappa (chance-corrected), and how far each lies above the two "
+              "experts' mean with the other experts (percentage points, kappa units; high for prompt-twins of one "
+              "model).", cols)
+    for (bench, pool), a in sorted(analyses.items()):
+        for p in a["diagnostics"]["pairs"]:
+            ae = p["agreement_excess"]
+            t.rows.append([bench, pool, " / ".join(p["experts"]), str(p["n"]), pct(p["agreement"]),
+                           "" if ae is None else signed(100 * ae), num(p["kappa"], 2),
+                           num(p["kappa_excess"], 2)])
+    return t
+
+
+def ranking_table(analyses: dict[tuple[str, str], dict]) -> Table:
+    cols = ["benchmark", "pool", "subject", "questions", "Spearman", "Kendall", "same best expert"]
+    t = Table("ranking", "After the fact, against the keys: how well the experts' mean consensus score on the real "
+              "training split ranks them by their key accuracy, per subject and overall (rank correlations; "
+              "empty where one side is constant), and whether both name the same best expert.", cols)
+    for (bench, pool), a in sorted(analyses.items()):
+        r = a.get("consensus_ranking")
+        if not r:
+            continue
+        for s, n, rho, tau, same in zip(r["subjects"], r["n"], r["spearman"], r["kendall"], r["same_best_model"]):
+            t.rows.append([bench, pool, s, str(n), num(rho, 2), num(tau, 2), "yes" if same else "no"])
+        t.rows.append([bench, pool, "all questions", str(sum(r["n"])), num(r["overall"]["spearman"], 2),
+                       num(r["overall"]["kendall"], 2), f"{sum(r['same_best_model'])} of {len(r['subjects'])}"])
     return t
