@@ -136,6 +136,22 @@ def is_local(backend):
     return backend in rgd.config.LOCAL_BACKENDS
 
 
+# Per-(benchmark, pool, source, router) outputs that several rule files name.
+ROUTE = results_path("routes/{bench}/{pool}/{source}/{router}.jsonl")
+EVAL = results_path("eval/{bench}/{pool}/{source}/{router}.json")
+ANALYSIS = results_path("analysis/{bench}/{pool}.json")
+SCALING = results_path("scaling/{bench}/{pool}/{source}.json")
+CASCAL = results_path("routers/{bench}/{pool}/{source}/cascal")
+
+
+def every(pattern, keep=()):
+    """`pattern` for every benchmark, pool, source and router of the config; the wildcards named
+    in `keep` stay wildcards (a per-(benchmark, pool) rule keeps "bench" and "pool")."""
+    grid = {"bench": BENCHMARKS, "pool": POOLS, "source": SOURCES, "router": ROUTERS}
+    names = set(re.findall(r"{(\w+)}", pattern)) - set(keep)
+    return expand(pattern, **{k: v for k, v in grid.items() if k in names}, allow_missing=True)
+
+
 # --------------------------------------------------------------------------- data (data.smk)
 def bench_source(wildcards):
     return config["benchmarks"][wildcards.bench]["source"]

@@ -1,14 +1,4 @@
 # Evaluation against the real test keys, and the summary table.
-EVAL = results_path("eval/{bench}/{pool}/{source}/{router}.json")
-ROUTE = results_path("routes/{bench}/{pool}/{source}/{router}.jsonl")
-
-
-def every(pattern, keep=()):
-    """`pattern` for every benchmark, pool, source and router of the config; the wildcards named
-    in `keep` stay wildcards (a per-(benchmark, pool) rule keeps "bench" and "pool")."""
-    grid = {"bench": BENCHMARKS, "pool": POOLS, "source": SOURCES, "router": ROUTERS}
-    names = set(re.findall(r"{(\w+)}", pattern)) - set(keep)
-    return expand(pattern, **{k: v for k, v in grid.items() if k in names}, allow_missing=True)
 
 
 rule evaluate:
@@ -43,7 +33,9 @@ rule evaluate:
 
 rule summary:
     input:
-        every(EVAL),
+        evals=every(EVAL),
+        # the label-free pool diagnostics and their warnings, printed after the table
+        analyses=every(ANALYSIS),
     output:
         csv=results_path("tables/summary.csv"),
         md=results_path("tables/summary.md"),
@@ -56,4 +48,5 @@ rule summary:
     resources:
         **rule_resources(),
     shell:
-        "rgd summarize --evals {input:q} --out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"
+        "rgd summarize --evals {input.evals:q} --analyses {input.analyses:q} "
+        "--out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"

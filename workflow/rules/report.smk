@@ -6,12 +6,9 @@ SCALING_CFG = REPORT_CFG.get("scaling", {})
 ARCHIVE = results_path(f"archive/rgd-results-{rgd.config.config_hash(config)[:12]}.tar.gz")
 # generated sets with a generation meta file (filtered sets have none)
 GEN_META = [f"gen-{g}" for g in GENERATORS]
-FIGURES = ["accuracy", "skills", "calibration", "clusters", "scaling"]
-TABLES = ["main", "generators", "calibration", "scaling", "clusters"]
+FIGURES = ["accuracy", "skills", "calibration", "clusters", "scaling", "diagnostics"]
+TABLES = ["main", "generators", "calibration", "scaling", "clusters", "diagnostics", "agreement", "ranking"]
 CAPTIONS = "../report"
-ANALYSIS = results_path("analysis/{bench}/{pool}.json")
-SCALING = results_path("scaling/{bench}/{pool}/{source}.json")
-CASCAL = results_path("routers/{bench}/{pool}/{source}/cascal")
 FIGURE_FILES = expand(
     results_path("figures/{bench}/{pool}/{fig}.svg"), bench=BENCHMARKS, pool=POOLS, fig=FIGURES
 )
@@ -191,6 +188,7 @@ rule figures:
         calibration=figure("calibration", "calibration", "4. Calibration", "calibration"),
         clusters=figure("clusters", "clusters", "5. CASCAL clusters", "clusters"),
         scaling=figure("scaling", "scaling", "6. Data scaling", "scaling"),
+        diagnostics=figure("diagnostics", "diagnostics", "7. Pool diagnostics", "pool diagnostics"),
     log:
         log_path("report/figures/{bench}/{pool}"),
     benchmark:
@@ -219,7 +217,7 @@ rule tables:
             labels={"table": "summary"},
         ),
         evals=every(EVAL),
-        analyses=expand(ANALYSIS, bench=BENCHMARKS, pool=POOLS),
+        analyses=every(ANALYSIS),
         scaling=every(SCALING),
         cascal=every(CASCAL),
     output:
@@ -294,7 +292,7 @@ rule archive:
         routers=every(results_path("routers/{bench}/{pool}/{source}/{router}")),
         routes=every(ROUTE),
         evals=every(EVAL),
-        analyses=expand(ANALYSIS, bench=BENCHMARKS, pool=POOLS),
+        analyses=every(ANALYSIS),
         scaling=every(SCALING),
         tables=TABLE_FILES + SUMMARY_FILES,
         figures=FIGURE_FILES,
