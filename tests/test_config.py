@@ -50,17 +50,18 @@ def alone(tmp: Path, config: Path) -> subprocess.CompletedProcess:
     return snakemake(tmp)
 
 
+# the job counts the README and docs state (tiny: 57 before the fix, when the default was merged: 123)
+DOCUMENTED = {"tiny.yaml": 57, "paper.yaml": 1174}
+
+
 @pytest.mark.parametrize("config", [TINY, PAPER, DEFAULT], ids=lambda p: p.name)
 def test_a_given_config_plans_what_it_plans_alone(config, tmp_path):
     given = snakemake(ROOT, "--configfile", str(config.relative_to(ROOT)))
     assert given.returncode == 0, given.stderr[-3000:]
     assert "extended by additional config" not in given.stdout + given.stderr
-    assert job_stats(given) == job_stats(alone(tmp_path, config))
-
-
-def test_documented_job_counts():
-    assert job_stats(snakemake(ROOT, "--configfile", "tests/config/tiny.yaml"))["total"] == 57
-    assert job_stats(snakemake(ROOT, "--configfile", "config/paper.yaml"))["total"] == 1174
+    planned = job_stats(given)
+    assert planned == job_stats(alone(tmp_path, config))
+    assert planned["total"] == DOCUMENTED.get(config.name, planned["total"])
 
 
 def test_a_config_without_a_router_has_no_jobs_for_it(tmp_path):
