@@ -98,3 +98,23 @@ def test_pairs():
                           (["a=x", "a=y"], "a: given twice")):
         with pytest.raises(SpecError, match=fragment):
             parse_pairs(bad, "--responses")
+
+
+def test_validate_applies_the_same_rules_to_direct_construction():
+    from rgd.spec import validate
+
+    @dataclass(frozen=True)
+    class K:
+        n: int = field(default=1, metadata=bounds(min=1))
+        x: float = 0.5
+
+        def __post_init__(self):
+            validate(self)
+
+    assert K(3, 1).n == 3
+    with pytest.raises(SpecError, match="^n: must be >= 1, got 0$"):
+        K(0)
+    with pytest.raises(SpecError, match="^x: expected a number, got str"):
+        K(1, "a")
+    with pytest.raises(SpecError, match="^--spec: n: must be >= 1"):
+        parse(K, {"n": 0}, where="--spec")

@@ -15,7 +15,8 @@ name (bool, int, float (ints accepted), str, Literal[...], X | None, tuple/list/
 nested dataclasses, Any), checks the field's bounds (`metadata`, see `bounds`), refuses unknown
 keys, fills defaults and then calls the class. Rules that involve several fields stay in the
 class's `__post_init__`, which reports a violation as `ValueError("field: message")` (or raises
-SpecError); `parse` locates it like any other error.
+SpecError); `parse` locates it like any other error. `validate(self)` at the top of
+`__post_init__` applies the same type and bound checks when the class is constructed directly.
 
 This module imports nothing from rgd, so that the workflow's config check can use it as well.
 """
@@ -31,7 +32,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["SpecError", "bounds", "parse", "parse_pairs"]
+__all__ = ["SpecError", "bounds", "parse", "parse_pairs", "validate"]
 
 _BOUND_KEYS = ("min", "max", "exclusive_min", "exclusive_max", "min_len", "max_len", "pattern", "finite", "doc")
 
@@ -69,6 +70,16 @@ def bounds(**kw: Any) -> dict:
 def parse(cls: type, data: Any, where: str | None = "spec") -> Any:
     """An instance of the dataclass `cls` from the mapping `data`; raises SpecError."""
     return _parse(cls, data, where, "")
+
+
+def validate(obj: Any) -> None:
+    """Check a dataclass instance's fields against their annotations and bounds. Call it from
+    `__post_init__`, so that constructing the class directly obeys the rules `parse` applies."""
+    hints = _hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        _convert(hints.get(f.name, Any), value, None, f.name)
+        _check_bounds(f.metadata, value, None, f.name)
 
 
 def parse_pairs(items: Iterable[str] | None, where: str | None = "<command line>") -> dict[str, str]:
