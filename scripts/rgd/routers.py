@@ -12,9 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+
 from . import baselines
 from .cascal import Cascal, CascalConfig
 from .io import InputError, read_json, write_json
+from .matrices import consensus_matrices, correctness  # noqa: F401 - re-exported (they lived here)
+from .spec import SpecError, bounds, parse
 
 QUERY_ONLY = ("cascal",)
 QUERY_ANSWER = ("cascal-gt", "knn", "mlp", "mf", "best-single")
@@ -27,32 +33,6 @@ def needs_keys(kind: str) -> bool:
     if kind not in KINDS:
         raise ValueError(f"unknown router kind {kind!r}; known: {', '.join(KINDS)}")
     return kind in NEEDS_KEYS
-
-
-def consensus_matrices(rows: list[dict], ids: list[str], experts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(choices int (n, m) with -1 = abstention, consensus float (n, m)) from consensus rows."""
-    qi = {q: i for i, q in enumerate(ids)}
-    mi = {e: j for j, e in enumerate(experts)}
-    choices = np.full((len(ids), len(experts)), -1, dtype=np.int64)
-    cons = np.full((len(ids), len(experts)), np.nan)
-    for r in rows:
-        i, j = qi.get(r["id"]), mi.get(r["expert"])
-        if i is None or j is None:
-            continue
-        choices[i, j] = -1 if r["choice"] is None else ord(r["choice"]) - 65
-        cons[i, j] = r["consensus"]
-    if np.isnan(cons).any():
-        i, j = map(int, np.argwhere(np.isnan(cons))[0])
-        raise ValueError(f"consensus: no row for question {ids[i]!r}, expert {experts[j]!r}")
-    return choices, cons
-
-
-def correctness(choices: np.ndarray, ids: list[str], keys: dict[str, str]) -> np.ndarray:
-    missing = [q for q in ids if q not in keys]
-    if missing:
-        raise ValueError(f"keys: no answer key for {len(missing)} questions, e.g. {missing[:3]}")
-    gold = np.array([ord(keys[q]) - 65 for q in ids], dtype=np.int64)
-    return (choices == gold[:, None]).astype(np.float64)
 
 
 def make(kind: str, params: dict, seed: int):
@@ -89,16 +69,62 @@ def save(router, kind: str, directory: Path, experts: list[str], embedder: dict 
     write_json(directory / PROVENANCE, {"kind": kind, "experts": experts, "embedder": embedder, "source": source})
 
 
+@dataclass(frozen=True)
+class Provenance:
+    """`provenance.json` of a router directory."""
+
+    kind: str
+    experts: list[str] = field(metadata=bounds(min_len=1))
+    embedder: dict | None = None
+    source: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind: unknown router kind {self.kind!r}; known: {', '.join(KINDS)}")
+        if len(set(self.experts)) != len(self.experts) or not all(self.experts):
+            raise ValueError(f"experts: expected distinct non-empty names, got {self.experts}")
+
+
 def load(directory: Path):
-    """(router, provenance) for any router kind saved by `save`."""
+    """(router, provenance dict) for any router kind saved by `save`; an unreadable or
+    inconsistent directory is an InputError naming the file."""
     directory = Path(directory)
-    prov = read_json(directory / PROVENANCE)
-    kind = prov.get("kind")
-    if kind in ("cascal", "cascal-gt"):
-        return Cascal.load(directory), prov
-    if kind in KINDS:
-        return baselines.load_router(directory), prov
-    raise InputError(directory / PROVENANCE, None, "kind", f"unknown router kind {kind!r}")
+    if not directory.is_dir():
+        raise InputError(directory, None, None, "not a router directory" + (" (a file)" if directory.exists() else ""))
+    path = directory / PROVENANCE
+    prov = read_json(path)
+    try:
+        parsed = parse(Provenance, prov, where=str(path))
+    except SpecError as e:
+        raise InputError(path, None, e.field, e.message) from None
+    try:
+        router = Cascal.load(directory) if parsed.kind in ("cascal", "cascal-gt") else baselines.load_router(directory)
+    except InputError:
+        raise
+    except (ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+        # artifact parsing only (no routing happens here): a damaged or foreign directory
+        raise InputError(directory, None, None, f"unreadable router artifact ({type(e).__name__}: {e})") from None
+    n = len(router.experts_) if hasattr(router, "experts_") else router.n_models
+    if n != len(parsed.experts):
+        raise InputError(path, None, "experts", f"lists {len(parsed.experts)} experts, the router's arrays "
+                         f"have {n}")
+    return router, prov
+
+
+def diagnostics(router, X: np.ndarray) -> dict[str, list]:
+    """Per-question facts behind a ranking, as JSON-ready lists (empty for routers without any):
+    CASCAL's predicted subject, nearest cluster (id), its cosine distance and whether the global
+    fallback entered the scores."""
+    if not isinstance(router, Cascal):
+        return {}
+    res = router.route(X)
+    dist = [None if not np.isfinite(d) else float(d) for d in res.nearest_distance]
+    return {
+        "predicted_subject": [s or None for s in res.predicted_subject.tolist()],
+        "nearest_cluster": res.nearest_cluster_ids(),
+        "nearest_distance": dist,
+        "used_fallback": [bool(b) for b in res.used_fallback],
+    }
 
 
 def scores(router, X: np.ndarray) -> np.ndarray:

@@ -67,9 +67,11 @@ def bounds(**kw: Any) -> dict:
     return kw
 
 
-def parse(cls: type, data: Any, where: str | None = "spec") -> Any:
-    """An instance of the dataclass `cls` from the mapping `data`; raises SpecError."""
-    return _parse(cls, data, where, "")
+def parse(cls: type, data: Any, where: str | None = "spec", *, ignore_unknown: bool = False) -> Any:
+    """An instance of the dataclass `cls` from the mapping `data`; raises SpecError.
+    `ignore_unknown`: keys without a field are dropped instead of refused (for reading the fields
+    one step needs from another step's output file)."""
+    return _parse(cls, data, where, "", ignore_unknown)
 
 
 def validate(obj: Any) -> None:
@@ -123,7 +125,7 @@ def _hints(cls: type) -> dict[str, Any]:
         return {f.name: f.type for f in dataclasses.fields(cls)}
 
 
-def _parse(cls: type, data: Any, where: str | None, prefix: str) -> Any:
+def _parse(cls: type, data: Any, where: str | None, prefix: str, ignore_unknown: bool = False) -> Any:
     if isinstance(data, cls):
         return data
     if not isinstance(data, Mapping):
@@ -134,7 +136,7 @@ def _parse(cls: type, data: Any, where: str | None, prefix: str) -> Any:
     if bad_keys:
         raise SpecError(where, prefix or None, f"keys must be strings, got {_describe(bad_keys[0])}")
     unknown = [k for k in data if k not in known]
-    if unknown:
+    if unknown and not ignore_unknown:
         names = sorted(known)
         if len(unknown) == 1:
             close = difflib.get_close_matches(unknown[0], names, n=1, cutoff=0.5)
@@ -150,7 +152,7 @@ def _parse(cls: type, data: Any, where: str | None, prefix: str) -> Any:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise SpecError(where, path, "missing (required)")
             continue
-        value = _convert(hints.get(f.name, Any), data[f.name], where, path)
+        value = _convert(hints.get(f.name, Any), data[f.name], where, path, ignore_unknown)
         _check_bounds(f.metadata, value, where, path)
         kwargs[f.name] = value
     try:
@@ -182,7 +184,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _convert(tp: Any, value: Any, where: str | None, path: str) -> Any:
+def _convert(tp: Any, value: Any, where: str | None, path: str, lax: bool = False) -> Any:
     """`value` checked against the annotation `tp` (converted where needed: int -> float,
     list -> tuple, mapping -> dataclass)."""
     if tp is Any or tp is object:
@@ -197,10 +199,10 @@ def _convert(tp: Any, value: Any, where: str | None, path: str) -> Any:
             return None
         options = [a for a in args if a is not type(None)]
         if len(options) == 1:
-            return _convert(options[0], value, where, path)
+            return _convert(options[0], value, where, path, lax)
         for a in options:
             try:
-                return _convert(a, value, where, path)
+                return _convert(a, value, where, path, lax)
             except SpecError:
                 continue
         raise SpecError(where, path, f"expected {_type_name(tp)}, got {_describe(value)}")
@@ -226,17 +228,17 @@ def _convert(tp: Any, value: Any, where: str | None, path: str) -> Any:
             raise SpecError(where, path, f"expected a string, got {_describe(value)}")
         return value
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        return _parse(tp, value, where, path)
+        return _parse(tp, value, where, path, lax)
     if origin in (list, tuple, Sequence) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise SpecError(where, path, f"expected a list, got {_describe(value)}")
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
                 raise SpecError(where, path, f"expected a list of {len(args)} items, got {len(value)}")
-            items = [_convert(a, v, where, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value))]
+            items = [_convert(a, v, where, f"{path}[{i}]", lax) for i, (a, v) in enumerate(zip(args, value))]
         else:
             item = args[0] if args else Any
-            items = [_convert(item, v, where, f"{path}[{i}]") for i, v in enumerate(value)]
+            items = [_convert(item, v, where, f"{path}[{i}]", lax) for i, v in enumerate(value)]
         return tuple(items) if (origin is tuple or tp is tuple) else items
     if origin in (dict, Mapping) or tp in (dict, Mapping):
         if not isinstance(value, Mapping):
@@ -244,8 +246,8 @@ def _convert(tp: Any, value: Any, where: str | None, path: str) -> Any:
         key_t, val_t = args if len(args) == 2 else (Any, Any)
         out = {}
         for k, v in value.items():
-            k = _convert(key_t, k, where, path)
-            out[k] = _convert(val_t, v, where, _join(path, str(k)))
+            k = _convert(key_t, k, where, path, lax)
+            out[k] = _convert(val_t, v, where, _join(path, str(k)), lax)
         return out
     if isinstance(tp, type) and not isinstance(value, tp):
         raise SpecError(where, path, f"expected {_type_name(tp)}, got {_describe(value)}")

@@ -11,7 +11,7 @@ import csv
 import io
 from pathlib import Path
 
-from .io import read_json, write_text
+from .io import write_text
 
 COLUMNS = ["benchmark", "pool", "source", "router", "n", "top1", "top1_ci", "top3", "top3_ci",
            "gap_closed_top1", "top1_minus_best"]
@@ -55,7 +55,9 @@ def markdown(rows: list[dict]) -> str:
 
 
 def summarize(eval_paths: list[Path], out_csv: Path, out_md: Path) -> str:
-    rows = rows_from([read_json(p) for p in sorted(eval_paths)])
+    from .report.files import read_eval
+
+    rows = rows_from([read_eval(p) for p in sorted(eval_paths)])
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
