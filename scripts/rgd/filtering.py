@@ -293,9 +293,9 @@ def subset_responses(questions_path, responses_path, out, meta_path=None, meta_o
     missing = [i for i in ids if i not in by_id]
     if missing:
         raise InputError(responses_path, None, "id", f"no response for {len(missing)} questions, e.g. {missing[:3]}")
+    parent = read_json(meta_path) if meta_path else None  # read everything before writing anything
     write_jsonl(out, (by_id[i] for i in ids))
     if meta_out:
-        parent = read_json(meta_path) if meta_path else None
         write_json(meta_out, {"subset_of": str(responses_path), "questions": str(questions_path),
                               "n_questions": len(ids), "parent_meta": parent})
     return len(ids)

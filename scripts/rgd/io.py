@@ -161,7 +161,9 @@ def read_yaml(path: str | os.PathLike, unique_keys: bool = True) -> Any:
         raise InputError(path, e.line, e.key, f"duplicate key (first on line {e.first})") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        what = " ".join(x for x in (e.context, e.problem) if x)
+        what = e.problem or e.context or "syntax error"
+        if e.context and e.context_mark and e.problem_mark:
+            what += f" ({e.context} on line {e.context_mark.line + 1})"
         raise InputError(path, mark.line + 1 if mark else None, None, f"malformed YAML: {what}") from None
     except yaml.YAMLError as e:
         raise InputError(path, None, None, f"malformed YAML: {e}") from None

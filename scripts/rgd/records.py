@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .io import InputError, read_records, read_text
+from .spec import bounds, validate
 
 LETTERS = string.ascii_uppercase
 LETTER_INDEX = {c: i for i, c in enumerate(LETTERS)}  # the one way a letter becomes an option index
@@ -298,6 +299,40 @@ def read_prompts(path: str | Path, fmt: str = "auto") -> list[Prompt]:
         seen.add(p.id)
     _refuse_empty(path, out, "prompts")
     return out
+
+
+PROVENANCE = "provenance.json"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """`provenance.json` of a router directory (written by rgd.routers.save)."""
+
+    kind: str
+    experts: list[str] = field(metadata=bounds(min_len=1))
+    embedder: dict | None = None
+    source: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if len(set(self.experts)) != len(self.experts) or not all(self.experts):
+            raise ValueError(f"experts: expected distinct non-empty names, got {self.experts}")
+
+
+def read_provenance(directory: str | Path) -> tuple[Provenance, dict]:
+    """(checked provenance, its JSON) of a router directory; no router code is imported."""
+    from .io import read_json
+    from .spec import SpecError, parse
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise InputError(directory, None, None, "not a router directory" + (" (a file)" if directory.exists() else ""))
+    path = directory / PROVENANCE
+    data = read_json(path)
+    try:
+        return parse(Provenance, data, str(path)), data
+    except SpecError as e:
+        raise InputError(path, None, e.field, e.message) from None
 
 
 _UNSAFE = re.compile(r"[^a-z0-9]+")

@@ -30,28 +30,36 @@ def route_records(ids: list[str], experts: list[str], S: np.ndarray, diagnostics
 
 
 def run(router_dir, prompts_path, out, embeddings=None, seed: int = 0, threads: int = 1, fmt: str = "auto") -> dict:
-    from . import routers
-    from .embed import Embedder, aligned, embedder_spec
+    from .embed import aligned, embedder_spec
+    from .records import PROVENANCE, read_provenance
 
-    router, prov = routers.load(Path(router_dir))  # checked before the prompts are read
+    # every input is checked before the router code (scikit-learn) or an embedder is loaded
+    prov, _ = read_provenance(router_dir)
+    where = str(Path(router_dir) / PROVENANCE)
     prompts = read_prompts(prompts_path, fmt)
     ids = [p.id for p in prompts]
+    X = None
     if embeddings:
         X, spec = aligned(embeddings, ids)
-        if prov.get("embedder") and spec != prov["embedder"]:
-            raise InputError(embeddings, None, "embedder", f"{spec} differs from the router's {prov['embedder']}")
+        if prov.embedder and spec != prov.embedder:
+            raise InputError(embeddings, None, "embedder", f"{spec} differs from the router's {prov.embedder}")
+    elif not prov.embedder:
+        raise InputError(where, None, "embedder", "router records no embedder: give --embeddings")
     else:
-        where = str(Path(router_dir) / routers.PROVENANCE)
-        if not prov.get("embedder"):
-            raise InputError(where, None, "embedder", "router records no embedder: give --embeddings")
-        embedder_spec(prov["embedder"], where).check_available(where)
-        X = Embedder(prov["embedder"], threads=threads).encode([p.text for p in prompts])
+        embedder_spec(prov.embedder, where).check_available(where)
+    from . import routers
+
+    router, _ = routers.load(Path(router_dir))
+    if X is None:
+        from .embed import Embedder
+
+        X = Embedder(prov.embedder, threads=threads).encode([p.text for p in prompts])
     dim = getattr(router, "n_features_in_", None) or getattr(router, "dim", None)
     if dim is not None and X.shape[1] != dim:
         raise InputError(embeddings or prompts_path, None, "X", f"embedding dimension {X.shape[1]}, the router was "
                          f"trained on {dim}")
     S = routers.scores(router, X)
     diag = routers.diagnostics(router, X)
-    records = route_records(ids, prov["experts"], S, diag, seed)
+    records = route_records(ids, prov.experts, S, diag, seed)
     write_jsonl(out, records)
-    return {"n": len(records), "kind": prov["kind"]}
+    return {"n": len(records), "kind": prov.kind}

@@ -14,19 +14,17 @@ import numpy as np
 
 import zipfile
 import zlib
-from dataclasses import dataclass, field
 
 from . import baselines
 from .cascal import Cascal, CascalConfig
-from .io import InputError, read_json, write_json
+from .io import InputError, write_json
 from .matrices import consensus_matrices, correctness  # noqa: F401 - re-exported (they lived here)
-from .spec import SpecError, bounds, parse
+from .records import PROVENANCE, read_provenance
 
 QUERY_ONLY = ("cascal",)
 QUERY_ANSWER = ("cascal-gt", "knn", "mlp", "mf", "best-single")
 KINDS = QUERY_ONLY + QUERY_ANSWER
 NEEDS_KEYS = frozenset(QUERY_ANSWER)
-PROVENANCE = "provenance.json"
 
 
 def needs_keys(kind: str) -> bool:
@@ -69,46 +67,25 @@ def save(router, kind: str, directory: Path, experts: list[str], embedder: dict 
     write_json(directory / PROVENANCE, {"kind": kind, "experts": experts, "embedder": embedder, "source": source})
 
 
-@dataclass(frozen=True)
-class Provenance:
-    """`provenance.json` of a router directory."""
-
-    kind: str
-    experts: list[str] = field(metadata=bounds(min_len=1))
-    embedder: dict | None = None
-    source: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind: unknown router kind {self.kind!r}; known: {', '.join(KINDS)}")
-        if len(set(self.experts)) != len(self.experts) or not all(self.experts):
-            raise ValueError(f"experts: expected distinct non-empty names, got {self.experts}")
-
-
 def load(directory: Path):
     """(router, provenance dict) for any router kind saved by `save`; an unreadable or
     inconsistent directory is an InputError naming the file."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise InputError(directory, None, None, "not a router directory" + (" (a file)" if directory.exists() else ""))
+    prov, data = read_provenance(directory)
     path = directory / PROVENANCE
-    prov = read_json(path)
+    if prov.kind not in KINDS:
+        raise InputError(path, None, "kind", f"unknown router kind {prov.kind!r}; known: {', '.join(KINDS)}")
     try:
-        parsed = parse(Provenance, prov, where=str(path))
-    except SpecError as e:
-        raise InputError(path, None, e.field, e.message) from None
-    try:
-        router = Cascal.load(directory) if parsed.kind in ("cascal", "cascal-gt") else baselines.load_router(directory)
+        router = Cascal.load(directory) if prov.kind in ("cascal", "cascal-gt") else baselines.load_router(directory)
     except InputError:
         raise
     except (ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
         # artifact parsing only (no routing happens here): a damaged or foreign directory
         raise InputError(directory, None, None, f"unreadable router artifact ({type(e).__name__}: {e})") from None
     n = len(router.experts_) if hasattr(router, "experts_") else router.n_models
-    if n != len(parsed.experts):
-        raise InputError(path, None, "experts", f"lists {len(parsed.experts)} experts, the router's arrays "
-                         f"have {n}")
-    return router, prov
+    if n != len(prov.experts):
+        raise InputError(path, None, "experts", f"lists {len(prov.experts)} experts, the router's arrays have {n}")
+    return router, data
 
 
 def diagnostics(router, X: np.ndarray) -> dict[str, list]:

@@ -1,8 +1,8 @@
 """`rgd train`: fit one router on one training source and save it with its provenance.
 
-Label-free by construction: a query-only router (CASCAL) refuses answer keys, a query-answer
-router requires them (rgd.routers.NEEDS_KEYS). The router's settings are checked before any
-file is read.
+Label-free by construction: a query-only router (CASCAL) refuses answer keys (the key file is
+never read), a query-answer router requires them (rgd.routers.NEEDS_KEYS). Every input and the
+router's settings are checked before anything is fitted.
 """
 
 from __future__ import annotations
@@ -46,21 +46,13 @@ def check_router_settings(kind: str, spec: TrainSpec, where: str = "--spec"):
 
 def run(kind: str, questions, embeddings, consensus, experts: list[str], out_dir, keys=None,
         spec: dict | None = None) -> int:
-    from . import routers
     from .embed import aligned
     from .matrices import consensus_matrices
     from .records import read_consensus, read_keys, read_questions
 
     settings = parse(TrainSpec, spec or {}, "--spec")
-    check_router_settings(kind, settings)
     if len(set(experts)) != len(experts):
         raise SpecError("--experts", None, f"an expert is listed twice: {experts}")
-    if routers.needs_keys(kind) and keys is None:
-        raise InputError("<command line>", None, "--keys", f"router {kind!r} is a query-answer router: "
-                         "it needs the training source's keys")
-    if not routers.needs_keys(kind) and keys is not None:
-        raise InputError("<command line>", None, "--keys", f"router {kind!r} is query-only: it must not be given "
-                         "answer keys")
     qs = read_questions(questions, allow_empty=True)
     if not qs:
         raise InputError(questions, None, None, "training source has no questions (for a generated set, every "
@@ -68,7 +60,17 @@ def run(kind: str, questions, embeddings, consensus, experts: list[str], out_dir
     ids = [q.id for q in qs]
     X, embedder = aligned(embeddings, ids)
     choices, cons = consensus_matrices(read_consensus(consensus), ids, experts, consensus)
-    key_map = read_keys(keys, qs) if keys else None
+    # the files are sound: now the router code (scikit-learn) and its settings
+    from . import routers
+
+    check_router_settings(kind, settings)
+    if routers.needs_keys(kind) and keys is None:
+        raise InputError("<command line>", None, "--keys", f"router {kind!r} is a query-answer router: "
+                         "it needs the training source's keys")
+    if not routers.needs_keys(kind) and keys is not None:
+        raise InputError("<command line>", None, "--keys", f"router {kind!r} is query-only: it must not be given "
+                         "answer keys")
+    key_map = read_keys(keys, qs) if keys else None  # read only for a query-answer router
     router = routers.train(kind, settings.params, settings.seed, X, ids, [q.category for q in qs], choices, cons,
                            experts, key_map, embedder)
     routers.save(router, kind, Path(out_dir), experts, embedder, {"questions": str(questions), "n": len(ids)})

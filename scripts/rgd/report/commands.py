@@ -24,10 +24,10 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
     return parse_pairs(items, f"--{what}")
 
 
-def _labels(text: str, n: int) -> tuple[str, ...]:
+def _labels(text: str, n: int, option: str = "--labels") -> tuple[str, ...]:
     parts = tuple(text.split("/"))
     if len(parts) != n or not all(parts):
-        raise SpecError("--labels", None, f"expected {n} names separated by '/', got {text!r}")
+        raise SpecError(option, None, f"expected {n} names separated by '/', got {text!r}")
     return parts
 
 
@@ -78,8 +78,8 @@ def cmd_scaling(a):
 
     labels = _labels(a.labels, 3)
     spec = parse(TrainSpec, a.spec or {}, "--spec")
-    check_router_settings("cascal", spec)
     test = load_test_set(a.test_questions, a.test_keys, a.test_embeddings, a.test_responses, a.stats)
+    check_router_settings("cascal", spec)
     out = run(a.questions, a.embeddings, a.consensus, a.experts, test, a.fractions, a.seeds, spec.params)
     out["labels"] = dict(zip(("benchmark", "pool", "source"), labels))
     write_json(a.out, out)
@@ -88,18 +88,18 @@ def cmd_scaling(a):
 
 
 def cmd_figures(a):
-    from . import figures
-
-    analysis = read_analysis(a.analysis)
+    analysis = read_analysis(a.analysis)  # every input is read before the first figure is drawn
     quality = {s: p.get("consensus_key_match") for s, p in analysis["sources"].items()}
     out = Path(a.out_dir)
     evals = [read_eval(p) for p in sorted(a.evals)]
+    routers = {s: read_router_header(d) for s, d in a.cascal.items()}
+    scaling = {s: read_scaling(p) for s, p in a.scaling.items()}
+    from . import figures  # matplotlib: after the inputs are checked
+
     figures.accuracy_figure(evals, quality, out / "accuracy.svg")
     figures.skills_figure(analysis["skills"], out / "skills.svg")
     figures.calibration_figure(analysis["calibration"], out / "calibration.svg")
-    routers = {s: read_router_header(d) for s, d in a.cascal.items()}
     figures.clusters_figure(routers, out / "clusters.svg", quality)
-    scaling = {s: read_scaling(p) for s, p in a.scaling.items()}
     figures.scaling_figure(scaling, out / "scaling.svg", quality)
     print(f"5 figures in {out}")
 
@@ -118,7 +118,7 @@ def cmd_tables(a):
         d = read_scaling(p)
         lab = d["labels"]
         scaling[(lab["benchmark"], lab["pool"], lab["source"])] = d
-    routers = {_labels(k, 3): read_router_header(v) for k, v in a.cascal.items()}
+    routers = {_labels(k, 3, "--cascal"): read_router_header(v) for k, v in a.cascal.items()}
     made = [tables.main_table(evals, quality), tables.generators_table(analyses), tables.calibration_table(analyses),
             tables.scaling_table(scaling), tables.clusters_table(routers)]
     for t in made:
