@@ -232,6 +232,9 @@ case("generate", "spec-api-key", GEN + " --spec '{{\"model\": \"m\", \"num_promp
 case("generate", "api-without-model-id", "generate --name g --seed-questions {q} " + GEN_OUT + " --descriptions {yaml} "
      "--spec '{{\"backend\": \"openai\", \"base_url\": \"http://127.0.0.1:9/v1\", \"num_prompts\": 2}}'", "",
      "--spec: model_id: the openai backend needs the API's model id")
+case("generate", "api-more-prompts-than-seeds", "generate --name g --seed-questions {q} " + GEN_OUT +
+     " --descriptions {yaml} --spec '{{\"backend\": \"openai\", \"model_id\": \"m\", \"base_url\": "
+     "\"http://127.0.0.1:9/v1\", \"num_prompts\": 7}}'", "q", "--spec: num_prompts: 7 seeds asked without replacement, only 6")
 case("generate", "local-without-model-dir", "generate --name g --seed-questions {q} " + GEN_OUT +
      " --descriptions {yaml} --spec " + GOODSPEC, "", "--model-dir: the transformers backend needs the model directory")
 case("generate", "model-dir-without-manifest", GEN + " --spec " + GOODSPEC + " --descriptions {yaml}", "dir",

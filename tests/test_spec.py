@@ -118,3 +118,21 @@ def test_validate_applies_the_same_rules_to_direct_construction():
         K(1, "a")
     with pytest.raises(SpecError, match="^--spec: n: must be >= 1"):
         parse(K, {"n": 0}, where="--spec")
+
+
+def test_ignore_unknown_reads_the_fields_one_step_needs():
+    @dataclass(frozen=True)
+    class Labels:
+        benchmark: str
+
+    @dataclass(frozen=True)
+    class File:
+        labels: Labels
+        top1: float
+
+    got = parse(File, {"labels": {"benchmark": "b", "pool": "p"}, "top1": 1, "extra": []}, "e.json", ignore_unknown=True)
+    assert got == File(Labels("b"), 1.0)
+    with pytest.raises(SpecError, match="^e.json: labels.benchmark: missing"):
+        parse(File, {"labels": {}, "top1": 1}, "e.json", ignore_unknown=True)
+    with pytest.raises(SpecError, match="extra: unknown key"):
+        parse(File, {"labels": {"benchmark": "b"}, "top1": 1, "extra": 1}, "e.json")

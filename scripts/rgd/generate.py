@@ -344,13 +344,17 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
     if missing:
         raise InputError(descriptions_path or "descriptions", None, None,
                          f"descriptions: no description for categories {missing}")
-    replace = not spec.local
-    seeds = choose_seeds(pool, spec.num_prompts, spec.seed, replace if spec.replace is None else spec.replace)
+    replace = spec.local if spec.replace is None else spec.replace  # API generators: each seed once (§4.2)
+    if not replace and spec.num_prompts > len(seeds_q):
+        raise SpecError("--spec", "num_prompts", f"{spec.num_prompts} seeds asked without replacement, only "
+                        f"{len(seeds_q)} in {seed_questions_path}")
+    seeds = choose_seeds(pool, spec.num_prompts, spec.seed, replace)
     prompts = [build_prompt(descriptions[c], spec.style, spec.per_call) for c, _ in seeds]
     sampling = generator_sampling(spec.sampling, spec.seed, "--spec")
     if spec.local:  # the model's manifest first: a wrong directory fails before the model loads
         if not model_dir:
-            raise InputError("<command line>", None, "--model-dir", f"the {spec.backend} backend needs the model directory")
+            raise InputError("<command line>", None, "--model-dir",
+                             f"the {spec.backend} backend needs the model directory")
         identity = read_json(Path(model_dir) / MANIFEST)
     backend = make_backend(gen_cfg, model_dir, threads)
     if not spec.local:  # API backends: backend, model id and any option that changes replies

@@ -266,6 +266,9 @@ def read_jsonl(path: str | os.PathLike, validate: Callable[[dict], None] | None 
     return [rec for _, rec in read_records(path, validate)]
 
 
+_NOT_NPZ = "not a readable .npz archive (truncated, corrupt or another format)"
+
+
 def read_npz(path: str | os.PathLike, required: Iterable[str] = ()) -> dict[str, np.ndarray]:
     """Every array of an .npz file (no pickles), read whole; a missing, truncated or foreign
     file, or one without a `required` array, is an InputError."""
@@ -281,9 +284,9 @@ def read_npz(path: str | os.PathLike, required: Iterable[str] = ()) -> dict[str,
     except OSError as e:
         if e.errno is not None:
             raise os_input_error(path, e) from None
-        raise InputError(path, None, None, "not a readable .npz archive (truncated, corrupt or another format)") from None
+        raise InputError(path, None, None, _NOT_NPZ) from None
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError):
-        raise InputError(path, None, None, "not a readable .npz archive (truncated, corrupt or another format)") from None
+        raise InputError(path, None, None, _NOT_NPZ) from None
     missing = [k for k in required if k not in arrays]
     if missing:
         raise InputError(path, None, missing[0], f"array missing (the file has {sorted(arrays) or 'none'})")

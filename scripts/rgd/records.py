@@ -285,7 +285,8 @@ def read_prompts(path: str | Path, fmt: str = "auto") -> list[Prompt]:
         for lineno, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 if len(line) > MAX_QUESTION_CHARS:
-                    raise InputError(path, lineno, None, f"{len(line)} characters, over the limit of {MAX_QUESTION_CHARS}")
+                    raise InputError(path, lineno, None,
+                                     f"{len(line)} characters, over the limit of {MAX_QUESTION_CHARS}")
                 out.append(Prompt(f"line-{lineno}", line.strip()))
     else:
         for lineno, r in read_records(path, validate_prompt):

@@ -11,17 +11,12 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from ..cli import IN, IN_ANY, IN_DIR, OUT, OUT_DIR, PAIRS, PAIRS_DIR, _count, _json_object
+from ..args import IN, IN_ANY, IN_DIR, OUT, OUT_DIR, PAIRS, PAIRS_DIR, count, fraction, json_object
 from ..io import InputError, read_json, write_json
 from ..spec import SpecError, parse_pairs
 from .files import read_analysis, read_eval, read_router_header, read_scaling
-
-
-def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
-    return parse_pairs(items, f"--{what}")
 
 
 def _labels(text: str, n: int, option: str = "--labels") -> tuple[str, ...]:
@@ -29,16 +24,6 @@ def _labels(text: str, n: int, option: str = "--labels") -> tuple[str, ...]:
     if len(parts) != n or not all(parts):
         raise SpecError(option, None, f"expected {n} names separated by '/', got {text!r}")
     return parts
-
-
-def _fraction(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 < v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {v}")
-    return v
 
 
 # --------------------------------------------------------------------------- commands
@@ -130,7 +115,7 @@ def cmd_archive(a):
     from ..archive import build
 
     m = build(a.out, a.config_json, a.include, results=a.results, config_files=a.config_files or [],
-              models=_pairs(a.model, "model"), repo=a.repo, env_files=a.env_file or [])
+              models=parse_pairs(a.model, "--model"), repo=a.repo, env_files=a.env_file or [])
     for s in m["_skipped"]:
         print(f"not archived (a secret file name): {s}")
     print(f"{a.out}: {len(m['files'])} files, config {m['config_sha256'][:12]}, "
@@ -150,7 +135,7 @@ def register(add) -> None:
     """Add the subcommands with rgd.cli's `add(name, fn, help)`."""
     s = add("config-snapshot", cmd_config_snapshot, "write the loaded config as canonical JSON, print its hash")
     g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--config", type=_json_object, help="the config as JSON text")
+    g.add_argument("--config", type=json_object, help="the config as JSON text")
     g.add_argument("--config-file", help="the config as a JSON file")
     s.path_kinds["config_file"] = IN  # a group's add_argument does not take path=
     s.add_argument("--out", required=True, path=OUT, help="canonical JSON to write")
@@ -164,7 +149,7 @@ def register(add) -> None:
                     ("meta", ".meta.json")):
         s.add_argument(f"--gen-{x}", nargs="*", metavar="SOURCE=FILE", path=PAIRS,
                        help=f"each generated set's {what}")
-    s.add_argument("--bins", type=_count(1), default=10, help="reliability-diagram bins (default %(default)s)")
+    s.add_argument("--bins", type=count(1), default=10, help="reliability-diagram bins (default %(default)s)")
     s.add_argument("--labels", required=True, help="BENCH/POOL")
     s.add_argument("--out", required=True, path=OUT, help="analysis JSON to write")
 
@@ -177,9 +162,10 @@ def register(add) -> None:
     s.add_argument("--experts", nargs="+", required=True, help="the pool, in order")
     s.add_argument("--test-responses", nargs="+", required=True, metavar="EXPERT=FILE", path=PAIRS,
                    help="each pool expert's test responses")
-    s.add_argument("--fractions", nargs="+", type=_fraction, required=True, help="training fractions in (0, 1]")
+    s.add_argument("--fractions", nargs="+", type=fraction(include_one=True), required=True,
+                   help="training fractions in (0, 1]")
     s.add_argument("--seeds", nargs="+", type=int, required=True, help="replicate seeds")
-    s.add_argument("--spec", type=_json_object, help="the cascal router's config entry (JSON)")
+    s.add_argument("--spec", type=json_object, help="the cascal router's config entry (JSON)")
     s.add_argument("--labels", required=True, help="BENCH/POOL/SOURCE")
     s.add_argument("--out", required=True, path=OUT, help="scaling JSON to write")
 
