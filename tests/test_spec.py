@@ -120,19 +120,31 @@ def test_validate_applies_the_same_rules_to_direct_construction():
         parse(K, {"n": 0}, where="--spec")
 
 
+@dataclass(frozen=True)
+class _Labels:
+    benchmark: str
+
+
+@dataclass(frozen=True)
+class _File:
+    labels: _Labels
+    top1: float
+
+
 def test_ignore_unknown_reads_the_fields_one_step_needs():
-    @dataclass(frozen=True)
-    class Labels:
-        benchmark: str
-
-    @dataclass(frozen=True)
-    class File:
-        labels: Labels
-        top1: float
-
-    got = parse(File, {"labels": {"benchmark": "b", "pool": "p"}, "top1": 1, "extra": []}, "e.json", ignore_unknown=True)
-    assert got == File(Labels("b"), 1.0)
+    got = parse(_File, {"labels": {"benchmark": "b", "pool": "p"}, "top1": 1, "extra": []}, "e.json",
+                ignore_unknown=True)
+    assert got == _File(_Labels("b"), 1.0)
     with pytest.raises(SpecError, match="^e.json: labels.benchmark: missing"):
-        parse(File, {"labels": {}, "top1": 1}, "e.json", ignore_unknown=True)
+        parse(_File, {"labels": {}, "top1": 1}, "e.json", ignore_unknown=True)
     with pytest.raises(SpecError, match="extra: unknown key"):
-        parse(File, {"labels": {"benchmark": "b"}, "top1": 1, "extra": 1}, "e.json")
+        parse(_File, {"labels": {"benchmark": "b"}, "top1": 1, "extra": 1}, "e.json")
+
+
+def test_unresolvable_annotations_are_a_programming_error():
+    @dataclass(frozen=True)
+    class Local:
+        x: _Nowhere  # noqa: F821
+
+    with pytest.raises(TypeError, match="does not resolve"):
+        parse(Local, {"x": 1})

@@ -121,8 +121,9 @@ def _describe(value: Any) -> str:
 def _hints(cls: type) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls)
-    except Exception:  # an annotation that does not resolve: fall back to the raw objects
-        return {f.name: f.type for f in dataclasses.fields(cls)}
+    except NameError as e:  # a spec class must be checkable: its annotations must resolve
+        raise TypeError(f"{cls.__qualname__}: annotation does not resolve ({e}); define the classes it "
+                        "names at module level") from None
 
 
 def _parse(cls: type, data: Any, where: str | None, prefix: str, ignore_unknown: bool = False) -> Any:
