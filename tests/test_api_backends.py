@@ -234,7 +234,7 @@ def test_failure_keeps_finished_chunks_and_rerun_computes_the_rest(kind, server,
     o = _outs(tmp_path / "broken")
     with pytest.raises(api.ServiceError, match="HTTP 503"):
         _run(cfg, seeds, desc, o)
-    assert len(RecordCache(o["cache"])) == 8 and not o["meta"].exists()
+    assert len(RecordCache(o["cache"], readonly=True)) == 8 and not o["meta"].exists()
     server.script()
     n = len(server.requests)
     meta = _run(cfg, seeds, desc, o)
@@ -293,7 +293,7 @@ def test_sigkill_mid_run_resumes_without_loss_or_duplicates(kind, server, tmp_pa
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(10) == -signal.SIGKILL
-    assert len(RecordCache(o["cache"])) == 8 and not o["meta"].exists()
+    assert len(RecordCache(o["cache"], readonly=True)) == 8 and not o["meta"].exists()
     server.script()
     server.release()
     n = len(server.requests)

@@ -117,11 +117,14 @@ def test_streaming_generation_reports_progress_with_cached_prompts(tmp_path, mon
     seeds = tmp_path / "seeds.jsonl"
     write_jsonl(seeds, [{"id": f"s{i}", "category": "a", "question": "?", "options": ["a", "b"]} for i in range(3)])
     outs = [tmp_path / n for n in ("q.jsonl", "k.jsonl", "r.jsonl", "meta.json", "cache.jsonl")]
+    model = tmp_path / "model"  # a local generator's model directory: only its manifest is read here
+    model.mkdir()
+    (model / "rgd-model.json").write_text('{"name": "double"}')
     lines = []
     spec = {"model": "double", "num_prompts": 3, "batch_size": 2}
-    generate.run("g", spec, seeds, {"a": "About a."}, None, *outs, log=lines.append)
+    generate.run("g", spec, seeds, {"a": "About a."}, model, *outs, log=lines.append)
     assert lines[-1].startswith("[g] done: 3/3 prompts (0 cached, 3 computed) in ")
     lines.clear()
-    meta = generate.run("g", {**spec, "num_prompts": 5}, seeds, {"a": "About a."}, None, *outs, log=lines.append)
+    meta = generate.run("g", {**spec, "num_prompts": 5}, seeds, {"a": "About a."}, model, *outs, log=lines.append)
     assert lines[-1].startswith("[g] done: 5/5 prompts (3 cached, 2 computed) in ")
     assert meta["throughput"]["computed_prompts"] == 2 and meta["n_questions"] == 5

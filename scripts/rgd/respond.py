@@ -13,38 +13,53 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from . import __version__
 from .answers import extract_choice
 from .backends.hf import Sampling
 from .cache import RecordCache, content_key
-from .io import read_json, write_jsonl
+from .io import read_json, warn, write_jsonl
 from .models import MANIFEST
 from .progress import Progress
 from .prompts import build_prompt
 from .records import LETTERS, Question, Response, read_questions
 from .runrecord import write_meta
+from .spec import SpecError, bounds, parse, validate
+
+DTYPES = ("float32", "bfloat16", "float16", "auto")  # model registry `dtype`
 
 
 @dataclass(frozen=True)
 class Expert:
+    """One expert: a model under a prompt style and answer mode (the config's `experts.<name>`)."""
+
     name: str
     model: str
-    style: str
-    mode: str = "letter"
-    batch_size: int = 4
-    max_prompt_tokens: int = 2048
+    style: Literal["chat", "plain", "fewshot"]
+    mode: Literal["letter", "cot"] = "letter"
+    batch_size: int = field(default=4, metadata=bounds(min=1))
+    max_prompt_tokens: int = field(default=2048, metadata=bounds(min=16))
     sampling: Sampling = field(default_factory=Sampling)
     template_kwargs: dict = field(default_factory=dict)
     engine: dict = field(default_factory=dict)  # engine settings from the model registry (dtype; vLLM's)
+    backend: Literal["transformers", "vllm"] = "transformers"
+
+    def __post_init__(self) -> None:
+        validate(self)
+        engine = dict(self.engine)
+        dtype = engine.get("dtype")
+        if dtype is not None and dtype not in DTYPES:
+            raise ValueError(f"engine.dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+        if self.backend == "transformers" and set(engine) - {"dtype"}:
+            raise ValueError(f"engine: the transformers backend takes dtype only, got {sorted(engine)}")
 
     @classmethod
-    def from_config(cls, name: str, cfg: dict) -> Expert:
-        s = cfg.get("sampling", {})
-        return cls(name=name, model=cfg["model"], style=cfg["style"], mode=cfg.get("mode", "letter"),
-                   batch_size=cfg.get("batch_size", 4), max_prompt_tokens=cfg.get("max_prompt_tokens", 2048),
-                   sampling=Sampling(**s), template_kwargs=cfg.get("template_kwargs", {}),
-                   engine=cfg.get("engine", {}))
+    def from_config(cls, name: str, cfg: dict, where: str = "spec") -> Expert:
+        """From the workflow's expert spec (rgd respond --spec), checked field by field."""
+        if not isinstance(cfg, dict):
+            raise SpecError(where, None, f"expected an object, got {type(cfg).__name__}")
+        return parse(cls, {**cfg, "name": name}, where)
 
     def settings(self) -> dict:
         d = {"model": self.model, "style": self.style, "mode": self.mode, "template_kwargs": self.template_kwargs}
@@ -183,9 +198,19 @@ def package_versions() -> dict:
 
 
 def run(questions_path: Path, expert: Expert, model_dir: Path, out: Path, meta_out: Path, cache_path: Path,
-        threads: int = 1, backend_name: str = "transformers", run_record: Path | None = None) -> dict:
-    questions = read_questions(questions_path)  # validate before loading any model
+        threads: int = 1, backend_name: str | None = None, run_record: Path | None = None) -> dict:
+    """Answer a question set. An empty one (a generated set whose every output was rejected)
+    gives empty responses, a warning and `warnings` in the meta, without loading the model."""
+    backend_name = backend_name or expert.backend
+    questions = read_questions(questions_path, allow_empty=True)  # validate before loading any model
     identity = read_json(Path(model_dir) / MANIFEST)
+    if not questions:
+        warn(f"{questions_path}: no questions; writing empty responses")
+        write_jsonl(out, [])
+        meta = {"expert": expert.name, "settings": expert.settings(), "model": identity, "n_questions": 0,
+                "n_computed": 0, "n_cached": 0, "status": {}, "warnings": ["no questions"],
+                "versions": package_versions()}
+        return write_meta(meta_out, meta, run_record, step="respond")
     if backend_name == "transformers":
         from .backends.hf import HFBackend
 

@@ -14,19 +14,26 @@ import copy
 import inspect
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..records import LETTERS
+from ..spec import bounds, validate
 
 
 @dataclass(frozen=True)
 class Sampling:
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_new_tokens: int = 256
+    """Sampling settings. These defaults are the responders' (reference §5: temperature 0.7,
+    top-p 1.0); generators start from rgd.generate.GENERATOR_SAMPLING instead."""
+
+    temperature: float = field(default=0.7, metadata=bounds(min=0.0))
+    top_p: float = field(default=1.0, metadata=bounds(exclusive_min=0.0, max=1.0))
+    max_new_tokens: int = field(default=256, metadata=bounds(min=1))
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        validate(self)
 
 
 @dataclass
