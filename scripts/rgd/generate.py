@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import backends
+from .backends.base import (GENERATOR_SAMPLING, Backend, Generation, LocalBackend, Sampling, Settings,
+                            request_seed)
 from .records import LETTERS
 
 N_OPTIONS = 4
@@ -190,23 +193,11 @@ def seed_pool_from(questions: list[dict]) -> dict[str, list[str]]:
     return dict(pool)
 
 
-def make_backend(gen_cfg: dict, model_dir, threads: int):
-    kind = gen_cfg.get("backend", "transformers")
-    if kind == "transformers":
-        from .backends.hf import HFBackend
-
-        return HFBackend(str(model_dir), threads=threads, batch_size=gen_cfg.get("batch_size", 8),
-                         template_kwargs=gen_cfg.get("template_kwargs", {}),
-                         dtype=gen_cfg.get("engine", {}).get("dtype"))
-    if kind == "vllm":
-        from .backends.vllm import VLLMBackend
-
-        return VLLMBackend(str(model_dir), generator=gen_cfg)
-    if kind in ("openai", "gemini"):
-        from .backends import api
-
-        return api.make(kind, gen_cfg)
-    raise ValueError(f"unknown generator backend {kind!r}")
+def backend_settings(gen_cfg: dict, sampling: Sampling, threads: int = 1) -> Settings:
+    """What a generator asks of its backend (an API backend reads its own settings from the config)."""
+    return Settings(threads=threads, batch_size=gen_cfg.get("batch_size", 8),
+                    max_new_tokens=sampling.max_new_tokens, template_kwargs=gen_cfg.get("template_kwargs", {}),
+                    engine=gen_cfg.get("engine", {}), seed=sampling.seed, config=gen_cfg)
 
 
 def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, str], model_dir, out_questions,
@@ -214,7 +205,6 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
     """Generate, parse and write one generator's question set (resumable through `cache_path`)."""
     import time
 
-    from .backends.hf import Sampling
     from .cache import RecordCache, content_key
     from .io import read_json, write_jsonl
     from .models import MANIFEST
@@ -228,27 +218,25 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
     missing = sorted(set(pool) - set(descriptions))
     if missing:
         raise ValueError(f"descriptions: no description for categories {missing}")
-    replace = gen_cfg.get("backend", "transformers") not in ("gemini", "openai")
+    kind = gen_cfg.get("backend", "transformers")
+    replace = kind in backends.LOCAL
     seeds = choose_seeds(pool, gen_cfg["num_prompts"], gen_cfg.get("seed", 0), gen_cfg.get("replace", replace))
     style = gen_cfg.get("style", "chat")
     prompts = [build_prompt(descriptions[c], style, gen_cfg.get("per_call", 1)) for c, _ in seeds]
-    s = gen_cfg.get("sampling", {})
-    sampling = Sampling(temperature=s.get("temperature", 0.8), top_p=s.get("top_p", 0.95),
-                        max_new_tokens=s.get("max_new_tokens", 256), seed=gen_cfg.get("seed", 0))
-    backend = make_backend(gen_cfg, model_dir, threads)
-    if model_dir:
-        identity = read_json(model_dir / MANIFEST)
-    else:  # API backends: backend, model id and any option that changes replies
-        identity = getattr(backend, "identity", {"model": gen_cfg.get("model_id")})
+    sampling = Sampling.from_config(gen_cfg.get("sampling"), GENERATOR_SAMPLING, seed=gen_cfg.get("seed", 0))
+    settings = backend_settings(gen_cfg, sampling, threads)
+    backend = backends.make(kind, model_dir, settings)
+    # a local model's identity is its manifest; an API's: backend, model id and options that change replies
+    identity = read_json(model_dir / MANIFEST) if backend.local else backend.identity
     cache = RecordCache(cache_path)
-    bs = gen_cfg.get("batch_size", 8)
+    bs = settings.batch_size
     t0, computed = time.perf_counter(), 0
-    engine_id = getattr(backend, "cache_identity", None)  # vLLM: version, dtype, logprobs mode
+    engine_id = backend.cache_identity  # vLLM: version, dtype, logprobs mode
     keys = [content_key(identity, vars(sampling), style, bool(gen_cfg.get("guided")), i, p,
                         *([engine_id] if engine_id else [])) for i, p in enumerate(prompts)]
     work = Counter()
     progress = Progress(name, len(prompts), "prompt", log)
-    streaming = getattr(backend, "streams", False) and not gen_cfg.get("guided")
+    streaming = backend.streams and not gen_cfg.get("guided")
     if streaming:
         _generate_streaming(backend, prompts, keys, sampling, cache, bs, work, progress)
     for start in range(0, 0 if streaming else len(prompts), bs):  # streaming did every prompt
@@ -269,7 +257,7 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
             raise
         # API backends also return token usage (input, cached input, output): kept for the cost
         cache.add((keys[i], {"text": g.text, "n_prompt_tokens": g.n_prompt_tokens, "n_output_tokens": g.n_output_tokens,
-                             **({"usage": g.usage} if getattr(g, "usage", None) else {})}) for i, g in zip(idx, gens))
+                             **({"usage": g.usage} if backend.reports_usage else {})}) for i, g in zip(idx, gens))
         computed += len(idx)
         work["tokens"] += sum(g.n_prompt_tokens + g.n_output_tokens for g in gens)
         progress.update(computed, work["cached"])
@@ -291,21 +279,19 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
                            "computed_tokens": work["tokens"],  # this run's prompt + output tokens
                            "tokens_per_second": (round(work["tokens"] / seconds, 2)
                                                  if computed and seconds > 0 else None),
-                           "load_seconds": round(getattr(backend, "load_seconds", 0.0) or 0.0, 3),
-                           "device": getattr(backend, "device", None)}}
-    if hasattr(backend, "describe"):
-        meta["engine"] = backend.describe()
-    if hasattr(backend, "report"):  # API backends: token totals over all prompts, their cost, retries
+                           "load_seconds": round(backend.load_seconds, 3),
+                           "device": backend.device}}
+    if engine := backend.describe():
+        meta["engine"] = engine
+    if backend.reports_usage:  # API backends: token totals over all prompts, their cost, retries
         meta["api"] = backend.report([cache.get(k).get("usage", {}) for k in keys])
     return write_meta(out_meta, meta, run_record, step="generate")  # timings and this run's work: the run record
 
 
-def _generate_streaming(backend, prompts, keys, sampling, cache, chunk: int, work, progress) -> None:
+def _generate_streaming(backend: Backend, prompts, keys, sampling, cache, chunk: int, work, progress) -> None:
     """vLLM: every missing prompt in one engine call, each seeded from its own content key;
     finished texts are appended to the cache in chunks (at least `chunk`, at most one a second)."""
     import time
-
-    from .backends.vllm import request_seed
 
     todo = [i for i in range(len(prompts)) if keys[i] not in cache]
     work["cached"] = len(prompts) - len(todo)
@@ -331,7 +317,8 @@ def _generate_streaming(backend, prompts, keys, sampling, cache, chunk: int, wor
         flush()
 
 
-def guided_generate(backend, prompts: list[dict], sampling, field_tokens: dict[str, int] | None = None):
+def guided_generate(backend: LocalBackend, prompts: list[dict], sampling: Sampling,
+                    field_tokens: dict[str, int] | None = None) -> list[Generation]:
     """Structured generation for weak local generators: the model writes each field's text, and
     rgd writes the tags around it (as guided decoding does in serving engines).
 
@@ -339,8 +326,6 @@ def guided_generate(backend, prompts: list[dict], sampling, field_tokens: dict[s
     finds most likely after "[ANSWER]". The result is an ordinary tagged block, so the same
     parser and validation (empty fields, duplicate options, duplicate questions) apply.
     """
-    from .backends.hf import Generation, Sampling
-
     budget = {"QUESTION": 64, "OPTION": 24, **(field_tokens or {})}
     texts = [backend.render(p) for p in prompts]
     start_tag = prompts[0].get("continues_tag") if prompts else None

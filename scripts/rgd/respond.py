@@ -14,9 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
+from . import __version__, backends
 from .answers import extract_choice
-from .backends.hf import Sampling
+from .backends.base import LocalBackend, Sampling, Settings, request_seed
 from .cache import RecordCache, content_key
 from .io import read_json, write_jsonl
 from .models import MANIFEST
@@ -43,8 +43,14 @@ class Expert:
         s = cfg.get("sampling", {})
         return cls(name=name, model=cfg["model"], style=cfg["style"], mode=cfg.get("mode", "letter"),
                    batch_size=cfg.get("batch_size", 4), max_prompt_tokens=cfg.get("max_prompt_tokens", 2048),
-                   sampling=Sampling(**s), template_kwargs=cfg.get("template_kwargs", {}),
+                   sampling=Sampling.from_config(s), template_kwargs=cfg.get("template_kwargs", {}),
                    engine=cfg.get("engine", {}))
+
+    def backend_settings(self, threads: int = 1) -> Settings:
+        """What this expert asks of its backend (a letter needs one new token)."""
+        return Settings(threads=threads, batch_size=self.batch_size, max_prompt_tokens=self.max_prompt_tokens,
+                        max_new_tokens=1 if self.mode == "letter" else self.sampling.max_new_tokens,
+                        template_kwargs=self.template_kwargs, engine=self.engine, seed=self.sampling.seed)
 
     def settings(self) -> dict:
         d = {"model": self.model, "style": self.style, "mode": self.mode, "template_kwargs": self.template_kwargs}
@@ -73,13 +79,13 @@ def _cot_response(q: Question, expert: str, gen) -> Response:
     return Response(q.id, expert, choice, conf, "ok", reason, gen.text, gen.n_prompt_tokens, gen.n_output_tokens)
 
 
-def respond(questions: list[Question], expert: Expert, backend, cache: RecordCache, identity: dict,
-            log=None) -> tuple[list[Response], dict]:
+def respond(questions: list[Question], expert: Expert, backend: LocalBackend, cache: RecordCache,
+            identity: dict, log=None) -> tuple[list[Response], dict]:
     log = log or (lambda msg: print(msg, flush=True))
     prompts = [build_prompt(q, expert.style, expert.mode) for q in questions]
     rendered = [backend.render(p) for p in prompts]
     # a backend that changes results (vLLM: version, dtype, logprobs mode) adds its identity
-    engine_id = getattr(backend, "cache_identity", None)
+    engine_id = backend.cache_identity
     keys = [content_key(identity, expert.settings(), text, *([engine_id] if engine_id else [])) for text in rendered]
     # deterministic plan: longest prompts first (less padding), ties by position
     order = sorted(range(len(questions)), key=lambda i: (-len(rendered[i]), i))
@@ -87,7 +93,7 @@ def respond(questions: list[Question], expert: Expert, backend, cache: RecordCac
     stats = Counter()
     t0 = time.perf_counter()
     progress = Progress(expert.name, len(questions), "question", log)
-    if getattr(backend, "streams", False):  # vLLM: every missing prompt in one engine call
+    if backend.streams:  # vLLM: every missing prompt in one engine call
         batches = []
         _respond_streaming(questions, prompts, keys, order, expert, backend, cache, stats, progress)
     for b, batch in enumerate(batches):
@@ -118,18 +124,18 @@ def respond(questions: list[Question], expert: Expert, backend, cache: RecordCac
         "status": dict(sorted(Counter(r.status for r in results).items())),
         "throughput": {
             "prompt_tokens": n_prompt, "output_tokens": n_out, "compute_seconds": round(seconds, 3),
-            "load_seconds": round(getattr(backend, "load_seconds", 0.0), 3),
+            "load_seconds": round(backend.load_seconds, 3),
             # this run's work only: a resumed job does not count the records it found cached
             "computed_tokens": stats["computed_tokens"],
             "tokens_per_second": (round(stats["computed_tokens"] / seconds, 2)
                                   if seconds > 0 and stats["computed"] else None),
             "questions_per_second": round(stats["computed"] / seconds, 3) if seconds > 0 and stats["computed"] else None,
-            "device": getattr(backend, "device", "cpu"),
+            "device": backend.device,
         },
         "versions": package_versions(),
     }
-    if hasattr(backend, "describe"):
-        meta["engine"] = backend.describe()  # vLLM: version, dtype, device, what the confidence means
+    if engine := backend.describe():  # vLLM: version, dtype, device, what the confidence means
+        meta["engine"] = engine
     return results, meta
 
 
@@ -139,8 +145,6 @@ def _respond_streaming(questions, prompts, keys, order, expert, backend, cache, 
     a killed job loses at most the last chunk.
     Each request is seeded from its own content key: its result does not depend on what else
     is in flight, or on whether the job was resumed."""
-    from .backends.vllm import request_seed
-
     todo = [i for i in order if keys[i] not in cache]
     stats["cached"] += len(order) - len(todo)
     sub = [prompts[i] for i in todo]
@@ -186,18 +190,10 @@ def run(questions_path: Path, expert: Expert, model_dir: Path, out: Path, meta_o
         threads: int = 1, backend_name: str = "transformers", run_record: Path | None = None) -> dict:
     questions = read_questions(questions_path)  # validate before loading any model
     identity = read_json(Path(model_dir) / MANIFEST)
-    if backend_name == "transformers":
-        from .backends.hf import HFBackend
-
-        backend = HFBackend(str(model_dir), threads=threads, batch_size=expert.batch_size,
-                            max_prompt_tokens=expert.max_prompt_tokens, template_kwargs=expert.template_kwargs,
-                            dtype=expert.engine.get("dtype"))
-    elif backend_name == "vllm":
-        from .backends.vllm import VLLMBackend
-
-        backend = VLLMBackend(str(model_dir), expert=expert)
-    else:
-        raise ValueError(f"unknown backend {backend_name!r}")
+    if backend_name not in backends.LOCAL:
+        raise ValueError(f"backend: an expert runs a local model ({', '.join(backends.LOCAL)}), "
+                         f"not {backend_name!r}")
+    backend = backends.make(backend_name, model_dir, expert.backend_settings(threads))
     cache = RecordCache(cache_path)
     results, meta = respond(questions, expert, backend, cache, identity)
     write_jsonl(out, (r.to_dict() for r in results))
