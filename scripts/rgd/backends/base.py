@@ -120,12 +120,6 @@ class Backend(ABC):
         """Backends that `reports_usage`: the metadata of a whole run from every prompt's usage."""
         raise NotImplementedError(f"{self.name}: reports no token usage")
 
-    def stream_letters(self, prompts: list[dict], n_options: list[int]
-                       ) -> Iterator[tuple[int, tuple[list[float], int]]]:
-        """Streaming backends: score_letters for every prompt at once, yielding (index, result) as
-        each finishes."""
-        raise NotImplementedError(f"{self.name}: does not stream")
-
     def stream_generate(self, prompts: list[dict], sampling: Sampling, seeds: list[int],
                         logprobs: bool = True, stop: list[str] | None = None
                         ) -> Iterator[tuple[int, Generation]]:
@@ -155,6 +149,12 @@ class LocalBackend(Backend):
     def generate(self, prompts: list[dict], sampling: Sampling, logprobs: bool = True,
                  stop: list[str] | None = None) -> list[Generation]:
         """Backend.generate; the confidence is on by default."""
+
+    def stream_letters(self, prompts: list[dict], n_options: list[int]
+                       ) -> Iterator[tuple[int, tuple[list[float], int]]]:
+        """Streaming backends: score_letters for every prompt at once, yielding (index, result) as
+        each finishes."""
+        raise NotImplementedError(f"{self.name}: does not stream")
 
 
 # -- helpers every local backend shares -------------------------------------------------------------
