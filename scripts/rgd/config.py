@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 # A local generator or expert runs one of these backends on a registry model; the others are APIs.
-LOCAL_BACKENDS = ("transformers", "vllm")
+from .backends import LOCAL as LOCAL_BACKENDS
 
 
 class ConfigError(ValueError):

@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from . import backends
+from .backends.base import GENERATOR_SAMPLING, Backend, Generation, LocalBackend, Sampling, Settings, request_seed
 from .records import LETTERS, check_unicode
 from .spec import SpecError, bounds, parse, validate
 
@@ -192,10 +194,6 @@ def seed_pool_from(questions: list[dict]) -> dict[str, list[str]]:
     return dict(pool)
 
 
-# Generators sample hotter than responders (reference §4: temperature 0.8, top-p 0.95); keys
-# the config leaves out of `sampling` come from here, the rest from rgd.backends.hf.Sampling.
-GENERATOR_SAMPLING = {"temperature": 0.8, "top_p": 0.95}
-LOCAL_BACKENDS = ("transformers", "vllm")
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
@@ -242,7 +240,7 @@ class GeneratorSpec:
         if self.api_key is not None:
             raise ValueError("api_key: keys are never read from config; set the variable named by api_key_env "
                              "in the environment or .env")
-        if self.backend in LOCAL_BACKENDS and not self.model:
+        if self.backend in backends.LOCAL and not self.model:
             raise ValueError(f"model: the {self.backend} backend needs a model registry name")
         if self.per_call != 1 and self.style != "chat":
             raise ValueError(f"per_call: {self.per_call} questions per request needs style chat, not {self.style!r}")
@@ -250,14 +248,12 @@ class GeneratorSpec:
 
     @property
     def local(self) -> bool:
-        return self.backend in LOCAL_BACKENDS
+        return self.backend in backends.LOCAL
 
 
 def generator_sampling(given: dict, seed: int, where: str | None = None):
     """The Sampling of a generator: GENERATOR_SAMPLING under the config's `sampling`; the
     generator's `seed` seeds it (a `sampling.seed` is not used)."""
-    from .backends.hf import Sampling
-
     try:
         return parse(Sampling, {**GENERATOR_SAMPLING, **given, "seed": seed}, where)
     except SpecError as e:
@@ -299,29 +295,23 @@ def load_descriptions(path) -> dict[str, str]:
     return out
 
 
-def make_backend(gen_cfg: dict, model_dir, threads: int):
-    kind = gen_cfg.get("backend", "transformers")
-    if kind == "transformers":
-        from .backends.hf import HFBackend
+def backend_settings(gen_cfg: dict, sampling: Sampling, threads: int = 1) -> Settings:
+    """What a generator asks of its backend (an API backend reads its own settings from the config)."""
+    return Settings(threads=threads, batch_size=gen_cfg.get("batch_size", 8),
+                    max_new_tokens=sampling.max_new_tokens, template_kwargs=gen_cfg.get("template_kwargs", {}),
+                    engine=gen_cfg.get("engine", {}), seed=sampling.seed, config=gen_cfg)
 
-        return HFBackend(str(model_dir), threads=threads, batch_size=gen_cfg.get("batch_size", 8),
-                         template_kwargs=gen_cfg.get("template_kwargs", {}),
-                         dtype=gen_cfg.get("engine", {}).get("dtype"))
-    if kind == "vllm":
-        from .backends.vllm import VLLMBackend
 
-        return VLLMBackend(str(model_dir), generator=gen_cfg)
-    if kind in ("openai", "gemini"):
-        from .backends import api
-
-        try:
-            return api.make(kind, gen_cfg)
-        except ValueError as e:
-            # api.make checks the API settings (model_id, base_url, style) and finds the key in the
-            # environment: nothing has run yet, and each is the user's to fix
-            field_, sep, msg = str(e).partition(": ")
-            raise SpecError("--spec", field_ if sep and " " not in field_ else None, msg if sep else str(e)) from None
-    raise ValueError(f"unknown generator backend {kind!r}")
+def make_backend(kind: str, model_dir, settings: Settings) -> Backend:
+    """rgd.backends.make; an API backend's settings (model_id, base_url, style) and its key are
+    checked as it is made: nothing has run yet, and each is the user's to fix."""
+    try:
+        return backends.make(kind, model_dir, settings)
+    except ValueError as e:
+        if kind in backends.LOCAL:
+            raise
+        field_, sep, msg = str(e).partition(": ")
+        raise SpecError("--spec", field_ if sep and " " not in field_ else None, msg if sep else str(e)) from None
 
 
 def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, str], model_dir, out_questions,
@@ -331,7 +321,6 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
     import time
     from pathlib import Path
 
-    from .backends.hf import Sampling
     from .cache import RecordCache, content_key
     from .io import InputError, read_json, write_jsonl
     from .models import MANIFEST
@@ -359,19 +348,20 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
             raise InputError("<command line>", None, "--model-dir",
                              f"the {spec.backend} backend needs the model directory")
         identity = read_json(Path(model_dir) / MANIFEST)
-    backend = make_backend(gen_cfg, model_dir, threads)
-    if not spec.local:  # API backends: backend, model id and any option that changes replies
-        identity = getattr(backend, "identity", {"model": spec.model_id})
+    settings = backend_settings(gen_cfg, sampling, threads)
+    backend = make_backend(spec.backend, model_dir, settings)
+    if not backend.local:  # API backends: backend, model id and any option that changes replies
+        identity = backend.identity
     style = spec.style
     cache = RecordCache(cache_path)
-    bs = gen_cfg.get("batch_size", 8)
+    bs = settings.batch_size
     t0, computed = time.perf_counter(), 0
-    engine_id = getattr(backend, "cache_identity", None)  # vLLM: version, dtype, logprobs mode
+    engine_id = backend.cache_identity  # vLLM: version, dtype, logprobs mode
     keys = [content_key(identity, vars(sampling), style, bool(gen_cfg.get("guided")), i, p,
                         *([engine_id] if engine_id else [])) for i, p in enumerate(prompts)]
     work = Counter()
     progress = Progress(name, len(prompts), "prompt", log)
-    streaming = getattr(backend, "streams", False) and not gen_cfg.get("guided")
+    streaming = backend.streams and not gen_cfg.get("guided")
     if streaming:
         _generate_streaming(backend, prompts, keys, sampling, cache, bs, work, progress)
     for start in range(0, 0 if streaming else len(prompts), bs):  # streaming did every prompt
@@ -392,7 +382,7 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
             raise
         # API backends also return token usage (input, cached input, output): kept for the cost
         cache.add((keys[i], {"text": g.text, "n_prompt_tokens": g.n_prompt_tokens, "n_output_tokens": g.n_output_tokens,
-                             **({"usage": g.usage} if getattr(g, "usage", None) else {})}) for i, g in zip(idx, gens))
+                             **({"usage": g.usage} if backend.reports_usage else {})}) for i, g in zip(idx, gens))
         computed += len(idx)
         work["tokens"] += sum(g.n_prompt_tokens + g.n_output_tokens for g in gens)
         progress.update(computed, work["cached"])
@@ -414,21 +404,19 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
                            "computed_tokens": work["tokens"],  # this run's prompt + output tokens
                            "tokens_per_second": (round(work["tokens"] / seconds, 2)
                                                  if computed and seconds > 0 else None),
-                           "load_seconds": round(getattr(backend, "load_seconds", 0.0) or 0.0, 3),
-                           "device": getattr(backend, "device", None)}}
-    if hasattr(backend, "describe"):
-        meta["engine"] = backend.describe()
-    if hasattr(backend, "report"):  # API backends: token totals over all prompts, their cost, retries
+                           "load_seconds": round(backend.load_seconds, 3),
+                           "device": backend.device}}
+    if engine := backend.describe():
+        meta["engine"] = engine
+    if backend.reports_usage:  # API backends: token totals over all prompts, their cost, retries
         meta["api"] = backend.report([cache.get(k).get("usage", {}) for k in keys])
     return write_meta(out_meta, meta, run_record, step="generate")  # timings and this run's work: the run record
 
 
-def _generate_streaming(backend, prompts, keys, sampling, cache, chunk: int, work, progress) -> None:
+def _generate_streaming(backend: Backend, prompts, keys, sampling, cache, chunk: int, work, progress) -> None:
     """vLLM: every missing prompt in one engine call, each seeded from its own content key;
     finished texts are appended to the cache in chunks (at least `chunk`, at most one a second)."""
     import time
-
-    from .backends.vllm import request_seed
 
     todo = [i for i in range(len(prompts)) if keys[i] not in cache]
     work["cached"] = len(prompts) - len(todo)
@@ -454,7 +442,8 @@ def _generate_streaming(backend, prompts, keys, sampling, cache, chunk: int, wor
         flush()
 
 
-def guided_generate(backend, prompts: list[dict], sampling, field_tokens: dict[str, int] | None = None):
+def guided_generate(backend: LocalBackend, prompts: list[dict], sampling: Sampling,
+                    field_tokens: dict[str, int] | None = None) -> list[Generation]:
     """Structured generation for weak local generators: the model writes each field's text, and
     rgd writes the tags around it (as guided decoding does in serving engines).
 
@@ -462,8 +451,6 @@ def guided_generate(backend, prompts: list[dict], sampling, field_tokens: dict[s
     finds most likely after "[ANSWER]". The result is an ordinary tagged block, so the same
     parser and validation (empty fields, duplicate options, duplicate questions) apply.
     """
-    from .backends.hf import Generation, Sampling
-
     budget = {"QUESTION": 64, "OPTION": 24, **(field_tokens or {})}
     texts = [backend.render(p) for p in prompts]
     start_tag = prompts[0].get("continues_tag") if prompts else None

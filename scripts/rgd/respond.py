@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from . import __version__
+from . import __version__, backends
 from .answers import extract_choice
-from .backends.hf import Sampling
+from .backends.base import LocalBackend, Sampling, Settings, request_seed
 from .cache import RecordCache, content_key
-from .io import read_json, warn, write_jsonl
+from .io import SetupError, read_json, warn, write_jsonl
 from .models import MANIFEST
 from .progress import Progress
 from .prompts import build_prompt
@@ -61,6 +61,12 @@ class Expert:
             raise SpecError(where, None, f"expected an object, got {type(cfg).__name__}")
         return parse(cls, {**cfg, "name": name}, where)
 
+    def backend_settings(self, threads: int = 1) -> Settings:
+        """What this expert asks of its backend (a letter needs one new token)."""
+        return Settings(threads=threads, batch_size=self.batch_size, max_prompt_tokens=self.max_prompt_tokens,
+                        max_new_tokens=1 if self.mode == "letter" else self.sampling.max_new_tokens,
+                        template_kwargs=self.template_kwargs, engine=self.engine, seed=self.sampling.seed)
+
     def settings(self) -> dict:
         d = {"model": self.model, "style": self.style, "mode": self.mode, "template_kwargs": self.template_kwargs}
         if self.mode == "cot":
@@ -88,13 +94,13 @@ def _cot_response(q: Question, expert: str, gen) -> Response:
     return Response(q.id, expert, choice, conf, "ok", reason, gen.text, gen.n_prompt_tokens, gen.n_output_tokens)
 
 
-def respond(questions: list[Question], expert: Expert, backend, cache: RecordCache, identity: dict,
-            log=None) -> tuple[list[Response], dict]:
+def respond(questions: list[Question], expert: Expert, backend: LocalBackend, cache: RecordCache,
+            identity: dict, log=None) -> tuple[list[Response], dict]:
     log = log or (lambda msg: print(msg, flush=True))
     prompts = [build_prompt(q, expert.style, expert.mode) for q in questions]
     rendered = [backend.render(p) for p in prompts]
     # a backend that changes results (vLLM: version, dtype, logprobs mode) adds its identity
-    engine_id = getattr(backend, "cache_identity", None)
+    engine_id = backend.cache_identity
     keys = [content_key(identity, expert.settings(), text, *([engine_id] if engine_id else [])) for text in rendered]
     # deterministic plan: longest prompts first (less padding), ties by position
     order = sorted(range(len(questions)), key=lambda i: (-len(rendered[i]), i))
@@ -102,7 +108,7 @@ def respond(questions: list[Question], expert: Expert, backend, cache: RecordCac
     stats = Counter()
     t0 = time.perf_counter()
     progress = Progress(expert.name, len(questions), "question", log)
-    if getattr(backend, "streams", False):  # vLLM: every missing prompt in one engine call
+    if backend.streams:  # vLLM: every missing prompt in one engine call
         batches = []
         _respond_streaming(questions, prompts, keys, order, expert, backend, cache, stats, progress)
     for b, batch in enumerate(batches):
@@ -133,18 +139,18 @@ def respond(questions: list[Question], expert: Expert, backend, cache: RecordCac
         "status": dict(sorted(Counter(r.status for r in results).items())),
         "throughput": {
             "prompt_tokens": n_prompt, "output_tokens": n_out, "compute_seconds": round(seconds, 3),
-            "load_seconds": round(getattr(backend, "load_seconds", 0.0), 3),
+            "load_seconds": round(backend.load_seconds, 3),
             # this run's work only: a resumed job does not count the records it found cached
             "computed_tokens": stats["computed_tokens"],
             "tokens_per_second": (round(stats["computed_tokens"] / seconds, 2)
                                   if seconds > 0 and stats["computed"] else None),
             "questions_per_second": round(stats["computed"] / seconds, 3) if seconds > 0 and stats["computed"] else None,
-            "device": getattr(backend, "device", "cpu"),
+            "device": backend.device,
         },
         "versions": package_versions(),
     }
-    if hasattr(backend, "describe"):
-        meta["engine"] = backend.describe()  # vLLM: version, dtype, device, what the confidence means
+    if engine := backend.describe():  # vLLM: version, dtype, device, what the confidence means
+        meta["engine"] = engine
     return results, meta
 
 
@@ -154,8 +160,6 @@ def _respond_streaming(questions, prompts, keys, order, expert, backend, cache, 
     a killed job loses at most the last chunk.
     Each request is seeded from its own content key: its result does not depend on what else
     is in flight, or on whether the job was resumed."""
-    from .backends.vllm import request_seed
-
     todo = [i for i in order if keys[i] not in cache]
     stats["cached"] += len(order) - len(todo)
     sub = [prompts[i] for i in todo]
@@ -211,18 +215,11 @@ def run(questions_path: Path, expert: Expert, model_dir: Path, out: Path, meta_o
                 "n_computed": 0, "n_cached": 0, "status": {}, "warnings": ["no questions"],
                 "versions": package_versions()}
         return write_meta(meta_out, meta, run_record, step="respond")
-    if backend_name == "transformers":
-        from .backends.hf import HFBackend
-
-        backend = HFBackend(str(model_dir), threads=threads, batch_size=expert.batch_size,
-                            max_prompt_tokens=expert.max_prompt_tokens, template_kwargs=expert.template_kwargs,
-                            dtype=expert.engine.get("dtype"))
-    elif backend_name == "vllm":
-        from .backends.vllm import VLLMBackend
-
-        backend = VLLMBackend(str(model_dir), expert=expert)
-    else:
-        raise ValueError(f"unknown backend {backend_name!r}")
+    if expert.style == "chat" and identity.get("chat_template_sha256", "") is None:
+        # the manifest says so: refuse before the weights load (the tokenizer would refuse later)
+        raise SetupError(f"{Path(model_dir) / MANIFEST}: this model has no chat template; give expert "
+                         f"{expert.name!r} a completion prompt style (plain or fewshot)")
+    backend = backends.make(backend_name, model_dir, expert.backend_settings(threads))
     cache = RecordCache(cache_path)
     results, meta = respond(questions, expert, backend, cache, identity)
     write_jsonl(out, (r.to_dict() for r in results))
