@@ -217,8 +217,8 @@ def run(questions_path: Path, expert: Expert, model_dir: Path, out: Path, meta_o
         return write_meta(meta_out, meta, run_record, step="respond")
     if expert.style == "chat" and identity.get("chat_template_sha256", "") is None:
         # the manifest says so: refuse before the weights load (the tokenizer would refuse later)
-        raise SetupError(f"{Path(model_dir) / MANIFEST}: this model has no chat template; give expert "
-                         f"{expert.name!r} a completion prompt style (plain or fewshot)")
+        raise SetupError(f"this model has no chat template ({Path(model_dir) / MANIFEST} records none): give "
+                         f"expert {expert.name!r} a completion prompt style (plain or fewshot)")
     backend = backends.make(backend_name, model_dir, expert.backend_settings(threads))
     cache = RecordCache(cache_path)
     results, meta = respond(questions, expert, backend, cache, identity)

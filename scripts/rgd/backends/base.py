@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ..io import SetupError
 from ..spec import bounds, validate
 
 
@@ -163,12 +164,17 @@ class LocalBackend(Backend):
 
 
 # -- helpers every local backend shares -------------------------------------------------------------
+class NoChatTemplate(SetupError, ValueError):
+    """A chat prompt for a model without a chat template: the expert's or generator's style is wrong."""
+
+
+
 def render_prompt(tok, prompt: dict, template_kwargs: dict) -> str:
     """The exact text a backend feeds the model: the model's own chat template for chat prompts
     (plus any assistant prefill), or the completion text as is."""
     if "messages" in prompt:
         if not getattr(tok, "chat_template", None):
-            raise ValueError("this model has no chat template; use a completion prompt style")
+            raise NoChatTemplate("this model has no chat template; use a completion prompt style (plain or fewshot)")
         text = tok.apply_chat_template(prompt["messages"], tokenize=False, add_generation_prompt=True,
                                        **template_kwargs)
         return text + prompt.get("assistant_prefix", "")
