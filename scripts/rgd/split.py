@@ -8,27 +8,25 @@ test-id list can still be given to reproduce a fixed split.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from .spec import bounds, validate
 
 
 @dataclass(frozen=True)
 class SplitSettings:
     """A benchmark's `split` settings (config `benchmarks.<name>.split`; `rgd split` options)."""
 
-    train_fraction: float = 0.6
+    train_fraction: float = field(default=0.6, metadata=bounds(exclusive_min=0.0, exclusive_max=1.0,
+                                                               doc="share of each category that goes to train"))
     seed: int = 0
     test_ids: str | None = None  # a file of test ids, one per line: reproduces a fixed split
 
     def __post_init__(self) -> None:
-        f = self.train_fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not (math.isfinite(f) and 0.0 < f < 1.0):
-            raise ValueError(f"train_fraction: must be a number in (0, 1), got {f!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed: expected an integer, got {self.seed!r}")
+        validate(self)
 
 
 def stratified_split(questions: list[dict], train_fraction: float, seed: int,
