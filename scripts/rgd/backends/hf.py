@@ -59,6 +59,50 @@ def letter_token_ids(tok, letter: str) -> list[int]:
     return sorted(ids)
 
 
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+# CPU flags (/proc/cpuinfo) of native bfloat16 arithmetic: there bf16 runs ~2x faster than fp32
+# with the same answers; on CPUs without them (AVX2 only) torch emulates it, ~5x slower
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
+    """The native-bfloat16 flags this CPU has, from /proc/cpuinfo (or the given text); where
+    that file does not exist, from torch's own CPU probe."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            import torch
+
+            probe = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
+            return [f for f, fn in probe.items() if getattr(torch.cpu, fn, lambda: False)()]
+    flags = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(value.split())
+    return [f for f in BF16_CPU_FLAGS if f in flags]
+
+
+def resolve_dtype(dtype: str | None, device: str, cpuinfo: str | None = None) -> tuple[str, str]:
+    """(dtype, why) for the registry's `dtype` on `device`. Unset: float32 on a CPU (the reference
+    numbers), bfloat16 on an accelerator. `auto`: on a CPU, bfloat16 where it has native bf16
+    (AVX512_BF16 or AMX), else float32; on an accelerator bfloat16."""
+    if dtype not in (None, *DTYPES):
+        raise ValueError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    if dtype not in (None, "auto"):
+        return dtype, "as configured"
+    if device != "cpu":
+        return "bfloat16", f"{'auto' if dtype else 'default'} on {device}"
+    if dtype is None:
+        return "float32", "default on a CPU"
+    flags = cpu_bf16_flags(cpuinfo)
+    if flags:
+        return "bfloat16", f"auto: the CPU has native bfloat16 ({', '.join(flags)})"
+    return "float32", "auto: the CPU has no native bfloat16 (no avx512_bf16 or amx_bf16)"
+
+
 # a batch whose rows share fewer leading tokens than this runs every row whole
 MIN_SHARED_PREFIX = 16
 
@@ -79,8 +123,9 @@ class HFBackend:
                  template_kwargs: dict | None = None, device: str = "auto", dtype: str | None = None,
                  letter_batching: str | None = None):
         """`device`: "auto" takes a CUDA GPU when torch sees one, else the CPU. `dtype` (the model
-        registry's `dtype`): float32, bfloat16, float16 or auto (the checkpoint's own); by default
-        float32 on a CPU, bfloat16 on a GPU. `letter_batching` (see score_letters): "padded" or
+        registry's `dtype`): float32, bfloat16, float16 or auto (resolve_dtype: bfloat16 on CPUs with
+        native bf16, else float32); by default float32 on a CPU, bfloat16 on a GPU. The weights are
+        loaded in it whatever dtype they were saved in. `letter_batching` (see score_letters): "padded" or
         "shared-prefix"; by default padded on an accelerator, shared-prefix on a CPU."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -90,17 +135,19 @@ class HFBackend:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if letter_batching not in (None, "padded", "shared-prefix"):
             raise ValueError(f"letter_batching: {letter_batching!r} is neither 'padded' nor 'shared-prefix'")
-        dtype = dtype or ("float32" if device == "cpu" else "bfloat16")
-        if dtype not in ("float32", "bfloat16", "float16", "auto"):
-            raise ValueError(f"dtype: {dtype!r} is not one of float32, bfloat16, float16, auto")
+        requested = dtype
+        dtype, why = resolve_dtype(dtype, device)
+        if requested == "auto":
+            print(f"[{self.name}] dtype {dtype} ({why}; torch CPU capability "
+                  f"{torch.backends.cpu.get_cpu_capability()})", flush=True)
         t0 = time.perf_counter()
         self.tok = AutoTokenizer.from_pretrained(model_dir)
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=dtype if dtype == "auto" else getattr(torch, dtype)).to(device)
-        self.dtype = str(self.model.dtype).removeprefix("torch.")  # "auto" resolved
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device)
+        self.dtype = dtype
+        self.dtype_choice = why if requested == "auto" else None
         self.model.eval()
         self.load_seconds = time.perf_counter() - t0
         self.batch_size = batch_size
@@ -116,8 +163,11 @@ class HFBackend:
 
     def describe(self) -> dict:
         """What a record's numbers depend on beyond the model: kept in each job's metadata."""
-        return {"backend": self.name, "device": self.device, "dtype": self.dtype,
-                "letter_batching": self.letter_batching, "batch_size": self.batch_size}
+        d = {"backend": self.name, "device": self.device, "dtype": self.dtype,
+             "letter_batching": self.letter_batching, "batch_size": self.batch_size}
+        if self.dtype_choice:  # registry dtype auto: why this machine got this dtype
+            d["dtype_auto"] = self.dtype_choice
+        return d
 
     # -- prompts ---------------------------------------------------------------------------
     def render(self, prompt: dict) -> str:
