@@ -101,7 +101,7 @@ def cmd_split(a):
 def cmd_materialise(a):
     from .models import materialise
 
-    m = materialise(a.name, a.spec, Path(a.out_dir))
+    m = materialise(a.name, a.spec, Path(a.out_dir), dtype=a.dtype)
     print(json.dumps(m, indent=1))
 
 
@@ -315,10 +315,14 @@ def build_parser() -> argparse.ArgumentParser:
     for x in ("train-questions", "train-keys", "test-questions", "test-keys"):
         s.add_argument(f"--{x}", required=True)
 
+    from .backends.hf import DTYPES
+
     s = add("materialise", cmd_materialise, "build a model directory in the model cache")
     s.add_argument("--name", required=True)
     s.add_argument("--spec", type=_json_arg, required=True)
     s.add_argument("--out-dir", required=True)
+    s.add_argument("--dtype", choices=DTYPES,
+                   help="the registry's dtype, in which the weights are saved (default float32)")
 
     s = add("generate", cmd_generate, "RGD: generate questions from category descriptions")
     s.add_argument("--name", required=True)
