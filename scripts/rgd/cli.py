@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from .args import IN, IN_DIR, OUT, OUT_DIR, PAIRS, StepParser, check_paths, count, fraction, json_object
+from .backends.base import DTYPES
 from .embedded import DEFAULT_PER_SUBJECT, DEFAULT_SPLIT
 from .io import InputError, SetupError, os_input_error, set_warning_prefix
 from .metrics import EvaluationSettings
@@ -173,11 +174,13 @@ def cmd_split(a):
 @command("materialise", "build a model directory in the model cache",
          need("--name", help="the model's registry name (recorded in its manifest)"),
          need("--spec", type=json_object, help="the registry entry's `source` as JSON (rgd.models.ModelSource)"),
-         need("--out-dir", path=OUT_DIR, help="the model directory to build"))
+         need("--out-dir", path=OUT_DIR, help="the model directory to build"),
+         opt("--dtype", choices=DTYPES, help="the registry's dtype, in which the weights are saved (default float32; "
+             "auto: bfloat16 on a CPU with native bf16, else float32)"))
 def cmd_materialise(a):
     from .models import materialise
 
-    print(json.dumps(materialise(a.name, a.spec, Path(a.out_dir)), indent=1))
+    print(json.dumps(materialise(a.name, a.spec, Path(a.out_dir), dtype=a.dtype), indent=1))
 
 
 @command("generate", "RGD: generate questions from category descriptions",

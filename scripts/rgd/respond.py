@@ -17,7 +17,7 @@ from typing import Literal
 
 from . import __version__, backends
 from .answers import extract_choice
-from .backends.base import LocalBackend, Sampling, Settings, request_seed
+from .backends.base import DTYPES, LocalBackend, Sampling, Settings, request_seed
 from .cache import RecordCache, content_key
 from .io import SetupError, read_json, warn, write_jsonl
 from .models import MANIFEST
@@ -27,7 +27,6 @@ from .records import LETTERS, Question, Response, read_questions
 from .runrecord import write_meta
 from .spec import SpecError, bounds, parse, validate
 
-DTYPES = ("float32", "bfloat16", "float16", "auto")  # model registry `dtype`
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,14 @@
 #
 # Conventions, as in snakemake-workflows: a path is written once, as a plain pattern under the
 # results folder (`results_path("data/{bench}/all.questions.jsonl")`); anything longer than a line
-# that a rule needs is a named function here; every placeholder in a shell command is quoted (:q),
-# so no config value or path ever reaches a shell unquoted (tests/test_rules.py checks both).
+# that a rule needs is a named function here; every placeholder in a shell command is quoted
+# (with the q format), so no config value or path ever reaches a shell unquoted (tests/test_rules.py checks both).
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import rgd.config
-import rgd.resume
 import rgd.routers
 from snakemake.exceptions import WorkflowError
 
@@ -24,25 +22,6 @@ try:  # the whole config, checked before any job: schema, names, references, eve
     )
 except rgd.config.ConfigError as e:
     raise WorkflowError(str(e)) from None
-
-# The same command resumes after the driver was killed: its lock is dropped when no driver holding
-# it can still be alive (rgd.resume), and the profiles rerun the jobs it left incomplete.
-if workflow.is_main_process:
-    if note := rgd.resume.clear_stale_locks():
-        print(note, file=sys.stderr)
-
-
-onstart:
-    rgd.resume.record_driver()
-
-
-onsuccess:
-    rgd.resume.forget_driver()
-
-
-onerror:
-    rgd.resume.forget_driver()
-
 
 RESULTS = config["results"]
 CACHE = config["model_cache"]
@@ -58,17 +37,17 @@ def results_path(pattern):
 
 def log_path(pattern):
     """A job's log: results/logs/<pattern>.log."""
-    return os.path.join(RESULTS, "logs", pattern + ".log")
+    return os.path.join(RESULTS, "logs", f"{pattern}.log")
 
 
 def timing_path(pattern):
     """A job's Snakemake `benchmark:` record (wall time, memory): results/timings/<pattern>.tsv."""
-    return os.path.join(RESULTS, "timings", pattern + ".tsv")
+    return os.path.join(RESULTS, "timings", f"{pattern}.tsv")
 
 
 def run_record(pattern):
     """A job's run record (wall times, throughput, resumed records): a log, so never archived."""
-    return os.path.join(RESULTS, "logs", pattern + ".run.json")
+    return os.path.join(RESULTS, "logs", f"{pattern}.run.json")
 
 
 def project_file(path):
@@ -90,7 +69,9 @@ ROUTERS = list(config["routers"])
 FILTERED = [g for g, c in config.get("generators", {}).items() if c.get("filter")]
 # Training sources: the real train split, each generator's question set, the filtered sets.
 SOURCES = (
-    ["train"] + [f"gen-{g}" for g in GENERATORS] + [f"gen-{g}-filtered" for g in FILTERED]
+    ["train"]
+    + [f"gen-{g}" for g in GENERATORS]
+    + [f"gen-{g}-filtered" for g in FILTERED]
 )
 QSETS = ["train", "test"] + SOURCES[1:]
 EMBEDDED = [
@@ -121,11 +102,11 @@ def as_json(obj):
 
 
 def questions(qset):
-    return results_path("data/{bench}/" + qset + ".questions.jsonl")
+    return results_path(f"data/{{bench}}/{qset}.questions.jsonl")
 
 
 def keys(qset):
-    return results_path("data/{bench}/" + qset + ".keys.jsonl")
+    return results_path(f"data/{{bench}}/{qset}.keys.jsonl")
 
 
 def model_manifest(model):
@@ -149,7 +130,9 @@ def every(pattern, keep=()):
     in `keep` stay wildcards (a per-(benchmark, pool) rule keeps "bench" and "pool")."""
     grid = {"bench": BENCHMARKS, "pool": POOLS, "source": SOURCES, "router": ROUTERS}
     names = set(re.findall(r"{(\w+)}", pattern)) - set(keep)
-    return expand(pattern, **{k: v for k, v in grid.items() if k in names}, allow_missing=True)
+    return expand(
+        pattern, **{k: v for k, v in grid.items() if k in names}, allow_missing=True
+    )
 
 
 # --------------------------------------------------------------------------- data (data.smk)
@@ -169,7 +152,12 @@ def split_test_ids(wildcards):
 
 def optional_args(settings, *names):
     """`--name value` for each of `names` that `settings` sets (the step's default otherwise)."""
-    return [a for n in names if n in settings for a in (f"--{n.replace('_', '-')}", str(settings[n]))]
+    return [
+        a
+        for n in names
+        if n in settings
+        for a in (f"--{n.replace('_', '-')}", str(settings[n]))
+    ]
 
 
 # --------------------------------------------------------------------------- experts (respond.smk)
@@ -232,7 +220,9 @@ def generator_spec(wildcards):
         if m.get("template_kwargs"):
             g.setdefault("template_kwargs", m["template_kwargs"])
         if "max_new_tokens" in m:
-            g["sampling"] = {"max_new_tokens": m["max_new_tokens"]} | g.get("sampling", {})
+            g["sampling"] = {"max_new_tokens": m["max_new_tokens"]} | g.get(
+                "sampling", {}
+            )
         if engine := model_engine(g["model"], g["backend"]):
             g["engine"] = engine
     return g
@@ -289,7 +279,9 @@ def train_inputs(wildcards):
     inputs = {
         "questions": results_path(f"data/{wildcards.bench}/{src}.questions.jsonl"),
         "embeddings": results_path(f"embeddings/{wildcards.bench}/{src}.npz"),
-        "consensus": results_path(f"consensus/{wildcards.bench}/{wildcards.pool}/{src}.jsonl"),
+        "consensus": results_path(
+            f"consensus/{wildcards.bench}/{wildcards.pool}/{src}.jsonl"
+        ),
     }
     # Label-free by construction: only query-answer routers get the key file.
     if rgd.routers.needs_keys(wildcards.router):
@@ -307,6 +299,120 @@ def router_spec(wildcards):
 
 def labels(wildcards):
     """The (benchmark, pool, source, router) a job's outputs are about."""
-    names = {"bench": "benchmark", "pool": "pool", "source": "source", "router": "router"}
+    names = {
+        "bench": "benchmark",
+        "pool": "pool",
+        "source": "source",
+        "router": "router",
+    }
     return {label: wildcards[w] for w, label in names.items() if w in wildcards.keys()}
 
+
+# --------------------------------------------------------------------------- report (report.smk)
+REPORT_CFG = config.get("report", {})
+SCALING_CFG = REPORT_CFG.get("scaling", {})
+ARCHIVE = results_path(
+    f"archive/rgd-results-{rgd.config.config_hash(config)[:12]}.tar.gz"
+)
+# generated sets with a generation meta file (filtered sets have none)
+GEN_META = [f"gen-{g}" for g in GENERATORS]
+FIGURES = ["accuracy", "skills", "calibration", "clusters", "scaling", "diagnostics"]
+TABLES = [
+    "main",
+    "generators",
+    "calibration",
+    "scaling",
+    "clusters",
+    "diagnostics",
+    "agreement",
+    "ranking",
+]
+CAPTIONS = "../report"
+FIGURE_FILES = expand(
+    results_path("figures/{bench}/{pool}/{fig}.svg"),
+    bench=BENCHMARKS,
+    pool=POOLS,
+    fig=FIGURES,
+)
+TABLE_FILES = expand(
+    results_path("tables/{t}.{ext}"), t=TABLES, ext=["md", "csv", "tex"]
+)
+SUMMARY_FILES = [results_path("tables/summary.csv"), results_path("tables/summary.md")]
+# models whose manifests (revisions) go into the archive's MANIFEST
+USED_MODELS = sorted(
+    {config["experts"][e]["model"] for p in config["pools"].values() for e in p}
+    | {g["model"] for g in config.get("generators", {}).values() if "model" in g}
+)
+
+
+def generated_files(wildcards):
+    """{kind: {source: file}} of every generated training source, as `rgd analyse` reads them."""
+    b, p = wildcards.bench, wildcards.pool
+    kinds = {
+        "questions": "data/{b}/{s}.questions.jsonl",
+        "keys": "data/{b}/{s}.keys.jsonl",
+        "consensus": "consensus/{b}/{p}/{s}.jsonl",
+    }
+    out = {
+        kind: {s: results_path(pat.format(b=b, p=p, s=s)) for s in SOURCES[1:]}
+        for kind, pat in kinds.items()
+    }
+    out["meta"] = {s: results_path(f"data/{b}/{s}.meta.json") for s in GEN_META}
+    return out
+
+
+def analyse_inputs(wildcards):
+    return [f for files in generated_files(wildcards).values() for f in files.values()]
+
+
+def analyse_args(wildcards):
+    return [
+        a
+        for kind, files in generated_files(wildcards).items()
+        if files
+        for a in [f"--gen-{kind}", *pairs(files)]
+    ]
+
+
+def per_source(pattern):
+    """{source: file} of a per-(benchmark, pool, source) pattern, for one (benchmark, pool) job."""
+
+    def files(wildcards):
+        return {
+            s: pattern.format(bench=wildcards.bench, pool=wildcards.pool, source=s)
+            for s in SOURCES
+        }
+
+    return files
+
+
+def figure(name, caption, category, title):
+    """A figure of one (benchmark, pool), registered for the HTML report."""
+    return report(
+        results_path(f"figures/{{bench}}/{{pool}}/{name}.svg"),
+        caption=f"{CAPTIONS}/{caption}.rst",
+        category=category,
+        subcategory="{bench} / {pool}",
+        labels={"benchmark": "{bench}", "pool": "{pool}", "figure": title},
+    )
+
+
+def archived_results(wildcards, input):
+    """What the archive holds under results/: each benchmark's data folder, each question set's
+    responses folder (answers, confidences, .meta.json), then the declared inputs file by file.
+    Not the HTML report: `snakemake --report` embeds job runtimes and its creation time, so it
+    would make two runs of the same inputs differ; it stays beside the archive."""
+    return (
+        [results_path(f"data/{b}") for b in BENCHMARKS]
+        + [results_path(f"responses/{b}/{q}") for b in BENCHMARKS for q in QSETS]
+        + [
+            *input.consensus,
+            *input.routers,
+            *input.routes,
+            *input.evals,
+            *input.analyses,
+            *input.scaling,
+            *input.tables,
+            *input.figures,
+        ]
+    )

@@ -18,7 +18,7 @@ rule consensus:
         **rule_resources(),
     params:
         responses=lambda w: pairs(pool_responses(w)),
-        spec=as_json(config["consensus"]),
+        spec=lambda w: as_json(config["consensus"]),  # a function: Snakemake would read braces in a string param as wildcards
     shell:
         "rgd consensus --questions {input.questions:q} --responses {params.responses:q} "
         "--spec {params.spec:q} --out {output.scores:q} --stats {output.stats:q} > {log:q} 2>&1"

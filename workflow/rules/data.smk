@@ -94,7 +94,9 @@ rule split:
     params:
         fraction=lambda w: split_settings(w)["train_fraction"],
         seed=lambda w: split_settings(w)["seed"],
-        test_ids=lambda w, input: ["--test-ids", *input.test_ids] if input.test_ids else [],
+        test_ids=lambda w, input: (
+            ["--test-ids", *input.test_ids] if input.test_ids else []
+        ),
     shell:
         "rgd split --questions {input.questions:q} --keys {input.keys_file:q} "
         "--train-fraction {params.fraction:q} --seed {params.seed:q} {params.test_ids:q} "

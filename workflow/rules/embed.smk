@@ -17,7 +17,7 @@ rule embed:
     resources:
         **rule_resources(embedder_resources),
     params:
-        spec=as_json(config["embedder"]),
+        spec=lambda w: as_json(config["embedder"]),
     shell:
         "rgd embed --questions {input.questions:q} --spec {params.spec:q} --out {output:q} "
         "--run-record {log.run:q} --threads {threads} > {log.log:q} 2>&1"

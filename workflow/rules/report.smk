@@ -1,99 +1,6 @@
 # Reproducibility deliverables: report analyses, the data-scaling curve, figures, paper-style tables,
 # the HTML report and the frozen results archive. Everything here is evaluation: these rules may
 # read answer keys, and nothing they write ever feeds a router.
-REPORT_CFG = config.get("report", {})
-SCALING_CFG = REPORT_CFG.get("scaling", {})
-ARCHIVE = results_path(f"archive/rgd-results-{rgd.config.config_hash(config)[:12]}.tar.gz")
-# generated sets with a generation meta file (filtered sets have none)
-GEN_META = [f"gen-{g}" for g in GENERATORS]
-FIGURES = ["accuracy", "skills", "calibration", "clusters", "scaling", "diagnostics"]
-TABLES = ["main", "generators", "calibration", "scaling", "clusters", "diagnostics", "agreement", "ranking"]
-CAPTIONS = "../report"
-FIGURE_FILES = expand(
-    results_path("figures/{bench}/{pool}/{fig}.svg"), bench=BENCHMARKS, pool=POOLS, fig=FIGURES
-)
-TABLE_FILES = expand(results_path("tables/{t}.{ext}"), t=TABLES, ext=["md", "csv", "tex"])
-SUMMARY_FILES = [results_path("tables/summary.csv"), results_path("tables/summary.md")]
-# models whose manifests (revisions) go into the archive's MANIFEST
-USED_MODELS = sorted(
-    {config["experts"][e]["model"] for p in config["pools"].values() for e in p}
-    | {g["model"] for g in config.get("generators", {}).values() if "model" in g}
-)
-
-
-def generated_files(wildcards):
-    """{kind: {source: file}} of every generated training source, as `rgd analyse` reads them."""
-    b, p = wildcards.bench, wildcards.pool
-    kinds = {
-        "questions": "data/{b}/{s}.questions.jsonl",
-        "keys": "data/{b}/{s}.keys.jsonl",
-        "consensus": "consensus/{b}/{p}/{s}.jsonl",
-    }
-    out = {
-        kind: {s: results_path(pat.format(b=b, p=p, s=s)) for s in SOURCES[1:]}
-        for kind, pat in kinds.items()
-    }
-    out["meta"] = {s: results_path(f"data/{b}/{s}.meta.json") for s in GEN_META}
-    return out
-
-
-def analyse_inputs(wildcards):
-    return [f for files in generated_files(wildcards).values() for f in files.values()]
-
-
-def analyse_args(wildcards):
-    return [
-        a
-        for kind, files in generated_files(wildcards).items()
-        if files
-        for a in [f"--gen-{kind}", *pairs(files)]
-    ]
-
-
-def per_source(pattern):
-    """{source: file} of a per-(benchmark, pool, source) pattern, for one (benchmark, pool) job."""
-
-    def files(wildcards):
-        return {
-            s: pattern.format(bench=wildcards.bench, pool=wildcards.pool, source=s)
-            for s in SOURCES
-        }
-
-    return files
-
-
-def figure(name, caption, category, title):
-    """A figure of one (benchmark, pool), registered for the HTML report."""
-    return report(
-        results_path("figures/{bench}/{pool}/" + name + ".svg"),
-        caption=f"{CAPTIONS}/{caption}.rst",
-        category=category,
-        subcategory="{bench} / {pool}",
-        labels={"benchmark": "{bench}", "pool": "{pool}", "figure": title},
-    )
-
-
-def archived_results(wildcards, input):
-    """What the archive holds under results/: each benchmark's data folder, each question set's
-    responses folder (answers, confidences, .meta.json), then the declared inputs file by file.
-    Not the HTML report: `snakemake --report` embeds job runtimes and its creation time, so it
-    would make two runs of the same inputs differ; it stays beside the archive."""
-    return (
-        [results_path(f"data/{b}") for b in BENCHMARKS]
-        + [results_path(f"responses/{b}/{q}") for b in BENCHMARKS for q in QSETS]
-        + [
-            *input.consensus,
-            *input.routers,
-            *input.routes,
-            *input.evals,
-            *input.analyses,
-            *input.scaling,
-            *input.tables,
-            *input.figures,
-        ]
-    )
-
-
 rule config_snapshot:
     output:
         results_path("config.json"),
@@ -106,7 +13,7 @@ rule config_snapshot:
     resources:
         **rule_resources(),
     params:
-        config=as_json(config),
+        config=lambda w: as_json(config),
     shell:
         "rgd config-snapshot --config {params.config:q} --out {output:q} > {log:q} 2>&1"
 
@@ -165,7 +72,7 @@ rule scaling:
         responses=lambda w: pairs(test_responses(w)),
         fractions=SCALING_CFG.get("fractions", [0.25, 0.5, 1.0]),
         seeds=SCALING_CFG.get("seeds", [0, 1, 2]),
-        spec=as_json(config["routers"]["cascal"]),
+        spec=lambda w: as_json(config["routers"]["cascal"]),
         labels=lambda w: f"{w.bench}/{w.pool}/{w.source}",
     shell:
         "rgd scaling --questions {input.questions:q} --embeddings {input.embeddings:q} "
@@ -183,12 +90,18 @@ rule figures:
         scaling=lambda w: per_source(SCALING)(w).values(),
         cascal=lambda w: per_source(CASCAL)(w).values(),
     output:
-        accuracy=figure("accuracy", "accuracy", "2. Routing accuracy", "router accuracy"),
+        accuracy=figure(
+            "accuracy", "accuracy", "2. Routing accuracy", "router accuracy"
+        ),
         skills=figure("skills", "skills", "3. Skills", "skill heatmap"),
-        calibration=figure("calibration", "calibration", "4. Calibration", "calibration"),
+        calibration=figure(
+            "calibration", "calibration", "4. Calibration", "calibration"
+        ),
         clusters=figure("clusters", "clusters", "5. CASCAL clusters", "clusters"),
         scaling=figure("scaling", "scaling", "6. Data scaling", "scaling"),
-        diagnostics=figure("diagnostics", "diagnostics", "7. Pool diagnostics", "pool diagnostics"),
+        diagnostics=figure(
+            "diagnostics", "diagnostics", "7. Pool diagnostics", "pool diagnostics"
+        ),
     log:
         log_path("report/figures/{bench}/{pool}"),
     benchmark:
@@ -311,8 +224,8 @@ rule archive:
     params:
         include=archived_results,
         models=lambda w, input: pairs(dict(zip(USED_MODELS, input.models))),
-        repo=str(ROOT),
-        results=RESULTS,
+        repo=lambda w: str(ROOT),
+        results=lambda w, input: os.path.dirname(input.config),
     shell:
         "rgd archive --out {output.archive:q} --config-json {input.config:q} "
         "--config-files {input.config_files:q} {input.descriptions:q} --results {params.results:q} "

@@ -15,9 +15,11 @@ rule materialise:
         **rule_resources(materialise_resources),
     params:
         spec=lambda w: as_json(config["models"][w.model]["source"]),
+        # the weights are saved in the registry's dtype (auto: per machine), halving a bf16 model
+        dtype=lambda w: config["models"][w.model].get("dtype", "float32"),
         out_dir=lambda w, output: os.path.dirname(output.manifest),
     shell:
-        "rgd materialise --name {wildcards.model:q} --spec {params.spec:q} "
+        "rgd materialise --name {wildcards.model:q} --spec {params.spec:q} --dtype {params.dtype:q} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 

@@ -15,7 +15,8 @@ import time
 import numpy as np
 
 from ..records import LETTERS
-from .base import Generation, LocalBackend, Sampling, Settings, letter_token_ids, render_prompt
+from .base import (DTYPES, Generation, LocalBackend, Sampling, Settings, cpu_bf16_flags, letter_token_ids,
+                   render_prompt, resolve_dtype)
 
 
 # a batch whose rows share fewer leading tokens than this runs every row whole
@@ -44,8 +45,9 @@ class HFBackend(LocalBackend):
                  template_kwargs: dict | None = None, device: str = "auto", dtype: str | None = None,
                  letter_batching: str | None = None):
         """`device`: "auto" takes a CUDA GPU when torch sees one, else the CPU. `dtype` (the model
-        registry's `dtype`): float32, bfloat16, float16 or auto (the checkpoint's own); by default
-        float32 on a CPU, bfloat16 on a GPU. `letter_batching` (see score_letters): "padded" or
+        registry's `dtype`): float32, bfloat16, float16 or auto (resolve_dtype: bfloat16 on CPUs with
+        native bf16, else float32); by default float32 on a CPU, bfloat16 on a GPU. The weights are
+        loaded in it whatever dtype they were saved in. `letter_batching` (see score_letters): "padded" or
         "shared-prefix"; by default padded on an accelerator, shared-prefix on a CPU."""
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -55,17 +57,19 @@ class HFBackend(LocalBackend):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if letter_batching not in (None, "padded", "shared-prefix"):
             raise ValueError(f"letter_batching: {letter_batching!r} is neither 'padded' nor 'shared-prefix'")
-        dtype = dtype or ("float32" if device == "cpu" else "bfloat16")
-        if dtype not in ("float32", "bfloat16", "float16", "auto"):
-            raise ValueError(f"dtype: {dtype!r} is not one of float32, bfloat16, float16, auto")
+        requested = dtype
+        dtype, why = resolve_dtype(dtype, device)
+        if requested == "auto":
+            print(f"[{self.name}] dtype {dtype} ({why}; torch CPU capability "
+                  f"{torch.backends.cpu.get_cpu_capability()})", flush=True)
         t0 = time.perf_counter()
         self.tok = AutoTokenizer.from_pretrained(model_dir)
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=dtype if dtype == "auto" else getattr(torch, dtype)).to(device)
-        self.dtype = str(self.model.dtype).removeprefix("torch.")  # "auto" resolved
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device)
+        self.dtype = dtype
+        self.dtype_choice = why if requested == "auto" else None
         self.model.eval()
         self.load_seconds = time.perf_counter() - t0
         self.batch_size = batch_size
@@ -81,8 +85,11 @@ class HFBackend(LocalBackend):
 
     def describe(self) -> dict:
         """What a record's numbers depend on beyond the model: kept in each job's metadata."""
-        return {"backend": self.name, "device": self.device, "dtype": self.dtype,
-                "letter_batching": self.letter_batching, "batch_size": self.batch_size}
+        d = {"backend": self.name, "device": self.device, "dtype": self.dtype,
+             "letter_batching": self.letter_batching, "batch_size": self.batch_size}
+        if self.dtype_choice:  # registry dtype auto: why this machine got this dtype
+            d["dtype_auto"] = self.dtype_choice
+        return d
 
     # -- prompts ---------------------------------------------------------------------------
     def render(self, prompt: dict) -> str:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..records import LETTERS
-from .base import Generation, LocalBackend, Sampling, Settings, letter_token_ids, render_prompt
+from .base import Generation, LocalBackend, Sampling, Settings, letter_token_ids, render_prompt, resolve_dtype
 
 CONFIDENCE = ("mean raw (temperature-1, pre-top-p) log-probability of the sampled tokens, "
               "final end-of-sequence token excluded")
@@ -90,7 +90,10 @@ def start_engine(model: str, engine: EngineSpec, max_model_len: int | None, seed
     from vllm import LLM
 
     on_cpu = _on_cpu()
-    kwargs = dict(model=model, dtype=engine.dtype or ("float32" if on_cpu else "auto"),
+    dtype = engine.dtype or ("float32" if on_cpu else "auto")
+    if on_cpu and dtype == "auto":  # the registry's auto: per machine (rgd.backends.base.resolve_dtype)
+        dtype = resolve_dtype("auto", "cpu")[0]
+    kwargs = dict(model=model, dtype=dtype,
                   tensor_parallel_size=engine.tensor_parallel, seed=seed,
                   enforce_eager=on_cpu)  # CPU: no graph capture to pay for
     if engine.max_model_len or max_model_len:  # else the model's own maximum
