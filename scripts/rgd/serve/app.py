@@ -139,8 +139,10 @@ class Ranker:
 # --------------------------------------------------------------------------- metrics
 class Metrics:
     def __init__(self, experts: list[str]):
+        import prometheus_client
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
+        prometheus_client.disable_created_metrics()  # no `*_created` series: counters and histograms only
         self.registry = r = CollectorRegistry()
         self.requests = Counter("rgd_requests", "client requests by path and HTTP status", ["path", "status"],
                                 registry=r)

@@ -98,6 +98,7 @@ def cmd_serve(a):
                             a.log_bodies, a.model_name)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per upstream call is ours, not the client's
     s = service.s
     print(f"rgd serve: router {s.router_kind} over {', '.join(service.experts)}; objective "
           f"{service.ranker.objective}; at most {s.max_attempts} experts per request; "
