@@ -149,7 +149,7 @@ class Metrics:
         self.routed = Counter("rgd_routed", "requests whose top-ranked expert this was", ["expert"], registry=r)
         self.answered = Counter("rgd_answered", "requests this expert answered", ["expert"], registry=r)
         self.upstream_errors = Counter("rgd_upstream_errors", "failed upstream calls by expert and kind "
-                                       "(connect, timeout, http_5xx, invalid_response, stream)", ["expert", "kind"],
+                                       "(connection, timeout, http_5xx, invalid_response, stream)", ["expert", "kind"],
                                        registry=r)
         self.failovers = Counter("rgd_failovers", "requests answered by another than their first expert", registry=r)
         self.routing = Histogram("rgd_routing_seconds", "time to embed and rank one request (queueing included)",
@@ -180,7 +180,7 @@ class ServeSettings:
 @dataclass
 class Attempt:
     expert: str
-    outcome: str  # "answered", "http_4xx", or a failure kind (connect, timeout, http_5xx, ...)
+    outcome: str  # "answered", "http_4xx", or a failure kind (connection, timeout, http_5xx, ...)
     detail: str = ""
     status: int | None = None
 
@@ -357,7 +357,7 @@ class Service:
             failed("timeout", f"no answer within {ep.timeout:g} s")
             return None
         except httpx2.HTTPError as e:
-            failed("connect", type(e).__name__)
+            failed("connection", type(e).__name__)
             return None
 
         rgd_headers = {"x-rgd-expert": expert, "x-rgd-request-id": rid}
