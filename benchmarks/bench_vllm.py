@@ -30,6 +30,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +56,8 @@ def main(argv=None) -> int:
     a = parse_args(argv)
     from vllm import SamplingParams
 
-    from rgd.backends.hf import Sampling
-    from rgd.backends.vllm import VLLMBackend, request_seed
+    from rgd import backends
+    from rgd.backends.base import Sampling, request_seed
     from rgd.cache import RecordCache, content_key
     from rgd.io import read_json, write_json
     from rgd.models import MANIFEST
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     cot = Expert("bench-cot", "bench", a.style, "cot", batch_size=a.chunk,
                  sampling=Sampling(temperature=0.7, top_p=1.0, max_new_tokens=a.max_new_tokens, seed=0))
     letter = Expert("bench-letter", "bench", a.style, "letter", batch_size=a.chunk)
-    backend = VLLMBackend(a.model_dir, expert=cot, engine=a.engine)
+    backend = backends.make("vllm", a.model_dir, replace(cot.backend_settings(), engine=a.engine))
     llm = backend.llm
     print(f"engine: vLLM {backend.version} on {backend.device}, load {backend.load_seconds:.1f} s", flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench-vllm-"))

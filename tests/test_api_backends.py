@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from fault_server import FaultServer, fake_reply
-from rgd import secrets
+from rgd import backends, secrets
 from rgd.backends import api
-from rgd.backends.hf import Sampling
+from rgd.backends.base import Sampling, Settings
 from rgd.cache import RecordCache
 from rgd.generate import build_prompt, run
 
@@ -41,6 +41,11 @@ def dummy_keys(monkeypatch, tmp_path):
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.chdir(tmp_path)  # no stray .env from the repository
+
+
+def make(kind: str, cfg: dict) -> api._APIBackend:
+    """A generator's API backend, through the factory every step uses."""
+    return backends.make(kind, settings=Settings(config=cfg))
 
 
 def gen_cfg(kind: str, srv: FaultServer, **kw) -> dict:
@@ -80,15 +85,15 @@ def test_key_from_environment_then_dotenv(monkeypatch, tmp_path):
 
 def test_config_cannot_carry_a_key_or_an_unusable_style(server):
     with pytest.raises(ValueError, match="never read from config"):
-        api.make("openai", {**gen_cfg("openai", server), "api_key": KEY})
+        make("openai", {**gen_cfg("openai", server), "api_key": KEY})
     with pytest.raises(ValueError, match="chat-fewshot"):
-        api.make("openai", gen_cfg("openai", server, style="chat-fewshot"))
+        make("openai", gen_cfg("openai", server, style="chat-fewshot"))
     with pytest.raises(ValueError, match="no completions endpoint"):
-        api.make("gemini", gen_cfg("gemini", server, style="fewshot"))
+        make("gemini", gen_cfg("gemini", server, style="fewshot"))
     with pytest.raises(ValueError, match="guided"):
-        api.make("openai", gen_cfg("openai", server, guided=True))
+        make("openai", gen_cfg("openai", server, guided=True))
     with pytest.raises(ValueError, match="MY_KEY is not set"):
-        api.make("gemini", gen_cfg("gemini", server, api_key_env="MY_KEY"))
+        make("gemini", gen_cfg("gemini", server, api_key_env="MY_KEY"))
 
 
 # --------------------------------------------------------------------------- backoff
@@ -107,7 +112,7 @@ def test_backoff_is_seeded_bounded_and_honours_retry_after():
 
 # --------------------------------------------------------------------------- request shapes
 def test_openai_chat_and_completions_requests(server):
-    b = api.make("openai", gen_cfg("openai", server))
+    b = make("openai", gen_cfg("openai", server))
     prompts = [chat("Questions on cells."), chat("Questions on brands."), chat("Questions on cells.")]
     gens = b.generate(prompts, Sampling(temperature=0.7, top_p=0.9, max_new_tokens=64, seed=10))
     reqs = sorted(server.requests, key=lambda r: r["body"]["seed"])
@@ -123,7 +128,7 @@ def test_openai_chat_and_completions_requests(server):
     assert gens[0].text != gens[2].text
     assert b.stats == {"requests": 3, "retries": 0}
 
-    b = api.make("openai", gen_cfg("openai", server, style="fewshot"))
+    b = make("openai", gen_cfg("openai", server, style="fewshot"))
     (g,) = b.generate([build_prompt("Questions on cells.", "fewshot")], Sampling(seed=0))
     assert server.requests[-1]["path"] == "/v1/completions" and "prompt" in server.requests[-1]["body"]
     assert not g.text.startswith("[QUESTION]")  # a continuation of the prompt's last tag
@@ -132,7 +137,7 @@ def test_openai_chat_and_completions_requests(server):
 def test_gemini_request_and_token_accounting(server):
     server.cached_tokens, server.thoughts_tokens = 4, 7
     prices = {"input": 0.30, "cached_input": 0.03, "output": 2.50}
-    b = api.make("gemini", gen_cfg("gemini", server, thinking_budget=0, per_call=5))
+    b = make("gemini", gen_cfg("gemini", server, thinking_budget=0, per_call=5))
     p = build_prompt("Questions on cells.", "chat", per_call=5)
     (g,) = b.generate([p], Sampling(temperature=0.7, top_p=0.9, max_new_tokens=64, seed=3))
     (req,) = server.requests
@@ -159,7 +164,7 @@ def test_gemini_request_and_token_accounting(server):
 @pytest.mark.parametrize("faults", [["429:0.5"], ["500", "503"], ["slow:3"], ["malformed"], ["drop"]])
 def test_transient_faults_are_retried(kind, faults, server, capsys):
     server.script(faults)
-    b = api.make(kind, gen_cfg(kind, server, concurrency=1, timeout_s=1.0))
+    b = make(kind, gen_cfg(kind, server, concurrency=1, timeout_s=1.0))
     t0 = time.perf_counter()
     (g,) = b.generate([chat()], Sampling(seed=1))
     took = time.perf_counter() - t0
@@ -174,7 +179,7 @@ def test_transient_faults_are_retried(kind, faults, server, capsys):
 @pytest.mark.parametrize("kind", ["openai", "gemini"])
 def test_persistent_errors_fail_clearly(kind, server, capsys):
     server.script(default="500")
-    b = api.make(kind, gen_cfg(kind, server, concurrency=1))
+    b = make(kind, gen_cfg(kind, server, concurrency=1))
     with pytest.raises(api.ServiceError) as e:
         b.generate([chat()], Sampling())
     msg = str(e.value)
@@ -183,7 +188,7 @@ def test_persistent_errors_fail_clearly(kind, server, capsys):
     # a client error is not retried
     server.script(default="401")
     with pytest.raises(api.ServiceError, match="HTTP 401") as e:
-        api.make(kind, gen_cfg(kind, server)).generate([chat()], Sampling())
+        make(kind, gen_cfg(kind, server)).generate([chat()], Sampling())
     assert len(server.requests) == 5 and KEY not in str(e.value) and KEY not in capsys.readouterr().err
 
 
@@ -234,7 +239,7 @@ def test_failure_keeps_finished_chunks_and_rerun_computes_the_rest(kind, server,
     o = _outs(tmp_path / "broken")
     with pytest.raises(api.ServiceError, match="HTTP 503"):
         _run(cfg, seeds, desc, o)
-    assert len(RecordCache(o["cache"])) == 8 and not o["meta"].exists()
+    assert len(RecordCache(o["cache"], readonly=True)) == 8 and not o["meta"].exists()
     server.script()
     n = len(server.requests)
     meta = _run(cfg, seeds, desc, o)
@@ -293,7 +298,7 @@ def test_sigkill_mid_run_resumes_without_loss_or_duplicates(kind, server, tmp_pa
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(10) == -signal.SIGKILL
-    assert len(RecordCache(o["cache"])) == 8 and not o["meta"].exists()
+    assert len(RecordCache(o["cache"], readonly=True)) == 8 and not o["meta"].exists()
     server.script()
     server.release()
     n = len(server.requests)

@@ -399,13 +399,14 @@ def test_an_inflating_metadata_member_is_never_read(tmp_path, member):
 def test_unreadable_paths_are_one_line(tree, tmp_path, capsys):
     out = build(tree)
     cases = [
-        (["verify", str(tmp_path)], "a directory, not an archive"),
+        # path options are checked by kind before the step runs (rgd.args)
+        (["verify", str(tmp_path)], "is a directory, expected a file"),
         (["verify", str(tmp_path / "absent.tar.gz")], "file not found"),
         (["archive", "--out", str(out), "--config-json", str(tree / "results"), "--include", str(tree / "results/eval"),
-          "--results", str(tree / "results")], "Is a directory"),
+          "--results", str(tree / "results")], "is a directory, expected a file"),
         (["archive", "--out", str(tmp_path / "x.tar.gz"), "--config-json", str(tree / "results/config.json"),
           "--include", str(tree / "results/eval"), "--results", str(tree / "results"), "--model",
-          f"m={tree / 'results'}"], "Is a directory"),
+          f"m={tree / 'results'}"], "is a directory, expected a file"),
     ]
     for args, message in cases:
         assert main(args) == 2, args

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from rgd.backends.hf import HFBackend, Sampling
+from rgd.backends.base import Sampling
+from rgd.backends.hf import HFBackend
 from rgd.prompts import build_prompt
 from rgd.records import Question
 

@@ -118,7 +118,7 @@ def test_abstentions_are_recorded_not_randomised(capsys, tmp_path):
 
 
 def test_empty_and_nan_model_output_become_recorded_abstentions():
-    from rgd.backends.hf import Generation
+    from rgd.backends.base import Generation
     from rgd.records import Question
     from rgd.respond import _cot_response, _letter_response
 

@@ -99,3 +99,36 @@ def test_query_answer_routers_train_and_route(setup, kind):
     res = rgd("train", "--kind", kind, "--questions", d / "train.questions.jsonl", "--embeddings", d / "train.npz",
               "--consensus", d / "cons.jsonl", "--experts", *EXPERTS, "--out-dir", d / "nokeys", check=False)
     assert res.returncode == 2 and "needs the training source's keys" in res.stderr
+
+
+def test_route_plain_prompts_and_chat_messages(setup):
+    """Real traffic has no category and no options: a text file of prompts, or chat messages, is
+    routed on its text, and each route says which subject and cluster it went to."""
+    d = setup
+    router = d / "router-plain"
+    if not router.exists():
+        rgd("train", "--kind", "cascal", "--questions", d / "train.questions.jsonl", "--embeddings", d / "train.npz",
+            "--consensus", d / "cons.jsonl", "--experts", *EXPERTS, "--out-dir", router)
+    text = d / "prompts.txt"
+    text.write_text("Question 3 about photosynthesis in bio?\n\nQuestion 1 about contract breach in law?\n")
+    chat = d / "prompts.chat.jsonl"
+    write_jsonl(chat, [{"id": "c1", "messages": [{"role": "system", "content": "Answer briefly."},
+                                                 {"role": "user", "content": "Question 4 about enzymes in bio?"}]},
+                       {"messages": [{"role": "user", "content": [{"type": "text",
+                                                                   "text": "Question 2 about tort liability in law?"}]}]}])
+    rgd("route", "--router", router, "--prompts", text, "--out", d / "plain.routes.jsonl")
+    rgd("route", "--router", router, "--prompts", chat, "--out", d / "chat.routes.jsonl")
+    plain, chats = read_jsonl(d / "plain.routes.jsonl"), read_jsonl(d / "chat.routes.jsonl")
+    assert [r["id"] for r in plain] == ["line-1", "line-3"] and [r["id"] for r in chats] == ["c1", "line-2"]
+    for routes in (plain, chats):
+        assert [r["ranking"][0] for r in routes] == ["m0", "m1"]
+        assert [r["predicted_subject"] for r in routes] == ["bio", "law"]
+        assert all(isinstance(r["nearest_cluster"], str) and r["nearest_cluster"] for r in routes)
+        assert all(isinstance(r["used_fallback"], bool) and r["nearest_distance"] >= 0 for r in routes)
+        assert all(set(r["scores"]) == set(EXPERTS) for r in routes)
+    # baselines have no diagnostics: their routes carry ranking and scores only
+    rgd("train", "--kind", "knn", "--questions", d / "train.questions.jsonl", "--embeddings", d / "train.npz",
+        "--consensus", d / "cons.jsonl", "--experts", *EXPERTS, "--keys", d / "train.keys.jsonl",
+        "--out-dir", d / "knn-plain")
+    rgd("route", "--router", d / "knn-plain", "--prompts", text, "--out", d / "knn-plain.jsonl")
+    assert [set(r) for r in read_jsonl(d / "knn-plain.jsonl")] == [{"id", "ranking", "scores"}] * 2

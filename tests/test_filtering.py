@@ -153,11 +153,11 @@ def test_filter_set_missing_response_is_located():
     "spec, text",
     [
         ({}, "nothing to do"),
-        ({"bogus": 1}, "unknown keys"),
+        ({"bogus": 1}, "bogus: unknown key"),
         ({"differentiation": {"pool": "p", "by": "vote"}}, "differentiation.by"),
         ({"differentiation": {"pool": "p", "by": "key", "max_agreement": 0.5}}, "by='agreement' only"),
-        ({"differentiation": {"pool": "p", "max_agreement": 0}}, "outside"),
-        ({"target_size": 0}, "positive integer"),
+        ({"differentiation": {"pool": "p", "max_agreement": 0}}, "differentiation.max_agreement: must be > 0"),
+        ({"target_size": 0}, "target_size: must be >= 1"),
     ],
 )
 def test_bad_specs(spec, text):

@@ -102,26 +102,36 @@ def test_generation_progress_lines_count_cached_prompts(tmp_path, tiny_model, mo
 def test_streaming_generation_reports_progress_with_cached_prompts(tmp_path, monkeypatch):
     """The streaming path (as VLLMBackend offers it), through a double that writes one valid block."""
     from rgd import generate
-    from rgd.backends.hf import Generation
+    from rgd.backends.base import Backend, Generation
     from rgd.io import write_jsonl
 
-    class Streaming:
-        streams, identity = True, {"model": "double"}
+    class Streaming(Backend):
+        name, streams, identity = "streaming-double", True, {"model": "double"}
+
+        @classmethod
+        def create(cls, model_dir, settings, log=None):
+            return cls()
+
+        def generate(self, prompts, sampling, logprobs=False, stop=None):
+            raise AssertionError("a streaming backend is sent every prompt at once")
 
         def stream_generate(self, prompts, sampling, seeds, logprobs=False):
             for j, _ in enumerate(prompts):
                 yield j, Generation(f"[QUESTION] q{seeds[j]}?\n[OPTION A] a\n[OPTION B] b\n[OPTION C] c\n"
                                     "[OPTION D] d\n[ANSWER] A", None, 5, 9)
 
-    monkeypatch.setattr(generate, "make_backend", lambda *a: Streaming())
+    monkeypatch.setattr(generate.backends, "make", lambda *a, **k: Streaming())
     seeds = tmp_path / "seeds.jsonl"
     write_jsonl(seeds, [{"id": f"s{i}", "category": "a", "question": "?", "options": ["a", "b"]} for i in range(3)])
     outs = [tmp_path / n for n in ("q.jsonl", "k.jsonl", "r.jsonl", "meta.json", "cache.jsonl")]
+    model = tmp_path / "model"  # a local generator's model directory: only its manifest is read here
+    model.mkdir()
+    (model / "rgd-model.json").write_text('{"name": "double"}')
     lines = []
     spec = {"model": "double", "num_prompts": 3, "batch_size": 2}
-    generate.run("g", spec, seeds, {"a": "About a."}, None, *outs, log=lines.append)
+    generate.run("g", spec, seeds, {"a": "About a."}, model, *outs, log=lines.append)
     assert lines[-1].startswith("[g] done: 3/3 prompts (0 cached, 3 computed) in ")
     lines.clear()
-    meta = generate.run("g", {**spec, "num_prompts": 5}, seeds, {"a": "About a."}, None, *outs, log=lines.append)
+    meta = generate.run("g", {**spec, "num_prompts": 5}, seeds, {"a": "About a."}, model, *outs, log=lines.append)
     assert lines[-1].startswith("[g] done: 5/5 prompts (3 cached, 2 computed) in ")
     assert meta["throughput"]["computed_prompts"] == 2 and meta["n_questions"] == 5

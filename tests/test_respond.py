@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+from rgd.backends.base import LocalBackend
 from rgd.io import read_jsonl, write_jsonl
 from rgd.records import read_responses
 
@@ -131,13 +132,23 @@ def test_progress_every_batch_with_rate_and_time_left(tmp_path, tiny_model, monk
     assert "questions/s" in lines[0] or " s per question" in lines[0]
 
 
-class _StreamingBackend:
+class _StreamingBackend(LocalBackend):
     """The streaming backend interface (as VLLMBackend offers it), answering 'B' to everything."""
 
     name, streams = "streaming-double", True
 
+    @classmethod
+    def create(cls, model_dir, settings, log=None):
+        return cls()
+
     def render(self, prompt):
         return prompt.get("text") or str(prompt)
+
+    def score_letters(self, prompts, n_options):
+        raise AssertionError("a streaming backend is sent every prompt at once")
+
+    def generate(self, prompts, sampling, logprobs=True, stop=None):
+        raise AssertionError("a streaming backend is sent every prompt at once")
 
     def stream_letters(self, prompts, n_options):
         for j, n in enumerate(n_options):

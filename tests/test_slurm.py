@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -332,3 +334,36 @@ def test_failed_job_is_retried_with_more_time_and_its_log_shown(slurm_run):
     assert [j["State"] for j in jobs] == ["FAILED"] * 3
     assert [j["Timelimit"] for j in jobs] == ["00:05:00", "00:10:00", "00:15:00"]
     assert not (r["bad"] / BAD_TARGET).exists()
+
+
+@pytest.mark.slurm
+def test_a_killed_driver_resumes_with_the_same_command(slurm_run):
+    """SIGKILL of the driver while a respond job runs on the cluster (the job keeps running in
+    SLURM), then the same command: the dead driver's lock is dropped, what it left incomplete is
+    resubmitted, and the responses equal the local run's byte for byte, no cache record twice."""
+    r = slurm_run
+    work = r["base"] / "resumed"
+    targets = [f"results/consensus/mmlu/tiny/{q}.jsonl" for q in ("train", "test")]
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **r["env"]}
+    cmd = [str(BIN / "snakemake"), "-s", str(SNAKEFILE), "--directory", str(work), "--configfile",
+           str(r["config"]), *r["profile"], *targets]
+    driver = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    logs, deadline = work / "results/logs/respond", time.monotonic() + 420
+    while not any(not (work / "results/responses" / p.relative_to(logs)).with_suffix(".jsonl").exists()
+                  for p in logs.rglob("*.log")):
+        assert driver.poll() is None and time.monotonic() < deadline, "the run ended before inference"
+        time.sleep(0.1)
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert list((work / ".snakemake/locks").glob("*.lock")), "the killed driver left no lock"
+
+    again = snakemake(work, r["config"], *r["profile"], *targets, env=r["env"], timeout=420)  # the same command
+    assert "removed the lock left by a Snakemake run that no longer runs" in again.stderr
+    local = r["local"] / "results"
+    for reference in sorted((local / "responses/mmlu").glob("t*/*.jsonl")):
+        rel = reference.relative_to(local)
+        assert (work / "results" / rel).read_bytes() == reference.read_bytes(), rel
+    for cache in (work / "results/cache/responses").rglob("*.jsonl"):
+        keys = [json.loads(line)["key"] for line in cache.read_text().splitlines() if line.strip()]
+        assert len(keys) == len(set(keys)), f"{cache}: a record computed twice"

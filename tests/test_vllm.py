@@ -35,8 +35,10 @@ RESUME_SPEC = {  # 2 sequences at a time and a chunk per record: the kill lands 
 
 # ============================================================================ driver (.venv-vllm)
 def driver(model_dir: str, questions_path: str, resume_cache: str, killed_flag: str, out_path: str) -> None:
-    from rgd.backends.hf import Sampling
-    from rgd.backends.vllm import VLLMBackend
+    from dataclasses import replace
+
+    from rgd import backends
+    from rgd.backends.base import Sampling
     from rgd.cache import RecordCache
     from rgd.io import read_json, write_json
     from rgd.models import MANIFEST
@@ -47,7 +49,8 @@ def driver(model_dir: str, questions_path: str, resume_cache: str, killed_flag: 
     qs = read_questions(questions_path)
     expert = Expert.from_config("smol-cot", {k: v for k, v in RESUME_SPEC.items() if k != "backend"})
     t0 = time.perf_counter()
-    backend = VLLMBackend(model_dir, expert=expert, engine={"max_model_len": 1024})
+    settings = replace(expert.backend_settings(), engine={"max_model_len": 1024})
+    backend = backends.make("vllm", model_dir, settings)
     res: dict = {"load_seconds": backend.load_seconds, "describe": backend.describe()}
 
     letter_prompts = [build_prompt(q, "chat", "letter") for q in qs]
@@ -89,10 +92,11 @@ def driver(model_dir: str, questions_path: str, resume_cache: str, killed_flag: 
 def _generator_runs(backend, qs, model_dir: str, work: Path) -> dict:
     """rgd.generate.run through this engine (plain and guided), each run twice: the second
     finds everything in its cache."""
+    import rgd.backends
     import rgd.generate as G
     from rgd.io import write_jsonl
 
-    G.make_backend = lambda *a, **k: backend  # one engine per test module
+    rgd.backends.make = lambda *a, **k: backend  # one engine per test module
     seeds = work / "seeds.jsonl"
     write_jsonl(seeds, [q.to_dict() for q in qs if q.category != "x"])
     desc = {"high_school_biology": "High-school biology: cells, genetics, evolution and ecology.",

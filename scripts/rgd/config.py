@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 # A local generator or expert runs one of these backends on a registry model; the others are APIs.
-LOCAL_BACKENDS = ("transformers", "vllm")
+from .backends import LOCAL as LOCAL_BACKENDS
 
 
 class ConfigError(ValueError):
@@ -151,33 +151,50 @@ def _reference_problems(c: dict) -> list[str]:
 
 # --------------------------------------------------------------------------- step settings
 def _settings(c: dict) -> list[str]:
-    """Build every step's settings with the step's own class; write back what the classes fill in."""
+    """Build every step's settings with the step's own class (rgd.spec.parse: types, bounds and
+    cross-field rules live there, once); write back what the classes fill in."""
     from .consensus import ConsensusConfig
+    from .embed import EmbedderSpec
+    from .filtering import FilterSpec
+    from .generate import GeneratorSpec
     from .metrics import EvaluationSettings
+    from .models import ModelSource
+    from .respond import Expert
     from .routers import make as make_router
+    from .spec import SpecError, parse
     from .split import SplitSettings
 
     p: list[str] = []
 
-    def build(key: str, make):
+    def build(key: str, cls, data: dict):
         try:
-            return make()
-        except (TypeError, ValueError) as e:
-            p.append(f"{key}: {e}")
+            return parse(cls, data, key)
+        except SpecError as e:
+            p.append(str(e))
             return None
 
-    cons = build("consensus", lambda: ConsensusConfig(**c.get("consensus", {})))
-    if cons is not None:
+    if (cons := build("consensus", ConsensusConfig, c.get("consensus", {}))) is not None:
         c["consensus"] = asdict(cons)
-    for name, r in c["routers"].items():
-        build(f"routers.{name}.params", lambda: make_router(name, r.get("params", {}), r.get("seed", c["seed"])))
-    ev = build("evaluation", lambda: EvaluationSettings(**{"seed": c["seed"], **c.get("evaluation", {})}))
-    if ev is not None:
+    if (ev := build("evaluation", EvaluationSettings, {"seed": c["seed"], **c.get("evaluation", {})})) is not None:
         c["evaluation"] = asdict(ev)
     for name, b in c["benchmarks"].items():
-        split = build(f"benchmarks.{name}.split", lambda: SplitSettings(**{"seed": c["seed"], **b.get("split", {})}))
+        split = build(f"benchmarks.{name}.split", SplitSettings, {"seed": c["seed"], **b.get("split", {})})
         if split is not None:
             b["split"] = {k: v for k, v in asdict(split).items() if v is not None}
+    for name, m in c["models"].items():
+        build(f"models.{name}.source", ModelSource, m["source"])
+    for name, e in c["experts"].items():
+        build(f"experts.{name}", Expert, {**e, "name": name})
+    for name, g in c.get("generators", {}).items():
+        build(f"generators.{name}", GeneratorSpec, g)
+        if g.get("filter"):
+            build(f"generators.{name}.filter", FilterSpec, {"seed": c["seed"], **g["filter"]})
+    build("embedder", EmbedderSpec, c["embedder"])
+    for name, r in c["routers"].items():
+        try:
+            make_router(name, r.get("params", {}), r.get("seed", c["seed"]))
+        except (TypeError, ValueError) as e:
+            p.append(f"routers.{name}.params: {e}")
     return p
 
 

@@ -36,13 +36,14 @@ statistics describe the model's confidence over all of its generations.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
 
 from .io import InputError
-from .records import LETTERS
+from .records import LETTER_INDEX, LETTERS
+from .spec import bounds, parse, validate
 
 ABSTAIN = -1
 Z_MAX = 1e12
@@ -50,28 +51,25 @@ Z_MAX = 1e12
 
 @dataclass(frozen=True)
 class ConsensusConfig:
-    n_classes: int = 20
-    scale: float = 1.0
-    clip_low: float = 0.01
-    clip_high: float = 0.99
-    tau: float = 1.0
-    mad_const: float = 1.4826
+    """The `consensus` block of the config; bounds here are the only ones (rgd.spec)."""
+
+    n_classes: int = field(default=20, metadata=bounds(min=2, max=len(LETTERS), doc="letters in the softmax"))
+    scale: float = field(default=1.0, metadata=bounds(doc="multiplies z inside the sigmoid"))
+    clip_low: float = field(default=0.01, metadata=bounds(min=0.0, max=1.0, doc="lowest vote weight"))
+    clip_high: float = field(default=0.99, metadata=bounds(min=0.0, max=1.0, doc="highest vote weight"))
+    tau: float = field(default=1.0, metadata=bounds(exclusive_min=0.0, doc="softmax temperature"))
+    mad_const: float = field(default=1.4826, metadata=bounds(exclusive_min=0.0, doc="MAD to sigma factor"))
     compat: Literal["rgd", "original"] = "rgd"
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.n_classes, bool) or not isinstance(self.n_classes, int) or not 2 <= self.n_classes <= len(LETTERS):
-            raise ValueError(f"n_classes: must be an integer in 2..{len(LETTERS)}, got {self.n_classes!r}")
-        if not 0.0 <= self.clip_low <= self.clip_high <= 1.0:
-            raise ValueError(f"clip_low/clip_high: need 0 <= low <= high <= 1, got {self.clip_low}, {self.clip_high}")
-        if not (self.tau > 0 and math.isfinite(self.tau)):
-            raise ValueError(f"tau: must be a positive finite number, got {self.tau}")
-        if not (self.mad_const > 0 and math.isfinite(self.mad_const)):
-            raise ValueError(f"mad_const: must be a positive finite number, got {self.mad_const}")
-        if not math.isfinite(self.scale):
-            raise ValueError(f"scale: must be finite, got {self.scale}")
-        if self.compat not in ("rgd", "original"):
-            raise ValueError(f"compat: expected 'rgd' or 'original', got {self.compat!r}")
+        validate(self)
+        if self.clip_low > self.clip_high:
+            raise ValueError(f"clip_low/clip_high: need clip_low <= clip_high, got {self.clip_low}, {self.clip_high}")
+
+    @classmethod
+    def from_spec(cls, spec: dict, where: str = "consensus") -> ConsensusConfig:
+        return parse(cls, spec, where)
 
 
 @dataclass(frozen=True)
@@ -217,13 +215,7 @@ def consensus_scores(
             f"{cfg.n_classes} consensus classes; raise n_classes"
         )
 
-    sigma = np.where(np.isfinite(stats.sigma) & (stats.sigma > 0), stats.sigma, 1.0)
-    with np.errstate(over="ignore", invalid="ignore"):
-        z = logprobs - stats.median
-        z /= sigma
-    # Clipping keeps z finite (JSON has no inf); the weight saturates from |z| ~ 40 on anyway.
-    np.clip(z, -Z_MAX, Z_MAX, out=z)
-    z[~np.isfinite(logprobs)] = 0.0
+    z = z_scores(logprobs, stats)
     w = stable_sigmoid(z, cfg.scale)
     np.clip(w, cfg.clip_low, cfg.clip_high, out=w)
     w[invalid] = 0.0
@@ -232,6 +224,20 @@ def consensus_scores(
     scores = _posterior(flat, w, n_q, cfg.n_classes, cfg.tau).ravel()[flat]
     scores[invalid] = 0.0
     return ConsensusResult(scores=scores, z=z, weights=w, stats=stats)
+
+
+def z_scores(logprobs: np.ndarray, stats: ModelStats) -> np.ndarray:
+    """(logprob - median) / sigma per model column (sigma 1 where it is not a positive number);
+    0 where the confidence is missing (NaN); clipped to +-Z_MAX so that it stays finite (JSON has
+    no inf; the vote weight saturates from |z| ~ 40 on anyway)."""
+    logprobs = np.asarray(logprobs, dtype=np.float64)
+    sigma = np.where(np.isfinite(stats.sigma) & (stats.sigma > 0), stats.sigma, 1.0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = logprobs - stats.median
+        z /= sigma
+    np.clip(z, -Z_MAX, Z_MAX, out=z)
+    z[~np.isfinite(logprobs)] = 0.0
+    return z
 
 
 def _letter_index(letter: object, expert: str, qid: str, source: str) -> int:
@@ -244,7 +250,7 @@ def _letter_index(letter: object, expert: str, qid: str, source: str) -> int:
             "choice",
             f"expert {expert!r}, question {qid!r}: expected a capital letter or null, got {letter!r}",
         )
-    return LETTERS.index(letter)
+    return LETTER_INDEX[letter]
 
 
 def _confidence(value: object, expert: str, qid: str, source: str) -> float:
@@ -268,7 +274,8 @@ def run_consensus(
     """Score every (question, expert) pair from response records.
 
     `responses` maps expert name -> its response records (any order; ids not in `question_ids` are
-    ignored). Rows come in question order, then expert (dict insertion = pool) order. `stats` is an
+    ignored here: `rgd consensus` refuses a response file with such ids, records.read_responses).
+    Rows come in question order, then expert (dict insertion = pool) order. `stats` is an
     optional ``{"experts": {name: {"median", "sigma"}}}`` mapping (the stats this function returns) to
     reuse; `sources` names each expert's file in error messages. A row's "choice" is the response's
     own letter (None for an abstention), also in original mode, where the random stand-in letter only
@@ -320,3 +327,21 @@ def run_consensus(
     ]
     out_stats = {"experts": res.stats.to_json(experts), "n_questions": n_q, "config": asdict(cfg)}
     return rows, out_stats
+
+
+def run(questions_path, responses: dict[str, str], cfg: ConsensusConfig, out, stats_out) -> dict:
+    """`rgd consensus`: score a pool's response files (expert -> file) on a question set. An empty
+    question set (every generated output rejected) gives empty outputs and a warning."""
+    from .io import warn, write_json, write_jsonl
+    from .records import read_questions, read_responses
+
+    ids = [q.id for q in read_questions(questions_path, allow_empty=True)]
+    if not ids:
+        warn(f"{questions_path}: no questions; writing empty consensus rows")
+    records = {name: read_responses(path, ids) for name, path in responses.items()}
+    rows, stats = run_consensus(ids, records, cfg, sources=responses)
+    if not ids:
+        stats["warnings"] = ["no questions"]
+    write_jsonl(out, rows)
+    write_json(stats_out, stats)
+    return {"n_questions": len(ids), "n_experts": len(responses)}

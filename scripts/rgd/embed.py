@@ -11,13 +11,48 @@ dict recorded in every output, so that `rgd route` can embed new questions the s
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import json
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
-from .io import dumps, save_npz
+from .io import InputError, SetupError, dumps, read_npz, save_npz, warn
 from .records import read_questions
 from .runrecord import emit
+from .spec import SpecError, bounds, parse
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """The `embedder` block of the config (`rgd embed --spec`); recorded as given in every output."""
+
+    kind: Literal["sentence-transformers", "vllm"] = "sentence-transformers"
+    package: str | None = field(default=None, metadata=bounds(doc="a pip package holding the model (MiniLM)"))
+    path: str | None = field(default=None, metadata=bounds(doc="a local model directory"))
+    model: str | None = field(default=None, metadata=bounds(doc="vLLM: hub id"))
+    revision: str | None = None
+    dtype: str | None = None
+    max_model_len: int | None = field(default=None, metadata=bounds(min=16))
+    resources: dict = field(default_factory=dict)  # SLURM resources: the workflow's business
+
+    def check_available(self, where: str = "--spec") -> None:
+        """Before any model loads: a model is named, its package is installed, its path is a directory."""
+        if self.kind == "sentence-transformers" and not (self.package or self.path):
+            raise SpecError(where, "package", "a sentence-transformers embedder needs a package or a path")
+        if self.kind == "vllm" and not (self.model or self.path):
+            raise SpecError(where, "model", "a vLLM embedder needs a model (hub id) or a path")
+        if self.path is not None and not Path(self.path).is_dir():
+            raise InputError(where, None, "path", f"{self.path}: no such model directory")
+        if self.path is None and self.package and importlib.util.find_spec(self.package) is None:
+            raise SetupError(f"{where}: package: {self.package!r} is not installed (see requirements/cpu.txt)")
+
+
+def embedder_spec(spec: dict, where: str = "--spec") -> EmbedderSpec:
+    return parse(EmbedderSpec, spec, where)
 
 
 def embedding_text(question: str) -> str:
@@ -62,7 +97,14 @@ class Embedder:
 
 
 def run(questions_path, spec: dict, out, threads: int = 1, run_record=None) -> dict:
-    qs = read_questions(questions_path)
+    """Embed a question set. An empty one (a generated set whose every output was rejected) gives
+    an empty embeddings file and a warning."""
+    qs = read_questions(questions_path, allow_empty=True)
+    embedder_spec(spec).check_available()
+    if not qs:
+        warn(f"{questions_path}: no questions; writing an empty embeddings file")
+        save_npz(out, ids=np.array([], dtype=str), X=np.zeros((0, 0), dtype=np.float32), embedder=np.array(dumps(spec)))
+        return {"n": 0, "dim": 0, "seconds": 0.0, "warnings": ["no questions"]}
     emb = Embedder(spec, threads=threads)
     t0 = time.perf_counter()
     X = emb.encode([q.question for q in qs])
@@ -75,7 +117,30 @@ def run(questions_path, spec: dict, out, threads: int = 1, run_record=None) -> d
 
 
 def load(path) -> tuple[list[str], np.ndarray, dict]:
-    import json
+    """(ids, X (n, d) float32, embedder spec) of an embeddings file, checked."""
+    z = read_npz(path, ("ids", "X", "embedder"))
+    ids, X = z["ids"], z["X"]
+    if ids.ndim != 1 or X.ndim != 2 or len(ids) != len(X):
+        raise InputError(path, None, "X", f"shape {X.shape} does not match {ids.shape[0] if ids.ndim else '?'} ids")
+    if not np.issubdtype(X.dtype, np.floating) or (X.size and not np.isfinite(X).all()):
+        raise InputError(path, None, "X", "expected finite floating-point embeddings")
+    try:
+        spec = json.loads(str(z["embedder"]))
+    except json.JSONDecodeError as e:
+        raise InputError(path, None, "embedder", f"not JSON ({e.msg})") from None
+    if not isinstance(spec, dict):
+        raise InputError(path, None, "embedder", f"expected an object, got {type(spec).__name__}")
+    ids = [str(i) for i in ids]
+    if len(set(ids)) != len(ids):
+        raise InputError(path, None, "ids", "duplicate ids")
+    return ids, X.astype(np.float32), spec
 
-    with np.load(path) as z:
-        return [str(i) for i in z["ids"]], z["X"].astype(np.float32), json.loads(str(z["embedder"]))
+
+def aligned(path, ids: list[str]) -> tuple[np.ndarray, dict]:
+    """(rows of X in the order of `ids`, embedder spec); every id must have a row."""
+    eids, X, spec = load(path)
+    pos = {q: i for i, q in enumerate(eids)}
+    missing = [q for q in ids if q not in pos]
+    if missing:
+        raise InputError(path, None, "ids", f"no embedding for {len(missing)} questions, e.g. {missing[:3]}")
+    return X[[pos[q] for q in ids]], spec

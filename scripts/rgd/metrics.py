@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .spec import bounds, validate
+
 ABSTAIN = -1
 
 
@@ -43,16 +45,11 @@ ABSTAIN = -1
 class EvaluationSettings:
     """Config `evaluation` (and `rgd evaluate` options): the seeded bootstrap of every metric."""
 
-    n_boot: int = 1000
+    n_boot: int = field(default=1000, metadata=bounds(min=1, doc="bootstrap resamples"))
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_boot", "seed"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise ValueError(f"{name}: expected an integer, got {v!r}")
-        if self.n_boot < 1:
-            raise ValueError(f"n_boot: need at least 1 bootstrap resample, got {self.n_boot}")
+        validate(self)
 
 
 def _check(choices: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

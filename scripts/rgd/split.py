@@ -8,27 +8,25 @@ test-id list can still be given to reproduce a fixed split.
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from .spec import bounds, validate
 
 
 @dataclass(frozen=True)
 class SplitSettings:
     """A benchmark's `split` settings (config `benchmarks.<name>.split`; `rgd split` options)."""
 
-    train_fraction: float = 0.6
+    train_fraction: float = field(default=0.6, metadata=bounds(exclusive_min=0.0, exclusive_max=1.0,
+                                                               doc="share of each category that goes to train"))
     seed: int = 0
     test_ids: str | None = None  # a file of test ids, one per line: reproduces a fixed split
 
     def __post_init__(self) -> None:
-        f = self.train_fraction
-        if isinstance(f, bool) or not isinstance(f, (int, float)) or not (math.isfinite(f) and 0.0 < f < 1.0):
-            raise ValueError(f"train_fraction: must be a number in (0, 1), got {f!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed: expected an integer, got {self.seed!r}")
+        validate(self)
 
 
 def stratified_split(questions: list[dict], train_fraction: float, seed: int,
@@ -53,3 +51,46 @@ def stratified_split(questions: list[dict], train_fraction: float, seed: int,
         n_train = min(max(n_train, 1), len(ids) - 1) if len(ids) > 1 else len(ids)
         train.update(ids[i] for i in order[:n_train])
     return [q["id"] for q in questions if q["id"] in train], [q["id"] for q in questions if q["id"] not in train]
+
+
+def read_test_ids(path) -> dict[str, int]:
+    """A file of test ids, one per line (blank lines skipped) -> {id: line}."""
+    from .io import InputError, read_text
+
+    out: dict[str, int] = {}
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+        i = line.strip()
+        if not i:
+            continue
+        if i in out:
+            raise InputError(path, lineno, "id", f"{i!r} listed twice (first on line {out[i]})")
+        out[i] = lineno
+    if not out:
+        raise InputError(path, None, None, "no test ids (empty file)")
+    return out
+
+
+def run(questions_path, keys_path, train_fraction: float, seed: int, test_ids_path,
+        train_questions, train_keys, test_questions, test_keys) -> tuple[int, int]:
+    """`rgd split`: read, split, write the four files; returns (n train, n test)."""
+    from .io import InputError, write_jsonl
+    from .records import read_keys, read_questions
+
+    qs = read_questions(questions_path)
+    keys = read_keys(keys_path, qs)
+    test_ids = None
+    if test_ids_path:
+        listed = read_test_ids(test_ids_path)
+        known = {q.id for q in qs}
+        unknown = [(ln, i) for i, ln in listed.items() if i not in known]
+        if unknown:
+            raise InputError(test_ids_path, unknown[0][0], "id", f"{unknown[0][1]!r} is not in {questions_path} "
+                             f"({len(unknown)} unknown ids)")
+        test_ids = set(listed)
+    records = [q.to_dict() for q in qs]
+    train, test = stratified_split(records, train_fraction, seed, test_ids)
+    by_id = {r["id"]: r for r in records}
+    for ids, oq, ok in ((train, train_questions, train_keys), (test, test_questions, test_keys)):
+        write_jsonl(oq, (by_id[i] for i in ids))
+        write_jsonl(ok, ({"id": i, "answer": keys[i]} for i in ids))
+    return len(train), len(test)

@@ -17,7 +17,7 @@ import csv
 import io
 from pathlib import Path
 
-from .io import InputError, read_json, write_text
+from .io import write_text
 
 COLUMNS = ["benchmark", "pool", "source", "router", "n", "top1", "top1_ci", "top3", "top3_ci",
            "gap_closed_top1", "top1_minus_best"]
@@ -162,18 +162,17 @@ def _md_table(cols: list[str], rows: list[list[str]]) -> str:
 
 
 def _read_analyses(paths: list[Path]) -> list[dict]:
-    out = []
-    for p in sorted(paths):
-        a = read_json(p)
-        if "diagnostics" not in a:
-            raise InputError(p, None, "diagnostics", "missing: an analysis file from an older rgd (rerun rgd analyse)")
-        out.append(a)
-    return sorted(out, key=lambda a: (a.get("labels", {}).get("benchmark", ""), a.get("labels", {}).get("pool", "")))
+    from .report.files import read_analysis
+
+    out = [read_analysis(p) for p in paths]
+    return sorted(out, key=lambda a: (a["labels"]["benchmark"], a["labels"]["pool"]))
 
 
 def summarize(eval_paths: list[Path], out_csv: Path, out_md: Path, analysis_paths: list[Path] | None = None) -> str:
     """Write the summary table (CSV, Markdown); the Markdown adds the verdicts and the diagnostics."""
-    evals = [read_json(p) for p in sorted(eval_paths)]
+    from .report.files import read_eval
+
+    evals = [read_eval(p) for p in sorted(eval_paths)]
     analyses = _read_analyses(analysis_paths or [])  # every input checked before anything is written
     rows = rows_from(evals)
     buf = io.StringIO()

@@ -2,8 +2,9 @@
 
   rgd tradeoff         one (benchmark, pool, training source): every router's sweep of both objectives,
                        its Pareto frontier, best single / random / oracle points, from the test keys
-  rgd tradeoff-figure  the accuracy-cost figure of one (benchmark, pool): a panel per training source
-  rgd tradeoff-table   every router's cost to match the best single model (Markdown, CSV, LaTeX)
+  rgd tradeoff-report  --figure: the accuracy-cost figure of one (benchmark, pool), a panel per training
+                       source; --tables-dir: every router's cost to match the best single model
+                       (cost.md, cost.csv, cost.tex)
 
 Costs in the files are per question in the pool's unit (rgd.cost); figure and table show them per
 1,000 questions.
@@ -19,18 +20,6 @@ import numpy as np
 from .io import InputError, read_json, read_jsonl, write_json
 
 PER = 1000  # figure and table: cost per 1,000 questions
-
-
-def _pairs(items, what: str) -> dict[str, str]:
-    out = {}
-    for it in items or []:
-        name, sep, path = it.partition("=")
-        if not sep or not name:
-            raise InputError("<command line>", None, what, f"expected NAME=PATH, got {it!r}")
-        if name in out:
-            raise InputError("<command line>", None, what, f"{name!r} given twice")
-        out[name] = path
-    return out
 
 
 def load_test(questions, keys, responses: dict[str, str]):
@@ -171,8 +160,7 @@ def table(tradeoffs: list[dict]):
 # --------------------------------------------------------------------------- commands
 def cmd_tradeoff(a):
     labels = dict(zip(("benchmark", "pool", "source"), a.labels.split("/"))) if a.labels else {}
-    out = run(_pairs(a.routes, "--routes"), a.questions, a.keys, _pairs(a.responses, "--responses"), a.costs,
-              labels, a.seed, a.grid_points)
+    out = run(a.routes, a.questions, a.keys, a.responses, a.costs, labels, a.seed, a.grid_points)
     write_json(a.out, out)
     for name, r in out["routers"].items():
         match = r["cost_to_match_best_single"]
@@ -182,55 +170,53 @@ def cmd_tradeoff(a):
 
 
 def _read_all(paths) -> list[dict]:
-    out = [read_json(p) for p in sorted(paths)]
-    for p, d in zip(sorted(paths), out):
-        if not isinstance(d, dict) or "routers" not in d or "best_single" not in d:
+    out = []
+    for p in sorted(paths):
+        d = read_json(p)
+        if not isinstance(d, dict) or not all(k in d for k in ("routers", "best_single", "random", "oracle", "models",
+                                                               "labels", "unit")):
             raise InputError(p, None, None, "not an `rgd tradeoff` file")
+        out.append(d)
     return out
 
 
-def cmd_tradeoff_figure(a):
-    figure(_read_all(a.tradeoffs), Path(a.out))
-    print(f"figure {a.out}")
-
-
-def cmd_tradeoff_table(a):
-    t = table(_read_all(a.tradeoffs))
-    t.write(a.out_dir)
-    print(f"{t.name} ({len(t.rows)} rows) in {a.out_dir}")
+def cmd_tradeoff_report(a):
+    if not a.figure and not a.tables_dir:
+        raise InputError("<command line>", None, "--figure", "give --figure, --tables-dir or both")
+    data = _read_all(a.tradeoffs)
+    if a.figure:
+        pairs = {(d["labels"].get("benchmark"), d["labels"].get("pool")) for d in data}
+        if len(pairs) > 1:
+            raise InputError("<command line>", None, "--tradeoffs", f"--figure draws one (benchmark, pool), got "
+                             f"{', '.join(f'{b}/{p}' for b, p in sorted(pairs, key=str))}")
+        figure(data, Path(a.figure))
+        print(f"figure {a.figure}")
+    if a.tables_dir:
+        t = table(data)
+        t.write(a.tables_dir)
+        print(f"{t.name} ({len(t.rows)} rows) in {a.tables_dir}")
 
 
 def register(add) -> None:
     """Add the subcommands with rgd.cli's `add(name, fn, help)`."""
+    from .args import IN, OUT, OUT_DIR, PAIRS, count, json_object
     from .cost import COSTS
 
     s = add("tradeoff", cmd_tradeoff, "accuracy against cost of every router of one (benchmark, pool, source)")
-    s.add_argument("--routes", nargs="+", required=True, metavar="ROUTER=FILE",
+    s.add_argument("--routes", nargs="+", required=True, path=PAIRS, metavar="ROUTER=FILE",
                    help="`rgd route` outputs (quality scores) of the real test set")
-    s.add_argument("--questions", required=True, help="the test questions")
-    s.add_argument("--keys", required=True, help="the test keys")
-    s.add_argument("--responses", nargs="+", required=True, metavar="EXPERT=FILE",
+    s.add_argument("--questions", required=True, path=IN, help="the test questions")
+    s.add_argument("--keys", required=True, path=IN, help="the test keys")
+    s.add_argument("--responses", nargs="+", required=True, path=PAIRS, metavar="EXPERT=FILE",
                    help="every pool expert's test responses (choices and token counts), in pool order")
-    s.add_argument("--costs", type=_json, required=True, help=COSTS)
+    s.add_argument("--costs", type=json_object, required=True, help=COSTS)
     s.add_argument("--labels", help="BENCH/POOL/SOURCE, copied into the output")
     s.add_argument("--seed", type=int, default=0, help="seed of the ranking tie-break (default %(default)s)")
-    s.add_argument("--grid-points", type=int, default=25, help="objective values per sweep (default %(default)s)")
-    s.add_argument("--out", required=True, help="the JSON file to write")
+    s.add_argument("--grid-points", type=count(2), default=25, help="objective values per sweep (default %(default)s)")
+    s.add_argument("--out", required=True, path=OUT, help="the JSON file to write")
 
-    s = add("tradeoff-figure", cmd_tradeoff_figure, "the accuracy-cost figure of one (benchmark, pool)")
-    s.add_argument("--tradeoffs", nargs="+", required=True, help="`rgd tradeoff` files of one (benchmark, pool)")
-    s.add_argument("--out", required=True, help="the SVG file to write")
-
-    s = add("tradeoff-table", cmd_tradeoff_table, "each router's cost to match the best single model")
-    s.add_argument("--tradeoffs", nargs="+", required=True, help="`rgd tradeoff` files")
-    s.add_argument("--out-dir", required=True, help="where cost.md, cost.csv and cost.tex are written")
-
-
-def _json(text: str):
-    import argparse
-    import json
-
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {e.msg}") from None
+    s = add("tradeoff-report", cmd_tradeoff_report, "the accuracy-cost figure of one (benchmark, pool) and the "
+            "table of each router's cost to match the best single model")
+    s.add_argument("--tradeoffs", nargs="+", required=True, path=IN, help="`rgd tradeoff` files")
+    s.add_argument("--figure", path=OUT, help="the SVG to write (the files of one benchmark and pool)")
+    s.add_argument("--tables-dir", path=OUT_DIR, help="where cost.md, cost.csv and cost.tex are written")

@@ -121,11 +121,11 @@ def as_json(obj):
 
 
 def questions(qset):
-    return results_path(f"data/{{bench}}/{qset}.questions.jsonl")
+    return results_path("data/{bench}/" + qset + ".questions.jsonl")
 
 
 def keys(qset):
-    return results_path(f"data/{{bench}}/{qset}.keys.jsonl")
+    return results_path("data/{bench}/" + qset + ".keys.jsonl")
 
 
 def model_manifest(model):

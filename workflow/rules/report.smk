@@ -65,7 +65,7 @@ def per_source(pattern):
 def figure(name, caption, category, title):
     """A figure of one (benchmark, pool), registered for the HTML report."""
     return report(
-        results_path(f"figures/{{bench}}/{{pool}}/{name}.svg"),
+        results_path("figures/{bench}/{pool}/" + name + ".svg"),
         caption=f"{CAPTIONS}/{caption}.rst",
         category=category,
         subcategory="{bench} / {pool}",

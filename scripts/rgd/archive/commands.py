@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import sys
 
+from ..args import IN, IN_ANY, IN_DIR, OUT
+from ..spec import parse_pairs
 from .layout import ArchiveError
 
 
@@ -24,12 +26,11 @@ def _os_errors():
 
 
 def cmd_archive(a):
-    from ..report.commands import _pairs  # the NAME=PATH parser of the report commands
     from .building import build
 
     with _os_errors():
         m = build(a.out, a.config_json, a.include, results=a.results, config_files=a.config_files or [],
-                  models=_pairs(a.model, "model"), repo=a.repo, env_files=a.env_file or [])
+                  models=parse_pairs(a.model, "--model"), repo=a.repo, env_files=a.env_file or [])
     for s in m["_skipped"]:
         print(f"not archived (a secret file name): {s}")
     for w in m["_warnings"]:
@@ -53,17 +54,18 @@ def cmd_verify(a):
 def register(add) -> None:
     """Add the subcommands with rgd.cli's `add(name, fn, help)`."""
     s = add("archive", cmd_archive, "build the frozen results archive (see rgd.archive)")
-    s.add_argument("--out", required=True, help="results/archive/rgd-results-<hash12>.tar.gz")
-    s.add_argument("--config-json", required=True, help="written by `rgd config-snapshot`")
-    s.add_argument("--config-files", nargs="*", help="config and description files, archived under config/")
-    s.add_argument("--results", default="results", help="the results folder (archived as results/)")
-    s.add_argument("--include", nargs="+", required=True, help="result files and folders, inside --results")
+    s.add_argument("--out", required=True, path=OUT, help="results/archive/rgd-results-<hash12>.tar.gz")
+    s.add_argument("--config-json", required=True, path=IN, help="written by `rgd config-snapshot`")
+    s.add_argument("--config-files", nargs="*", path=IN, help="config and description files, archived under config/")
+    s.add_argument("--results", default="results", path=IN_DIR, help="the results folder (archived as results/)")
+    s.add_argument("--include", nargs="+", required=True, path=IN_ANY,
+                   help="result files and folders, inside --results")
     s.add_argument("--model", nargs="*", metavar="NAME=MANIFEST", help="model manifests (revisions)")
-    s.add_argument("--repo", help="the project's git checkout (commit)")
-    s.add_argument("--env-file", nargs="*", help="extra .env files whose values must never be archived")
+    s.add_argument("--repo", path=IN_DIR, help="the project's git checkout (commit)")
+    s.add_argument("--env-file", nargs="*", path=IN, help="extra .env files whose values must never be archived")
 
     s = add("verify", cmd_verify, "re-check every hash of a results archive; say which independent digest was checked")
-    s.add_argument("archive")
+    s.add_argument("archive", path=IN, help="the .tar.gz to check")
     s.add_argument("--sha256", metavar="HEX",
                    help="the archive's published sha256: proves it is the published archive (default: "
                         "ARCHIVE.sha256 beside it, which only shows it is intact since that file was written)")

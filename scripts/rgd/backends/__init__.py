@@ -1,0 +1,38 @@
+"""Model backends: one contract (rgd.backends.base) and one factory (`make`) that every step uses.
+
+Each backend's module is imported only when that backend is asked for: importing rgd.backends
+loads no torch, transformers or vllm.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+from .base import Backend, Settings
+
+# The one list of backends: name -> (module, class). The config schema's backend enums, the config
+# checks and the workflow's rule families are checked against it (tests/test_backends.py).
+_CLASSES = {
+    "transformers": ("hf", "HFBackend"),
+    "vllm": ("vllm", "VLLMBackend"),
+    "gemini": ("api", "Gemini"),
+    "openai": ("api", "OpenAICompatible"),
+}
+NAMES = tuple(_CLASSES)
+# backends that run a registry model here (LocalBackend): known before any backend module is imported
+LOCAL = ("transformers", "vllm")
+
+
+def backend_class(name: str) -> type[Backend]:
+    """The class of a backend name (its module imported; no model library is)."""
+    if name not in _CLASSES:
+        raise ValueError(f"backend: unknown backend {name!r} (one of {', '.join(NAMES)})")
+    module, cls = _CLASSES[name]
+    return getattr(import_module(f"{__name__}.{module}"), cls)
+
+
+def make(name: str, model_dir=None, settings: Settings | None = None, log=None) -> Backend:
+    """The backend `name`, for a registry model in `model_dir` (local backends) or for an API
+    generator's `settings.config`; each backend takes from `settings` what it uses."""
+    model_dir = None if model_dir is None else str(model_dir)
+    return backend_class(name).create(model_dir, settings or Settings(), log)

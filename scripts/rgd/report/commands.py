@@ -10,26 +10,19 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..args import IN, IN_ANY, IN_DIR, OUT, OUT_DIR, PAIRS, PAIRS_DIR, count, fraction, json_object
 from ..io import InputError, read_json, write_json
+from ..spec import SpecError, parse_pairs
+from .files import read_analysis, read_eval, read_router_header, read_scaling
 
 
-def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
-    out = {}
-    for it in items or []:
-        name, sep, path = it.partition("=")
-        if not sep or not name:
-            raise InputError("<command line>", None, what, f"expected NAME=PATH, got {it!r}")
-        if name in out:
-            raise InputError("<command line>", None, what, f"{name!r} given twice")
-        out[name] = path
-    return out
-
-
-def _labels(text: str) -> tuple[str, ...]:
-    return tuple(text.split("/"))
+def _labels(text: str, n: int, option: str = "--labels") -> tuple[str, ...]:
+    parts = tuple(text.split("/"))
+    if len(parts) != n or not all(parts):
+        raise SpecError(option, None, f"expected {n} names separated by '/', got {text!r}")
+    return parts
 
 
 # --------------------------------------------------------------------------- commands
@@ -37,7 +30,9 @@ def cmd_config_snapshot(a):
     from ..archive import canonical_config, config_hash
     from ..io import write_text
 
-    config = json.loads(a.config) if a.config else read_json(a.config_file)
+    config = a.config if a.config is not None else read_json(a.config_file)
+    if not isinstance(config, dict):
+        raise InputError(a.config_file, None, None, f"expected a JSON object, got {type(config).__name__}")
     write_text(a.out, canonical_config(config).decode())
     print(config_hash(config))
 
@@ -45,15 +40,15 @@ def cmd_config_snapshot(a):
 def cmd_analyse(a):
     from .analysis import analyse
 
-    gen_q, gen_k = _pairs(a.gen_questions, "gen-questions"), _pairs(a.gen_keys, "gen-keys")
-    gen_c, gen_m = _pairs(a.gen_consensus, "gen-consensus"), _pairs(a.gen_meta, "gen-meta")
+    labels = _labels(a.labels, 2)
+    gen_q, gen_k, gen_c, gen_m = (x or {} for x in (a.gen_questions, a.gen_keys, a.gen_consensus, a.gen_meta))
     if not (set(gen_q) == set(gen_k) == set(gen_c)) or not set(gen_m) <= set(gen_q):
         raise InputError("<command line>", None, "gen-*", "every generated set needs questions, keys and consensus")
     generated = {s: {"questions": gen_q[s], "keys": gen_k[s], "consensus": gen_c[s], "meta": gen_m.get(s)}
                  for s in sorted(gen_q)}
     real = {"questions": a.questions, "keys": a.keys, "consensus": a.consensus}
     out = analyse(a.experts, real, generated, a.bins)
-    out["labels"] = dict(zip(("benchmark", "pool"), _labels(a.labels)))
+    out["labels"] = dict(zip(("benchmark", "pool"), labels))
     write_json(a.out, out)
     cal = out["calibration"]["pooled"]
     print(f"AUROC (all models) {cal['auroc']}, same best model in {out['skills']['n_same_best_model']} "
@@ -61,33 +56,34 @@ def cmd_analyse(a):
 
 
 def cmd_scaling(a):
+    from ..spec import parse
+    from ..train import TrainSpec, check_router_settings
     from .scaling import load_test_set, run
 
-    test = load_test_set(a.test_questions, a.test_keys, a.test_embeddings,
-                         _pairs(a.test_responses, "test-responses"), a.stats)
-    spec = a.spec or {}
-    out = run(a.questions, a.embeddings, a.consensus, a.experts, test, a.fractions, a.seeds, spec.get("params", {}))
-    out["labels"] = dict(zip(("benchmark", "pool", "source"), _labels(a.labels)))
+    labels = _labels(a.labels, 3)
+    spec = parse(TrainSpec, a.spec or {}, "--spec")
+    test = load_test_set(a.test_questions, a.test_keys, a.test_embeddings, a.test_responses, a.stats)
+    check_router_settings("cascal", spec)
+    out = run(a.questions, a.embeddings, a.consensus, a.experts, test, a.fractions, a.seeds, spec.params)
+    out["labels"] = dict(zip(("benchmark", "pool", "source"), labels))
     write_json(a.out, out)
     for r in out["summary"]:
         print(f"fraction {r['fraction']:g} (n={r['n_train']:g}): top1 {r['top1_mean']:.3f} ± {r['top1_std']:.3f}")
 
 
 def cmd_figures(a):
-    from . import figures
-
-    analysis = read_json(a.analysis)
+    analysis = read_analysis(a.analysis)  # every input is read before the first figure is drawn
     quality = {s: p.get("consensus_key_match") for s, p in analysis["sources"].items()}
     out = Path(a.out_dir)
-    evals = [read_json(p) for p in sorted(a.evals)]
-    if not evals:
-        raise InputError("<command line>", None, "evals", "no evaluation files")
+    evals = [read_eval(p) for p in sorted(a.evals)]
+    routers = {s: read_router_header(d) for s, d in a.cascal.items()}
+    scaling = {s: read_scaling(p) for s, p in a.scaling.items()}
+    from . import figures  # matplotlib: after the inputs are checked
+
     figures.accuracy_figure(evals, quality, out / "accuracy.svg")
     figures.skills_figure(analysis["skills"], out / "skills.svg")
     figures.calibration_figure(analysis["calibration"], out / "calibration.svg")
-    routers = {s: read_json(Path(d) / "router.json") for s, d in _pairs(a.cascal, "cascal").items()}
     figures.clusters_figure(routers, out / "clusters.svg", quality)
-    scaling = {s: read_json(p) for s, p in _pairs(a.scaling, "scaling").items()}
     figures.scaling_figure(scaling, out / "scaling.svg", quality)
     figures.diagnostics_figure(analysis, out / "diagnostics.svg")
     print(f"6 figures in {out}")
@@ -96,18 +92,18 @@ def cmd_figures(a):
 def cmd_tables(a):
     from . import tables
 
-    evals = [read_json(p) for p in sorted(a.evals)]
+    evals = [read_eval(p) for p in sorted(a.evals)]
     analyses = {}
     for p in a.analyses:
-        d = read_json(p)
+        d = read_analysis(p)
         analyses[(d["labels"]["benchmark"], d["labels"]["pool"])] = d
     quality = {bp: {s: v.get("consensus_key_match") for s, v in d["sources"].items()} for bp, d in analyses.items()}
     scaling = {}
     for p in a.scaling:
-        d = read_json(p)
+        d = read_scaling(p)
         lab = d["labels"]
         scaling[(lab["benchmark"], lab["pool"], lab["source"])] = d
-    routers = {_labels(k): read_json(Path(v) / "router.json") for k, v in _pairs(a.cascal, "cascal").items()}
+    routers = {_labels(k, 3, "--cascal"): read_router_header(v) for k, v in a.cascal.items()}
     made = [tables.main_table(evals, quality), tables.generators_table(analyses), tables.calibration_table(analyses),
             tables.scaling_table(scaling), tables.clusters_table(routers), tables.diagnostics_table(analyses),
             tables.agreement_table(analyses), tables.ranking_table(analyses)]
@@ -121,42 +117,54 @@ def register(add) -> None:
     """Add the subcommands with rgd.cli's `add(name, fn, help)`."""
     s = add("config-snapshot", cmd_config_snapshot, "write the loaded config as canonical JSON, print its hash")
     g = s.add_mutually_exclusive_group(required=True)
-    g.add_argument("--config", help="the config as JSON text")
+    g.add_argument("--config", type=json_object, help="the config as JSON text")
     g.add_argument("--config-file", help="the config as a JSON file")
-    s.add_argument("--out", required=True)
+    s.path_kinds["config_file"] = IN  # a group's add_argument does not take path=
+    s.add_argument("--out", required=True, path=OUT, help="canonical JSON to write")
 
     s = add("analyse", cmd_analyse, "skills, calibration and generator quality of one (benchmark, pool)")
-    s.add_argument("--experts", nargs="+", required=True)
-    s.add_argument("--questions", required=True, help="real training split")
-    s.add_argument("--keys", required=True)
-    s.add_argument("--consensus", required=True)
-    for x in ("gen-questions", "gen-keys", "gen-consensus", "gen-meta"):
-        s.add_argument(f"--{x}", nargs="*", metavar="SOURCE=FILE")
-    s.add_argument("--bins", type=int, default=10)
+    s.add_argument("--experts", nargs="+", required=True, help="the pool, in order")
+    s.add_argument("--questions", required=True, path=IN, help="real training split")
+    s.add_argument("--keys", required=True, path=IN, help="its answer keys")
+    s.add_argument("--consensus", required=True, path=IN, help="the pool's consensus rows on it")
+    for x, what in (("questions", "questions"), ("keys", "keys"), ("consensus", "consensus rows"),
+                    ("meta", ".meta.json")):
+        s.add_argument(f"--gen-{x}", nargs="*", metavar="SOURCE=FILE", path=PAIRS,
+                       help=f"each generated set's {what}")
+    s.add_argument("--bins", type=count(1), default=10, help="reliability-diagram bins (default %(default)s)")
     s.add_argument("--labels", required=True, help="BENCH/POOL")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, path=OUT, help="analysis JSON to write")
 
     s = add("scaling", cmd_scaling, "CASCAL accuracy against the number of training questions")
-    for x in ("questions", "embeddings", "consensus", "test-questions", "test-keys", "test-embeddings", "stats"):
-        s.add_argument(f"--{x}", required=True)
-    s.add_argument("--experts", nargs="+", required=True)
-    s.add_argument("--test-responses", nargs="+", required=True, metavar="EXPERT=FILE")
-    s.add_argument("--fractions", nargs="+", type=float, required=True)
-    s.add_argument("--seeds", nargs="+", type=int, required=True)
-    s.add_argument("--spec", type=json.loads, help="the cascal router's config entry (JSON)")
+    for x, what in (("questions", "the training source's questions"), ("embeddings", "their embeddings (.npz)"),
+                    ("consensus", "the pool's consensus rows on them"), ("test-questions", "the test questions"),
+                    ("test-keys", "the test keys"), ("test-embeddings", "the test embeddings (.npz)"),
+                    ("stats", "consensus stats of the training source (tie-break z)")):
+        s.add_argument(f"--{x}", required=True, path=IN, help=what)
+    s.add_argument("--experts", nargs="+", required=True, help="the pool, in order")
+    s.add_argument("--test-responses", nargs="+", required=True, metavar="EXPERT=FILE", path=PAIRS,
+                   help="each pool expert's test responses")
+    s.add_argument("--fractions", nargs="+", type=fraction(include_one=True), required=True,
+                   help="training fractions in (0, 1]")
+    s.add_argument("--seeds", nargs="+", type=int, required=True, help="replicate seeds")
+    s.add_argument("--spec", type=json_object, help="the cascal router's config entry (JSON)")
     s.add_argument("--labels", required=True, help="BENCH/POOL/SOURCE")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, path=OUT, help="scaling JSON to write")
 
     s = add("figures", cmd_figures, "the report's figures of one (benchmark, pool)")
-    s.add_argument("--analysis", required=True)
-    s.add_argument("--evals", nargs="+", required=True)
-    s.add_argument("--scaling", nargs="+", required=True, metavar="SOURCE=FILE")
-    s.add_argument("--cascal", nargs="+", required=True, metavar="SOURCE=DIR")
-    s.add_argument("--out-dir", required=True)
+    s.add_argument("--analysis", required=True, path=IN, help="the `rgd analyse` output")
+    s.add_argument("--evals", nargs="+", required=True, path=IN, help="evaluation JSON files")
+    s.add_argument("--scaling", nargs="+", required=True, metavar="SOURCE=FILE", path=PAIRS,
+                   help="each source's `rgd scaling` output")
+    s.add_argument("--cascal", nargs="+", required=True, metavar="SOURCE=DIR", path=PAIRS_DIR,
+                   help="each source's CASCAL router directory")
+    s.add_argument("--out-dir", required=True, path=OUT_DIR, help="folder for the SVG figures")
 
     s = add("tables", cmd_tables, "paper-style tables in Markdown, CSV and LaTeX")
-    s.add_argument("--evals", nargs="+", required=True)
-    s.add_argument("--analyses", nargs="+", required=True)
-    s.add_argument("--scaling", nargs="+", required=True)
-    s.add_argument("--cascal", nargs="+", required=True, metavar="BENCH/POOL/SOURCE=DIR")
-    s.add_argument("--out-dir", required=True)
+    s.add_argument("--evals", nargs="+", required=True, path=IN, help="evaluation JSON files")
+    s.add_argument("--analyses", nargs="+", required=True, path=IN, help="`rgd analyse` outputs")
+    s.add_argument("--scaling", nargs="+", required=True, path=IN, help="`rgd scaling` outputs")
+    s.add_argument("--cascal", nargs="+", required=True, metavar="BENCH/POOL/SOURCE=DIR", path=PAIRS_DIR,
+                   help="CASCAL router directories")
+    s.add_argument("--out-dir", required=True, path=OUT_DIR, help="folder for the tables")
+

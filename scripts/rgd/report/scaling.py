@@ -18,9 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import metrics
-from ..io import InputError, read_json
-from ..records import LETTERS, read_keys, read_questions, read_responses
+from .. import matrices, metrics
+from ..io import InputError
 
 
 def balanced_subsample(categories: list[str], fraction: float, seed: int) -> np.ndarray:
@@ -47,44 +46,13 @@ class TestSet:
     X: np.ndarray
 
 
-def _aligned_embeddings(path, ids: list[str]) -> np.ndarray:
-    from ..embed import load
-
-    eids, X, _ = load(path)
-    pos = {q: i for i, q in enumerate(eids)}
-    missing = [q for q in ids if q not in pos]
-    if missing:
-        raise InputError(path, None, "ids", f"no embedding for {len(missing)} questions, e.g. {missing[:3]}")
-    return X[[pos[q] for q in ids]]
-
-
 def load_test_set(questions, keys, embeddings, responses: dict[str, str], stats) -> TestSet:
-    """As `rgd evaluate`: z = (confidence - median) / sigma with the training source's statistics."""
-    qs = read_questions(questions)
-    ids = [q.id for q in qs]
-    k = read_keys(keys, qs)
-    gold = np.array([LETTERS.index(k[i]) for i in ids], dtype=np.int64)
-    st = read_json(stats)["experts"]
-    qi = {q: i for i, q in enumerate(ids)}
-    choices = np.full((len(ids), len(responses)), -1, dtype=np.int64)
-    z = np.zeros(choices.shape)
-    for j, (e, path) in enumerate(responses.items()):
-        if e not in st:
-            raise InputError(stats, None, "experts", f"no statistics for expert {e!r}")
-        sigma = st[e]["sigma"]
-        sigma = sigma if sigma and np.isfinite(sigma) and sigma > 0 else 1.0
-        seen = set()
-        for r in read_responses(path):
-            i = qi.get(r["id"])
-            if i is None:
-                continue
-            seen.add(i)
-            choices[i, j] = -1 if r["choice"] is None else LETTERS.index(r["choice"])
-            if r["confidence"] is not None:
-                z[i, j] = (r["confidence"] - st[e]["median"]) / sigma
-        if len(seen) != len(ids):
-            raise InputError(path, None, "id", f"responses cover {len(seen)} of {len(ids)} test questions")
-    return TestSet(choices, gold, z, _aligned_embeddings(embeddings, ids))
+    """As `rgd evaluate` (rgd.matrices): z = (confidence - median) / sigma with the training source's
+    statistics; plus the test questions' embeddings."""
+    from ..embed import aligned
+
+    t = matrices.load_test_set(questions, keys, responses, stats)
+    return TestSet(t.choices, t.gold, t.z, aligned(embeddings, t.ids)[0])
 
 
 def scaling_curve(X: np.ndarray, categories: list[str], choices: np.ndarray, consensus: np.ndarray,
@@ -127,7 +95,9 @@ def run(questions, embeddings, consensus, experts: list[str], test: TestSet, fra
     ps = load_pool_set(questions, consensus, experts)
     if not ps.ids:
         raise InputError(questions, None, None, "training source has no questions")
-    X = _aligned_embeddings(embeddings, ps.ids)
+    from ..embed import aligned
+
+    X = aligned(embeddings, ps.ids)[0]
     out = scaling_curve(X, ps.categories, ps.choices, ps.consensus, experts, test, fractions, seeds, params)
     out["n_source"] = len(ps.ids)
     return out

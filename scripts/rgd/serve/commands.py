@@ -70,8 +70,10 @@ def build_service(router_dir, endpoints_file, objective: str = "quality", seed: 
         raise InputError("<command line>", None, "--model-name", f"{model_name!r} is an expert's name")
 
     from ..cost import expected_costs
-    from ..embed import Embedder
+    from ..embed import Embedder, embedder_spec
 
+    embedder_spec(prov["embedder"], str(router_dir / routers.PROVENANCE)).check_available(
+        str(router_dir / routers.PROVENANCE))
     embedder = Embedder(prov["embedder"], threads=threads)
 
     def score(texts):
@@ -110,20 +112,30 @@ def cmd_serve(a):
 
 def register(add) -> None:
     """Add `rgd serve` with rgd.cli's `add(name, fn, help)`."""
+    from ..args import IN, IN_DIR, count
+
+    def port(text: str) -> int:
+        import argparse
+
+        v = count(0)(text)
+        if v > 65535:
+            raise argparse.ArgumentTypeError(f"a port is at most 65535, got {v}")
+        return v
+
     s = add("serve", cmd_serve, "an OpenAI-compatible routing endpoint in front of the pool's model servers")
-    s.add_argument("--router", required=True, help="a trained router directory (rgd train --out-dir)")
-    s.add_argument("--endpoints", required=True, help="YAML/JSON file mapping every pool expert to its "
+    s.add_argument("--router", required=True, path=IN_DIR, help="a trained router directory (rgd train --out-dir)")
+    s.add_argument("--endpoints", required=True, path=IN, help="YAML/JSON file mapping every pool expert to its "
                    "OpenAI-compatible endpoint (docs/SERVING.md)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
-    s.add_argument("--port", type=int, default=8000, help="port to bind (default %(default)s)")
+    s.add_argument("--port", type=port, default=8000, help="port to bind (default %(default)s)")
     s.add_argument("--objective", default="quality", help="quality (default), tolerance=T (the cheapest expert "
                    "within T of the best score) or lambda=L (score - L * cost / max cost); costs come from the "
                    "endpoints file")
-    s.add_argument("--max-attempts", type=int, help="experts tried per request when one fails (default: "
+    s.add_argument("--max-attempts", type=count(1), help="experts tried per request when one fails (default: "
                    "3, at most the pool)")
     s.add_argument("--api-key-env", help=KEY_HELP)
     s.add_argument("--model-name", help="the `model` clients ask for to be routed (default: rgd); an expert's "
                    "name pins that expert")
     s.add_argument("--log-bodies", action="store_true", help="log every request body (default: never)")
     s.add_argument("--seed", type=int, default=0, help="seed of the ranking's tie-break (default %(default)s)")
-    s.add_argument("--threads", type=int, default=1, help="CPU threads of the embedder (default %(default)s)")
+    s.add_argument("--threads", type=count(1), default=1, help="CPU threads of the embedder (default %(default)s)")
