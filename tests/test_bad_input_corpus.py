@@ -481,7 +481,9 @@ case("serve", "endpoints-missing", SERVE.replace("{endpoints}", "{missing}"), "m
 case("serve", "endpoints-lack-an-expert", SERVE.replace("{endpoints}", "{endpoints_short}"), "endpoints_short",
      ":1: experts: no endpoint for pool expert 'e3'")
 case("serve", "endpoints-not-yaml", SERVE.replace("{endpoints}", "{endpoints_torn}"), "endpoints_torn",
-     "not valid YAML/JSON")
+     "malformed YAML")
+case("serve", "endpoints-expert-twice", SERVE.replace("{endpoints}", "{endpoints_twice}"), "endpoints_twice",
+     ":3: e1: duplicate key (first on line 2)")
 case("serve", "endpoints-bad-url", SERVE.replace("{endpoints}", "{endpoints_url}"), "endpoints_url",
      "experts.e2.base_url: expected an http(s) URL")
 case("serve", "objective-unknown", SERVE + " --objective cheapest", "", "--objective: expected quality")
@@ -551,6 +553,9 @@ def _world(d: Path) -> dict[str, str]:
                                                              for e in EXPERTS[:2]))
     P["endpoints_torn"] = d / "endpoints_torn.yaml"
     P["endpoints_torn"].write_text("experts: {e1: [unclosed\n")
+    P["endpoints_twice"] = d / "endpoints_twice.yaml"
+    P["endpoints_twice"].write_text("experts:\n  e1: {base_url: 'http://127.0.0.1:9/v1', model: a}\n"
+                                    "  e1: {base_url: 'http://127.0.0.1:9/v1', model: b}\n")
     P["endpoints_url"] = d / "endpoints_url.json"
     write_json(P["endpoints_url"], {"experts": {**ep, "e2": {"base_url": "ftp://x", "model": "e2"}}})
     P["eval"] = d / "eval.json"

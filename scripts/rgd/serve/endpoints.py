@@ -69,22 +69,12 @@ def _lines(path: Path, text: str) -> dict[tuple, int]:
 
 def load(path: str | os.PathLike, pool: list[str], env: dict | None = None) -> dict[str, Endpoint]:
     """{expert: Endpoint} for every expert of `pool`; raises InputError on the first problem."""
-    import yaml
+    from ..io import read_text, read_yaml
 
     path = Path(path)
     env = os.environ if env is None else env
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, None, None, "file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(path, None, None, f"cannot read: {e}") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise InputError(path, mark.line + 1 if mark else None, None, f"not valid YAML/JSON: "
-                         f"{getattr(e, 'problem', None) or e}") from None
+    doc = read_yaml(path)  # located errors; an expert given twice is refused, not silently replaced
+    text = read_text(path)
     lines = _lines(path, text)
 
     def err(key: tuple, message: str) -> InputError:
