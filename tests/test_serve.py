@@ -159,6 +159,9 @@ def test_an_expert_can_be_pinned(server, router, fresh):
     r = chat(client(server), held["bio"][0]["question"], model="market")
     assert r.model == "market" and r.rgd["pinned"] == "market" and "ranking" not in r.rgd
     assert fresh["market"].requests[-1]["body"]["model"] == "up-market"
+    # nothing is routed, so a pinned chat needs no user turn (a routed one does: see the bad requests)
+    r = client(server).chat.completions.create(model="world", messages=[{"role": "system", "content": "Say hi."}])
+    assert r.model == "world" and r.choices[0].message.content == fake_reply("Say hi.", None, 1)
 
 
 # --------------------------------------------------------------------------- failures

@@ -79,6 +79,11 @@ def user_text(body: dict, kind: str) -> str:
     return prompt
 
 
+def _finite(x) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None  # JSON has no NaN: a score the router could not give
+
+
 # --------------------------------------------------------------------------- routing
 class Ranker:
     """Embeds texts with the router's embedder and ranks the pool, in one worker thread.
@@ -287,7 +292,7 @@ class Service:
             if model is not None and model != self.s.model_name and model not in self.endpoints:
                 raise ClientError(404, f"model {model!r}: ask for {self.s.model_name!r} to be routed, or one of the "
                                   f"experts {', '.join(self.experts)}", "model_not_found")
-            text = user_text(body, kind)
+            text = None if model in self.endpoints else user_text(body, kind)  # a pinned request is not routed
         except ClientError as e:
             log.info("%s %s -> %d %s", rid, path, e.status, e.code)
             return self._json(error_body(str(e), "invalid_request_error", e.code), e.status, path=path)
@@ -308,7 +313,7 @@ class Service:
             self.metrics.routed.labels(names[0]).inc()
             candidates = names[: self.s.max_attempts]
             info = {"router": self.s.router_kind, "objective": str(self.ranker.objective),
-                    "ranking": [{"expert": self.experts[j], "score": float(scores[j]),
+                    "ranking": [{"expert": self.experts[j], "score": _finite(scores[j]),
                                  **({"cost": float(self._costs[j])} if self._costs is not None else {})}
                                 for j in ranked]}
         info["routing_ms"] = round(1000 * routing_s, 3)
