@@ -9,11 +9,11 @@ import json
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
+import openai
 import pytest
 from fault_server import FaultServer, fake_reply
 from serve_support import EXPERTS, RgdServe, planted_router, write_endpoints
 
-openai = pytest.importorskip("openai")
 
 TIMEOUT_S = 1.5  # every expert's timeout: the "slow" faults sleep past it
 

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import openai
 import pytest
 from serve_support import RgdServe, free_port, planted_router, write_endpoints
 
@@ -21,7 +22,6 @@ VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 if not VLLM_PY.exists():
     pytest.skip(f"{VLLM_PY.parent.parent} is absent: build it with `make venv-vllm`", allow_module_level=True)
-openai = pytest.importorskip("openai")
 
 
 @pytest.fixture(scope="module")
