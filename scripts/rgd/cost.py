@@ -288,7 +288,9 @@ def tradeoff(scores: Mapping[str, np.ndarray], route_costs: np.ndarray, correct:
     scores: router -> (n, m) predicted scores; route_costs: (m,) expected costs the objectives see;
     correct: (n, m) bool from the test keys; realised: (n, m) costs of the recorded answers.
     Each router is swept over both objectives (`grids`, else `auto_grid` of its own scores); its
-    curve is the Pareto frontier of all its points. Reference points come from the same keys.
+    curve is the Pareto frontier of all its points. Reference points come from the same keys. The
+    frontier picks objective values in hindsight (on these keys), so it is optimistic in the same way
+    as the best single model chosen on the test set; a deployment fixes the value beforehand.
     """
     correct = np.asarray(correct, dtype=bool)
     realised = np.asarray(realised, dtype=np.float64)

@@ -136,7 +136,8 @@ def table(tradeoffs: list[dict]):
     from .report.tables import Table, pct, router_key
 
     t = Table("cost", "Accuracy-cost trade-off: each router's Top-1 with quality-only routing and the lowest cost "
-              f"on its frontier that matches the best single model (cost per {PER:,} test questions; empty: never).",
+              f"on its frontier that matches the best single model (cost per {PER:,} test questions; empty: never; the frontier "
+              "and the best single model are both read off the test keys).",
               ["benchmark", "pool", "source", "router", "unit", "top-1 (quality)", "cost (quality)",
                "cost to match best single", "best single", "best single top-1", "best single cost",
                "match / best single cost", "oracle top-1", "oracle cost"])
