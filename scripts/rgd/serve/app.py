@@ -57,19 +57,12 @@ def user_text(body: dict, kind: str) -> str:
     """What a request is routed on: the last user turn of a chat (string or text parts), or the
     completion prompt (one string)."""
     if kind == "chat":
-        msgs = body.get("messages")
-        if not isinstance(msgs, list) or not msgs:
-            raise ClientError(400, "messages: expected a non-empty list of chat messages", "invalid_messages")
-        users = [m for m in msgs if isinstance(m, dict) and m.get("role") == "user"]
-        if not users:
-            raise ClientError(400, "messages: no user message to route on", "invalid_messages")
-        content = users[-1].get("content")
-        if isinstance(content, list):
-            content = "\n".join(p.get("text", "") for p in content
-                                if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str))
-        if not isinstance(content, str) or not content.strip():
-            raise ClientError(400, "messages: the last user message has no text", "invalid_messages")
-        return content
+        from ..records import _user_text  # the same reading as `rgd route` of chat prompts
+
+        try:
+            return _user_text(body.get("messages"))
+        except ValueError as e:
+            raise ClientError(400, str(e), "invalid_messages") from None
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
