@@ -39,6 +39,7 @@ BENCHMARKS = [
     ("embed", "bench_embed.py", 900),
     ("hf", "bench_hf.py", 1200),
     ("vllm", "bench_vllm.py", 1800),
+    ("serve", "bench_serve.py", 900),
     ("snakemake", "bench_snakemake.py", 900),
     ("e2e", "bench_e2e.py", 4200),
 ]

@@ -15,6 +15,12 @@ Faults are consumed one per request, in arrival order, then `default` applies:
   "hold"          wait until `release()` (at most 60 s), then reply: a client is surely mid-run
   "malformed"     HTTP 200 whose body is cut-off JSON
   "drop"          close the connection without a reply
+  "echo401"       HTTP 401 whose message repeats the request's Authorization header (a careless upstream)
+A request with `"stream": true` to an OpenAI path gets the same reply as server-sent events (one per
+word, then `data: [DONE]`), with these faults for streams:
+  "cut:K"         K events, then the connection is closed mid-body
+  "stall:K:S"     K events, then S seconds of silence, then the rest
+  "trickle:S"     S seconds between events (a slow stream that never stalls for long)
 
 Run it by hand: `python tests/fault_server.py [PORT]`.
 """
@@ -57,6 +63,25 @@ def fake_reply(prompt: str, seed, n: int, continuation: bool = False) -> str:
             f"{tag}Which statement about {topic} holds in case {h[:10]}?\n{opts}\n[ANSWER] {'ABCD'[int(h[40], 16) % 4]}"
         )
     return "\n#####\n".join(blocks)
+
+
+def stream_events(reply: dict) -> list[str]:
+    """A completion reply as the `data:` payloads of its stream: one chunk per word, then [DONE]."""
+    choice = reply["choices"][0]
+    chat = "message" in choice
+    text = choice["message"]["content"] if chat else choice["text"]
+    pieces = re.findall(r"\s*\S+", text) or [""]
+    out = []
+    for k, piece in enumerate(pieces):
+        last = k == len(pieces) - 1
+        if chat:
+            delta = {"role": "assistant", "content": piece} if k == 0 else {"content": piece}
+            c = {"index": 0, "delta": delta, "finish_reason": "stop" if last else None}
+        else:
+            c = {"index": 0, "text": piece, "finish_reason": "stop" if last else None}
+        out.append(json.dumps({"id": reply["id"], "object": "chat.completion.chunk" if chat else "text_completion",
+                               "model": reply["model"], "created": 0, "choices": [c]}))
+    return out + ["[DONE]"]
 
 
 class FaultServer:
@@ -123,6 +148,28 @@ class FaultServer:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _stream(self, reply: dict, fault: str | None):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                kind, *args = (fault or "").split(":")
+                for k, event in enumerate(stream_events(reply)):
+                    if kind == "cut" and k == int(args[0]):
+                        self.close_connection = True
+                        self.wfile.flush()
+                        self.connection.shutdown(2)
+                        return
+                    if kind == "stall" and k == int(args[0]):
+                        time.sleep(float(args[1]))
+                    if kind == "trickle" and k:
+                        time.sleep(float(args[0]))
+                    data = f"data: {event}\n\n".encode()
+                    self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
             def do_POST(self):
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 try:
@@ -148,6 +195,12 @@ class FaultServer:
                 if fault and fault.startswith("slow:"):
                     time.sleep(float(fault[5:]))
                     fault = None
+                if fault == "echo401":
+                    msg = f"invalid key {self.headers.get('Authorization')!r}"
+                    return self._send(401, json.dumps({"error": {"code": 401, "message": msg}}).encode())
+                stream_fault = None
+                if fault and fault.split(":")[0] in ("cut", "stall", "trickle"):
+                    stream_fault, fault = fault, None
                 if fault == "malformed":
                     return self._send(200, b'{"choices": [{"message": {"content": "[QUES')
                 if fault:
@@ -162,7 +215,10 @@ class FaultServer:
                 if gemini:
                     return self._send(200, json.dumps(server._gemini(gemini.group(1), body)).encode())
                 if self.path.endswith("/chat/completions") or self.path.endswith("/completions"):
-                    return self._send(200, json.dumps(server._openai(self.path, body)).encode())
+                    reply = server._openai(self.path, body)
+                    if isinstance(body, dict) and body.get("stream"):
+                        return self._stream(reply, stream_fault)
+                    return self._send(200, json.dumps(reply).encode())
                 self._send(404, json.dumps({"error": {"code": 404, "message": f"no route {self.path}"}}).encode())
 
         return Handler

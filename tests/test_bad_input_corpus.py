@@ -474,6 +474,46 @@ case("verify", "archive-truncated", "verify {tgz_torn}", "tgz_torn", "not a read
 case("verify", "archive-not-gzip", "verify {q}", "q", "not a readable tar.gz")
 case("verify", "archive-without-manifest", "verify {tgz_nomanifest}", "tgz_nomanifest", "no MANIFEST")
 
+# serve (every case fails before a port is bound or a model is loaded)
+SERVE = "serve --router {router} --endpoints {endpoints}"
+case("serve", "router-missing", SERVE.replace("{router}", "{missing}"), "missing", "directory not found")
+case("serve", "endpoints-missing", SERVE.replace("{endpoints}", "{missing}"), "missing", "file not found")
+case("serve", "endpoints-lack-an-expert", SERVE.replace("{endpoints}", "{endpoints_short}"), "endpoints_short",
+     ":1: experts: no endpoint for pool expert 'e3'")
+case("serve", "endpoints-not-yaml", SERVE.replace("{endpoints}", "{endpoints_torn}"), "endpoints_torn",
+     "malformed YAML")
+case("serve", "endpoints-expert-twice", SERVE.replace("{endpoints}", "{endpoints_twice}"), "endpoints_twice",
+     ":3: e1: duplicate key (first on line 2)")
+case("serve", "endpoints-bad-url", SERVE.replace("{endpoints}", "{endpoints_url}"), "endpoints_url",
+     "experts.e2.base_url: expected an http(s) URL")
+case("serve", "objective-unknown", SERVE + " --objective cheapest", "", "--objective: expected quality")
+case("serve", "objective-without-costs", SERVE + " --objective lambda=1", "endpoints",
+     "experts.e1.cost: missing: the objective lambda=1 needs every expert's cost")
+case("serve", "port-out-of-range", SERVE + " --port 70000", "", "argument --port: a port is at most 65535")
+
+# tradeoff, tradeoff-report
+COSTS = """--costs '{{"e1": {{"relative": 1}}, "e2": {{"relative": 2}}, "e3": {{"relative": 3}}}}'"""
+TRADEOFF = "tradeoff --routes cascal={routes} --questions {q} --keys {k} " + RESP + " " + COSTS + " --out {o}/t.json"
+case("tradeoff", "costs-lack-an-expert", TRADEOFF.replace(', "e3": {{"relative": 3}}', ""), "",
+     "--costs: e3: no cost for this expert")
+case("tradeoff", "costs-mixed-units", TRADEOFF.replace('{{"relative": 3}}', '{{"input_per_mtok": 1, "output_per_mtok": 2}}'),
+     "", "share one unit")
+case("tradeoff", "routes-missing", TRADEOFF.replace("cascal={routes}", "cascal={missing}"), "missing", "file not found")
+case("tradeoff", "responses-not-pairs", TRADEOFF.replace("e1={r1}", "{r1}"), "", "expected NAME=PATH")
+case("tradeoff", "costs-not-json", TRADEOFF.split(" --costs ")[0] + " --costs '{{' --out {o}/t.json", "",
+     "argument --costs: not valid JSON")
+case("tradeoff", "keys-malformed", TRADEOFF.replace("--keys {k}", "--keys {torn}"), "torn", "malformed JSON")
+REPORT = "tradeoff-report --tradeoffs {tradeoff} --figure {o}/f.svg --tables-dir {o}/t"
+case("tradeoff-report", "tradeoffs-missing", REPORT.replace("{tradeoff}", "{missing}"), "missing", "file not found")
+case("tradeoff-report", "not-a-tradeoff-file", REPORT.replace("{tradeoff}", "{eval}"), "eval",
+     "not an `rgd tradeoff` file")
+case("tradeoff-report", "nothing-to-write", "tradeoff-report --tradeoffs {tradeoff}", "",
+     "give --figure, --tables-dir or both")
+case("tradeoff-report", "tables-dir-is-a-file", REPORT.replace("{o}/t", "{q}"), "q",
+     "cannot write: is a file, expected a directory")
+case("tradeoff-report", "figure-is-a-directory", REPORT.replace("{o}/f.svg", "{dir}"), "dir",
+     "cannot write: is a directory")
+
 
 # --------------------------------------------------------------------------- the world the cases point into
 def _world(d: Path) -> dict[str, str]:
@@ -505,9 +545,29 @@ def _world(d: Path) -> dict[str, str]:
     run_train("cascal", P["q"], P["emb"], P["cons"], EXPERTS, P["router"])
     P["routes"] = d / "routes.jsonl"
     run_route(P["router"], P["q"], P["routes"], P["emb"])
+    ep = {e: {"base_url": "http://127.0.0.1:9/v1", "model": e} for e in EXPERTS}
+    P["endpoints"] = d / "endpoints.yaml"
+    write_json(P["endpoints"], {"experts": ep})  # JSON is YAML
+    P["endpoints_short"] = d / "endpoints_short.yaml"
+    P["endpoints_short"].write_text("experts:\n" + "".join(f"  {e}: {{base_url: 'http://127.0.0.1:9/v1', model: {e}}}\n"
+                                                             for e in EXPERTS[:2]))
+    P["endpoints_torn"] = d / "endpoints_torn.yaml"
+    P["endpoints_torn"].write_text("experts: {e1: [unclosed\n")
+    P["endpoints_twice"] = d / "endpoints_twice.yaml"
+    P["endpoints_twice"].write_text("experts:\n  e1: {base_url: 'http://127.0.0.1:9/v1', model: a}\n"
+                                    "  e1: {base_url: 'http://127.0.0.1:9/v1', model: b}\n")
+    P["endpoints_url"] = d / "endpoints_url.json"
+    write_json(P["endpoints_url"], {"experts": {**ep, "e2": {"base_url": "ftp://x", "model": "e2"}}})
     P["eval"] = d / "eval.json"
     run_evaluate(P["routes"], P["q"], P["k"], {e: P[f"r{j}"] for j, e in enumerate(EXPERTS, 1)}, P["stats"],
                  P["eval"], {"benchmark": "b", "pool": "p", "source": "s", "router": "cascal"}, n_boot=10)
+    from rgd import tradeoff
+
+    P["tradeoff"] = d / "tradeoff.json"
+    write_json(P["tradeoff"], tradeoff.run({"cascal": P["routes"]}, P["q"], P["k"],
+                                           {e: P[f"r{j}"] for j, e in enumerate(EXPERTS, 1)},
+                                           {e: {"relative": j} for j, e in enumerate(EXPERTS, 1)},
+                                           {"benchmark": "b", "pool": "p", "source": "s"}))
     P["analysis"] = d / "analysis.json"
     a = analyse(EXPERTS, {"questions": P["q"], "keys": P["k"], "consensus": P["cons"]}, {}, 4)
     write_json(P["analysis"], {**a, "labels": {"benchmark": "b", "pool": "p"}})

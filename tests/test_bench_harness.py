@@ -40,10 +40,10 @@ def test_quick_run_records_every_benchmark_in_the_common_shape(quick):
     res, run, _, path = quick
     assert path.name == f"{run['date']}.json" and run["quick"] is True
     names = [b["name"] for b in run["benchmarks"]]
-    assert names == ["consensus", "cascal", "embed", "hf", "vllm", "snakemake", "e2e"]
+    assert names == ["consensus", "cascal", "embed", "hf", "vllm", "serve", "snakemake", "e2e"]
     by = {b["name"]: b for b in run["benchmarks"]}
     assert by["vllm"]["skipped"] == by["e2e"]["skipped"] == "quick mode"
-    for name in ("consensus", "cascal", "embed", "hf", "snakemake"):
+    for name in ("consensus", "cascal", "embed", "hf", "serve", "snakemake"):
         b = by[name]
         assert b["exit_status"] in (0, 1), b.get("error")
         assert isinstance(b["figures"], dict) and b["figures"] and b["quick"] is True

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from .args import IN, IN_DIR, OUT, OUT_DIR, PAIRS, StepParser, check_paths, count, fraction, json_object
 from .backends.base import DTYPES
+from .cost import COSTS as COST_COSTS
+from .cost import OBJECTIVE as COST_OBJECTIVE
 from .embedded import DEFAULT_PER_SUBJECT, DEFAULT_SPLIT
 from .io import InputError, SetupError, os_input_error, set_warning_prefix
 from .metrics import EvaluationSettings
@@ -279,11 +281,14 @@ def cmd_train(a):
          opt("--embeddings", path=IN, help="precomputed embeddings; default: embed with the router's embedder"),
          need("--out", path=OUT, help="routes JSONL to write: ranking, scores and the router's diagnostics"),
          opt("--seed", type=int, default=0, help="seed of the ranking tie-break (default %(default)s)"),
-         THREADS)
+         THREADS,
+         opt("--objective", default="quality", help=COST_OBJECTIVE),
+         opt("--costs", type=json_object, help=COST_COSTS))
 def cmd_route(a):
     from .route import run
 
-    r = run(Path(a.router), a.questions, a.out, a.embeddings, a.seed, a.threads, a.prompt_format)
+    r = run(Path(a.router), a.questions, a.out, a.embeddings, a.seed, a.threads, a.prompt_format,
+            objective=a.objective, costs=a.costs)
     print(f"routed {r['n']} prompts with {r['kind']}")
 
 
@@ -354,6 +359,12 @@ def build_parser() -> StepParser:
 
     register_report(add)
     register_archive(add)
+    # serve: rgd/serve/commands.py; tradeoff, tradeoff-report: rgd/tradeoff.py
+    from .serve.commands import register as register_serve
+    from .tradeoff import register as register_tradeoff
+
+    register_serve(add)
+    register_tradeoff(add)
     return p
 
 

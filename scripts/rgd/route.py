@@ -18,23 +18,29 @@ from .records import read_prompts
 
 
 def route_records(ids: list[str], experts: list[str], S: np.ndarray, diagnostics: dict[str, list],
-                  seed: int = 0) -> list[dict]:
+                  seed: int = 0, objective=None, costs: np.ndarray | None = None) -> list[dict]:
     """The pure step: one record per prompt from router scores S (n, m) and per-prompt diagnostics;
-    ties in the ranking are broken by a seeded permutation (rgd.metrics.rank)."""
-    from .metrics import rank
+    ties in the ranking are broken by a seeded permutation (rgd.metrics.rank). The ranking follows
+    `objective` (rgd.cost.Objective; default quality) with the experts' expected `costs` (m,); the
+    scores written are the router's own either way."""
+    from .cost import Objective, order as objective_order
 
-    order = rank(S, seed) if len(ids) else np.zeros((0, len(experts)), dtype=int)
+    obj = objective or Objective()
+    order = objective_order(S, costs, obj, seed) if len(ids) else np.zeros((0, len(experts)), dtype=int)
     return [{"id": q, "ranking": [experts[j] for j in order[i]],
              "scores": {e: float(S[i, j]) for j, e in enumerate(experts)},
              **{k: v[i] for k, v in diagnostics.items()}} for i, q in enumerate(ids)]
 
 
-def run(router_dir, prompts_path, out, embeddings=None, seed: int = 0, threads: int = 1, fmt: str = "auto") -> dict:
+def run(router_dir, prompts_path, out, embeddings=None, seed: int = 0, threads: int = 1, fmt: str = "auto",
+        objective: str = "quality", costs: dict | None = None) -> dict:
+    from .cost import from_options
     from .embed import aligned, embedder_spec
     from .records import PROVENANCE, read_provenance
 
     # every input is checked before the router code (scikit-learn) or an embedder is loaded
     prov, _ = read_provenance(router_dir)
+    obj, cost_vector = from_options(objective, costs, prov.experts)
     where = str(Path(router_dir) / PROVENANCE)
     prompts = read_prompts(prompts_path, fmt)
     ids = [p.id for p in prompts]
@@ -60,6 +66,6 @@ def run(router_dir, prompts_path, out, embeddings=None, seed: int = 0, threads: 
                          f"trained on {dim}")
     S = routers.scores(router, X)
     diag = routers.diagnostics(router, X)
-    records = route_records(ids, prov.experts, S, diag, seed)
+    records = route_records(ids, prov.experts, S, diag, seed, obj, cost_vector)
     write_jsonl(out, records)
     return {"n": len(records), "kind": prov.kind}

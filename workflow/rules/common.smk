@@ -412,7 +412,45 @@ def archived_results(wildcards, input):
             *input.evals,
             *input.analyses,
             *input.scaling,
+            *input.tradeoffs,
             *input.tables,
             *input.figures,
         ]
     )
+
+
+# --------------------------------------------------------------------------- accuracy and cost (tradeoff.smk)
+TRADEOFF = results_path("tradeoff/{bench}/{pool}/{source}.json")
+
+
+def pool_costs(pool):
+    """{expert: cost} of a pool from its models' registry `cost`; None if a member has none."""
+    costs = {
+        e: config["models"][config["experts"][e]["model"]].get("cost")
+        for e in config["pools"][pool]
+    }
+    return costs if all(costs.values()) else None
+
+
+COST_POOLS = [p for p in POOLS if pool_costs(p)]
+TRADEOFF_FIGURES = expand(
+    results_path("figures/{bench}/{pool}/cost.svg"), bench=BENCHMARKS, pool=COST_POOLS
+)
+TRADEOFF_TABLES = (
+    expand(results_path("tables/cost.{ext}"), ext=["md", "csv", "tex"])
+    if COST_POOLS
+    else []
+)
+
+
+def source_routes(wildcards):
+    """{router: route file} of one (benchmark, pool, source)."""
+    return {
+        r: ROUTE.format(
+            bench=wildcards.bench,
+            pool=wildcards.pool,
+            source=wildcards.source,
+            router=r,
+        )
+        for r in ROUTERS
+    }

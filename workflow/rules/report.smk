@@ -168,8 +168,8 @@ rule tables:
 rule report_html:
     input:
         config=results_path("config.json"),
-        figures=FIGURE_FILES,
-        tables=TABLE_FILES,
+        figures=FIGURE_FILES + TRADEOFF_FIGURES,
+        tables=TABLE_FILES + TRADEOFF_TABLES,
     output:
         results_path("report.html"),
     log:
@@ -207,8 +207,9 @@ rule archive:
         evals=every(EVAL),
         analyses=every(ANALYSIS),
         scaling=every(SCALING),
-        tables=TABLE_FILES + SUMMARY_FILES,
-        figures=FIGURE_FILES,
+        tradeoffs=expand(TRADEOFF, bench=BENCHMARKS, pool=COST_POOLS, source=SOURCES),
+        tables=TABLE_FILES + SUMMARY_FILES + TRADEOFF_TABLES,
+        figures=FIGURE_FILES + TRADEOFF_FIGURES,
         models=[model_manifest(m) for m in USED_MODELS],
     output:
         archive=ARCHIVE,

@@ -1,0 +1,7 @@
+"""`rgd serve`: an OpenAI-compatible routing endpoint in front of a pool of model servers.
+
+  endpoints.py  the endpoints file (every pool expert -> base URL, model name, key variable, timeout, cost)
+  app.py        the Starlette application: routing, forwarding, failover, streaming, metrics
+  commands.py   the subcommand: checks every input, loads the router and its embedder once, runs uvicorn
+docs/SERVING.md is the user's guide.
+"""

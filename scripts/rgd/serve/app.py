@@ -1,0 +1,496 @@
+"""The ASGI application of `rgd serve` (Starlette; upstream calls with httpx2, the HTTP client that
+the openai package itself uses).
+
+A request's life:
+ 1. authentication (a bearer key from the environment, when one is configured);
+ 2. routing: the last user turn's text (chat) or the prompt (completions) is embedded with the
+    router's own embedder and scored by the trained router (`Ranker`); requests that arrive while a
+    batch is being embedded wait for the next batch, so concurrent clients share one forward pass;
+ 3. forwarding: the body goes unchanged, but for its `model` field (the expert's upstream name), to
+    the first expert of the ranking. On a connection error, a timeout or a 5xx, the next-ranked
+    expert is tried, at most `max_attempts` experts in all. A 4xx is the client's problem and comes
+    back as it is. A stream is committed to an expert when its first event has arrived: a failure
+    before that still fails over; after it, the client gets an error event and no `[DONE]`, never a
+    second answer spliced onto the first;
+ 4. the answer comes back with `model` set to the expert that answered, an `x-rgd-expert` header and
+    an `rgd` extension field: the ranking with every expert's score, the objective, and every
+    attempt made.
+Nothing is logged of a request's body unless `log_bodies` is set; upstream keys are sent only to
+their own endpoint and are scrubbed from any upstream error passed back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..cost import Objective, expected_costs, order
+from .endpoints import Endpoint
+
+log = logging.getLogger("rgd.serve")
+MAX_BODY_BYTES = 8 << 20
+DEFAULT_MAX_ATTEMPTS = 3
+ROUTER_MODEL = "rgd"
+
+
+# --------------------------------------------------------------------------- errors
+def error_body(message: str, type_: str, code: str | None = None, **extra) -> dict:
+    """The OpenAI error shape: {"error": {"message", "type", "param", "code"}}."""
+    return {"error": {"message": message, "type": type_, "param": None, "code": code, **extra}}
+
+
+class ClientError(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None):
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+def user_text(body: dict, kind: str) -> str:
+    """What a request is routed on: the last user turn of a chat (string or text parts), or the
+    completion prompt (one string)."""
+    if kind == "chat":
+        from ..records import _user_text  # the same reading as `rgd route` of chat prompts
+
+        try:
+            return _user_text(body.get("messages"))
+        except ValueError as e:
+            raise ClientError(400, str(e), "invalid_messages") from None
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ClientError(400, "prompt: expected one non-empty string (rgd serve routes one prompt per request)",
+                          "invalid_prompt")
+    return prompt
+
+
+def _finite(x) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None  # JSON has no NaN: a score the router could not give
+
+
+# --------------------------------------------------------------------------- routing
+class Ranker:
+    """Embeds texts with the router's embedder and ranks the pool, in one worker thread.
+
+    `score(texts) -> (n, m)` is the router's one door (rgd.routers.scores after the embedder).
+    Each row is ordered on its own (rgd.cost.order with the same seed), so a request's ranking does
+    not depend on which other requests shared its batch.
+    """
+
+    def __init__(self, score, n_experts: int, objective: Objective, costs: np.ndarray | None, seed: int = 0,
+                 max_batch: int = 64):
+        self._score, self.m = score, n_experts
+        self.objective, self.costs, self.seed, self.max_batch = objective, costs, seed, max_batch
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rgd-embed")
+        self._queue: asyncio.Queue | None = None
+        self._task: asyncio.Task | None = None
+        self.batches = 0
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def rank_now(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(scores (m,), order (m,)) per text, synchronously (start-up warm-up, tests)."""
+        S = np.asarray(self._score(texts), dtype=np.float64)
+        if S.shape != (len(texts), self.m):
+            raise RuntimeError(f"router returned scores of shape {S.shape}, expected {(len(texts), self.m)}")
+        return [(S[i], order(S[i : i + 1], self.costs, self.objective, self.seed)[0]) for i in range(len(texts))]
+
+    async def rank(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        fut = asyncio.get_running_loop().create_future()
+        await self._queue.put((text, fut))
+        return await fut
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                rows = await loop.run_in_executor(self._pool, self.rank_now, [t for t, _ in batch])
+            except Exception as e:  # noqa: BLE001 - handed to every waiting request
+                log.exception("routing failed")
+                rows = [e] * len(batch)
+            self.batches += 1
+            for (_, fut), row in zip(batch, rows):
+                if not fut.done():
+                    fut.set_exception(row) if isinstance(row, Exception) else fut.set_result(row)
+
+
+# --------------------------------------------------------------------------- metrics
+class Metrics:
+    def __init__(self, experts: list[str]):
+        import prometheus_client
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        prometheus_client.disable_created_metrics()  # no `*_created` series: counters and histograms only
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("rgd_requests", "client requests by path and HTTP status", ["path", "status"],
+                                registry=r)
+        self.routed = Counter("rgd_routed", "requests whose top-ranked expert this was", ["expert"], registry=r)
+        self.answered = Counter("rgd_answered", "requests this expert answered", ["expert"], registry=r)
+        self.upstream_errors = Counter("rgd_upstream_errors", "failed upstream calls by expert and kind "
+                                       "(connection, timeout, http_5xx, invalid_response, stream)", ["expert", "kind"],
+                                       registry=r)
+        self.failovers = Counter("rgd_failovers", "requests answered by another than their first expert", registry=r)
+        self.routing = Histogram("rgd_routing_seconds", "time to embed and rank one request (queueing included)",
+                                 buckets=(.001, .0025, .005, .01, .02, .03, .05, .1, .25, .5, 1, 2.5), registry=r)
+        self.total = Histogram("rgd_request_seconds", "time to the answer (a stream: to its first event)",
+                               ["path"], registry=r)
+        for e in experts:  # every series exists from the start, at 0
+            self.routed.labels(e)
+            self.answered.labels(e)
+
+    def render(self) -> tuple[bytes, str]:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+# --------------------------------------------------------------------------- the service
+@dataclass
+class ServeSettings:
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    api_key: str | None = None  # clients must send `Authorization: Bearer <api_key>`
+    log_bodies: bool = False
+    model_name: str = ROUTER_MODEL  # the `model` clients ask for to be routed
+    router_kind: str = ""
+    embedder: dict = field(default_factory=dict)
+
+
+@dataclass
+class Attempt:
+    expert: str
+    outcome: str  # "answered", "http_4xx", or a failure kind (connection, timeout, http_5xx, ...)
+    detail: str = ""
+    status: int | None = None
+
+    def to_dict(self) -> dict:
+        d = {"expert": self.expert, "outcome": self.outcome}
+        return d | ({"status": self.status} if self.status is not None else {}) | ({"detail": self.detail} if self.detail else {})
+
+
+class Service:
+    def __init__(self, ranker: Ranker, experts: list[str], endpoints: dict[str, Endpoint], settings: ServeSettings):
+        self.ranker, self.experts, self.endpoints, self.s = ranker, experts, endpoints, settings
+        self.metrics = Metrics(experts)
+        self.client = None
+        self._ids = itertools.count(1)
+        self._costs = expected_costs([endpoints[e].cost for e in experts]) if all(
+            endpoints[e].cost for e in experts) else None
+
+    # ---- lifecycle
+    async def startup(self) -> None:
+        import httpx2
+
+        # no proxies from the environment: the fleet is addressed directly
+        self.client = httpx2.AsyncClient(trust_env=False, follow_redirects=False,
+                                         limits=httpx2.Limits(max_connections=None, max_keepalive_connections=256))
+        self.ranker.start()
+
+    async def shutdown(self) -> None:
+        await self.ranker.stop()
+        if self.client is not None:
+            await self.client.aclose()
+
+    # ---- helpers
+    def _authorised(self, request) -> bool:
+        if not self.s.api_key:
+            return True
+        got = request.headers.get("authorization", "")
+        scheme, _, token = got.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.s.api_key.encode())
+
+    def _json(self, obj, status: int = 200, headers: dict | None = None, path: str | None = None):
+        from starlette.responses import Response
+
+        if path:
+            self.metrics.requests.labels(path, str(status)).inc()
+        return Response(json.dumps(obj, ensure_ascii=False).encode(), status, headers, media_type="application/json")
+
+    def _scrub(self, data: bytes, ep: Endpoint) -> bytes:
+        key = ep.api_key()
+        return data.replace(key.encode(), b"***") if key else data
+
+    # ---- endpoints
+    async def health(self, request):
+        return self._json({"status": "ok", "router": self.s.router_kind, "experts": self.experts,
+                           "objective": str(self.ranker.objective), "embedder": self.s.embedder})
+
+    async def models(self, request):
+        if not self._authorised(request):
+            return self._unauthorised("/v1/models")
+        created = 0
+        data = [{"id": self.s.model_name, "object": "model", "created": created, "owned_by": "rgd",
+                 "rgd": {"routed": True, "experts": self.experts}}]
+        data += [{"id": e, "object": "model", "created": created, "owned_by": "rgd",
+                  "rgd": {"routed": False, "upstream_model": self.endpoints[e].model}} for e in self.experts]
+        return self._json({"object": "list", "data": data}, path="/v1/models")
+
+    async def metrics_endpoint(self, request):
+        from starlette.responses import Response
+
+        if not self._authorised(request):
+            return self._unauthorised("/metrics")
+        body, ctype = self.metrics.render()
+        return Response(body, 200, media_type=ctype)
+
+    def _unauthorised(self, path: str):
+        return self._json(error_body("missing or wrong API key: send `Authorization: Bearer <key>`",
+                                     "invalid_request_error", "invalid_api_key"), 401,
+                          {"www-authenticate": "Bearer"}, path)
+
+    async def chat(self, request):
+        return await self._complete(request, "chat")
+
+    async def completions(self, request):
+        return await self._complete(request, "completions")
+
+    async def _complete(self, request, kind: str):
+        path = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
+        rid = f"rgd-{next(self._ids)}"
+        t0 = time.perf_counter()
+        if not self._authorised(request):
+            return self._unauthorised(path)
+        try:
+            raw = await request.body()
+            if len(raw) > MAX_BODY_BYTES:
+                raise ClientError(413, f"request body over {MAX_BODY_BYTES >> 20} MiB", "body_too_large")
+            try:
+                body = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise ClientError(400, f"request body is not valid JSON: {e}", "invalid_json") from None
+            if not isinstance(body, dict):
+                raise ClientError(400, "request body: expected a JSON object", "invalid_json")
+            if self.s.log_bodies:
+                log.info("%s body %s", rid, raw.decode("utf-8", "replace"))
+            model = body.get("model")
+            if model is not None and model != self.s.model_name and model not in self.endpoints:
+                raise ClientError(404, f"model {model!r}: ask for {self.s.model_name!r} to be routed, or one of the "
+                                  f"experts {', '.join(self.experts)}", "model_not_found")
+            text = None if model in self.endpoints else user_text(body, kind)  # a pinned request is not routed
+        except ClientError as e:
+            log.info("%s %s -> %d %s", rid, path, e.status, e.code)
+            return self._json(error_body(str(e), "invalid_request_error", e.code), e.status, path=path)
+
+        if model in self.endpoints:  # pinned: the client chose the expert, nothing to rank or fail over to
+            candidates, info = [model], {"pinned": model}
+            routing_s = 0.0
+        else:
+            t_route = time.perf_counter()
+            try:
+                scores, ranked = await self.ranker.rank(text)
+            except Exception as e:  # noqa: BLE001 - reported to the client as a server error
+                return self._json(error_body(f"routing failed: {type(e).__name__}: {e}", "server_error",
+                                             "routing_failed"), 500, path=path)
+            routing_s = time.perf_counter() - t_route
+            self.metrics.routing.observe(routing_s)
+            names = [self.experts[j] for j in ranked]
+            self.metrics.routed.labels(names[0]).inc()
+            candidates = names[: self.s.max_attempts]
+            info = {"router": self.s.router_kind, "objective": str(self.ranker.objective),
+                    "ranking": [{"expert": self.experts[j], "score": _finite(scores[j]),
+                                 **({"cost": float(self._costs[j])} if self._costs is not None else {})}
+                                for j in ranked]}
+        info["routing_ms"] = round(1000 * routing_s, 3)
+        stream = bool(body.get("stream"))
+        attempts: list[Attempt] = []
+        for expert in candidates:
+            resp = await self._forward(rid, kind, body, expert, stream, info, attempts)
+            if resp is not None:
+                if len(attempts) > 1:
+                    self.metrics.failovers.inc()
+                self.metrics.total.labels(path).observe(time.perf_counter() - t0)
+                self.metrics.requests.labels(path, str(resp.status_code)).inc()
+                log.info("%s %s -> %d expert=%s attempts=%d routing_ms=%.1f total_ms=%.1f%s", rid, path,
+                         resp.status_code, expert, len(attempts), 1000 * routing_s, 1000 * (time.perf_counter() - t0),
+                         " (stream)" if stream else "")
+                return resp
+        tried = "; ".join(f"{a.expert}: {a.outcome}" + (f" ({a.detail})" if a.detail else "") for a in attempts)
+        log.warning("%s %s -> 502 no expert answered: %s", rid, path, tried)
+        return self._json(error_body(f"no expert answered ({len(attempts)} tried: {tried})", "upstream_error",
+                                     "no_expert_answered", rgd=info | {"attempts": [a.to_dict() for a in attempts]}),
+                          502, {"x-rgd-attempts": str(len(attempts))}, path)
+
+    async def _forward(self, rid, kind, body, expert, stream, info, attempts):
+        """One attempt at `expert`: a Response to return, or None after recording why to try the next."""
+        import httpx2
+        from starlette.responses import Response, StreamingResponse
+
+        ep = self.endpoints[expert]
+        url = f"{ep.base_url}/{'chat/completions' if kind == 'chat' else 'completions'}"
+        headers = {"content-type": "application/json", "accept": "text/event-stream" if stream else "application/json"}
+        key = ep.api_key()
+        if key:
+            headers["authorization"] = f"Bearer {key}"
+        payload = json.dumps({**body, "model": ep.model}, ensure_ascii=False).encode()
+
+        def failed(kind_: str, detail: str, status: int | None = None) -> None:
+            attempts.append(Attempt(expert, kind_, detail, status))
+            self.metrics.upstream_errors.labels(expert, kind_).inc()
+            log.warning("%s expert %s failed: %s %s", rid, expert, kind_, detail)
+
+        try:
+            req = self.client.build_request("POST", url, content=payload, headers=headers,
+                                            timeout=httpx2.Timeout(ep.timeout))
+            resp = await self.client.send(req, stream=True)
+        except httpx2.TimeoutException:
+            failed("timeout", f"no answer within {ep.timeout:g} s")
+            return None
+        except httpx2.HTTPError as e:
+            failed("connection", type(e).__name__)
+            return None
+
+        rgd_headers = {"x-rgd-expert": expert, "x-rgd-request-id": rid}
+        if resp.status_code >= 500:
+            await resp.aclose()
+            failed("http_5xx", f"HTTP {resp.status_code}", resp.status_code)
+            return None
+        if resp.status_code >= 300:  # the request itself was refused: the client's to see, as it is
+            try:
+                data = await resp.aread()
+            except httpx2.HTTPError as e:
+                await resp.aclose()
+                failed("invalid_response", f"HTTP {resp.status_code}, body cut off ({type(e).__name__})")
+                return None
+            await resp.aclose()
+            attempts.append(Attempt(expert, f"http_{resp.status_code // 100}xx", status=resp.status_code))
+            return Response(self._scrub(data, ep), resp.status_code, rgd_headers | {
+                "x-rgd-attempts": str(len(attempts))}, media_type=resp.headers.get("content-type", "application/json"))
+
+        extra = info | {"expert": expert, "upstream_model": ep.model}
+        if stream and resp.headers.get("content-type", "").startswith("text/event-stream"):
+            lines = resp.aiter_lines()
+            head = []
+            try:  # commit only once the first event has arrived
+                async for line in lines:
+                    head.append(line)
+                    if line.startswith("data:"):
+                        break
+                else:
+                    raise httpx2.RemoteProtocolError("stream ended before its first event")
+            except (httpx2.HTTPError, httpx2.StreamError) as e:
+                await resp.aclose()
+                failed("timeout" if isinstance(e, httpx2.TimeoutException) else "stream",
+                       f"before the first event: {type(e).__name__}")
+                return None
+            attempts.append(Attempt(expert, "answered", status=resp.status_code))
+            extra["attempts"] = [a.to_dict() for a in attempts]
+            self.metrics.answered.labels(expert).inc()
+            return StreamingResponse(self._relay(rid, resp, lines, head, expert, extra), resp.status_code,
+                                     rgd_headers | {"x-rgd-attempts": str(len(attempts)), "cache-control": "no-cache"},
+                                     media_type="text/event-stream")
+        try:
+            data = await resp.aread()
+        except httpx2.TimeoutException:
+            failed("timeout", f"answer stalled for {ep.timeout:g} s")
+            return None
+        except httpx2.HTTPError as e:
+            failed("invalid_response", f"body cut off ({type(e).__name__})")
+            return None
+        finally:
+            await resp.aclose()
+        try:
+            obj = json.loads(data)
+            if not isinstance(obj, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            failed("invalid_response", "HTTP 200 with a body that is not a JSON object")
+            return None
+        attempts.append(Attempt(expert, "answered", status=resp.status_code))
+        self.metrics.answered.labels(expert).inc()
+        obj["model"] = expert
+        obj["rgd"] = extra | {"attempts": [a.to_dict() for a in attempts]}
+        return Response(json.dumps(obj, ensure_ascii=False).encode(), resp.status_code,
+                        rgd_headers | {"x-rgd-attempts": str(len(attempts))}, media_type="application/json")
+
+    def _event(self, line: str, expert: str, extra: dict | None) -> str:
+        """One SSE line with `model` set to the expert (and, on the first event, the rgd field)."""
+        if not line.startswith("data:"):
+            return line + "\n"
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return line + "\n"
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            return line + "\n"
+        if isinstance(obj, dict):
+            if "model" in obj:
+                obj["model"] = expert
+            if extra is not None:
+                obj["rgd"] = extra
+        return "data: " + json.dumps(obj, ensure_ascii=False) + "\n"
+
+    async def _relay(self, rid, resp, lines, head, expert, extra):
+        import httpx2
+
+        n_events = 1  # `head` ends with the first event
+        done = head[-1][5:].strip() == "[DONE]"
+        try:
+            for line in head:
+                yield self._event(line, expert, extra if line is head[-1] else None)
+            async for line in lines:
+                if line.startswith("data:"):
+                    n_events += 1
+                    done = done or line[5:].strip() == "[DONE]"
+                yield self._event(line, expert, None)
+            if not done:
+                raise httpx2.RemoteProtocolError("the stream ended without [DONE]")
+        except (httpx2.HTTPError, httpx2.StreamError) as e:
+            why = "stalled" if isinstance(e, httpx2.TimeoutException) else "broke off"
+            self.metrics.upstream_errors.labels(expert, "stream").inc()
+            log.warning("%s expert %s: stream %s after %d events (%s)", rid, expert, why, n_events, type(e).__name__)
+            err = error_body(f"expert {expert}: the stream {why} after {n_events} events ({type(e).__name__}); "
+                             "the answer is incomplete", "upstream_error", "stream_interrupted")
+            yield "\ndata: " + json.dumps(err) + "\n\n"
+        finally:
+            await resp.aclose()
+
+
+def create_app(service: Service):
+    """The Starlette application around a Service."""
+    import contextlib
+
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.routing import Route
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await service.startup()
+        try:
+            yield
+        finally:
+            await service.shutdown()
+
+    async def http_error(request, exc: HTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return service._json(error_body(f"{request.method} {request.url.path}: {exc.detail}",
+                                        "invalid_request_error", code), exc.status_code)
+
+    routes = [
+        Route("/v1/chat/completions", service.chat, methods=["POST"]),
+        Route("/v1/completions", service.completions, methods=["POST"]),
+        Route("/v1/models", service.models, methods=["GET"]),
+        Route("/health", service.health, methods=["GET"]),
+        Route("/metrics", service.metrics_endpoint, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})

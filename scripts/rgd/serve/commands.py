@@ -1,0 +1,141 @@
+"""`rgd serve`: the subcommand (registered by rgd.cli.build_parser through `register(add)`)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import sys
+from pathlib import Path
+
+from ..io import InputError
+
+KEY_HELP = ("name of an environment variable holding the key clients must send as `Authorization: Bearer "
+            "KEY` (default: no key; then bind to localhost only)")
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def build_service(router_dir, endpoints_file, objective: str = "quality", seed: int = 0, threads: int = 1,
+                  max_attempts: int | None = None, api_key_env: str | None = None, log_bodies: bool = False,
+                  model_name: str | None = None, env: dict | None = None):
+    """Check every input, then load the router and its embedder once: the Service to serve.
+    Everything a user can get wrong fails here, with one located line, before the embedder loads."""
+    from .. import routers
+    from ..cost import Objective
+    from . import endpoints as E
+    from .app import DEFAULT_MAX_ATTEMPTS, ROUTER_MODEL, Ranker, ServeSettings, Service
+
+    env = os.environ if env is None else env
+    try:
+        obj = Objective.parse(objective)
+    except ValueError as e:
+        raise InputError("<command line>", None, "--objective", str(e).partition(": ")[2]) from None
+    router_dir = Path(router_dir)
+    if not (router_dir / routers.PROVENANCE).is_file():
+        raise InputError(router_dir, None, None, f"not a trained router directory (no {routers.PROVENANCE})")
+    router, prov = routers.load(router_dir)
+    experts = list(prov["experts"])
+    if not prov.get("embedder"):
+        raise InputError(router_dir / routers.PROVENANCE, None, "embedder", "router records no embedder: "
+                         "rgd serve embeds each request with the router's own embedder")
+    eps = E.load(endpoints_file, experts, env)
+    if obj.needs_costs:
+        lacking = [e for e in experts if eps[e].cost is None]
+        if lacking:
+            raise InputError(endpoints_file, None, f"experts.{lacking[0]}.cost",
+                             f"missing: the objective {obj} needs every expert's cost")
+        from ..cost import common_unit
+
+        try:
+            common_unit([eps[e].cost for e in experts], experts)
+        except ValueError as e:
+            raise InputError(endpoints_file, None, "cost.unit", str(e).partition(": ")[2]) from None
+    key = None
+    if api_key_env:
+        key = env.get(api_key_env)
+        if not key:
+            raise InputError("<command line>", None, "--api-key-env", f"environment variable {api_key_env} is not set "
+                             "(or empty)")
+    if max_attempts is not None and max_attempts < 1:
+        raise InputError("<command line>", None, "--max-attempts", f"must be >= 1, got {max_attempts}")
+    if model_name is not None and model_name in experts:
+        raise InputError("<command line>", None, "--model-name", f"{model_name!r} is an expert's name")
+
+    from ..cost import expected_costs
+    from ..embed import Embedder, embedder_spec
+
+    embedder_spec(prov["embedder"], str(router_dir / routers.PROVENANCE)).check_available(
+        str(router_dir / routers.PROVENANCE))
+    embedder = Embedder(prov["embedder"], threads=threads)
+
+    def score(texts):
+        return routers.scores(router, embedder.encode(texts))
+
+    costs = expected_costs([eps[e].cost for e in experts]) if obj.needs_costs else None
+    ranker = Ranker(score, len(experts), obj, costs, seed)
+    ranker.rank_now(["warm-up"])  # the first request should not pay for lazy initialisation
+    settings = ServeSettings(max_attempts=min(max_attempts or DEFAULT_MAX_ATTEMPTS, len(experts)), api_key=key,
+                             log_bodies=log_bodies, model_name=model_name or ROUTER_MODEL,
+                             router_kind=prov.get("kind", ""), embedder=dict(prov["embedder"]))
+    return Service(ranker, experts, eps, settings)
+
+
+def cmd_serve(a):
+    import uvicorn
+
+    from .app import create_app
+
+    if not _loopback(a.host) and not a.api_key_env:
+        print(f"rgd serve: warning: binding to {a.host} without --api-key-env: anyone who can reach this port "
+              "can use the pool", file=sys.stderr)
+    service = build_service(a.router, a.endpoints, a.objective, a.seed, a.threads, a.max_attempts, a.api_key_env,
+                            a.log_bodies, a.model_name)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per upstream call is ours, not the client's
+    s = service.s
+    print(f"rgd serve: router {s.router_kind} over {', '.join(service.experts)}; objective "
+          f"{service.ranker.objective}; at most {s.max_attempts} experts per request; "
+          f"{'bearer key required' if s.api_key else 'no client key'}; bodies {'logged' if s.log_bodies else 'not logged'}",
+          file=sys.stderr, flush=True)
+    uvicorn.run(create_app(service), host=a.host, port=a.port, log_level="info", access_log=False,
+                timeout_graceful_shutdown=5)
+
+
+def register(add) -> None:
+    """Add `rgd serve` with rgd.cli's `add(name, fn, help)`."""
+    from ..args import IN, IN_DIR, count
+
+    def port(text: str) -> int:
+        import argparse
+
+        v = count(0)(text)
+        if v > 65535:
+            raise argparse.ArgumentTypeError(f"a port is at most 65535, got {v}")
+        return v
+
+    s = add("serve", cmd_serve, "an OpenAI-compatible routing endpoint in front of the pool's model servers")
+    s.add_argument("--router", required=True, path=IN_DIR, help="a trained router directory (rgd train --out-dir)")
+    s.add_argument("--endpoints", required=True, path=IN, help="YAML/JSON file mapping every pool expert to its "
+                   "OpenAI-compatible endpoint (docs/SERVING.md)")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
+    s.add_argument("--port", type=port, default=8000, help="port to bind (default %(default)s)")
+    s.add_argument("--objective", default="quality", help="quality (default), tolerance=T (the cheapest expert "
+                   "within T of the best score) or lambda=L (score - L * cost / max cost); costs come from the "
+                   "endpoints file")
+    s.add_argument("--max-attempts", type=count(1), help="experts tried per request when one fails (default: "
+                   "3, at most the pool)")
+    s.add_argument("--api-key-env", help=KEY_HELP)
+    s.add_argument("--model-name", help="the `model` clients ask for to be routed (default: rgd); an expert's "
+                   "name pins that expert")
+    s.add_argument("--log-bodies", action="store_true", help="log every request body (default: never)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the ranking's tie-break (default %(default)s)")
+    s.add_argument("--threads", type=count(1), default=1, help="CPU threads of the embedder (default %(default)s)")
