@@ -30,9 +30,11 @@ PAPER = ROOT / "config" / "paper.yaml"
 
 
 def snakemake(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """A dry run of the whole DAG (--forceall: what a checkout already holds, e.g. materialised
+    models under resources/, does not change the plan)."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([str(BIN / "snakemake"), "-n", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([str(BIN / "snakemake"), "-n", "--forceall", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def job_stats(res: subprocess.CompletedProcess) -> dict[str, int]:
