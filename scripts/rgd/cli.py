@@ -170,10 +170,10 @@ def cmd_train(a):
     X, embedder = _load_embeddings(a.embeddings, qs)
     experts = a.experts
     choices, cons = routers.consensus_matrices([r for _, r in iter_jsonl(a.consensus)], ids, experts)
-    keys = read_keys(a.keys, qs) if a.keys else None
+    correct = routers.correctness(choices, ids, read_keys(a.keys, qs)) if a.keys else None
+    data = routers.TrainingSet(X, experts, [q.category for q in qs], choices, cons, correct, ids, embedder)
     spec = a.spec or {}
-    router = routers.train(a.kind, spec.get("params", {}), spec.get("seed", 0), X, ids, [q.category for q in qs],
-                           choices, cons, experts, keys, embedder)
+    router = routers.train(a.kind, spec.get("params", {}), spec.get("seed", 0), data)
     routers.save(router, a.kind, Path(a.out_dir), experts, embedder, {"questions": str(a.questions), "n": len(ids)})
     print(f"{a.kind}: trained on {len(ids)} questions")
 

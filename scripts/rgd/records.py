@@ -130,10 +130,6 @@ def read_responses(path: str | Path) -> list[dict]:
     return read_jsonl(path, validate_response)
 
 
-def confidence_or_none(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else float(x)
-
-
 _UNSAFE = re.compile(r"[^a-z0-9]+")
 
 

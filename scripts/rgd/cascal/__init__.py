@@ -41,7 +41,6 @@ Where rgd differs from the original code (docs/DIFFERENCES.md, section "CASCAL")
 """
 
 from .config import CascalConfig
-from .router import Cascal
-from .routing import RouteResult
+from .estimator import Cascal
 
-__all__ = ["Cascal", "CascalConfig", "RouteResult"]
+__all__ = ["Cascal", "CascalConfig"]

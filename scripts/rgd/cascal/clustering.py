@@ -1,9 +1,18 @@
 """Steps B and C: per-(model, subject) skill centroids and their greedy cross-model merge.
 
 Step B picks k in k_min..k_max by the cosine silhouette of a seeded scikit-learn k-means and falls
-back to one centroid when no k is valid or the best silhouette is below the floor. The silhouette
-is computed exactly from per-cluster sums instead of the n x n distance matrix: for unit rows,
-sum_{j in c} (1 - <x_i, x_j>) = |c| - <x_i, S_c>, so a(i) and b(i) cost O(n*d*k).
+back to one centroid when no k is valid or the best silhouette is below the floor.
+
+Both computations are exact and cheaper than the original's calls:
+* k-means: `KMeans(k).fit` per k repeats the same preparation (input checks, the tolerance from the
+  per-feature variance, centring, squared norms), and k-means++ for k = 3, 4, 5 draws the same first
+  centres (the same seed and number of local trials), so one k = 5 seeding holds the ones of 3 and 4.
+  `_kmeans_labels` runs scikit-learn's own steps once each and gets the labels `KMeans(k).fit` would
+  (tests/test_cascal.py checks them against KMeans; it falls back to KMeans if those steps move).
+* silhouette: for unit rows, sum_{j in c} (1 - <x_i, x_j>) = |c| - <x_i, S_c>, so a(i) and b(i) cost
+  O(n*d*k) instead of sklearn's n x n distance matrix (O(n^2*d)). The two differ by float rounding
+  (~1e-15); with silhouette="sklearn" a choice that close (two candidates, or one and the floor,
+  within `SKLEARN_MARGIN`) is made on sklearn's own scores, so the chosen k is always sklearn's.
 """
 
 from __future__ import annotations
@@ -11,12 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.metrics import silhouette_score
 
 from .config import CascalConfig
 
 EPS = 1e-9  # the original's l2_normalize floor on norms
+# Closer than this, two silhouettes (or one and the floor) are compared on sklearn's own scores. The
+# cluster-sum silhouette differs from sklearn's by float rounding, ~1e-15 at n ~ 10^4 (benchmarks
+# record the largest difference seen); the margin leaves six orders of magnitude.
+SKLEARN_MARGIN = 1e-9
 
 
 def l2_normalize(X: np.ndarray) -> np.ndarray:
@@ -59,13 +70,85 @@ def cosine_silhouette(X: np.ndarray, labels: np.ndarray) -> float | None:
     return float(s.mean())
 
 
-def _silhouette(cfg: CascalConfig, X: np.ndarray, labels: np.ndarray) -> float | None:
-    if cfg.silhouette == "linear":
-        return cosine_silhouette(X, labels)
-    n_labels = len(np.unique(labels))
-    if not 2 <= n_labels <= len(X) - 1:
+def sklearn_silhouette(X: np.ndarray, labels: np.ndarray) -> float | None:
+    from sklearn.metrics import silhouette_score
+
+    if not 2 <= len(np.unique(labels)) <= len(X) - 1:
         return None
     return float(silhouette_score(X, labels, metric="cosine"))
+
+
+def _pick(cfg: CascalConfig, X: np.ndarray, labelings: list[np.ndarray]) -> tuple[int | None, float | None]:
+    """(index of the chosen labelling or None, its silhouette): the first best score (smallest k wins
+    ties), as the original's strict `>` scan; scores below the floor are decided by the caller."""
+    scores = [cosine_silhouette(X, lab) for lab in labelings]
+    if cfg.silhouette == "sklearn" and _too_close(scores, cfg.silhouette_floor):
+        scores = [sklearn_silhouette(X, lab) for lab in labelings]
+    best, best_score = None, -np.inf
+    for i, score in enumerate(scores):
+        if score is not None and score > best_score:
+            best, best_score = i, score
+    return best, (None if best is None else float(best_score))
+
+
+def _too_close(scores: list[float | None], floor: float) -> bool:
+    vals = sorted([s for s in scores if s is not None] + [floor])
+    return any(b - a <= SKLEARN_MARGIN for a, b in zip(vals, vals[1:]))
+
+
+def _kmeans_labels(cfg: CascalConfig, X: np.ndarray, w: np.ndarray | None, ks: range) -> list[np.ndarray]:
+    """Labels of `KMeans(n_clusters=k, ...).fit(X, sample_weight=w)` for every k in `ks`, one thread."""
+    try:
+        from sklearn.cluster._k_means_common import _is_same_clustering
+        from sklearn.cluster._kmeans import _kmeans_plusplus, _kmeans_single_lloyd, _tolerance
+        from sklearn.utils.extmath import row_norms
+        from sklearn.utils.validation import _check_sample_weight
+    except ImportError:  # another scikit-learn: the public estimator, same labels, more work
+        return [_kmeans_estimator(cfg, X, w, k) for k in ks]
+    # What KMeans.fit does before its first seeding, once: a C-ordered copy, the tolerance from the
+    # uncentred copy, weights in X's dtype, centring, squared row norms.
+    X = np.array(X, dtype=X.dtype, order="C", copy=True)
+    tol = _tolerance(X, 1e-4)  # KMeans' default tol
+    sw = _check_sample_weight(w, X, dtype=X.dtype)
+    X -= X.mean(axis=0)
+    x_sq = row_norms(X, squared=True)
+    n_init = 1 if cfg.kmeans_n_init == "auto" else cfg.kmeans_n_init  # "auto" with k-means++ is one run
+
+    def seeding(k: int, rs: np.random.RandomState) -> np.ndarray:
+        return _kmeans_plusplus(X, k, random_state=rs, x_squared_norms=x_sq, sample_weight=sw)[0]
+
+    # A k-means++ seeding of k centres is a prefix of one of more centres when both take the same
+    # number of local trials (2 + int(log k)) from the same fresh RandomState.
+    def trials(k: int) -> int:
+        return 2 + int(np.log(k))
+
+    largest = {k: max(j for j in ks if trials(j) == trials(k)) for k in ks}
+    shared = {}
+    if n_init == 1:
+        shared = {top: seeding(top, np.random.RandomState(cfg.random_state)) for top in sorted(set(largest.values()))}
+    out = []
+    for k in ks:
+        if n_init == 1:
+            runs = [shared[largest[k]][:k].copy()]
+        else:
+            rs = np.random.RandomState(cfg.random_state)
+            runs = (seeding(k, rs) for _ in range(n_init))
+        best_labels, best_inertia = None, None
+        for centers in runs:
+            labels, inertia, _, _ = _kmeans_single_lloyd(
+                X, sw, centers, max_iter=cfg.kmeans_max_iter, tol=tol, n_threads=1
+            )
+            if best_inertia is None or (inertia < best_inertia and not _is_same_clustering(labels, best_labels, k)):
+                best_labels, best_inertia = labels, inertia
+        out.append(best_labels)
+    return out
+
+
+def _kmeans_estimator(cfg: CascalConfig, X: np.ndarray, w: np.ndarray | None, k: int) -> np.ndarray:
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=k, n_init=cfg.kmeans_n_init, max_iter=cfg.kmeans_max_iter, random_state=cfg.random_state)
+    return km.fit_predict(X, sample_weight=w)
 
 
 @dataclass(frozen=True)
@@ -114,16 +197,14 @@ def fit_skill_centroids(cfg: CascalConfig, X: np.ndarray, weights: np.ndarray | 
     if n_unique == 1:
         return _single(X, None)
     max_k = max(min(cfg.k_max, n - 1, n_unique - 1), 1)
-    Xk = X.astype(np.float32) if cfg.kmeans_float32 else X
-    best_score, best_labels, best_k = -np.inf, None, 0
-    for k in range(cfg.k_min, max_k + 1):
-        km = KMeans(n_clusters=k, n_init=cfg.kmeans_n_init, max_iter=cfg.kmeans_max_iter, random_state=cfg.random_state)
-        labels = km.fit_predict(Xk, sample_weight=w)
-        score = _silhouette(cfg, X, labels)
-        if score is not None and score > best_score:  # strict: the smallest k wins ties
-            best_score, best_labels, best_k = score, labels, k
-    if best_labels is None or best_score < cfg.silhouette_floor:
-        return _single(X, w, None if best_labels is None else best_score)
+    ks = range(cfg.k_min, max_k + 1)
+    if not len(ks):
+        return _single(X, w, None)
+    labelings = _kmeans_labels(cfg, X.astype(np.float32) if cfg.kmeans_float32 else X, w, ks)
+    best, best_score = _pick(cfg, X, labelings)
+    if best is None or best_score < cfg.silhouette_floor:
+        return _single(X, w, best_score)
+    best_labels, best_k = labelings[best], ks[best]
     ww = np.ones(n) if w is None else w
     hot = one_hot(best_labels, best_k)
     seeds = hot.sum(axis=1).astype(np.int64)
