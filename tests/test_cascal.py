@@ -11,7 +11,7 @@ import pytest
 from sklearn.metrics import silhouette_score
 
 from rgd.cascal import Cascal, CascalConfig
-from rgd.cascal.clustering import cosine_silhouette, fit_skill_centroids, l2_normalize, merge_centroids
+from rgd.cascal.clustering import cosine_silhouettes, fit_skill_centroids, l2_normalize, merge_centroids
 from rgd.cascal.niches import plurality_members, proficiency
 from rgd.cascal.subject import _prune, fit_subject, ranking_order
 from rgd.records import slug
@@ -100,10 +100,14 @@ def test_linear_silhouette_matches_sklearn():
     rng = np.random.default_rng(3)
     X = l2_normalize(rng.normal(size=(60, 8)) + np.repeat(np.eye(8)[:3] * 2, 20, axis=0))
     for labels in (np.repeat([0, 1, 2], 20), rng.integers(0, 4, 60), np.r_[np.zeros(58, int), 1, 2]):
-        ours = cosine_silhouette(X, labels)
+        ours = cosine_silhouettes(X, [labels])[0]
         assert ours == pytest.approx(silhouette_score(X, labels, metric="cosine"), abs=1e-12)
-    assert cosine_silhouette(X, np.zeros(60, int)) is None  # one label
-    assert cosine_silhouette(X[:3], np.array([0, 1, 2])) is None  # n labels == n samples
+    assert cosine_silhouettes(X, [np.zeros(60, int)]) == [None]  # one label
+    assert cosine_silhouettes(X[:3], [np.array([0, 1, 2])]) == [None]  # n labels == n samples
+    # several labellings at once: the same scores as one at a time
+    several = [np.repeat([0, 1, 2], 20), np.zeros(60, int), rng.integers(0, 4, 60)]
+    one_by_one = [cosine_silhouettes(X, [lab])[0] for lab in several]
+    assert cosine_silhouettes(X, several) == [None if v is None else pytest.approx(v, abs=1e-14) for v in one_by_one]
 
 
 def test_single_point_and_identical_rows_give_one_centroid():
@@ -170,7 +174,7 @@ def test_shared_kmeans_steps_give_kmeans_labels(dtype, weighted, n_init, seed):
     w = rng.uniform(0.5, 1.0, 160) if weighted else None
     cfg = CascalConfig(kmeans_n_init=n_init, random_state=seed, k_max=8)
     ks = range(2, 9)
-    got = _kmeans_labels(cfg, X, w, ks)
+    got = _kmeans_labels(cfg, X.copy(), w, ks)
     for k, labels in zip(ks, got):
         km = KMeans(n_clusters=k, n_init=n_init, max_iter=cfg.kmeans_max_iter, random_state=seed)
         np.testing.assert_array_equal(labels, km.fit_predict(X, sample_weight=w))
@@ -183,11 +187,11 @@ def test_sklearn_silhouette_decides_near_ties_on_sklearn_scores(monkeypatch):
     labelings = [np.arange(30) % 2, np.arange(30) % 3]
     calls = []
     monkeypatch.setattr(clustering, "sklearn_silhouette", lambda X, lab: calls.append(1) or [0.2, 0.3][len(calls) - 1])
-    monkeypatch.setattr(clustering, "cosine_silhouette", lambda X, lab: 0.25)  # a tie: too close to call
+    monkeypatch.setattr(clustering, "cosine_silhouettes", lambda X, labs: [0.25] * len(labs))  # a tie: too close to call
     assert clustering._pick(CascalConfig(silhouette="sklearn"), X, labelings) == (1, 0.3)
     assert clustering._pick(CascalConfig(silhouette="linear"), X, labelings) == (0, 0.25) and len(calls) == 2
     calls.clear()
-    monkeypatch.setattr(clustering, "cosine_silhouette", lambda X, lab: 0.1 + 0.2 * lab.max())
+    monkeypatch.setattr(clustering, "cosine_silhouettes", lambda X, labs: [0.1 + 0.2 * lab.max() for lab in labs])
     assert clustering._pick(CascalConfig(silhouette="sklearn"), X, labelings) == (1, 0.5) and not calls
 
 

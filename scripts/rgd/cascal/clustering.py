@@ -36,38 +36,41 @@ def l2_normalize(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(norms, EPS)[..., None]
 
 
-def one_hot(labels: np.ndarray, k: int) -> np.ndarray:
-    """(k, n) float64 indicator matrix, so `one_hot(l, k) @ X` gives per-cluster sums."""
-    out = np.zeros((k, len(labels)))
-    out[labels, np.arange(len(labels))] = 1.0
-    return out
-
-
-def cosine_silhouette(X: np.ndarray, labels: np.ndarray) -> float | None:
-    """Mean cosine silhouette of unit rows `X`; None where scikit-learn would refuse (2 <= k <= n-1).
+def cosine_silhouettes(X: np.ndarray, labelings: list[np.ndarray]) -> list[float | None]:
+    """Mean cosine silhouette of unit rows `X` under each labelling; None where scikit-learn would
+    refuse (2 <= k <= n-1).
 
     Same definition as sklearn's silhouette_score(metric="cosine"): singletons score 0, a(i) excludes
-    i itself. Differences are float rounding only (sklearn also clips each distance to [0, 2]).
+    i itself. Differences are float rounding only (sklearn also clips each distance to [0, 2]). All
+    labellings share two passes over X: one for every cluster sum, one for every <x_i, S_c>.
     """
     n = len(X)
-    _, inv = np.unique(labels, return_inverse=True)
-    k = int(inv.max()) + 1 if n else 0
-    if not 2 <= k <= n - 1:
-        return None
-    counts = np.bincount(inv, minlength=k).astype(np.float64)
-    dots = X @ (one_hot(inv, k) @ X).T  # (n, k): <x_i, S_c>
+    invs = [np.unique(lab, return_inverse=True)[1].ravel() for lab in labelings]
+    ks = [int(inv.max()) + 1 if n else 0 for inv in invs]
+    valid = [i for i, k in enumerate(ks) if 2 <= k <= n - 1]
+    out: list[float | None] = [None] * len(labelings)
+    if not valid:
+        return out
+    offsets = np.cumsum([0] + [ks[i] for i in valid])
+    hot = np.zeros((offsets[-1], n))
+    for i, lo in zip(valid, offsets):
+        hot[lo + invs[i], np.arange(n)] = 1.0
+    dots_all = X @ (hot @ X).T  # (n, sum of k): <x_i, S_c> for every cluster of every labelling
     self_dist = 1.0 - np.einsum("ij,ij->i", X, X)  # ~0; included in the own-cluster sum
-    dist_sums = counts[None, :] - dots
     rows = np.arange(n)
-    own = counts[inv]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = (dist_sums[rows, inv] - self_dist) / (own - 1.0)
-        means = dist_sums / counts[None, :]
-        means[rows, inv] = np.inf
-        b = means.min(axis=1)
-        s = (b - a) / np.maximum(a, b)
-    s = np.where(own > 1, np.nan_to_num(s), 0.0)
-    return float(s.mean())
+    for i, lo, hi in zip(valid, offsets[:-1], offsets[1:]):
+        inv = invs[i]
+        counts = np.bincount(inv, minlength=ks[i]).astype(np.float64)
+        dist_sums = counts[None, :] - dots_all[:, lo:hi]
+        own = counts[inv]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = (dist_sums[rows, inv] - self_dist) / (own - 1.0)
+            means = dist_sums / counts[None, :]
+            means[rows, inv] = np.inf
+            b = means.min(axis=1)
+            s_i = (b - a) / np.maximum(a, b)
+        out[i] = float(np.where(own > 1, np.nan_to_num(s_i), 0.0).mean())
+    return out
 
 
 def sklearn_silhouette(X: np.ndarray, labels: np.ndarray) -> float | None:
@@ -81,7 +84,7 @@ def sklearn_silhouette(X: np.ndarray, labels: np.ndarray) -> float | None:
 def _pick(cfg: CascalConfig, X: np.ndarray, labelings: list[np.ndarray]) -> tuple[int | None, float | None]:
     """(index of the chosen labelling or None, its silhouette): the first best score (smallest k wins
     ties), as the original's strict `>` scan; scores below the floor are decided by the caller."""
-    scores = [cosine_silhouette(X, lab) for lab in labelings]
+    scores = cosine_silhouettes(X, labelings)
     if cfg.silhouette == "sklearn" and _too_close(scores, cfg.silhouette_floor):
         scores = [sklearn_silhouette(X, lab) for lab in labelings]
     best, best_score = None, -np.inf
@@ -97,7 +100,8 @@ def _too_close(scores: list[float | None], floor: float) -> bool:
 
 
 def _kmeans_labels(cfg: CascalConfig, X: np.ndarray, w: np.ndarray | None, ks: range) -> list[np.ndarray]:
-    """Labels of `KMeans(n_clusters=k, ...).fit(X, sample_weight=w)` for every k in `ks`, one thread."""
+    """Labels of `KMeans(n_clusters=k, ...).fit(X, sample_weight=w)` for every k in `ks`, one thread.
+    X is consumed (centred in place): pass a copy."""
     try:
         from sklearn.cluster._k_means_common import _is_same_clustering
         from sklearn.cluster._kmeans import _kmeans_plusplus, _kmeans_single_lloyd, _tolerance
@@ -105,9 +109,9 @@ def _kmeans_labels(cfg: CascalConfig, X: np.ndarray, w: np.ndarray | None, ks: r
         from sklearn.utils.validation import _check_sample_weight
     except ImportError:  # another scikit-learn: the public estimator, same labels, more work
         return [_kmeans_estimator(cfg, X, w, k) for k in ks]
-    # What KMeans.fit does before its first seeding, once: a C-ordered copy, the tolerance from the
-    # uncentred copy, weights in X's dtype, centring, squared row norms.
-    X = np.array(X, dtype=X.dtype, order="C", copy=True)
+    # What KMeans.fit does before its first seeding, once: a C-ordered copy (the caller's), the
+    # tolerance from the uncentred copy, weights in X's dtype, centring, squared row norms.
+    X = np.ascontiguousarray(X)
     tol = _tolerance(X, 1e-4)  # KMeans' default tol
     sw = _check_sample_weight(w, X, dtype=X.dtype)
     X -= X.mean(axis=0)
@@ -146,9 +150,13 @@ def _kmeans_labels(cfg: CascalConfig, X: np.ndarray, w: np.ndarray | None, ks: r
 
 def _kmeans_estimator(cfg: CascalConfig, X: np.ndarray, w: np.ndarray | None, k: int) -> np.ndarray:
     from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
 
     km = KMeans(n_clusters=k, n_init=cfg.kmeans_n_init, max_iter=cfg.kmeans_max_iter, random_state=cfg.random_state)
-    return km.fit_predict(X, sample_weight=w)
+    # One OpenMP thread (a per-thread limit): sklearn's multi-threaded Lloyd step adds per-thread
+    # partial sums in lock-acquisition order, so its labels would depend on timing.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        return km.fit_predict(X, sample_weight=w)
 
 
 @dataclass(frozen=True)
@@ -184,8 +192,11 @@ def _n_unique_rows(X: np.ndarray, cap: int) -> int:
     return min(len(np.unique(keys)), cap)
 
 
-def fit_skill_centroids(cfg: CascalConfig, X: np.ndarray, weights: np.ndarray | None) -> SkillFit:
-    """Step B on unit rows `X` (float64) with per-row weights (None = unweighted variant)."""
+def fit_skill_centroids(
+    cfg: CascalConfig, X: np.ndarray, weights: np.ndarray | None, Xk: np.ndarray | None = None
+) -> SkillFit:
+    """Step B on unit rows `X` (float64) with per-row weights (None = unweighted variant). `Xk`: the
+    k-means input if the caller has it (a fresh copy of X in k-means precision; it is consumed)."""
     n = len(X)
     w = None
     if weights is not None:
@@ -200,13 +211,16 @@ def fit_skill_centroids(cfg: CascalConfig, X: np.ndarray, weights: np.ndarray | 
     ks = range(cfg.k_min, max_k + 1)
     if not len(ks):
         return _single(X, w, None)
-    labelings = _kmeans_labels(cfg, X.astype(np.float32) if cfg.kmeans_float32 else X, w, ks)
+    if Xk is None:
+        Xk = X.astype(np.float32) if cfg.kmeans_float32 else X.copy()
+    labelings = _kmeans_labels(cfg, Xk, w, ks)
     best, best_score = _pick(cfg, X, labelings)
     if best is None or best_score < cfg.silhouette_floor:
         return _single(X, w, best_score)
     best_labels, best_k = labelings[best], ks[best]
     ww = np.ones(n) if w is None else w
-    hot = one_hot(best_labels, best_k)
+    hot = np.zeros((best_k, n))
+    hot[best_labels, np.arange(n)] = 1.0
     seeds = hot.sum(axis=1).astype(np.int64)
     # An empty k-means label would give a zero centroid in the original; it is not emitted here.
     kept = np.flatnonzero(seeds > 0)

@@ -7,7 +7,6 @@ import inspect
 import os
 import warnings
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import fields
 from pathlib import Path
 
@@ -55,6 +54,8 @@ class Cascal(Router):
 
     # ------------------------------------------------------------------ training
     def fit(self, data: TrainingSet) -> Cascal:
+        from concurrent.futures import ThreadPoolExecutor
+
         from threadpoolctl import threadpool_limits
 
         cfg = self.config

@@ -1,6 +1,5 @@
-"""§9 inference, vectorised over a block of questions: float32 similarities to the subject
-representatives pick each question's subject, then each subject's questions are compared with that
-subject's centroids only (so the cost per question grows with the centroids of one subject, not all).
+"""§9 inference, vectorised over a block of questions: one float32 matrix product against every
+subject representative and centroid, then each question's k nearest centroids among its subject's.
 """
 
 from __future__ import annotations
@@ -49,8 +48,8 @@ def cluster_model_scores(cfg: CascalConfig, rankings: np.ndarray) -> tuple[np.nd
 class RoutingTables:
     """Everything routing needs, derived deterministically from a fitted router's arrays."""
 
-    reps: np.ndarray  # (S, d) float32 subject representatives
-    centroids: np.ndarray  # (K, d) float32
+    bank: np.ndarray  # (S + K, d) float32: subject representatives, then centroids
+    reps: np.ndarray  # (S, d) view of the representatives
     cluster_subject: np.ndarray  # (K,) int
     by_subject: tuple[np.ndarray, ...]  # cluster indices of each subject, ascending
     scores: np.ndarray  # (K, m)
@@ -61,9 +60,10 @@ class RoutingTables:
     def build(cls, cfg, reps, centroids, cluster_subject, rankings, global_scores) -> RoutingTables:
         owner = np.asarray(cluster_subject, np.int64)
         s, usable = cluster_model_scores(cfg, rankings)
+        bank = np.ascontiguousarray(np.concatenate([reps, centroids]).astype(np.float32))
         return cls(
-            np.ascontiguousarray(np.asarray(reps, np.float32)),
-            np.ascontiguousarray(np.asarray(centroids, np.float32)),
+            bank,
+            bank[: len(reps)],
             owner,
             tuple(np.flatnonzero(owner == j) for j in range(len(reps))),
             s,
@@ -75,28 +75,32 @@ class RoutingTables:
 def route_block(cfg: CascalConfig, t: RoutingTables, X: np.ndarray, diagnose: bool) -> tuple[np.ndarray, dict]:
     """(P (n, m) float64: the blended scores of §9 step 6, diagnostics or {}) for one block of questions."""
     X = np.asarray(X, dtype=np.float32)
-    n, m, K, k_max = len(X), len(t.global_scores), len(t.cluster_subject), cfg.k_nearest
-    # Cosine similarity against unit rows, dividing by the query norm afterwards (no copy of X).
+    n, m, S, K, k_max = len(X), len(t.global_scores), len(t.reps), len(t.cluster_subject), cfg.k_nearest
+    # One pass over X: similarities to every representative and centroid (unit rows), divided by
+    # the query norm afterwards (no normalised copy of X).
     inv_norm = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64)), EPS)
-    if cfg.two_stage and len(t.reps):
-        subj = np.argmax(X @ t.reps.T, axis=1)  # ties: first subject (the norm does not change the argmax)
+    sims = X @ t.bank.T
+    dist = 1.0 - sims[:, S:].astype(np.float64) * inv_norm[:, None]
+    if cfg.two_stage and S:
+        subj = np.argmax(sims[:, :S], axis=1)  # ties: first subject (the norm does not change the argmax)
     elif K:
-        subj = t.cluster_subject[np.argmax(X @ t.centroids.T, axis=1)]
+        subj = t.cluster_subject[np.argmin(dist, axis=1)]
     else:
         subj = np.full(n, -1)
 
     near = np.full((n, k_max), -1, dtype=np.int64)  # the k nearest centroids of the subject, nearest first
     d_k = np.full((n, k_max), np.inf)
-    for s in np.unique(subj[subj >= 0]) if K else ():
+    present = np.flatnonzero(np.bincount(subj[subj >= 0], minlength=S)) if K else ()
+    for s in present:  # (np.unique would import numpy.ma: start-up time of `rgd route`)
         cand = t.by_subject[s]
         if not len(cand):
             continue
         rows = np.flatnonzero(subj == s)
-        dist = 1.0 - (X[rows] @ t.centroids[cand].T).astype(np.float64) * inv_norm[rows, None]
+        d_s = dist[np.ix_(rows, cand)]
         k = min(k_max, len(cand))
-        best = np.argsort(dist, axis=1, kind="stable")[:, :k]  # stable: ties keep cluster order
+        best = np.argsort(d_s, axis=1, kind="stable")[:, :k]  # stable: ties keep cluster order
         near[rows, :k] = cand[best]
-        d_k[rows, :k] = np.take_along_axis(dist, best, axis=1)
+        d_k[rows, :k] = np.take_along_axis(d_s, best, axis=1)
     valid = near >= 0
     n_used = valid.sum(axis=1)
     has = n_used > 0

@@ -81,11 +81,13 @@ def fit_subject(
     """Train one subject. X: (n_s, d) unit rows (float64); weights: step-A (n_s, m); signal: (n_s, m)."""
     counters: Counter = Counter()
     cents, seeds, ids = [], [], []
+    X32 = X.astype(np.float32) if cfg.kmeans_float32 else None  # cast once; its rows are each model's copy
     for j, expert in enumerate(experts):  # step B
         rows = np.flatnonzero(weights[:, j] > 0)
         if len(rows) == 0:
             continue
-        fit = fit_skill_centroids(cfg, X[rows], weights[rows, j] if cfg.weighted else None)
+        Xk = None if X32 is None else X32[rows]
+        fit = fit_skill_centroids(cfg, X[rows], weights[rows, j] if cfg.weighted else None, Xk)
         counters["skill_fits"] += 1
         counters["single_cluster_fits"] += fit.k == 1
         cents.append(fit.centroids)
