@@ -39,8 +39,9 @@ def _ranking(members, consensus, experts, decimals=3):
     return sorted(zip(experts, scores), key=lambda t: (-t[1], t[0]))
 
 
-def _skill_centroids(X, w, s=SETTINGS):
-    """§8 step B for one model in one subject: [(vector, seed_count, label)]."""
+def _skill_centroids(X, w, s=SETTINGS, audit=None):
+    """§8 step B for one model in one subject: [(vector, seed_count, label)]. `audit(X, labels, score)`,
+    if given, sees every silhouette sklearn computed (bench_cascal compares rgd's with it)."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import silhouette_score
 
@@ -56,6 +57,8 @@ def _skill_centroids(X, w, s=SETTINGS):
             score = silhouette_score(X, labels, metric="cosine")
         except ValueError:
             continue
+        if audit is not None:
+            audit(X, labels, score)
         if score > best:
             best, best_labels, best_k = score, labels, k
     if best_labels is None or best < s["floor"]:
@@ -99,7 +102,7 @@ def _merge(cents, s=SETTINGS):
     return out
 
 
-def fit(X, subjects, choices, consensus, experts, s=SETTINGS):
+def fit(X, subjects, choices, consensus, experts, s=SETTINGS, audit=None):
     """The router's tables: {subject: {"centroids": {cid: vec}, "rankings": {cid: [...]}, "assigned": {cid:
     [row]}}}, subject representatives {subject: vec} and the global ranking [(model, score)]."""
     m = len(experts)
@@ -127,7 +130,7 @@ def fit(X, subjects, choices, consensus, experts, s=SETTINGS):
                     continue
                 rows = [q for q, _ in proficient[e]]
                 w = np.array([a for _, a in proficient[e]])
-                for vec, seeds, j in _skill_centroids(_unit(X[rows]), w, s):
+                for vec, seeds, j in _skill_centroids(_unit(X[rows]), w, s, audit):
                     cents.append((f"{subject}::model={e}::c{j}", vec, seeds))
             Xs = _unit(X[qs])
             if not cents:

@@ -582,6 +582,26 @@ def test_cascal_gt_ranks_by_correctness():
         Cascal(signal="correctness").fit(data(X, subj, choices, consensus, experts))
 
 
+def test_routing_in_blocks_and_from_a_memory_map(tmp_path, monkeypatch):
+    from rgd.cascal import estimator
+
+    router = _fit()
+    X = _dataset(n=50, seed=3)[0]
+    whole, diag = router.route(X), router.diagnostics(X)
+    monkeypatch.setattr(estimator, "ROUTE_CHUNK", 7)  # 8 blocks, the last one short
+    mm = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=X.dtype, shape=X.shape)
+    mm[:] = X
+    for Xs in (X, np.load(tmp_path / "X.npy", mmap_mode="r")):
+        np.testing.assert_allclose(router.route(Xs), whole, rtol=1e-6)  # float32 products: block-size rounding
+        blocked = router.diagnostics(Xs)
+        assert blocked["predicted_subject"] == diag["predicted_subject"]
+        assert blocked["nearest_cluster"] == diag["nearest_cluster"]
+        np.testing.assert_array_equal(blocked["n_centroids_used"], diag["n_centroids_used"])
+    X[23, 4] = np.nan  # a bad row in a later block is still found
+    with pytest.raises(ValueError, match="NaN"):
+        router.route(X)
+
+
 def test_fit_recovers_niches_on_the_toy_data():
     router = _fit()
     assert len(router.cluster_ids_) == 4 and router.counters_["pruned"] == 0
