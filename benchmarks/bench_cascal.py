@@ -28,7 +28,6 @@ numpy/scikit-learn on the CPU: on a GPU node it runs unchanged (benchmarks/READM
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import sys
 import time
@@ -41,7 +40,7 @@ import cascal_reference as reference
 from benchlib import fmt_rate, result
 from benchlib import finish as finish_result
 from rgd import metrics
-from rgd.cascal import Cascal, clustering
+from rgd.cascal import Cascal, clustering, estimator
 from rgd.consensus import consensus_scores
 from rgd.routers import TrainingSet
 
@@ -220,7 +219,7 @@ def run(n_train=30_000, n_test=12_000, n_subjects=14, n_models=6, dim=4096, seed
     correct = test.choices == test.gold[:, None]
     rows = np.arange(n_test)
     top1 = lambda picks: round(float(correct[rows, picks].mean()), 4)  # noqa: E731
-    jobs = n_jobs or len(os.sched_getaffinity(0))
+    jobs = n_jobs or estimator._usable_cpus()
     return {
         "workload": {"n_train": n_train, "n_test": n_test, "subjects": n_subjects, "models": n_models, "dim": dim,
                      "seed": seed},

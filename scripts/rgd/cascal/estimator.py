@@ -79,7 +79,7 @@ class Cascal(Router):
         # results never depend on threads. Fewer distinct k-means clusters than k (near-duplicate
         # points) is handled by the silhouette check; warnings are filtered here, in the calling
         # thread, because catch_warnings is not thread-safe.
-        jobs = min(self.n_jobs or len(os.sched_getaffinity(0)), len(names))
+        jobs = min(self.n_jobs or _usable_cpus(), len(names))
         with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Number of distinct clusters")
             if jobs > 1:
@@ -250,6 +250,11 @@ class Cascal(Router):
     def _check_fitted(self) -> None:
         if not hasattr(self, "centroids_"):
             raise RuntimeError("Cascal: not fitted; call fit() or Cascal.load() first")
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _plain(x):
