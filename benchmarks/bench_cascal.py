@@ -142,7 +142,7 @@ def timed(fn):
     return out, time.perf_counter() - t0, time.process_time() - c0
 
 
-def previous_default_labels(cfg, X, w, ks):
+def previous_default_fits(cfg, X, w, ks):
     """The k-means of rgd's previous default: KMeans(k).fit for every k, nothing shared."""
     return [clustering._kmeans_estimator(cfg, X, w, k) for k in ks]
 
@@ -197,12 +197,12 @@ def run(n_train=30_000, n_test=12_000, n_subjects=14, n_models=6, dim=4096, seed
 
     # Picks: the best model per test question, ties broken by one seeded permutation for both.
     picks_ref, picks_orig = metrics.rank(P_ref, seed)[:, 0], metrics.rank(P_orig, seed)[:, 0]
-    saved = clustering._kmeans_labels
-    clustering._kmeans_labels = previous_default_labels
+    saved = clustering._kmeans_fits
+    clustering._kmeans_fits = previous_default_fits
     try:
         previous, previous_s, _ = timed(lambda: Cascal(n_jobs=n_jobs).fit(data))
     finally:
-        clustering._kmeans_labels = saved
+        clustering._kmeans_fits = saved
     previous_order = previous.rank(test.X)[0]
 
     # Memory pass: the same fit and routing under tracemalloc; it must also reproduce the timing pass.

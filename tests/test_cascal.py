@@ -167,17 +167,32 @@ def test_shared_kmeans_steps_give_kmeans_labels(dtype, weighted, n_init, seed):
     # One preparation and one k-means++ seeding shared across k must give what KMeans(k).fit gives.
     from sklearn.cluster import KMeans
 
-    from rgd.cascal.clustering import _kmeans_labels
+    from rgd.cascal.clustering import _kmeans_fits
 
     rng = np.random.default_rng(seed)
     X = l2_normalize(np.repeat(np.eye(24)[:4], 40, axis=0) + 0.6 * rng.normal(size=(160, 24))).astype(dtype)
     w = rng.uniform(0.5, 1.0, 160) if weighted else None
     cfg = CascalConfig(kmeans_n_init=n_init, random_state=seed, k_max=8)
     ks = range(2, 9)
-    got = _kmeans_labels(cfg, X.copy(), w, ks)
-    for k, labels in zip(ks, got):
+    got = _kmeans_fits(cfg, X.copy(), w, ks)
+    for k, (labels, centres) in zip(ks, got):
         km = KMeans(n_clusters=k, n_init=n_init, max_iter=cfg.kmeans_max_iter, random_state=seed)
         np.testing.assert_array_equal(labels, km.fit_predict(X, sample_weight=w))
+        np.testing.assert_array_equal(centres, km.cluster_centers_)
+
+
+def test_large_skill_sets_cluster_on_a_sample():
+    rng = np.random.default_rng(6)
+    X = l2_normalize(np.repeat(np.eye(16)[:3], [150, 100, 50], axis=0) + 0.1 * rng.normal(size=(300, 16)))
+    w = rng.uniform(0.5, 1.0, 300)
+    exact = fit_skill_centroids(CascalConfig(kmeans_max_rows=0), X, w)
+    sampled = fit_skill_centroids(CascalConfig(kmeans_max_rows=40), X, w)
+    assert not exact.sampled and sampled.sampled and exact.k == sampled.k == 3
+    # every row went to its nearest sample centre: the same three groups, the same weighted means
+    assert sorted(sampled.seeds.tolist()) == sorted(exact.seeds.tolist()) == [50, 100, 150]
+    np.testing.assert_allclose(np.sort(sampled.centroids, axis=0), np.sort(exact.centroids, axis=0), atol=1e-12)
+    with pytest.raises(ValueError, match="kmeans_max_rows"):
+        CascalConfig(kmeans_max_rows=5)
 
 
 def test_sklearn_silhouette_decides_near_ties_on_sklearn_scores(monkeypatch):
@@ -200,6 +215,9 @@ def test_compat_original_sets_the_original_semantics():
     assert (cfg.agreement, cfg.silhouette, cfg.kmeans_float32) == ("tied_union", "sklearn", False)
     rgd = CascalConfig()
     assert (rgd.agreement, rgd.silhouette, rgd.kmeans_float32) == ("plurality", "linear", True)
+    assert rgd.kmeans_max_rows == cfg.kmeans_max_rows == 0  # exact k-means on every row
+    with pytest.raises(ValueError, match="kmeans_max_rows: compat='original' clusters every row"):
+        CascalConfig(compat="original", kmeans_max_rows=4096)
     assert CascalConfig(compat="original", agreement="tied_union") == cfg  # the same value is fine
     with pytest.raises(ValueError, match="agreement: compat='original' sets 'tied_union'"):
         CascalConfig(compat="original", agreement="plurality")

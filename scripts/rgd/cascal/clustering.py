@@ -17,7 +17,7 @@ Both computations are exact and cheaper than the original's calls:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -99,9 +99,11 @@ def _too_close(scores: list[float | None], floor: float) -> bool:
     return any(b - a <= SKLEARN_MARGIN for a, b in zip(vals, vals[1:]))
 
 
-def _kmeans_labels(cfg: CascalConfig, X: np.ndarray, w: np.ndarray | None, ks: range) -> list[np.ndarray]:
-    """Labels of `KMeans(n_clusters=k, ...).fit(X, sample_weight=w)` for every k in `ks`, one thread.
-    X is consumed (centred in place): pass a copy."""
+def _kmeans_fits(
+    cfg: CascalConfig, X: np.ndarray, w: np.ndarray | None, ks: range
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(labels, centres) of `KMeans(n_clusters=k, ...).fit(X, sample_weight=w)` for every k in `ks`,
+    one thread. X is consumed (centred in place): pass a copy."""
     try:
         from sklearn.cluster._k_means_common import _is_same_clustering
         from sklearn.cluster._kmeans import _kmeans_plusplus, _kmeans_single_lloyd, _tolerance
@@ -109,12 +111,13 @@ def _kmeans_labels(cfg: CascalConfig, X: np.ndarray, w: np.ndarray | None, ks: r
         from sklearn.utils.validation import _check_sample_weight
     except ImportError:  # another scikit-learn: the public estimator, same labels, more work
         return [_kmeans_estimator(cfg, X, w, k) for k in ks]
+    X_mean = X.mean(axis=0)  # (KMeans computes it after the tolerance; the copy is not changed between)
     # What KMeans.fit does before its first seeding, once: a C-ordered copy (the caller's), the
     # tolerance from the uncentred copy, weights in X's dtype, centring, squared row norms.
     X = np.ascontiguousarray(X)
     tol = _tolerance(X, 1e-4)  # KMeans' default tol
     sw = _check_sample_weight(w, X, dtype=X.dtype)
-    X -= X.mean(axis=0)
+    X -= X_mean
     x_sq = row_norms(X, squared=True)
     n_init = 1 if cfg.kmeans_n_init == "auto" else cfg.kmeans_n_init  # "auto" with k-means++ is one run
 
@@ -137,18 +140,28 @@ def _kmeans_labels(cfg: CascalConfig, X: np.ndarray, w: np.ndarray | None, ks: r
         else:
             rs = np.random.RandomState(cfg.random_state)
             runs = (seeding(k, rs) for _ in range(n_init))
-        best_labels, best_inertia = None, None
+        best, best_inertia = None, None
         for centers in runs:
-            labels, inertia, _, _ = _kmeans_single_lloyd(
+            labels, inertia, centres, _ = _kmeans_single_lloyd(
                 X, sw, centers, max_iter=cfg.kmeans_max_iter, tol=tol, n_threads=1
             )
-            if best_inertia is None or (inertia < best_inertia and not _is_same_clustering(labels, best_labels, k)):
-                best_labels, best_inertia = labels, inertia
-        out.append(best_labels)
+            if best_inertia is None or (inertia < best_inertia and not _is_same_clustering(labels, best[0], k)):
+                best, best_inertia = (labels, centres + X_mean), inertia
+        out.append(best)
     return out
 
 
-def _kmeans_estimator(cfg: CascalConfig, X: np.ndarray, w: np.ndarray | None, k: int) -> np.ndarray:
+def _nearest_centres(X: np.ndarray, centres: list[np.ndarray]) -> list[np.ndarray]:
+    """For each set of centres, the label of every row's nearest (Euclidean) centre; one pass over X."""
+    C = np.concatenate(centres).astype(np.float64)
+    score = (C * C).sum(axis=1)[None, :] - 2.0 * (X @ C.T)  # ||x - c||^2 - ||x||^2
+    bounds = np.cumsum([0] + [len(c) for c in centres])
+    return [np.argmin(score[:, lo:hi], axis=1) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def _kmeans_estimator(
+    cfg: CascalConfig, X: np.ndarray, w: np.ndarray | None, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
 
@@ -156,7 +169,8 @@ def _kmeans_estimator(cfg: CascalConfig, X: np.ndarray, w: np.ndarray | None, k:
     # One OpenMP thread (a per-thread limit): sklearn's multi-threaded Lloyd step adds per-thread
     # partial sums in lock-acquisition order, so its labels would depend on timing.
     with threadpool_limits(limits=1, user_api="openmp"):
-        return km.fit_predict(X, sample_weight=w)
+        km.fit(X, sample_weight=w)
+    return km.labels_, km.cluster_centers_
 
 
 @dataclass(frozen=True)
@@ -168,6 +182,7 @@ class SkillFit:
     labels: np.ndarray  # (k,) int: the k-means label each centroid came from (for its id "c{j}")
     k: int  # 1 when the single-centroid fallback was used
     silhouette: float | None
+    sampled: bool = False  # k-means ran on a sample of kmeans_max_rows rows
 
 
 def _single(X: np.ndarray, w: np.ndarray | None, silhouette: float | None = None) -> SkillFit:
@@ -213,10 +228,16 @@ def fit_skill_centroids(
         return _single(X, w, None)
     if Xk is None:
         Xk = X.astype(np.float32) if cfg.kmeans_float32 else X.copy()
-    labelings = _kmeans_labels(cfg, Xk, w, ks)
+    sampled = bool(cfg.kmeans_max_rows) and n > cfg.kmeans_max_rows
+    if not sampled:
+        labelings = [labels for labels, _ in _kmeans_fits(cfg, Xk, w, ks)]
+    else:  # k-means on a seeded sample of rows; every row then goes to its nearest centre
+        sub = np.sort(np.random.RandomState(cfg.random_state).choice(n, cfg.kmeans_max_rows, replace=False))
+        fits = _kmeans_fits(cfg, Xk[sub], None if w is None else w[sub], ks)
+        labelings = _nearest_centres(X, [centres for _, centres in fits])
     best, best_score = _pick(cfg, X, labelings)
     if best is None or best_score < cfg.silhouette_floor:
-        return _single(X, w, best_score)
+        return replace(_single(X, w, best_score), sampled=sampled)
     best_labels, best_k = labelings[best], ks[best]
     ww = np.ones(n) if w is None else w
     hot = np.zeros((best_k, n))
@@ -226,7 +247,7 @@ def fit_skill_centroids(
     kept = np.flatnonzero(seeds > 0)
     sums = (hot[kept] * ww[None, :]) @ X
     mass = (hot[kept] * ww[None, :]).sum(axis=1)
-    return SkillFit(l2_normalize(sums / mass[:, None]), seeds[kept], kept, best_k, best_score)
+    return SkillFit(l2_normalize(sums / mass[:, None]), seeds[kept], kept, best_k, best_score, sampled)
 
 
 @dataclass(frozen=True)

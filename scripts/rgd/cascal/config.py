@@ -51,6 +51,11 @@ class CascalConfig:
     kmeans_n_init: int | Literal["auto"] = "auto"  # sklearn's "auto" = 1 run for k-means++
     kmeans_max_iter: int = 200
     kmeans_float32: bool | None = None  # k-means on a float32 copy (speed); centroids are float64 means
+    # A (model, subject) with more proficient rows than this is clustered on a seeded sample of this
+    # many, every row going to its nearest centre (k is still picked on all rows); 0: never (exact).
+    # k-means takes more iterations to converge as rows grow; this bounds its cost, at a price in
+    # accuracy (docs/DIFFERENCES.md). compat="original" requires 0.
+    kmeans_max_rows: int = 0
     random_state: int = 0  # k-means seed, the same for every (model, subject) fit as in the original
     rank_decimals: int | None = 3  # cluster ranking scores are rounded (original: 3); None = exact
     global_rank_decimals: int | None = 4  # global ranking (original: 4)
@@ -75,6 +80,8 @@ class CascalConfig:
                 raise ValueError(
                     f"{name}: compat='original' sets {value!r}, got {given!r} (leave {name} out, or use compat='rgd')"
                 )
+        if self.compat == "original" and self.kmeans_max_rows != 0:
+            raise ValueError(f"kmeans_max_rows: compat='original' clusters every row (0), got {self.kmeans_max_rows!r}")
         _choice("signal", self.signal, SIGNALS)
         _choice("agreement", self.agreement, AGREEMENTS)
         _choice("silhouette", self.silhouette, SILHOUETTES)
@@ -91,6 +98,9 @@ class CascalConfig:
         for name in ("prune_top", "k_nearest", "kmeans_max_iter"):
             _int(name, getattr(self, name), low=1)
         _int("k_min", self.k_min, low=2)
+        _int("kmeans_max_rows", self.kmeans_max_rows, low=0)
+        if 0 < self.kmeans_max_rows <= self.k_max:
+            raise ValueError(f"kmeans_max_rows: 0 (no limit) or more than k_max={self.k_max}, got {self.kmeans_max_rows}")
         _int("k_max", self.k_max, low=self.k_min)
         for name in ("random_state", "seed"):
             _int(name, getattr(self, name), low=0)

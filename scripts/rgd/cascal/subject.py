@@ -90,6 +90,7 @@ def fit_subject(
         fit = fit_skill_centroids(cfg, X[rows], weights[rows, j] if cfg.weighted else None, Xk)
         counters["skill_fits"] += 1
         counters["single_cluster_fits"] += fit.k == 1
+        counters["kmeans_sampled_fits"] += fit.sampled
         cents.append(fit.centroids)
         seeds.append(fit.seeds)
         ids += [f"{subject}::model={expert}::c{label}" for label in fit.labels]
