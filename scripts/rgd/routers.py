@@ -152,8 +152,7 @@ def make(name: str, params: dict | None = None, seed: int = 0) -> Router:
     if "signal" in p:
         raise ValueError(f"signal: set by the router kind ({name!r} learns from {k.signal})")
     cls = k.router_class()
-    sig = inspect.signature(cls).parameters
-    if "seed" in sig or any(v.kind is v.VAR_KEYWORD for v in sig.values()):
+    if "seed" in inspect.signature(cls).parameters:  # the router spec's seed, unless params set one
         p.setdefault("seed", seed)
     try:
         return cls(signal=k.signal, **p)
