@@ -195,6 +195,19 @@ def test_large_skill_sets_cluster_on_a_sample():
         CascalConfig(kmeans_max_rows=5)
 
 
+def test_float64_norms_of_float32_rows_are_those_of_any_block():
+    # k-means++ gets the squared norms once instead of per block: they must be the blocks' own.
+    from sklearn.utils.extmath import row_norms
+
+    rng = np.random.default_rng(7)
+    for n, d in ((300, 4096), (257, 1000), (64, 4097)):
+        X = (rng.normal(size=(n, d)) * 0.1).astype(np.float32)
+        whole = row_norms(X.astype(np.float64), squared=True)
+        for size in (1, 7, 156, 200):
+            blocks = [row_norms(X[i : i + size].astype(np.float64), squared=True) for i in range(0, n, size)]
+            assert np.array_equal(np.concatenate(blocks), whole)
+
+
 def test_sklearn_silhouette_decides_near_ties_on_sklearn_scores(monkeypatch):
     from rgd.cascal import clustering
 

@@ -118,7 +118,10 @@ def _kmeans_fits(
     tol = _tolerance(X, 1e-4)  # KMeans' default tol
     sw = _check_sample_weight(w, X, dtype=X.dtype)
     X -= X_mean
-    x_sq = row_norms(X, squared=True)
+    # k-means++ on float32 rows computes distances on float64 copies of row blocks, and with float32
+    # norms given (KMeans passes those) it recomputes the float64 norms of every block at every call;
+    # the same norms computed once (the per-row sums are those of the blocks, tested) are used instead.
+    x_sq = row_norms(X if X.dtype == np.float64 else X.astype(np.float64), squared=True)
     n_init = 1 if cfg.kmeans_n_init == "auto" else cfg.kmeans_n_init  # "auto" with k-means++ is one run
 
     def seeding(k: int, rs: np.random.RandomState) -> np.ndarray:
