@@ -1,17 +1,26 @@
-"""CASCAL at paper scale on synthetic data: training time, peak memory, routing throughput.
+"""CASCAL at paper scale on synthetic data: training and routing against the original's way of
+computing them, in the same run.
 
-Workload: 6 models, 30,000 training questions over 14 subjects (3 latent skill clusters each),
-4,096-dim float32 embeddings, 12,000 test questions. Each model is strong on a few clusters; wrong
-answers spread over 9 distractor letters; confidences are higher when correct; consensus scores
-come from rgd.consensus. Exits 1 when a target is missed:
-training < 60 s, routing >= 20,000 questions/s, peak memory < 4 GiB.
+Workload (planted niches): 6 models, 30,000 training questions over 14 subjects (3 latent skill
+clusters each), 4,096-dim float32 embeddings, 12,000 test questions. Each model is strong on a few
+clusters; wrong answers spread over 9 distractor letters; confidences are higher when correct;
+consensus scores come from rgd.consensus.
 
-The targets are absolute: training has no simpler implementation to compare with that would be
-the same algorithm. Routing also gets a same-run ratio: the vectorised §9 against the
-straightforward per-question loop of §9 (one question at a time, as the original infer.py does),
-run on a subsample whose scores must agree with the vectorised ones.
+Same-run baselines:
+* training and routing: benchmarks/cascal_reference.py, the reference's §8-§9 written as the original
+  computes it (scikit-learn's float64 KMeans and full-matrix silhouette_score for every k, no thread
+  limits, per-question loops). `Cascal(compat="original")` must pick the same models on every test
+  question (and build the same clusters); its training is the "original settings" ratio.
+  `Cascal()` (rgd's defaults) is the "default settings" ratio.
+* the previous default path (KMeans(k).fit for every k): rgd's default must pick the same models,
+  so its accuracy is unchanged.
+* routing: the vectorised §9 against the per-question loop of §9 over the same tables (1,000
+  questions; scores must agree to 1e-5).
 
-    .venv/bin/python benchmarks/bench_cascal.py [--out result.json] [--quick]
+Exits 1 when a target is missed: original settings >= 5x the baseline's training time with identical
+picks, default settings >= 20x, routing >= 20,000 questions/s, peak memory < 4 GiB.
+
+    .venv/bin/python benchmarks/bench_cascal.py [--out result.json] [--quick] [--jobs N]
 
 numpy/scikit-learn on the CPU: on a GPU node it runs unchanged (benchmarks/README.md).
 """
@@ -27,14 +36,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import cascal_reference as reference
 from benchlib import fmt_rate, result
 from benchlib import finish as finish_result
-from rgd.cascal import Cascal, CascalConfig
-from rgd.cascal.clustering import EPS
+from rgd import metrics
+from rgd.cascal import Cascal, clustering, estimator
 from rgd.consensus import consensus_scores
+from rgd.routers import TrainingSet
 
 GIB = 1024**3
-TARGETS = {"train_s": 60.0, "route_qps": 20_000.0, "peak_gib": 4.0}
+TARGETS = {"original_speedup": 5.0, "default_speedup": 20.0, "route_qps": 20_000.0, "peak_gib": 4.0}
 
 
 @dataclass
@@ -96,7 +107,7 @@ def loop_route(router: Cascal, X: np.ndarray) -> np.ndarray:
     R, G = router.rankings_.astype(np.float64), router.global_scores_.astype(np.float64)
     out = np.empty((len(X), len(G)))
     for n, v in enumerate(X):
-        v = v / max(float(np.sqrt(v.astype(np.float64) @ v)), EPS)
+        v = v / max(float(np.sqrt(v.astype(np.float64) @ v)), clustering.EPS)
         if cfg.two_stage and len(reps):
             subject = int(np.argmax(reps @ v))
         elif len(C):
@@ -124,51 +135,114 @@ def loop_route(router: Cascal, X: np.ndarray) -> np.ndarray:
     return out
 
 
-def run(n_train=30_000, n_test=12_000, n_subjects=14, n_models=6, dim=4096, seed=0, n_jobs=2,
+def timed(fn):
+    """(result, wall seconds, CPU seconds of the process: all its threads)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - t0, time.process_time() - c0
+
+
+def previous_default_fits(cfg, X, w, ks):
+    """The k-means of rgd's previous default: KMeans(k).fit for every k, nothing shared."""
+    return [clustering._kmeans_estimator(cfg, X, w, k) for k in ks]
+
+
+class SilhouetteAudit:
+    """How far rgd's cluster-sum silhouette is from sklearn's on every labelling the baseline scored
+    (the time it takes is kept apart, and taken off the baseline's training time)."""
+
+    def __init__(self):
+        self.max_diff, self.count, self.seconds = 0.0, 0, 0.0
+
+    def __call__(self, X, labels, score):
+        t0 = time.perf_counter()
+        ours = clustering.cosine_silhouettes(X, [labels])[0]
+        self.max_diff = max(self.max_diff, abs(ours - score))
+        self.count += 1
+        self.seconds += time.perf_counter() - t0
+
+
+def same_clusters(router: Cascal, ref: dict, ids: list[str]) -> bool:
+    """The router and the reference built the same clusters with the same members."""
+    ours = {cid: sorted(members) for cid, members in router.assigned_.items()}
+    theirs = {cid: sorted(ids[i] for i in rows) for t in ref["tables"].values() for cid, rows in t["assigned"].items()}
+    return ours == theirs
+
+
+def run(n_train=30_000, n_test=12_000, n_subjects=14, n_models=6, dim=4096, seed=0, n_jobs=None,
         n_loop=1_000) -> dict:
     tracemalloc.start()  # counts the workload's arrays too: they are part of the real footprint
     wl = Workload(n_subjects=n_subjects, n_models=n_models, dim=dim, seed=seed)
     train, test = wl.sample(n_train), wl.sample(n_test)
     consensus = consensus_scores(train.choices, train.logprobs).scores
     experts = [f"model-{j}" for j in range(n_models)]
-    tracemalloc.stop()  # timing pass without tracing overhead
+    ids = [f"q{i}" for i in range(n_train)]
+    data = TrainingSet(train.X, experts, list(train.subjects), train.choices, consensus, None, ids)
+    tracemalloc.stop()  # timing passes without tracing overhead
 
-    t0 = time.perf_counter()
-    router = Cascal(CascalConfig(), n_jobs=n_jobs).fit(train.X, train.subjects, train.choices, consensus, experts)
-    train_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    order, scores = router.rank(test.X)
-    route_s = time.perf_counter() - t0
+    # The baseline first: the reference formula as the original computes it.
+    audit = SilhouetteAudit()
+    ref, base_s, base_cpu = timed(lambda: reference.fit(train.X, list(train.subjects), train.choices, consensus,
+                                                        experts, audit=audit))
+    base_s -= audit.seconds
+    base_cpu -= audit.seconds
+    P_ref, ref_route_s, _ = timed(lambda: reference.route(ref, test.X))
+    original, orig_s, orig_cpu = timed(lambda: Cascal(compat="original", n_jobs=n_jobs).fit(data))
+    P_orig, orig_route_s, _ = timed(lambda: original.route(test.X))
+    router, default_s, default_cpu = timed(lambda: Cascal(n_jobs=n_jobs).fit(data))
+    (order, scores), route_s, _ = timed(lambda: router.rank(test.X))
     n_loop = min(n_loop, n_test)
-    t0 = time.perf_counter()
-    looped = loop_route(router, test.X[:n_loop])
-    loop_s = time.perf_counter() - t0
+    looped, loop_s, _ = timed(lambda: loop_route(router, test.X[:n_loop]))
     loop_diff = float(np.max(np.abs(looped - scores[:n_loop])))
 
-    # Memory pass: the same fit and routing under tracemalloc; it must also reproduce pass 1.
+    # Picks: the best model per test question, ties broken by one seeded permutation for both.
+    picks_ref, picks_orig = metrics.rank(P_ref, seed)[:, 0], metrics.rank(P_orig, seed)[:, 0]
+    saved = clustering._kmeans_fits
+    clustering._kmeans_fits = previous_default_fits
+    try:
+        previous, previous_s, _ = timed(lambda: Cascal(n_jobs=n_jobs).fit(data))
+    finally:
+        clustering._kmeans_fits = saved
+    previous_order = previous.rank(test.X)[0]
+
+    # Memory pass: the same fit and routing under tracemalloc; it must also reproduce the timing pass.
     del router
     tracemalloc.start()
-    data = tracemalloc.get_traced_memory()[0]
-    again = Cascal(CascalConfig(), n_jobs=n_jobs).fit(train.X, train.subjects, train.choices, consensus, experts)
+    traced = tracemalloc.get_traced_memory()[0]
+    again = Cascal(n_jobs=n_jobs).fit(data)
     same = bool(np.array_equal(again.rank(test.X)[1], scores))
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
     data_bytes = sum(a.nbytes for a in (train.X, test.X, train.choices, train.logprobs, consensus, test.choices))
 
-    test_correct = test.choices == test.gold[:, None]
+    correct = test.choices == test.gold[:, None]
     rows = np.arange(n_test)
+    top1 = lambda picks: round(float(correct[rows, picks].mean()), 4)  # noqa: E731
+    jobs = n_jobs or estimator._usable_cpus()
     return {
-        "workload": {
-            "n_train": n_train,
-            "n_test": n_test,
-            "subjects": n_subjects,
-            "models": n_models,
-            "dim": dim,
-            "seed": seed,
-        },
-        "n_jobs": n_jobs,
-        "train_s": round(train_s, 3),
+        "workload": {"n_train": n_train, "n_test": n_test, "subjects": n_subjects, "models": n_models, "dim": dim,
+                     "seed": seed},
+        "n_jobs": jobs,
+        "baseline_train_s": round(base_s, 3),
+        "baseline_train_cpu_s": round(base_cpu, 3),
+        "baseline_route_qps": round(n_test / ref_route_s, 1),
+        "original_train_s": round(orig_s, 3),
+        "original_train_cpu_s": round(orig_cpu, 3),
+        "original_speedup": round(base_s / orig_s, 2),
+        "original_route_qps": round(n_test / orig_route_s, 1),
+        "original_picks_identical": int((picks_ref == picks_orig).sum()),
+        "original_rankings_identical": int((metrics.rank(P_ref, seed) == metrics.rank(P_orig, seed)).all(axis=1).sum()),
+        "original_same_clusters": same_clusters(original, ref, ids),
+        "original_max_abs_score_diff": float(np.max(np.abs(P_ref - P_orig))),
+        "silhouettes_compared": audit.count,
+        "silhouette_max_abs_diff_vs_sklearn": audit.max_diff,
+        "sklearn_margin": clustering.SKLEARN_MARGIN,
+        "train_s": round(default_s, 3),
+        "train_cpu_s": round(default_cpu, 3),
+        "default_speedup": round(base_s / default_s, 2),
+        "previous_default_train_s": round(previous_s, 3),
+        "default_picks_as_previous": int((previous_order[:, 0] == order[:, 0]).sum()),
         "route_s": round(route_s, 3),
         "route_qps": round(n_test / route_s, 1),
         "loop_questions": n_loop,
@@ -177,15 +251,17 @@ def run(n_train=30_000, n_test=12_000, n_subjects=14, n_models=6, dim=4096, seed
         "route_speedup_vs_loop": round((n_test / route_s) / (n_loop / loop_s), 2),
         "loop_max_abs_diff": loop_diff,
         "input_arrays_gib": round(data_bytes / GIB, 3),
-        "tracemalloc_peak_gib": round((peak - data + data_bytes) / GIB, 3),
+        "tracemalloc_peak_gib": round((peak - traced + data_bytes) / GIB, 3),
         "maxrss_gib": round(maxrss / GIB, 3),
-        "peak_gib": round(max(peak - data + data_bytes, maxrss) / GIB, 3),
+        "peak_gib": round(max(peak - traced + data_bytes, maxrss) / GIB, 3),
         "deterministic_rerun": same,
         "clusters": len(again.cluster_ids_),
         "counters": again.counters_,
-        "top1_accuracy": round(float(test_correct[rows, order[:, 0]].mean()), 4),
-        "best_single_accuracy": round(float(test_correct.mean(axis=0).max()), 4),
-        "oracle_cluster_accuracy": round(float(test_correct[rows, wl.acc[test.cluster].argmax(axis=1)].mean()), 4),
+        "top1_accuracy": top1(order[:, 0]),
+        "top1_accuracy_original": top1(picks_orig),
+        "top1_accuracy_baseline": top1(picks_ref),
+        "best_single_accuracy": round(float(correct.mean(axis=0).max()), 4),
+        "oracle_cluster_accuracy": round(float(correct[rows, wl.acc[test.cluster].argmax(axis=1)].mean()), 4),
     }
 
 
@@ -193,17 +269,25 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="write the result as JSON here (shape: benchmarks/benchlib.py)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--jobs", type=int, default=2, help="threads over subjects during fit (default: 2)")
+    ap.add_argument("--jobs", type=int, default=None, help="threads over subjects during fit (default: all CPUs)")
     ap.add_argument("--quick", action="store_true", help="a small workload, to test the harness")
     args = ap.parse_args(argv)
     size = dict(n_train=2_000, n_test=1_000, n_subjects=6, dim=384, n_loop=200) if args.quick else {}
     fig = run(seed=args.seed, n_jobs=args.jobs, **size)
     fig["targets"] = TARGETS
-    T = TARGETS
+    T, n_test = TARGETS, fig["workload"]["n_test"]
     missed = [
         name
         for name, bad in (
-            (f"training {fig['train_s']} s >= {T['train_s']:g} s", fig["train_s"] >= T["train_s"]),
+            (f"original settings {fig['original_speedup']}x < {T['original_speedup']:g}x the baseline's training",
+             fig["original_speedup"] < T["original_speedup"]),
+            (f"original settings picked differently on {n_test - fig['original_picks_identical']} of {n_test} "
+             "questions", fig["original_picks_identical"] != n_test),
+            ("original settings built other clusters than the baseline", not fig["original_same_clusters"]),
+            (f"default settings {fig['default_speedup']}x < {T['default_speedup']:g}x the baseline's training",
+             fig["default_speedup"] < T["default_speedup"]),
+            (f"default settings picked differently from the previous default on "
+             f"{n_test - fig['default_picks_as_previous']} questions", fig["default_picks_as_previous"] != n_test),
             (f"routing {fig['route_qps']:,.0f} q/s < {T['route_qps']:,.0f}", fig["route_qps"] < T["route_qps"]),
             (f"peak memory {fig['peak_gib']} GiB >= {T['peak_gib']:g} GiB", fig["peak_gib"] >= T["peak_gib"]),
             ("the memory pass did not reproduce the timing pass", not fig["deterministic_rerun"]),
@@ -212,17 +296,21 @@ def main(argv: list[str] | None = None) -> int:
         if bad
     ]
     for k, v in fig.items():
-        print(f"{k:>28}: {v}")
+        print(f"{k:>30}: {v}")
     w = fig["workload"]
     res = result(
         "cascal",
-        f"train {fig['train_s']:.1f} s, route {fmt_rate(fig['route_qps'], 'q')}, peak {fig['peak_gib']:.2f} GiB "
-        f"({w['n_train']:,} x {w['dim']}-d, {w['models']} models)",
-        f"per-question §9 loop: {fmt_rate(fig['loop_route_qps'], 'q')}",
+        f"train: default {fig['train_s']:.1f} s, original settings {fig['original_train_s']:.1f} s "
+        f"({fig['original_speedup']:.1f}x, same picks on {fig['original_picks_identical']:,}/{n_test:,}); "
+        f"route {fmt_rate(fig['route_qps'], 'q')} ({fig['route_speedup_vs_loop']:.1f}x the §9 loop); "
+        f"peak {fig['peak_gib']:.2f} GiB ({w['n_train']:,} x {w['dim']}-d, {w['models']} models, {fig['n_jobs']} threads)",
+        f"the original's way (sklearn float64 k-means and silhouette per k, loops): train {fig['baseline_train_s']:.1f} s, "
+        f"route {fmt_rate(fig['baseline_route_qps'], 'q')}",
         fig,
-        fig["route_speedup_vs_loop"],
-        "vectorised / loop routing q/s",
-        f"train < {T['train_s']:g} s, route >= {T['route_qps']:,.0f} q/s, peak < {T['peak_gib']:g} GiB",
+        fig["default_speedup"],
+        "baseline / default training time",
+        f"default >= {T['default_speedup']:g}x, original settings >= {T['original_speedup']:g}x with identical picks; "
+        f"route >= {T['route_qps']:,.0f} q/s, peak < {T['peak_gib']:g} GiB",
         missed,
         args.quick,
     )

@@ -36,6 +36,8 @@ BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
 BENCHMARKS = [
     ("consensus", "bench_consensus.py", 900),
     ("cascal", "bench_cascal.py", 900),
+    ("cascal-scale", "bench_cascal_scale.py", 1500),
+    ("startup", "bench_startup.py", 600),
     ("embed", "bench_embed.py", 900),
     ("hf", "bench_hf.py", 1200),
     ("vllm", "bench_vllm.py", 1800),

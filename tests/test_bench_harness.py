@@ -40,10 +40,11 @@ def test_quick_run_records_every_benchmark_in_the_common_shape(quick):
     res, run, _, path = quick
     assert path.name == f"{run['date']}.json" and run["quick"] is True
     names = [b["name"] for b in run["benchmarks"]]
-    assert names == ["consensus", "cascal", "embed", "hf", "vllm", "serve", "snakemake", "e2e"]
+    assert names == ["consensus", "cascal", "cascal-scale", "startup", "embed", "hf", "vllm", "serve", "snakemake",
+                     "e2e"]
     by = {b["name"]: b for b in run["benchmarks"]}
     assert by["vllm"]["skipped"] == by["e2e"]["skipped"] == "quick mode"
-    for name in ("consensus", "cascal", "embed", "hf", "serve", "snakemake"):
+    for name in ("consensus", "cascal", "cascal-scale", "startup", "embed", "hf", "serve", "snakemake"):
         b = by[name]
         assert b["exit_status"] in (0, 1), b.get("error")
         assert isinstance(b["figures"], dict) and b["figures"] and b["quick"] is True
@@ -52,6 +53,8 @@ def test_quick_run_records_every_benchmark_in_the_common_shape(quick):
     # the comparisons check that candidate and baseline compute the same thing
     assert by["consensus"]["figures"]["max_abs_diff"] <= 1e-9
     assert by["cascal"]["figures"]["loop_max_abs_diff"] <= 1e-5
+    assert by["cascal"]["figures"]["original_picks_identical"] == by["cascal"]["figures"]["workload"]["n_test"]
+    assert by["startup"]["figures"]["route_questions"] == 500 and not by["startup"]["figures"]["route_heavy_imports"]
     assert by["embed"]["figures"]["max_abs_diff"] <= 1e-5
     assert by["hf"]["figures"]["styles"]["fewshot"]["max_abs_diff"] <= 1e-3
     assert by["snakemake"]["figures"]["paper_jobs"] > 5 * by["snakemake"]["figures"]["default_jobs"]

@@ -10,13 +10,18 @@ import numpy as np
 import pytest
 from sklearn.metrics import silhouette_score
 
-from rgd.cascal import Cascal, CascalConfig, RouteResult
-from rgd.cascal.clustering import cosine_silhouette, fit_skill_centroids, l2_normalize, merge_centroids
+from rgd.cascal import Cascal, CascalConfig
+from rgd.cascal.clustering import cosine_silhouettes, fit_skill_centroids, l2_normalize, merge_centroids
 from rgd.cascal.niches import plurality_members, proficiency
 from rgd.cascal.subject import _prune, fit_subject, ranking_order
 from rgd.records import slug
+from rgd.routers import TrainingSet
 
 CFG = CascalConfig()
+
+
+def data(X, subjects, choices, consensus, experts, correct=None, ids=None, embedder=None) -> TrainingSet:
+    return TrainingSet(X, experts, subjects, choices, consensus, correct, ids, embedder)
 
 
 def unit(*rows) -> np.ndarray:
@@ -95,10 +100,14 @@ def test_linear_silhouette_matches_sklearn():
     rng = np.random.default_rng(3)
     X = l2_normalize(rng.normal(size=(60, 8)) + np.repeat(np.eye(8)[:3] * 2, 20, axis=0))
     for labels in (np.repeat([0, 1, 2], 20), rng.integers(0, 4, 60), np.r_[np.zeros(58, int), 1, 2]):
-        ours = cosine_silhouette(X, labels)
+        ours = cosine_silhouettes(X, [labels])[0]
         assert ours == pytest.approx(silhouette_score(X, labels, metric="cosine"), abs=1e-12)
-    assert cosine_silhouette(X, np.zeros(60, int)) is None  # one label
-    assert cosine_silhouette(X[:3], np.array([0, 1, 2])) is None  # n labels == n samples
+    assert cosine_silhouettes(X, [np.zeros(60, int)]) == [None]  # one label
+    assert cosine_silhouettes(X[:3], [np.array([0, 1, 2])]) == [None]  # n labels == n samples
+    # several labellings at once: the same scores as one at a time
+    several = [np.repeat([0, 1, 2], 20), np.zeros(60, int), rng.integers(0, 4, 60)]
+    one_by_one = [cosine_silhouettes(X, [lab])[0] for lab in several]
+    assert cosine_silhouettes(X, several) == [None if v is None else pytest.approx(v, abs=1e-14) for v in one_by_one]
 
 
 def test_single_point_and_identical_rows_give_one_centroid():
@@ -150,6 +159,90 @@ def test_sklearn_silhouette_option_agrees():
     b = fit_skill_centroids(CascalConfig(silhouette="sklearn"), X, None)
     assert a.k == b.k == 3 and a.silhouette == pytest.approx(b.silhouette, abs=1e-12)
     np.testing.assert_array_equal(a.centroids, b.centroids)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted, n_init, seed", [(True, "auto", 0), (False, "auto", 3), (True, 3, 1)])
+def test_shared_kmeans_steps_give_kmeans_labels(dtype, weighted, n_init, seed):
+    # One preparation and one k-means++ seeding shared across k must give what KMeans(k).fit gives.
+    from sklearn.cluster import KMeans
+
+    from rgd.cascal.clustering import _kmeans_fits
+
+    rng = np.random.default_rng(seed)
+    X = l2_normalize(np.repeat(np.eye(24)[:4], 40, axis=0) + 0.6 * rng.normal(size=(160, 24))).astype(dtype)
+    w = rng.uniform(0.5, 1.0, 160) if weighted else None
+    cfg = CascalConfig(kmeans_n_init=n_init, random_state=seed, k_max=8)
+    ks = range(2, 9)
+    got = _kmeans_fits(cfg, X.copy(), w, ks)
+    for k, (labels, centres) in zip(ks, got):
+        km = KMeans(n_clusters=k, n_init=n_init, max_iter=cfg.kmeans_max_iter, random_state=seed)
+        np.testing.assert_array_equal(labels, km.fit_predict(X, sample_weight=w))
+        np.testing.assert_array_equal(centres, km.cluster_centers_)
+
+
+def test_large_skill_sets_cluster_on_a_sample():
+    rng = np.random.default_rng(6)
+    X = l2_normalize(np.repeat(np.eye(16)[:3], [150, 100, 50], axis=0) + 0.1 * rng.normal(size=(300, 16)))
+    w = rng.uniform(0.5, 1.0, 300)
+    exact = fit_skill_centroids(CascalConfig(kmeans_max_rows=0), X, w)
+    sampled = fit_skill_centroids(CascalConfig(kmeans_max_rows=40), X, w)
+    assert not exact.sampled and sampled.sampled and exact.k == sampled.k == 3
+    # every row went to its nearest sample centre: the same three groups, the same weighted means
+    assert sorted(sampled.seeds.tolist()) == sorted(exact.seeds.tolist()) == [50, 100, 150]
+    np.testing.assert_allclose(np.sort(sampled.centroids, axis=0), np.sort(exact.centroids, axis=0), atol=1e-12)
+    with pytest.raises(ValueError, match="kmeans_max_rows"):
+        CascalConfig(kmeans_max_rows=5)
+
+
+def test_float64_norms_of_float32_rows_are_those_of_any_block():
+    # k-means++ gets the squared norms once instead of per block: they must be the blocks' own.
+    from sklearn.utils.extmath import row_norms
+
+    rng = np.random.default_rng(7)
+    for n, d in ((300, 4096), (257, 1000), (64, 4097)):
+        X = (rng.normal(size=(n, d)) * 0.1).astype(np.float32)
+        whole = row_norms(X.astype(np.float64), squared=True)
+        for size in (1, 7, 156, 200):
+            blocks = [row_norms(X[i : i + size].astype(np.float64), squared=True) for i in range(0, n, size)]
+            assert np.array_equal(np.concatenate(blocks), whole)
+
+
+def test_sklearn_silhouette_decides_near_ties_on_sklearn_scores(monkeypatch):
+    from rgd.cascal import clustering
+
+    X = l2_normalize(np.random.default_rng(4).normal(size=(30, 5)))
+    labelings = [np.arange(30) % 2, np.arange(30) % 3]
+    calls = []
+    monkeypatch.setattr(clustering, "sklearn_silhouette", lambda X, lab: calls.append(1) or [0.2, 0.3][len(calls) - 1])
+    monkeypatch.setattr(clustering, "cosine_silhouettes", lambda X, labs: [0.25] * len(labs))  # a tie: too close to call
+    assert clustering._pick(CascalConfig(silhouette="sklearn"), X, labelings) == (1, 0.3)
+    assert clustering._pick(CascalConfig(silhouette="linear"), X, labelings) == (0, 0.25) and len(calls) == 2
+    calls.clear()
+    monkeypatch.setattr(clustering, "cosine_silhouettes", lambda X, labs: [0.1 + 0.2 * lab.max() for lab in labs])
+    assert clustering._pick(CascalConfig(silhouette="sklearn"), X, labelings) == (1, 0.5) and not calls
+
+
+def test_compat_original_sets_the_original_semantics():
+    cfg = CascalConfig(compat="original")
+    assert (cfg.agreement, cfg.silhouette, cfg.kmeans_float32) == ("tied_union", "sklearn", False)
+    rgd = CascalConfig()
+    assert (rgd.agreement, rgd.silhouette, rgd.kmeans_float32) == ("plurality", "linear", True)
+    assert rgd.kmeans_max_rows == cfg.kmeans_max_rows == 0  # exact k-means on every row
+    with pytest.raises(ValueError, match="kmeans_max_rows: compat='original' clusters every row"):
+        CascalConfig(compat="original", kmeans_max_rows=4096)
+    assert CascalConfig(compat="original", agreement="tied_union") == cfg  # the same value is fine
+    with pytest.raises(ValueError, match="agreement: compat='original' sets 'tied_union'"):
+        CascalConfig(compat="original", agreement="plurality")
+    # Python's round, as the original: 0.0005 is 0.000500000000000000010408... in binary
+    from rgd.cascal.subject import round_scores
+
+    assert round_scores(np.array([0.0005]), 3, "original").tolist() == [0.001]
+    assert round_scores(np.array([0.0005]), 3).tolist() == [0.0]
+    # an abstention is a seeded random letter A-D, which can agree with the plurality
+    choices = np.array([[0, 0, -1, 1, 2, 3]] * 50)
+    w, _ = proficiency(CascalConfig(compat="original", weighted=False), choices, None)
+    assert w[:, 2].any() and not proficiency(CascalConfig(weighted=False), choices, None)[0][:, 2].any()
 
 
 # ----------------------------------------------------------------------------- step C
@@ -251,14 +344,14 @@ def test_identical_top3_clusters_are_pruned_into_one():
 def test_subject_without_proficient_questions_routes_globally():
     X, _, signal, experts = _subject_case()
     choices = np.tile([0, 1, 2, 3], (12, 1))  # four-way split: agree 1/4 < 0.5 everywhere
-    r = Cascal().fit(X, ["s"] * 12, choices, signal, experts)
+    r = Cascal().fit(data(X, ["s"] * 12, choices, signal, experts))
     assert r.cluster_ids_ == [] and r.counters_["subjects_without_clusters"] == 1
     assert r.counters_["questions_skipped_low_agreement"] == 12
     np.testing.assert_allclose(r.subject_reps_[0], l2_normalize(X.mean(axis=0)))
-    res = r.route(X[:2])
-    np.testing.assert_array_equal(res.scores, np.tile(r.global_scores_, (2, 1)))
-    assert res.used_fallback.all() and (res.fallback_alpha == 1).all() and (res.nearest_cluster == -1).all()
-    assert (res.n_centroids_used == 0).all() and np.isnan(res.nearest_distance).all()
+    res = r.diagnostics(X[:2])
+    np.testing.assert_array_equal(r.route(X[:2]), np.tile(r.global_scores_, (2, 1)))
+    assert res["used_fallback"].all() and (res["fallback_alpha"] == 1).all() and res["nearest_cluster"] == [None] * 2
+    assert (res["n_centroids_used"] == 0).all() and np.isnan(res["nearest_distance"]).all()
 
 
 # ----------------------------------------------------------------------------- routing
@@ -311,15 +404,15 @@ def _expected(q, cfg, r, active):
 def test_blend_and_fallback_ramp(q, alpha):
     r = _router()
     q = np.array([q])
-    res = r.route(q)
-    P, d_near, a = _expected(q[0], CFG, r, active=[0, 1] if res.predicted_subject[0] == "a" else [2])
-    np.testing.assert_allclose(res.scores[0], P, rtol=1e-6)
-    assert res.nearest_distance[0] == pytest.approx(d_near, abs=1e-6)
-    assert res.fallback_alpha[0] == pytest.approx(a, abs=1e-6)
+    res = r.diagnostics(q)
+    P, d_near, a = _expected(q[0], CFG, r, active=[0, 1] if res["predicted_subject"][0] == "a" else [2])
+    np.testing.assert_allclose(r.route(q)[0], P, rtol=1e-6)
+    assert res["nearest_distance"][0] == pytest.approx(d_near, abs=1e-6)
+    assert res["fallback_alpha"][0] == pytest.approx(a, abs=1e-6)
     if alpha is None:
-        assert 0 < res.fallback_alpha[0] < 1 and res.used_fallback[0]
+        assert 0 < res["fallback_alpha"][0] < 1 and res["used_fallback"][0]
     else:
-        assert res.fallback_alpha[0] == alpha and res.used_fallback[0] == (alpha > 0)
+        assert res["fallback_alpha"][0] == alpha and res["used_fallback"][0] == (alpha > 0)
 
 
 def test_ramp_arithmetic_by_hand():
@@ -335,11 +428,11 @@ def test_ramp_arithmetic_by_hand():
         subject_reps=unit([1, 0, 0]),
     )
     q = np.array([[0.4, np.sqrt(1 - 0.16), 0.0]])  # cosine 0.4 -> distance 0.6
-    res = r.route(q)
+    res = r.diagnostics(q)
     s = softmax(np.array([0.9, 0.5, 0.1]) / 0.1)
     g = np.array([0.4, 0.5, 0.3]) / 1.2
-    assert res.fallback_alpha[0] == pytest.approx(0.5, abs=1e-6)
-    np.testing.assert_allclose(res.scores[0], 0.5 * s + 0.5 * g, rtol=1e-5)
+    assert res["fallback_alpha"][0] == pytest.approx(0.5, abs=1e-6)
+    np.testing.assert_allclose(r.route(q)[0], 0.5 * s + 0.5 * g, rtol=1e-5)
     off = _router(
         CascalConfig(fallback=False),
         **{
@@ -347,8 +440,8 @@ def test_ramp_arithmetic_by_hand():
             for k in ("subjects", "centroids", "cluster_ids", "cluster_subject", "rankings", "subject_reps")
         },
     )
-    np.testing.assert_allclose(off.route(q).scores[0], s, rtol=1e-12)
-    assert not off.route(q).used_fallback[0]
+    np.testing.assert_allclose(off.route(q)[0], s, rtol=1e-12)
+    assert not off.diagnostics(q)["used_fallback"][0]
 
 
 def test_raw_scores_without_sharpening_and_skipped_clusters():
@@ -357,11 +450,11 @@ def test_raw_scores_without_sharpening_and_skipped_clusters():
     res = r.route(q)
     d = np.array([0.0, 1.0])
     a = softmax(-d / 0.1)
-    np.testing.assert_allclose(res.scores[0], a[0] * r.rankings_[0] + a[1] * r.rankings_[1], rtol=1e-6)
+    np.testing.assert_allclose(res[0], a[0] * r.rankings_[0] + a[1] * r.rankings_[1], rtol=1e-6)
     # A cluster whose scores sum to <= 0 is skipped (its weight is not redistributed).
     z = _router(CascalConfig(fallback=False), rankings=np.array([[0.0, 0.0, 0.0], [0.2, 0.8, 0.3], [0.1, 0.2, 0.7]]))
     res = z.route(q)
-    np.testing.assert_allclose(res.scores[0], a[1] * softmax(np.array([0.2, 0.8, 0.3]) / 0.1), rtol=1e-6)
+    np.testing.assert_allclose(res[0], a[1] * softmax(np.array([0.2, 0.8, 0.3]) / 0.1), rtol=1e-6)
 
 
 def test_two_stage_versus_nearest_centroid():
@@ -372,19 +465,19 @@ def test_two_stage_versus_nearest_centroid():
         subject_reps=unit([0, 0.3, 0.2], [1, 0, 0.6]),
     )
     q = np.array([[1.0, 0.25, 0.0]])
-    two = _router(**kw).route(q)
-    one = _router(CascalConfig(two_stage=False), **kw).route(q)
-    assert two.predicted_subject[0] == "b" and two.nearest_cluster_ids() == ["b0"]
-    assert one.predicted_subject[0] == "a" and one.nearest_cluster_ids() == ["a0"]
-    assert two.n_centroids_used[0] == 1 and one.n_centroids_used[0] == 2
-    assert not np.allclose(two.scores, one.scores)
+    two, one = _router(**kw), _router(CascalConfig(two_stage=False), **kw)
+    d2, d1 = two.diagnostics(q), one.diagnostics(q)
+    assert d2["predicted_subject"][0] == "b" and d2["nearest_cluster"] == ["b0"]
+    assert d1["predicted_subject"][0] == "a" and d1["nearest_cluster"] == ["a0"]
+    assert d2["n_centroids_used"][0] == 1 and d1["n_centroids_used"][0] == 2
+    assert not np.allclose(two.route(q), one.route(q))
 
 
 def test_k_nearest_limits_blend():
     r = _router(CascalConfig(k_nearest=1, fallback=False))
-    res = r.route(np.array([[1.0, 0.9, 0.0]]))
-    assert res.n_centroids_used[0] == 1
-    np.testing.assert_allclose(res.scores[0], softmax(r.rankings_[0] / 0.1), rtol=1e-6)
+    q = np.array([[1.0, 0.9, 0.0]])
+    assert r.diagnostics(q)["n_centroids_used"][0] == 1
+    np.testing.assert_allclose(r.route(q)[0], softmax(r.rankings_[0] / 0.1), rtol=1e-6)
 
 
 def test_route_validates_and_handles_empty_batch():
@@ -393,8 +486,8 @@ def test_route_validates_and_handles_empty_batch():
         r.route(np.zeros((2, 4)))
     with pytest.raises(ValueError, match="NaN"):
         r.route(np.array([[np.nan, 0, 0]]))
-    res = r.route(np.zeros((0, 3)))
-    assert res.scores.shape == (0, 3) and res.predicted_subject.shape == (0,)
+    res = r.diagnostics(np.zeros((0, 3)))
+    assert r.route(np.zeros((0, 3))).shape == (0, 3) and len(res["predicted_subject"]) == 0
 
 
 def test_rank_seeded_tie_break():
@@ -439,7 +532,7 @@ def _dataset(n=240, seed=0):
 
 def _fit(cfg=CFG, n_jobs=1, **kw):
     X, subj, choices, consensus, correct, experts, ids = _dataset()
-    return Cascal(cfg, n_jobs=n_jobs).fit(X, subj, choices, consensus, experts, correct=correct, ids=ids, **kw)
+    return Cascal(**cfg.to_dict(), n_jobs=n_jobs).fit(data(X, subj, choices, consensus, experts, correct, ids, **kw))
 
 
 def _artifact_bytes(router, directory: Path) -> dict[str, bytes]:
@@ -462,7 +555,7 @@ def test_save_load_round_trip_is_bit_identical(tmp_path):
     router.save(tmp_path / "r")
     loaded = Cascal.load(tmp_path / "r")
     X = _dataset(seed=1)[0]
-    a, b = router.route(X), loaded.route(X)
+    a, b = {"scores": router.route(X), **router.diagnostics(X)}, {"scores": loaded.route(X), **loaded.diagnostics(X)}
     for field in (
         "scores",
         "nearest_distance",
@@ -472,7 +565,7 @@ def test_save_load_round_trip_is_bit_identical(tmp_path):
         "n_centroids_used",
         "predicted_subject",
     ):
-        assert np.array_equal(getattr(a, field), getattr(b, field), equal_nan=field == "nearest_distance"), field
+        assert np.array_equal(a[field], b[field], equal_nan=field == "nearest_distance"), field
     assert np.array_equal(router.rank(X)[0], loaded.rank(X)[0])
     # Saving the loaded router reproduces the artifact.
     assert _artifact_bytes(loaded, tmp_path / "again") == _artifact_bytes(router, tmp_path / "r")
@@ -508,16 +601,36 @@ def test_load_rejects_inconsistent_artifacts(tmp_path):
 
 def test_cascal_gt_ranks_by_correctness():
     X, subj, choices, consensus, correct, experts, ids = _dataset()
-    gt = Cascal(CascalConfig(signal="correctness")).fit(X, subj, None, None, experts, correct=correct, ids=ids)
+    gt = Cascal(signal="correctness").fit(data(X, subj, None, None, experts, correct, ids))
     np.testing.assert_array_equal(gt.global_scores_, np.round(correct.mean(axis=0), 4))
     for cid, r in zip(gt.cluster_ids_, gt.rankings_):
         rows = [int(i[1:]) for i in gt.assigned_[cid]]
         np.testing.assert_array_equal(r, np.round(correct[rows].mean(axis=0), 3))
     # The consensus router ranks by consensus instead, so its tables differ.
-    cons = Cascal().fit(X, subj, choices, consensus, experts)
+    cons = Cascal().fit(data(X, subj, choices, consensus, experts))
     np.testing.assert_array_equal(cons.global_scores_, np.round(consensus.mean(axis=0), 4))
     with pytest.raises(ValueError, match="correct"):
-        Cascal(CascalConfig(signal="correctness")).fit(X, subj, choices, consensus, experts)
+        Cascal(signal="correctness").fit(data(X, subj, choices, consensus, experts))
+
+
+def test_routing_in_blocks_and_from_a_memory_map(tmp_path, monkeypatch):
+    from rgd.cascal import estimator
+
+    router = _fit()
+    X = _dataset(n=50, seed=3)[0]
+    whole, diag = router.route(X), router.diagnostics(X)
+    monkeypatch.setattr(estimator, "ROUTE_CHUNK", 7)  # 8 blocks, the last one short
+    mm = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=X.dtype, shape=X.shape)
+    mm[:] = X
+    for Xs in (X, np.load(tmp_path / "X.npy", mmap_mode="r")):
+        np.testing.assert_allclose(router.route(Xs), whole, rtol=1e-6)  # float32 products: block-size rounding
+        blocked = router.diagnostics(Xs)
+        assert blocked["predicted_subject"] == diag["predicted_subject"]
+        assert blocked["nearest_cluster"] == diag["nearest_cluster"]
+        np.testing.assert_array_equal(blocked["n_centroids_used"], diag["n_centroids_used"])
+    X[23, 4] = np.nan  # a bad row in a later block is still found
+    with pytest.raises(ValueError, match="NaN"):
+        router.route(X)
 
 
 def test_fit_recovers_niches_on_the_toy_data():
@@ -525,27 +638,27 @@ def test_fit_recovers_niches_on_the_toy_data():
     assert len(router.cluster_ids_) == 4 and router.counters_["pruned"] == 0
     top = router.rank(np.eye(16)[:4])[0][:, 0]
     assert top.tolist() == [0, 3, 2, 1]  # each group's planted best model
-    res = router.route(np.eye(16)[:4])
-    assert res.predicted_subject.tolist() == ["alpha", "alpha", "beta & gamma", "beta & gamma"]
-    assert len(set(res.nearest_cluster.tolist())) == 4
+    res = router.diagnostics(np.eye(16)[:4])
+    assert res["predicted_subject"] == ["alpha", "alpha", "beta & gamma", "beta & gamma"]
+    assert len(set(res["nearest_cluster"])) == 4
 
 
 def test_fit_validates_inputs():
     X, subj, choices, consensus, correct, experts, ids = _dataset(n=20)
     with pytest.raises(ValueError, match="choices"):
-        Cascal().fit(X, subj, choices[:, :2], consensus, experts)
+        Cascal().fit(data(X, subj, choices[:, :2], consensus, experts))
     with pytest.raises(ValueError, match="choices"):
-        Cascal().fit(X, subj, choices - 2, consensus, experts)
+        Cascal().fit(data(X, subj, choices - 2, consensus, experts))
     with pytest.raises(ValueError, match="X"):
-        Cascal().fit(np.full_like(X, np.nan), subj, choices, consensus, experts)
+        Cascal().fit(data(np.full_like(X, np.nan), subj, choices, consensus, experts))
     with pytest.raises(ValueError, match="experts"):
-        Cascal().fit(X, subj, choices, consensus, ["a", "a", "b"])
+        Cascal().fit(data(X, subj, choices[:, :3], consensus[:, :3], ["a", "a", "b"]))
     with pytest.raises(ValueError, match="ids"):
-        Cascal().fit(X, subj, choices, consensus, experts, ids=ids[:3])
+        Cascal().fit(data(X, subj, choices, consensus, experts, ids=ids[:3]))
     with pytest.raises(ValueError, match="embedder"):
-        Cascal().fit(X, subj, choices, consensus, experts, embedder={"model": object()})
+        Cascal().fit(data(X, subj, choices, consensus, experts, embedder={"model": object()}))
     with pytest.raises(ValueError, match="embedder"):
-        Cascal().fit(X, subj, choices, consensus, experts, embedder=["not", "a", "dict"])
+        Cascal().fit(data(X, subj, choices, consensus, experts, embedder=["not", "a", "dict"]))
     with pytest.raises(RuntimeError, match="not fitted"):
         Cascal().route(X)
 
@@ -584,6 +697,6 @@ def test_near_duplicates_collapsing_in_float32_are_handled_quietly():
     choices = np.zeros((5, 2), dtype=np.int64)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        r = Cascal().fit(X, ["s"] * 5, choices, np.full((5, 2), 0.5), ["m0", "m1"])
+        r = Cascal().fit(data(X, ["s"] * 5, choices, np.full((5, 2), 0.5), ["m0", "m1"]))
     assert np.all(np.isfinite(r.centroids_)) and np.allclose(np.linalg.norm(r.centroids_, axis=1), 1)
     assert r.cluster_sizes_.sum() == 5

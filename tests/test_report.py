@@ -262,7 +262,7 @@ def test_source_order_and_latex_escape():
 # --------------------------------------------------------------------------- pool diagnostics
 def test_analysis_has_pool_diagnostics_and_consensus_ranking(world):
     from rgd.diagnostics import pairwise
-    from rgd.routers import consensus_matrices
+    from rgd.matrices import consensus_matrices
 
     a = read_json(world / "analysis.json")
     d, r = a["diagnostics"], a["consensus_ranking"]

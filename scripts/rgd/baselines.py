@@ -1,12 +1,12 @@
-"""Simple routers that predict each pool model's per-question correctness from the query embedding.
+"""Simple routers that predict each pool model's per-question score from the query embedding.
 
-They share one interface: ``fit(X, target)`` with X (n, d) question embeddings and target (n, m)
-per-model scores in [0, 1]; ``route(X) -> (n, m)`` scores, higher = better; ``save(dir)`` /
-``load(dir)`` as a JSON header (router.json) plus arrays (router.npz). Fed with correctness against a
-training source's answer keys they are the paper's "query-answer" routers; fed with consensus scores
-they become query-only routers. The original repository ships none of these (reference §11); the
-choice of kNN / MLP / matrix factorisation / best single follows the reference's suggestions and
-RouteLLM / EmbedLLM for the MF form.
+They share rgd's router interface (rgd.routers.Router): hyperparameters in the constructor,
+``fit(TrainingSet)``, ``route(X) -> (n, m)`` scores, higher = better; ``save(dir)`` / ``load(dir)``
+as a JSON header (router.json) plus arrays (router.npz). They learn from the training set's
+answer-key correctness (``signal="correctness"``: the paper's "query-answer" routers) or, with
+``signal="consensus"``, from consensus scores (then they are query-only routers). The original
+repository ships none of these (reference §11); the choice of kNN / MLP / matrix factorisation /
+best single follows the reference's suggestions and RouteLLM / EmbedLLM for the MF form.
 
 Embeddings are L2-normalised again on the way in (rows of zeros stay zero), so cosine similarity is
 a dot product. Every random step takes the router's `seed`; fitting twice on the same data gives
@@ -16,18 +16,17 @@ identical arrays.
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
+from . import routers
 from .io import InputError, read_json, save_npz, write_json
 
 FORMAT = "rgd-router"
 VERSION = 1
-_REGISTRY: dict[str, type[Router]] = {}
 
 
 def as_unit_rows(X: np.ndarray, dim: int | None = None) -> np.ndarray:
@@ -59,37 +58,52 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-class Router(ABC):
-    """Base class: subclasses set `kind`, implement `_fit`, `_route`, and list their arrays."""
+def _check_signal(signal: str) -> None:
+    if signal not in routers.SIGNALS:
+        raise ValueError(f"signal: expected one of {list(routers.SIGNALS)}, got {signal!r}")
 
-    kind: ClassVar[str]
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
+
+
+def _check_number(name: str, value: object, low: float, strict: bool = False) -> None:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or value < low or (strict and value == low):
+        raise ValueError(f"{name}: expected a finite number {'>' if strict else '>='} {low:g}, got {value!r}")
+
+
+def _class_kind(cls: type) -> str:
+    """The registry's name for a baseline class (each has one; its `signal` is a saved param)."""
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    return next(k.name for k in routers.REGISTRY.values() if k.cls == path)
+
+
+class Router(routers.Router):
+    """Base class: subclasses validate their hyperparameters in `__init__`, implement `_fit` and
+    `_route`, and list their fitted arrays. `Router.load` loads any of them (the header names the
+    kind)."""
+
     _array_names: ClassVar[tuple[str, ...]]
 
-    def __init_subclass__(cls, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
-        _REGISTRY[cls.kind] = cls
-
-    dim: int | None = None
+    n_features_in_: int | None = None
     n_models: int | None = None
 
-    @abstractmethod
-    def params(self) -> dict:
-        """Constructor arguments, saved in the header so `load` can rebuild the router."""
-
-    def fit(self, X: np.ndarray, target: np.ndarray) -> Router:
-        X = as_unit_rows(X)
-        t = _check_target(target, X.shape[0])
-        self.dim, self.n_models = X.shape[1], t.shape[1]
+    def fit(self, data: routers.TrainingSet) -> Router:
+        X = as_unit_rows(data.X)
+        t = _check_target(data.target(self.signal, type(self).__name__), X.shape[0])
+        self.n_features_in_, self.n_models = X.shape[1], t.shape[1]
         self._fit(X, t)
         return self
 
     def route(self, X: np.ndarray) -> np.ndarray:
-        if self.dim is None:
+        if self.n_features_in_ is None:
             raise RuntimeError(f"{type(self).__name__}: route() before fit()")
-        return self._route(as_unit_rows(X, self.dim))
+        return self._route(as_unit_rows(X, self.n_features_in_))
 
     def save(self, directory: str | Path) -> None:
-        if self.dim is None:
+        if self.n_features_in_ is None:
             raise RuntimeError(f"{type(self).__name__}: save() before fit()")
         d = Path(directory)
         # Arrays first: a header without its arrays would look complete to a resuming workflow.
@@ -97,9 +111,9 @@ class Router(ABC):
         header = {
             "format": FORMAT,
             "version": VERSION,
-            "kind": self.kind,
-            "params": self.params(),
-            "dim": self.dim,
+            "kind": _class_kind(type(self)),
+            "params": self.get_params(),
+            "dim": self.n_features_in_,
             "n_models": self.n_models,
         }
         write_json(d / "router.json", header)
@@ -113,8 +127,8 @@ class Router(ABC):
         if header.get("version") != VERSION:
             raise InputError(d / "router.json", None, "version", f"unsupported version {header.get('version')!r}")
         kind = header.get("kind")
-        sub = _REGISTRY.get(kind)
-        if sub is None or (cls is not Router and sub is not cls):
+        sub = routers.REGISTRY[kind].router_class() if kind in routers.REGISTRY else None
+        if sub is None or not issubclass(sub, Router) or (cls is not Router and sub is not cls):
             raise InputError(d / "router.json", None, "kind", f"{kind!r} cannot be loaded as {cls.__name__}")
         router = sub(**header["params"])
         try:
@@ -125,31 +139,26 @@ class Router(ABC):
             raise InputError(d / "router.npz", None, None, "file not found") from None
         except KeyError as e:
             raise InputError(d / "router.npz", None, str(e), "array missing") from None
-        router.dim, router.n_models = int(header["dim"]), int(header["n_models"])
+        router.n_features_in_, router.n_models = int(header["dim"]), int(header["n_models"])
         return router
 
-    @abstractmethod
     def _fit(self, X: np.ndarray, t: np.ndarray) -> None:
         """Learn from unit-norm X (n, d) and targets t (n, m) in [0, 1]."""
+        raise NotImplementedError
 
-    @abstractmethod
     def _route(self, X: np.ndarray) -> np.ndarray:
         """Scores (n, m) for unit-norm X, higher = better."""
-
-
-def load_router(directory: str | Path) -> Router:
-    """Load any saved router; the header's `kind` picks the class."""
-    return Router.load(directory)
+        raise NotImplementedError
 
 
 class BestSingleRouter(Router):
     """Constant scores: each model's mean target over the training questions."""
 
-    kind = "best_single"
     _array_names = ("mean_",)
 
-    def params(self) -> dict:
-        return {}
+    def __init__(self, signal: str = "correctness"):
+        _check_signal(signal)
+        self.signal = signal
 
     def _fit(self, X: np.ndarray, t: np.ndarray) -> None:
         self.mean_ = t.mean(axis=0)
@@ -161,16 +170,13 @@ class BestSingleRouter(Router):
 class KNNRouter(Router):
     """Cosine k-nearest neighbours: a model's score is its mean target over the k nearest questions."""
 
-    kind = "knn"
     _array_names = ("X_", "target_")
 
-    def __init__(self, k: int = 10, chunk: int = 2048):
-        if k < 1 or chunk < 1:
-            raise ValueError(f"k and chunk must be >= 1, got {k}, {chunk}")
-        self.k, self.chunk = k, chunk
-
-    def params(self) -> dict:
-        return {"k": self.k, "chunk": self.chunk}
+    def __init__(self, k: int = 10, chunk: int = 2048, signal: str = "correctness"):
+        _check_int("k", k, 1)
+        _check_int("chunk", chunk, 1)  # questions per similarity block; never changes the scores
+        _check_signal(signal)
+        self.k, self.chunk, self.signal = k, chunk, signal
 
     def _fit(self, X: np.ndarray, t: np.ndarray) -> None:
         self.X_, self.target_ = X, t
@@ -196,8 +202,6 @@ class MLPRouter(Router):
     Scoring runs the stored weights through a numpy forward pass, so a loaded router needs no pickle.
     """
 
-    kind = "mlp"
-
     def __init__(
         self,
         hidden: tuple[int, ...] | list[int] = (128,),
@@ -205,22 +209,27 @@ class MLPRouter(Router):
         lr: float = 1e-3,
         max_iter: int = 200,
         seed: int = 0,
+        signal: str = "correctness",
     ):
-        self.hidden, self.alpha, self.lr, self.max_iter, self.seed = tuple(hidden), alpha, lr, max_iter, seed
+        if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
+            raise ValueError(f"hidden: expected a list of layer sizes, got {hidden!r}")
+        for h in hidden:
+            _check_int("hidden", h, 1)
+        _check_number("alpha", alpha, 0.0)
+        _check_number("lr", lr, 0.0, strict=True)
+        _check_int("max_iter", max_iter, 1)
+        _check_int("seed", seed, 0)
+        _check_signal(signal)
+        self.hidden, self.alpha, self.lr, self.max_iter = tuple(hidden), alpha, lr, max_iter
+        self.seed, self.signal = seed, signal
 
     @property
     def _array_names(self) -> tuple[str, ...]:  # type: ignore[override]
         n = len(self.hidden) + 1
         return tuple(f"coef_{i}" for i in range(n)) + tuple(f"intercept_{i}" for i in range(n))
 
-    def params(self) -> dict:
-        return {
-            "hidden": list(self.hidden),
-            "alpha": self.alpha,
-            "lr": self.lr,
-            "max_iter": self.max_iter,
-            "seed": self.seed,
-        }
+    def get_params(self) -> dict:
+        return {**super().get_params(), "hidden": list(self.hidden)}
 
     def _fit(self, X: np.ndarray, t: np.ndarray) -> None:
         from sklearn.exceptions import ConvergenceWarning
@@ -262,21 +271,22 @@ class MFRouter(Router):
     b at each model's logit mean target, i.e. at the best-single-model solution.
     """
 
-    kind = "mf"
     _array_names = ("W_", "V_", "b_")
 
-    def __init__(self, dim: int = 32, epochs: int = 300, lr: float = 0.01, l2: float = 1e-4, seed: int = 0):
-        if dim < 1 or epochs < 0 or lr <= 0 or l2 < 0:
-            raise ValueError(f"MFRouter: bad hyper-parameters dim={dim} epochs={epochs} lr={lr} l2={l2}")
-        self.dim_latent, self.epochs, self.lr, self.l2, self.seed = dim, epochs, lr, l2, seed
-
-    def params(self) -> dict:
-        return {"dim": self.dim_latent, "epochs": self.epochs, "lr": self.lr, "l2": self.l2, "seed": self.seed}
+    def __init__(self, dim: int = 32, epochs: int = 300, lr: float = 0.01, l2: float = 1e-4, seed: int = 0,
+                 signal: str = "correctness"):
+        _check_int("dim", dim, 1)
+        _check_int("epochs", epochs, 0)
+        _check_number("lr", lr, 0.0, strict=True)
+        _check_number("l2", l2, 0.0)
+        _check_int("seed", seed, 0)
+        _check_signal(signal)
+        self.dim, self.epochs, self.lr, self.l2, self.seed, self.signal = dim, epochs, lr, l2, seed, signal
 
     def _fit(self, X: np.ndarray, t: np.ndarray) -> None:
         rng = np.random.default_rng(self.seed)
         n, d = X.shape
-        m, h = t.shape[1], self.dim_latent
+        m, h = t.shape[1], self.dim
         W = rng.normal(0.0, 1.0, size=(d, h)).astype(np.float32)
         V = rng.normal(0.0, 0.1, size=(m, h))
         p0 = np.clip(t.mean(axis=0), 1e-3, 1 - 1e-3)
@@ -305,5 +315,3 @@ class MFRouter(Router):
     def _route(self, X: np.ndarray) -> np.ndarray:
         return _sigmoid((X @ self.W_).astype(np.float64) @ self.V_.T + self.b_)
 
-
-ROUTERS: dict[str, type[Router]] = _REGISTRY

@@ -263,11 +263,12 @@ def cmd_embed(a):
          need("--experts", nargs="+", help="the pool, in order"),
          opt("--keys", path=IN, help="answer keys (query-answer routers only)"),
          opt("--spec", type=json_object, help="the config's router entry as JSON: {params, seed}"),
-         need("--out-dir", path=OUT_DIR, help="the router directory to write"))
+         need("--out-dir", path=OUT_DIR, help="the router directory to write"),
+         THREADS)
 def cmd_train(a):
     from .train import run
 
-    n = run(a.kind, a.questions, a.embeddings, a.consensus, a.experts, a.out_dir, a.keys, a.spec)
+    n = run(a.kind, a.questions, a.embeddings, a.consensus, a.experts, a.out_dir, a.keys, a.spec, a.threads)
     print(f"{a.kind}: trained on {n} questions")
 
 

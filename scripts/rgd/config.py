@@ -160,7 +160,7 @@ def _settings(c: dict) -> list[str]:
     from .metrics import EvaluationSettings
     from .models import ModelSource
     from .respond import Expert
-    from .routers import make as make_router
+    from .routers import check_params
     from .spec import SpecError, parse
     from .split import SplitSettings
 
@@ -192,7 +192,7 @@ def _settings(c: dict) -> list[str]:
     build("embedder", EmbedderSpec, c["embedder"])
     for name, r in c["routers"].items():
         try:
-            make_router(name, r.get("params", {}), r.get("seed", c["seed"]))
+            check_params(name, r.get("params", {}), r.get("seed", c["seed"]))
         except (TypeError, ValueError) as e:
             p.append(f"routers.{name}.params: {e}")
     return p

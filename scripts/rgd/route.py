@@ -60,8 +60,8 @@ def run(router_dir, prompts_path, out, embeddings=None, seed: int = 0, threads: 
         from .embed import Embedder
 
         X = Embedder(prov.embedder, threads=threads).encode([p.text for p in prompts])
-    dim = getattr(router, "n_features_in_", None) or getattr(router, "dim", None)
-    if dim is not None and X.shape[1] != dim:
+    dim = router.n_features_in_
+    if X.shape[1] != dim:
         raise InputError(embeddings or prompts_path, None, "X", f"embedding dimension {X.shape[1]}, the router was "
                          f"trained on {dim}")
     S = routers.scores(router, X)

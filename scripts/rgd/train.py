@@ -7,7 +7,6 @@ router's settings are checked before anything is fitted.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,13 +28,6 @@ def check_router_settings(kind: str, spec: TrainSpec, where: str = "--spec"):
 
     if kind not in routers.KINDS:
         raise SpecError("--kind", None, f"unknown router kind {kind!r}; known: {', '.join(routers.KINDS)}")
-    if kind not in ("cascal", "cascal-gt"):
-        cls = type(routers.make(kind, {}, spec.seed))
-        known = set(inspect.signature(cls).parameters) - {"seed"}
-        unknown = sorted(set(spec.params) - known)
-        if unknown:
-            raise SpecError(where, f"params.{unknown[0]}", f"unknown parameter of {kind}; known: "
-                            f"{', '.join(sorted(known)) or 'none'}")
     try:
         return routers.make(kind, spec.params, spec.seed)
     except ValueError as e:  # the routers' own constructors check their hyperparameters
@@ -45,9 +37,9 @@ def check_router_settings(kind: str, spec: TrainSpec, where: str = "--spec"):
 
 
 def run(kind: str, questions, embeddings, consensus, experts: list[str], out_dir, keys=None,
-        spec: dict | None = None) -> int:
+        spec: dict | None = None, threads: int | None = None) -> int:
     from .embed import aligned
-    from .matrices import consensus_matrices
+    from .matrices import consensus_matrices, correctness
     from .records import read_consensus, read_keys, read_questions
 
     settings = parse(TrainSpec, spec or {}, "--spec")
@@ -70,8 +62,9 @@ def run(kind: str, questions, embeddings, consensus, experts: list[str], out_dir
     if not routers.needs_keys(kind) and keys is not None:
         raise InputError("<command line>", None, "--keys", f"router {kind!r} is query-only: it must not be given "
                          "answer keys")
-    key_map = read_keys(keys, qs) if keys else None  # read only for a query-answer router
-    router = routers.train(kind, settings.params, settings.seed, X, ids, [q.category for q in qs], choices, cons,
-                           experts, key_map, embedder)
+    # the key file is read only for a query-answer router
+    correct = correctness(choices, ids, read_keys(keys, qs), keys) if keys else None
+    data = routers.TrainingSet(X, experts, [q.category for q in qs], choices, cons, correct, ids, embedder)
+    router = routers.train(kind, settings.params, settings.seed, data, n_jobs=threads)
     routers.save(router, kind, Path(out_dir), experts, embedder, {"questions": str(questions), "n": len(ids)})
     return len(ids)

@@ -12,6 +12,7 @@ rule train_router:
         timing_path("train/{bench}/{pool}/{source}/{router}")
     conda:
         "../../envs/core.yaml"
+    threads: 1
     resources:
         **rule_resources(),
     params:
@@ -22,7 +23,7 @@ rule train_router:
         "rgd train --kind {wildcards.router:q} --questions {input.questions:q} "
         "--embeddings {input.embeddings:q} --consensus {input.consensus:q} "
         "--experts {params.experts:q} {params.key_arg:q} --spec {params.spec:q} "
-        "--out-dir {output:q} > {log:q} 2>&1"
+        "--out-dir {output:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule route:

@@ -16,12 +16,17 @@ Global ranking = mean signal per model. Note: the paper and README call this "hi
 clustering"; the code (and rgd) uses silhouette-selected k-means plus the one-pass greedy merge of
 step C, which is only a single agglomeration step across models.
 
-Inference (`Cascal.route`): pick the subject by nearest representative (or nearest centroid overall
-with `two_stage=False`), blend the sharpened rankings of its k nearest centroids with softmax(-d /
-distance_temp) weights, and ramp towards the global scores when the nearest centroid is farther than
-`distance_threshold`.
+Inference (`Cascal.route`, details per question from `Cascal.diagnostics`): pick the subject by
+nearest representative (or nearest centroid overall with `two_stage=False`), blend the sharpened
+rankings of its k nearest centroids with softmax(-d / distance_temp) weights, and ramp towards the
+global scores when the nearest centroid is farther than `distance_threshold`.
 
-Where rgd differs from the original code (docs/DIFFERENCES.md, section "CASCAL"):
+Modules: config (the hyperparameters, `compat`), niches (step A), clustering (steps B, C),
+subject (steps B-G of one subject), estimator (`Cascal`: fit, route, diagnostics), inference (the
+vectorised §9), artifact (router.json + centroids.npz).
+
+Where rgd differs from the original code (docs/DIFFERENCES.md, section "CASCAL"; `compat="original"`
+undoes the first two and the k-means precision):
 * Abstentions (-1) are no answer: they never agree with the plurality; the original substitutes a
   random letter A-D (unseeded), which can "agree" by luck.
 * Plurality ties (§14.11): `agreement="plurality"` counts one top group (a 3-3 split is 0.5, not 1.0);
@@ -29,19 +34,18 @@ Where rgd differs from the original code (docs/DIFFERENCES.md, section "CASCAL")
 * Deterministic order everywhere: subjects are processed in sorted order; clusters keep their order
   after step D (the original passes them through a Python set, so the pruning scan order depended on
   the string hash seed). Ranking ties are broken by a seeded permutation (`rgd.metrics.rank`).
-* Silhouette: exact cosine silhouette from cluster sums (`silhouette="linear"`, float rounding aside)
-  instead of sklearn's pairwise matrix (`silhouette="sklearn"` keeps that).
-* k-means runs on a float32 copy (`kmeans_float32`) with one OpenMP thread; centroids are float64
-  weighted means of the members, also in the unweighted variant (the original there takes sklearn's
-  cluster_centers_, equal up to rounding); an empty k-means label yields no centroid (the original
-  would emit a zero vector).
+* Silhouette: exact cosine silhouette from cluster sums instead of sklearn's pairwise matrix; with
+  `silhouette="sklearn"` near ties are decided on sklearn's own scores, so the k is sklearn's.
+* k-means: scikit-learn's own steps, shared across k, one thread; on a float32 copy by default
+  (`kmeans_float32`). Centroids are float64 weighted means of the members, also in the unweighted
+  variant (the original there takes sklearn's cluster_centers_, equal up to rounding); an empty
+  k-means label yields no centroid (the original would emit a zero vector).
 * Inference uses every subject the router was trained on (the original loaded only the subjects
   present in the *test* labels, §9 ⚠) and computes similarities in float32.
 * Counters (single-cluster fits, merges, prunes, ...) are saved; all tables live in one artifact.
 """
 
 from .config import CascalConfig
-from .router import Cascal
-from .routing import RouteResult
+from .estimator import Cascal
 
-__all__ = ["Cascal", "CascalConfig", "RouteResult"]
+__all__ = ["Cascal", "CascalConfig"]

@@ -1,22 +1,33 @@
 """Steps B and C: per-(model, subject) skill centroids and their greedy cross-model merge.
 
 Step B picks k in k_min..k_max by the cosine silhouette of a seeded scikit-learn k-means and falls
-back to one centroid when no k is valid or the best silhouette is below the floor. The silhouette
-is computed exactly from per-cluster sums instead of the n x n distance matrix: for unit rows,
-sum_{j in c} (1 - <x_i, x_j>) = |c| - <x_i, S_c>, so a(i) and b(i) cost O(n*d*k).
+back to one centroid when no k is valid or the best silhouette is below the floor.
+
+Both computations are exact and cheaper than the original's calls:
+* k-means: `KMeans(k).fit` per k repeats the same preparation (input checks, the tolerance from the
+  per-feature variance, centring, squared norms), and k-means++ for k = 3, 4, 5 draws the same first
+  centres (the same seed and number of local trials), so one k = 5 seeding holds the ones of 3 and 4.
+  `_kmeans_labels` runs scikit-learn's own steps once each and gets the labels `KMeans(k).fit` would
+  (tests/test_cascal.py checks them against KMeans; it falls back to KMeans if those steps move).
+* silhouette: for unit rows, sum_{j in c} (1 - <x_i, x_j>) = |c| - <x_i, S_c>, so a(i) and b(i) cost
+  O(n*d*k) instead of sklearn's n x n distance matrix (O(n^2*d)). The two differ by float rounding
+  (~1e-15); with silhouette="sklearn" a choice that close (two candidates, or one and the floor,
+  within `SKLEARN_MARGIN`) is made on sklearn's own scores, so the chosen k is always sklearn's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.metrics import silhouette_score
 
 from .config import CascalConfig
 
 EPS = 1e-9  # the original's l2_normalize floor on norms
+# Closer than this, two silhouettes (or one and the floor) are compared on sklearn's own scores. The
+# cluster-sum silhouette differs from sklearn's by float rounding, ~1e-15 at n ~ 10^4 (benchmarks
+# record the largest difference seen); the margin leaves six orders of magnitude.
+SKLEARN_MARGIN = 1e-9
 
 
 def l2_normalize(X: np.ndarray) -> np.ndarray:
@@ -25,47 +36,144 @@ def l2_normalize(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(norms, EPS)[..., None]
 
 
-def one_hot(labels: np.ndarray, k: int) -> np.ndarray:
-    """(k, n) float64 indicator matrix, so `one_hot(l, k) @ X` gives per-cluster sums."""
-    out = np.zeros((k, len(labels)))
-    out[labels, np.arange(len(labels))] = 1.0
+def cosine_silhouettes(X: np.ndarray, labelings: list[np.ndarray]) -> list[float | None]:
+    """Mean cosine silhouette of unit rows `X` under each labelling; None where scikit-learn would
+    refuse (2 <= k <= n-1).
+
+    Same definition as sklearn's silhouette_score(metric="cosine"): singletons score 0, a(i) excludes
+    i itself. Differences are float rounding only (sklearn also clips each distance to [0, 2]). All
+    labellings share two passes over X: one for every cluster sum, one for every <x_i, S_c>.
+    """
+    n = len(X)
+    invs = [np.unique(lab, return_inverse=True)[1].ravel() for lab in labelings]
+    ks = [int(inv.max()) + 1 if n else 0 for inv in invs]
+    valid = [i for i, k in enumerate(ks) if 2 <= k <= n - 1]
+    out: list[float | None] = [None] * len(labelings)
+    if not valid:
+        return out
+    offsets = np.cumsum([0] + [ks[i] for i in valid])
+    hot = np.zeros((offsets[-1], n))
+    for i, lo in zip(valid, offsets):
+        hot[lo + invs[i], np.arange(n)] = 1.0
+    dots_all = X @ (hot @ X).T  # (n, sum of k): <x_i, S_c> for every cluster of every labelling
+    self_dist = 1.0 - np.einsum("ij,ij->i", X, X)  # ~0; included in the own-cluster sum
+    rows = np.arange(n)
+    for i, lo, hi in zip(valid, offsets[:-1], offsets[1:]):
+        inv = invs[i]
+        counts = np.bincount(inv, minlength=ks[i]).astype(np.float64)
+        dist_sums = counts[None, :] - dots_all[:, lo:hi]
+        own = counts[inv]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = (dist_sums[rows, inv] - self_dist) / (own - 1.0)
+            means = dist_sums / counts[None, :]
+            means[rows, inv] = np.inf
+            b = means.min(axis=1)
+            s_i = (b - a) / np.maximum(a, b)
+        out[i] = float(np.where(own > 1, np.nan_to_num(s_i), 0.0).mean())
     return out
 
 
-def cosine_silhouette(X: np.ndarray, labels: np.ndarray) -> float | None:
-    """Mean cosine silhouette of unit rows `X`; None where scikit-learn would refuse (2 <= k <= n-1).
+def sklearn_silhouette(X: np.ndarray, labels: np.ndarray) -> float | None:
+    from sklearn.metrics import silhouette_score
 
-    Same definition as sklearn's silhouette_score(metric="cosine"): singletons score 0, a(i) excludes
-    i itself. Differences are float rounding only (sklearn also clips each distance to [0, 2]).
-    """
-    n = len(X)
-    _, inv = np.unique(labels, return_inverse=True)
-    k = int(inv.max()) + 1 if n else 0
-    if not 2 <= k <= n - 1:
-        return None
-    counts = np.bincount(inv, minlength=k).astype(np.float64)
-    dots = X @ (one_hot(inv, k) @ X).T  # (n, k): <x_i, S_c>
-    self_dist = 1.0 - np.einsum("ij,ij->i", X, X)  # ~0; included in the own-cluster sum
-    dist_sums = counts[None, :] - dots
-    rows = np.arange(n)
-    own = counts[inv]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = (dist_sums[rows, inv] - self_dist) / (own - 1.0)
-        means = dist_sums / counts[None, :]
-        means[rows, inv] = np.inf
-        b = means.min(axis=1)
-        s = (b - a) / np.maximum(a, b)
-    s = np.where(own > 1, np.nan_to_num(s), 0.0)
-    return float(s.mean())
-
-
-def _silhouette(cfg: CascalConfig, X: np.ndarray, labels: np.ndarray) -> float | None:
-    if cfg.silhouette == "linear":
-        return cosine_silhouette(X, labels)
-    n_labels = len(np.unique(labels))
-    if not 2 <= n_labels <= len(X) - 1:
+    if not 2 <= len(np.unique(labels)) <= len(X) - 1:
         return None
     return float(silhouette_score(X, labels, metric="cosine"))
+
+
+def _pick(cfg: CascalConfig, X: np.ndarray, labelings: list[np.ndarray]) -> tuple[int | None, float | None]:
+    """(index of the chosen labelling or None, its silhouette): the first best score (smallest k wins
+    ties), as the original's strict `>` scan; scores below the floor are decided by the caller."""
+    scores = cosine_silhouettes(X, labelings)
+    if cfg.silhouette == "sklearn" and _too_close(scores, cfg.silhouette_floor):
+        scores = [sklearn_silhouette(X, lab) for lab in labelings]
+    best, best_score = None, -np.inf
+    for i, score in enumerate(scores):
+        if score is not None and score > best_score:
+            best, best_score = i, score
+    return best, (None if best is None else float(best_score))
+
+
+def _too_close(scores: list[float | None], floor: float) -> bool:
+    vals = sorted([s for s in scores if s is not None] + [floor])
+    return any(b - a <= SKLEARN_MARGIN for a, b in zip(vals, vals[1:]))
+
+
+def _kmeans_fits(
+    cfg: CascalConfig, X: np.ndarray, w: np.ndarray | None, ks: range
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(labels, centres) of `KMeans(n_clusters=k, ...).fit(X, sample_weight=w)` for every k in `ks`,
+    one thread. X is consumed (centred in place): pass a copy."""
+    try:
+        from sklearn.cluster._k_means_common import _is_same_clustering
+        from sklearn.cluster._kmeans import _kmeans_plusplus, _kmeans_single_lloyd, _tolerance
+        from sklearn.utils.extmath import row_norms
+        from sklearn.utils.validation import _check_sample_weight
+    except ImportError:  # another scikit-learn: the public estimator, same labels, more work
+        return [_kmeans_estimator(cfg, X, w, k) for k in ks]
+    X_mean = X.mean(axis=0)  # (KMeans computes it after the tolerance; the copy is not changed between)
+    # What KMeans.fit does before its first seeding, once: a C-ordered copy (the caller's), the
+    # tolerance from the uncentred copy, weights in X's dtype, centring, squared row norms.
+    X = np.ascontiguousarray(X)
+    tol = _tolerance(X, 1e-4)  # KMeans' default tol
+    sw = _check_sample_weight(w, X, dtype=X.dtype)
+    X -= X_mean
+    # k-means++ on float32 rows computes distances on float64 copies of row blocks, and with float32
+    # norms given (KMeans passes those) it recomputes the float64 norms of every block at every call;
+    # the same norms computed once (the per-row sums are those of the blocks, tested) are used instead.
+    x_sq = row_norms(X if X.dtype == np.float64 else X.astype(np.float64), squared=True)
+    n_init = 1 if cfg.kmeans_n_init == "auto" else cfg.kmeans_n_init  # "auto" with k-means++ is one run
+
+    def seeding(k: int, rs: np.random.RandomState) -> np.ndarray:
+        return _kmeans_plusplus(X, k, random_state=rs, x_squared_norms=x_sq, sample_weight=sw)[0]
+
+    # A k-means++ seeding of k centres is a prefix of one of more centres when both take the same
+    # number of local trials (2 + int(log k)) from the same fresh RandomState.
+    def trials(k: int) -> int:
+        return 2 + int(np.log(k))
+
+    largest = {k: max(j for j in ks if trials(j) == trials(k)) for k in ks}
+    shared = {}
+    if n_init == 1:
+        shared = {top: seeding(top, np.random.RandomState(cfg.random_state)) for top in sorted(set(largest.values()))}
+    out = []
+    for k in ks:
+        if n_init == 1:
+            runs = [shared[largest[k]][:k].copy()]
+        else:
+            rs = np.random.RandomState(cfg.random_state)
+            runs = (seeding(k, rs) for _ in range(n_init))
+        best, best_inertia = None, None
+        for centers in runs:
+            labels, inertia, centres, _ = _kmeans_single_lloyd(
+                X, sw, centers, max_iter=cfg.kmeans_max_iter, tol=tol, n_threads=1
+            )
+            if best_inertia is None or (inertia < best_inertia and not _is_same_clustering(labels, best[0], k)):
+                best, best_inertia = (labels, centres + X_mean), inertia
+        out.append(best)
+    return out
+
+
+def _nearest_centres(X: np.ndarray, centres: list[np.ndarray]) -> list[np.ndarray]:
+    """For each set of centres, the label of every row's nearest (Euclidean) centre; one pass over X."""
+    C = np.concatenate(centres).astype(np.float64)
+    score = (C * C).sum(axis=1)[None, :] - 2.0 * (X @ C.T)  # ||x - c||^2 - ||x||^2
+    bounds = np.cumsum([0] + [len(c) for c in centres])
+    return [np.argmin(score[:, lo:hi], axis=1) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def _kmeans_estimator(
+    cfg: CascalConfig, X: np.ndarray, w: np.ndarray | None, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.cluster import KMeans
+    from threadpoolctl import threadpool_limits
+
+    km = KMeans(n_clusters=k, n_init=cfg.kmeans_n_init, max_iter=cfg.kmeans_max_iter, random_state=cfg.random_state)
+    # One OpenMP thread (a per-thread limit): sklearn's multi-threaded Lloyd step adds per-thread
+    # partial sums in lock-acquisition order, so its labels would depend on timing.
+    with threadpool_limits(limits=1, user_api="openmp"):
+        km.fit(X, sample_weight=w)
+    return km.labels_, km.cluster_centers_
 
 
 @dataclass(frozen=True)
@@ -77,6 +185,7 @@ class SkillFit:
     labels: np.ndarray  # (k,) int: the k-means label each centroid came from (for its id "c{j}")
     k: int  # 1 when the single-centroid fallback was used
     silhouette: float | None
+    sampled: bool = False  # k-means ran on a sample of kmeans_max_rows rows
 
 
 def _single(X: np.ndarray, w: np.ndarray | None, silhouette: float | None = None) -> SkillFit:
@@ -101,8 +210,11 @@ def _n_unique_rows(X: np.ndarray, cap: int) -> int:
     return min(len(np.unique(keys)), cap)
 
 
-def fit_skill_centroids(cfg: CascalConfig, X: np.ndarray, weights: np.ndarray | None) -> SkillFit:
-    """Step B on unit rows `X` (float64) with per-row weights (None = unweighted variant)."""
+def fit_skill_centroids(
+    cfg: CascalConfig, X: np.ndarray, weights: np.ndarray | None, Xk: np.ndarray | None = None
+) -> SkillFit:
+    """Step B on unit rows `X` (float64) with per-row weights (None = unweighted variant). `Xk`: the
+    k-means input if the caller has it (a fresh copy of X in k-means precision; it is consumed)."""
     n = len(X)
     w = None
     if weights is not None:
@@ -114,24 +226,31 @@ def fit_skill_centroids(cfg: CascalConfig, X: np.ndarray, weights: np.ndarray | 
     if n_unique == 1:
         return _single(X, None)
     max_k = max(min(cfg.k_max, n - 1, n_unique - 1), 1)
-    Xk = X.astype(np.float32) if cfg.kmeans_float32 else X
-    best_score, best_labels, best_k = -np.inf, None, 0
-    for k in range(cfg.k_min, max_k + 1):
-        km = KMeans(n_clusters=k, n_init=cfg.kmeans_n_init, max_iter=cfg.kmeans_max_iter, random_state=cfg.random_state)
-        labels = km.fit_predict(Xk, sample_weight=w)
-        score = _silhouette(cfg, X, labels)
-        if score is not None and score > best_score:  # strict: the smallest k wins ties
-            best_score, best_labels, best_k = score, labels, k
-    if best_labels is None or best_score < cfg.silhouette_floor:
-        return _single(X, w, None if best_labels is None else best_score)
+    ks = range(cfg.k_min, max_k + 1)
+    if not len(ks):
+        return _single(X, w, None)
+    if Xk is None:
+        Xk = X.astype(np.float32) if cfg.kmeans_float32 else X.copy()
+    sampled = bool(cfg.kmeans_max_rows) and n > cfg.kmeans_max_rows
+    if not sampled:
+        labelings = [labels for labels, _ in _kmeans_fits(cfg, Xk, w, ks)]
+    else:  # k-means on a seeded sample of rows; every row then goes to its nearest centre
+        sub = np.sort(np.random.RandomState(cfg.random_state).choice(n, cfg.kmeans_max_rows, replace=False))
+        fits = _kmeans_fits(cfg, Xk[sub], None if w is None else w[sub], ks)
+        labelings = _nearest_centres(X, [centres for _, centres in fits])
+    best, best_score = _pick(cfg, X, labelings)
+    if best is None or best_score < cfg.silhouette_floor:
+        return replace(_single(X, w, best_score), sampled=sampled)
+    best_labels, best_k = labelings[best], ks[best]
     ww = np.ones(n) if w is None else w
-    hot = one_hot(best_labels, best_k)
+    hot = np.zeros((best_k, n))
+    hot[best_labels, np.arange(n)] = 1.0
     seeds = hot.sum(axis=1).astype(np.int64)
     # An empty k-means label would give a zero centroid in the original; it is not emitted here.
     kept = np.flatnonzero(seeds > 0)
     sums = (hot[kept] * ww[None, :]) @ X
     mass = (hot[kept] * ww[None, :]).sum(axis=1)
-    return SkillFit(l2_normalize(sums / mass[:, None]), seeds[kept], kept, best_k, best_score)
+    return SkillFit(l2_normalize(sums / mass[:, None]), seeds[kept], kept, best_k, best_score, sampled)
 
 
 @dataclass(frozen=True)

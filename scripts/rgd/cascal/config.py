@@ -1,4 +1,12 @@
-"""CASCAL settings: every knob of the reference (§13) with its default, plus rgd's additions."""
+"""CASCAL settings: every knob of the reference (§13) with its default, plus rgd's additions.
+
+`compat` picks the semantics: "rgd" (the default) or "original", which reproduces the original
+code's choices (docs/DIFFERENCES.md, CASCAL): the settings in `COMPAT` below, plus two behaviours
+without a knob of their own: an abstention in training becomes a random letter A-D (seeded by `seed`;
+the original's was unseeded), and ranking scores are rounded with Python's `round` instead of
+`numpy.round` (they differ at exact half-way cases). A knob that `compat` sets may be left out (it
+then takes the compat's value); with compat="original" a different explicit value is an error.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +17,17 @@ from typing import Literal
 SIGNALS = ("consensus", "correctness")
 AGREEMENTS = ("plurality", "tied_union")
 SILHOUETTES = ("linear", "sklearn")
+COMPATS = ("rgd", "original")
+# The knobs each compat mode sets, in the order they are documented.
+COMPAT = {
+    "rgd": {"agreement": "plurality", "silhouette": "linear", "kmeans_float32": True},
+    "original": {"agreement": "tied_union", "silhouette": "sklearn", "kmeans_float32": False},
+}
 
 
 @dataclass(frozen=True)
 class CascalConfig:
+    compat: Literal["rgd", "original"] = "rgd"
     # --- training (§8) ---
     # "consensus": label-free CASCAL; "correctness": CASCAL-GT (§11), answer-key correctness replaces
     # consensus in every ranking and "answered correctly" replaces "agrees with the plurality" in step A.
@@ -20,7 +35,7 @@ class CascalConfig:
     min_consensus: float = 0.5
     # How agree(q) counts a tied plurality. "plurality" (rgd): the size of one top answer group / m,
     # so a 3-3 split is 0.5. "tied_union" (original, §14.11): all tied groups together, so 3-3 is 1.0.
-    agreement: Literal["plurality", "tied_union"] = "plurality"
+    agreement: Literal["plurality", "tied_union"] | None = None  # None: as `compat` says
     weighted: bool = True
     merge_threshold: float = 0.15  # cosine distance; 0 disables step C
     prune: bool = True
@@ -29,12 +44,18 @@ class CascalConfig:
     k_min: int = 2
     k_max: int = 5
     silhouette_floor: float = 0.05
-    # "linear": exact cosine silhouette from per-cluster sums, O(n*d*k) (rgd); "sklearn": scikit-learn's
-    # silhouette_score(metric="cosine") on the full pairwise matrix, O(n^2*d) (the original's call).
-    silhouette: Literal["linear", "sklearn"] = "linear"
+    # "linear": exact cosine silhouette from per-cluster sums, O(n*d*k) (rgd). "sklearn": the k that
+    # scikit-learn's silhouette_score(metric="cosine") picks (the original's call): the same sums, and
+    # sklearn's own O(n^2*d) score where two candidates (or one and the floor) are too close to call.
+    silhouette: Literal["linear", "sklearn"] | None = None
     kmeans_n_init: int | Literal["auto"] = "auto"  # sklearn's "auto" = 1 run for k-means++
     kmeans_max_iter: int = 200
-    kmeans_float32: bool = True  # k-means on a float32 copy (speed); centroids are float64 means
+    kmeans_float32: bool | None = None  # k-means on a float32 copy (speed); centroids are float64 means
+    # A (model, subject) with more proficient rows than this is clustered on a seeded sample of this
+    # many, every row going to its nearest centre (k is still picked on all rows); 0: never (exact).
+    # k-means takes more iterations to converge as rows grow; this bounds its cost, at a price in
+    # accuracy (docs/DIFFERENCES.md). compat="original" requires 0.
+    kmeans_max_rows: int = 0
     random_state: int = 0  # k-means seed, the same for every (model, subject) fit as in the original
     rank_decimals: int | None = 3  # cluster ranking scores are rounded (original: 3); None = exact
     global_rank_decimals: int | None = 4  # global ranking (original: 4)
@@ -50,6 +71,17 @@ class CascalConfig:
     seed: int = 0  # ranking tie-breaks
 
     def __post_init__(self) -> None:
+        _choice("compat", self.compat, COMPATS)
+        for name, value in COMPAT[self.compat].items():
+            given = getattr(self, name)
+            if given is None:
+                object.__setattr__(self, name, value)
+            elif self.compat == "original" and given != value:
+                raise ValueError(
+                    f"{name}: compat='original' sets {value!r}, got {given!r} (leave {name} out, or use compat='rgd')"
+                )
+        if self.compat == "original" and self.kmeans_max_rows != 0:
+            raise ValueError(f"kmeans_max_rows: compat='original' clusters every row (0), got {self.kmeans_max_rows!r}")
         _choice("signal", self.signal, SIGNALS)
         _choice("agreement", self.agreement, AGREEMENTS)
         _choice("silhouette", self.silhouette, SILHOUETTES)
@@ -66,6 +98,9 @@ class CascalConfig:
         for name in ("prune_top", "k_nearest", "kmeans_max_iter"):
             _int(name, getattr(self, name), low=1)
         _int("k_min", self.k_min, low=2)
+        _int("kmeans_max_rows", self.kmeans_max_rows, low=0)
+        if 0 < self.kmeans_max_rows <= self.k_max:
+            raise ValueError(f"kmeans_max_rows: 0 (no limit) or more than k_max={self.k_max}, got {self.kmeans_max_rows}")
         _int("k_max", self.k_max, low=self.k_min)
         for name in ("random_state", "seed"):
             _int(name, getattr(self, name), low=0)

@@ -4,7 +4,8 @@ A question's plurality set Maj(q) holds every answer tied for the most votes; ab
 no answer and never agree. A model is proficient on q when its answer is in Maj(q) (CASCAL-GT:
 when it answered correctly). With weighting on, q is kept only if agree(q) >= min_consensus and
 each proficient model gets weight agree(q); with weighting off, every proficient model gets 1.0 and
-nothing is filtered (as in the original's unweighted path).
+nothing is filtered (as in the original's unweighted path). With compat="original" an abstention
+is a random letter A-D instead, as the original's training loader makes it (seeded here).
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ def proficiency(
         members = np.asarray(correct, dtype=bool)
         agree = members.sum(axis=1) / members.shape[1]
     else:
+        if cfg.compat == "original" and (choices < 0).any():
+            choices = choices.copy()  # row-major draw order: the same inputs and seed give the same letters
+            choices[choices < 0] = np.random.default_rng(cfg.seed).integers(0, 4, int((choices < 0).sum()))
         members, top = plurality_members(choices)
         m = choices.shape[1]
         agree = (members.sum(axis=1) if cfg.agreement == "tied_union" else top) / m

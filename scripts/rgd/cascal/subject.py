@@ -19,15 +19,21 @@ def ranking_order(scores: np.ndarray, experts: list[str]) -> np.ndarray:
     return np.lexsort((np.broadcast_to(name_rank, scores.shape), -scores), axis=1)
 
 
-def round_scores(x: np.ndarray, decimals: int | None) -> np.ndarray:
-    return x if decimals is None else np.round(x, decimals)
+def round_scores(x: np.ndarray, decimals: int | None, compat: str = "rgd") -> np.ndarray:
+    """Ranking scores rounded as the original does with compat="original" (Python's `round`, exact on
+    the decimal value), else with numpy.round (scaled: can differ at exact half-way cases)."""
+    if decimals is None:
+        return x
+    if compat == "original":
+        return np.array([round(float(v), decimals) for v in np.ravel(x)]).reshape(np.shape(x))
+    return np.round(x, decimals)
 
 
-def cluster_scores(members: list[np.ndarray], signal: np.ndarray, decimals: int | None) -> np.ndarray:
+def cluster_scores(cfg: CascalConfig, members: list[np.ndarray], signal: np.ndarray) -> np.ndarray:
     """(K, m) mean signal of each cluster's assigned questions (step E), rounded."""
     if not members:
         return np.zeros((0, signal.shape[1]))
-    return round_scores(np.stack([signal[idx].mean(axis=0) for idx in members]), decimals)
+    return round_scores(np.stack([signal[idx].mean(axis=0) for idx in members]), cfg.rank_decimals, cfg.compat)
 
 
 @dataclass
@@ -75,13 +81,16 @@ def fit_subject(
     """Train one subject. X: (n_s, d) unit rows (float64); weights: step-A (n_s, m); signal: (n_s, m)."""
     counters: Counter = Counter()
     cents, seeds, ids = [], [], []
+    X32 = X.astype(np.float32) if cfg.kmeans_float32 else None  # cast once; its rows are each model's copy
     for j, expert in enumerate(experts):  # step B
         rows = np.flatnonzero(weights[:, j] > 0)
         if len(rows) == 0:
             continue
-        fit = fit_skill_centroids(cfg, X[rows], weights[rows, j] if cfg.weighted else None)
+        Xk = None if X32 is None else X32[rows]
+        fit = fit_skill_centroids(cfg, X[rows], weights[rows, j] if cfg.weighted else None, Xk)
         counters["skill_fits"] += 1
         counters["single_cluster_fits"] += fit.k == 1
+        counters["kmeans_sampled_fits"] += fit.sampled
         cents.append(fit.centroids)
         seeds.append(fit.seeds)
         ids += [f"{subject}::model={expert}::c{label}" for label in fit.labels]
@@ -103,12 +112,12 @@ def fit_subject(
     counters["empty_dropped"] += len(C) - len(alive)
     C, S, ids, members = C[alive], S[alive], [ids[c] for c in alive], [members[c] for c in alive]
 
-    rankings = cluster_scores(members, signal, cfg.rank_decimals)  # step E
+    rankings = cluster_scores(cfg, members, signal)  # step E
     if cfg.prune:  # step F
         kept = _prune(cfg, ranking_order(rankings, experts), experts, members)
         counters["pruned"] += len(C) - len(kept)
         S, ids, members = S[kept], [ids[c] for c in kept], [members[c] for c in kept]
-        rankings = cluster_scores(members, signal, cfg.rank_decimals)
+        rankings = cluster_scores(cfg, members, signal)
         # Every surviving centroid becomes the spherical mean of its (final) members.
         C = l2_normalize(np.stack([X[idx].mean(axis=0) for idx in members]))
     rep = l2_normalize(C.mean(axis=0))  # step G

@@ -67,8 +67,8 @@ def scaling_curve(X: np.ndarray, categories: list[str], choices: np.ndarray, con
     for f in sorted(set(fractions)):
         for s in seeds:
             idx = balanced_subsample(categories, f, s)
-            router = routers.make("cascal", {**(params or {}), "random_state": s}, s)
-            router.fit(X[idx], [categories[i] for i in idx], choices[idx], consensus[idx], experts)
+            router = routers.make("cascal", {**(params or {}), "random_state": s}, s, n_jobs=1)  # a 1-thread job
+            router.fit(routers.TrainingSet(X[idx], experts, [categories[i] for i in idx], choices[idx], consensus[idx]))
             order = metrics.rank(routers.scores(router, test.X), s)
             top1 = metrics.top1_correct(order, test.choices, test.gold).mean()
             top3 = metrics.top3_vote_correct(order, test.choices, test.gold, test.z).mean()

@@ -1,29 +1,35 @@
-"""The CASCAL router as a scikit-learn-style estimator: fit (§8), route (§9), save/load one artifact."""
+"""The CASCAL router as an estimator (rgd.routers.Router): fit (§8), route (§9), diagnostics, and
+its artifact (save / load)."""
 
 from __future__ import annotations
 
+import inspect
+import os
 import warnings
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from threadpoolctl import threadpool_limits
 
 from .. import metrics
 from ..io import dumps
+from ..routers import Router, TrainingSet
 from .clustering import l2_normalize
 from .config import CascalConfig
+from .inference import DIAGNOSTICS, RoutingTables, route_block
 from .niches import proficiency
-from .routing import RouteResult, RoutingTables, route_batch
 from .subject import fit_subject, ranking_order, round_scores
 
-ROUTE_CHUNK = 8192  # questions per matmul block: bounds the (n, S+K) float64 temporaries
+ROUTE_CHUNK = 8192  # questions per block: bounds the (block, centroids) temporaries whatever n is
 
 
-class Cascal:
+class Cascal(Router):
     """CASCAL: consensus-aware skill clustering router (Niu et al., 2026).
+
+    Hyperparameters: the keyword arguments of `CascalConfig` (defaults, bounds and `compat` there),
+    validated here; plus `n_jobs`, the threads that train subjects side by side (None: every CPU this
+    process may use), which never changes the result.
 
     Fitted attributes (trailing underscore): experts_, subjects_, centroids_ (K, d), cluster_ids_,
     cluster_subject_ (K,), cluster_seeds_ (K,), cluster_sizes_ (K,) assigned questions, rankings_ (K, m)
@@ -31,28 +37,29 @@ class Cascal:
     ({cluster id: [question id, ...]} or None), embedder_, n_features_in_.
     """
 
-    def __init__(self, config: CascalConfig | None = None, n_jobs: int = 1):
-        self.config = config or CascalConfig()
-        if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
-            raise ValueError(f"n_jobs: expected a positive integer, got {n_jobs!r}")
-        self.n_jobs = n_jobs  # threads over subjects during fit; never changes the result
+    diagnostic_fields = tuple(DIAGNOSTICS)
+
+    def __init__(self, *, n_jobs: int | None = None, **params):
+        self.config = CascalConfig.from_dict(params)
+        if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1):
+            raise ValueError(f"n_jobs: expected a positive integer or None, got {n_jobs!r}")
+        self.n_jobs = n_jobs
+
+    @property
+    def signal(self) -> str:
+        return self.config.signal
+
+    def get_params(self) -> dict:
+        return {**self.config.to_dict(), "n_jobs": self.n_jobs}
 
     # ------------------------------------------------------------------ training
-    def fit(
-        self,
-        X: np.ndarray,
-        subjects,
-        choices: np.ndarray | None,
-        consensus: np.ndarray | None,
-        experts: list[str],
-        correct: np.ndarray | None = None,
-        ids=None,
-        embedder: dict | None = None,
-    ) -> Cascal:
+    def fit(self, data: TrainingSet) -> Cascal:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from threadpoolctl import threadpool_limits
+
         cfg = self.config
-        X, subjects, choices, signal, correct, experts = _check_fit(
-            cfg, X, subjects, choices, consensus, experts, correct, ids, embedder
-        )
+        X, subjects, choices, signal, correct, experts, ids = _check_fit(cfg, data)
         n, m = len(X), len(experts)
         weights, skipped = proficiency(cfg, choices, correct)
 
@@ -62,21 +69,21 @@ class Cascal:
 
         def one_subject(s: int):
             rows = np.flatnonzero(code == s)
-            # One OpenMP thread per k-means: sklearn's multi-threaded Lloyd step adds per-thread
-            # partial sums in lock-acquisition order, so its labels would depend on thread timing.
-            # (threadpoolctl sets OpenMP limits per calling thread.)
-            with threadpool_limits(limits=1, user_api="openmp"):
-                Xs = l2_normalize(X[rows])  # the original normalises again before every use
-                return rows, fit_subject(cfg, names[s], Xs, weights[rows], signal[rows], experts)
+            Xs = l2_normalize(X[rows])  # the original normalises again before every use
+            return rows, fit_subject(cfg, names[s], Xs, weights[rows], signal[rows], experts)
 
-        # Subjects are independent: run them on n_jobs threads (the heavy parts release the GIL).
-        # BLAS is single-threaded during the whole fit, whatever n_jobs, so results never depend on it.
-        # Fewer distinct k-means clusters than k (near-duplicate points) is handled by the silhouette
-        # check; the filter is set here, in the calling thread, because catch_warnings is not thread-safe.
+        # Subjects are independent: they run on n_jobs threads (the heavy parts release the GIL).
+        # Math libraries are single-threaded during the whole fit, whatever n_jobs: k-means runs with
+        # one OpenMP thread (sklearn's multi-threaded Lloyd step adds per-thread partial sums in
+        # lock-acquisition order, so its labels would depend on timing), BLAS with one thread, so
+        # results never depend on threads. Fewer distinct k-means clusters than k (near-duplicate
+        # points) is handled by the silhouette check; warnings are filtered here, in the calling
+        # thread, because catch_warnings is not thread-safe.
+        jobs = min(self.n_jobs or _usable_cpus(), len(names))
         with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            if self.n_jobs > 1 and len(names) > 1:
-                with ThreadPoolExecutor(max_workers=min(self.n_jobs, len(names))) as pool:
+            warnings.filterwarnings("ignore", message="Number of distinct clusters")
+            if jobs > 1:
+                with ThreadPoolExecutor(max_workers=jobs) as pool:
                     blocks = list(pool.map(one_subject, range(len(names))))
             else:
                 blocks = [one_subject(s) for s in range(len(names))]
@@ -93,15 +100,14 @@ class Cascal:
         self.cluster_sizes_ = np.array([len(idx) for _, f in blocks for idx in f.members], dtype=np.int64)
         self.rankings_ = np.concatenate([f.rankings for _, f in blocks]).reshape(-1, m)
         self.subject_reps_ = np.stack([f.representative for _, f in blocks])
-        self.global_scores_ = round_scores(signal.mean(axis=0), cfg.global_rank_decimals)
+        self.global_scores_ = round_scores(signal.mean(axis=0), cfg.global_rank_decimals, cfg.compat)
         self.counters_ = {k: int(v) for k, v in sorted(counters.items())}
         self.assigned_ = None
         if ids is not None:
-            ids = list(ids)
             self.assigned_ = {
                 cid: [_plain(ids[i]) for i in rows[idx]] for rows, f in blocks for cid, idx in zip(f.ids, f.members)
             }
-        self.embedder_ = embedder
+        self.embedder_ = data.embedder
         self._tables = None
         return self
 
@@ -125,7 +131,7 @@ class Cascal:
         embedder: dict | None = None,
     ) -> Cascal:
         """A fitted router from its tables (what `load` reads; also handy to route hand-made tables)."""
-        r = cls(config)
+        r = cls(**config.to_dict())
         K, m, S = len(cluster_ids), len(experts), len(subjects)
         dim = np.shape(subject_reps)[1] if np.ndim(subject_reps) == 2 else -1
         shapes = {
@@ -170,39 +176,49 @@ class Cascal:
             )
         return self._tables
 
-    def route(self, X: np.ndarray) -> RouteResult:
-        """Blended model scores P (n, m) and per-question diagnostics; see §9 and `RouteResult`."""
+    def _blocks(self, X: np.ndarray, diagnose: bool):
+        """(rows, P, diagnostics) per block of ROUTE_CHUNK questions: memory stays bounded for any n
+        (X may be a memory-mapped array; each block is read, checked and routed on its own)."""
         t = self._routing_tables()
-        X = np.asarray(X)
-        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
-            raise ValueError(f"X: expected shape (n, {self.n_features_in_}), got {X.shape}")
-        if not np.isfinite(X).all():
-            raise ValueError("X: embeddings contain NaN or infinity")
-        parts = [
-            route_batch(self.config, t, X[i : i + ROUTE_CHUNK], self.subjects_, self.cluster_ids_)
-            for i in range(0, max(len(X), 1), ROUTE_CHUNK)
-        ]
-        if len(parts) == 1:
-            return parts[0]
-        return RouteResult(
-            **{
-                f: np.concatenate([getattr(p, f) for p in parts])
-                for f in (
-                    "scores",
-                    "predicted_subject",
-                    "nearest_cluster",
-                    "nearest_distance",
-                    "used_fallback",
-                    "fallback_alpha",
-                    "n_centroids_used",
-                )
-            },
-            cluster_ids=parts[0].cluster_ids,
-        )
+        if np.ndim(X) != 2 or np.shape(X)[1] != self.n_features_in_:
+            raise ValueError(f"X: expected shape (n, {self.n_features_in_}), got {np.shape(X)}")
+        for lo in range(0, len(X), ROUTE_CHUNK):
+            block = np.asarray(X[lo : lo + ROUTE_CHUNK])
+            if not np.isfinite(block).all():
+                raise ValueError("X: embeddings contain NaN or infinity")
+            P, diag = route_block(self.config, t, block, diagnose)
+            yield slice(lo, lo + len(block)), P, diag
+
+    def route(self, X: np.ndarray) -> np.ndarray:
+        """Blended model scores P (n, m), pool order (§9)."""
+        self._check_fitted()
+        out = np.empty((len(X), len(self.experts_)))
+        for rows, P, _ in self._blocks(X, diagnose=False):
+            out[rows] = P
+        return out
+
+    def diagnostics(self, X: np.ndarray) -> dict:
+        """Per-question details of `route(X)` (rgd.cascal.inference.DIAGNOSTICS): lists of subject
+        names and nearest cluster ids (None: no centroid), arrays for the rest."""
+        self._check_fitted()
+        n = len(X)
+        subj = np.full(n, -1, np.int64)
+        cluster = np.full(n, -1, np.int64)
+        out = {"nearest_distance": np.empty(n), "used_fallback": np.empty(n, bool), "fallback_alpha": np.empty(n),
+               "n_centroids_used": np.empty(n, np.int64)}
+        for rows, _, diag in self._blocks(X, diagnose=True):
+            subj[rows], cluster[rows] = diag["subject"], diag["nearest_cluster"]
+            for name, arr in out.items():
+                arr[rows] = diag[name]
+        return {
+            "predicted_subject": [self.subjects_[s] if s >= 0 else "" for s in subj],
+            "nearest_cluster": [self.cluster_ids_[c] if c >= 0 else None for c in cluster],
+            **out,
+        }
 
     def rank(self, X: np.ndarray, seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(order (n, m): model columns best first, scores (n, m)); ties in seeded random order."""
-        scores = self.route(X).scores
+        scores = self.route(X)
         return metrics.rank(scores, self.config.seed if seed is None else seed), scores
 
     # ------------------------------------------------------------------ reporting / persistence
@@ -236,12 +252,20 @@ class Cascal:
             raise RuntimeError("Cascal: not fitted; call fit() or Cascal.load() first")
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def _plain(x):
     """JSON-safe scalar id (numpy ints/strings -> Python)."""
     return x.item() if isinstance(x, np.generic) else x
 
 
-def _check_fit(cfg, X, subjects, choices, consensus, experts, correct, ids, embedder):
+def _check_fit(cfg: CascalConfig, data: TrainingSet):
+    """(X, subjects, choices, signal, correct, experts, ids) checked; signal is what rankings average."""
+    X, subjects, choices, consensus, correct = data.X, data.subjects, data.choices, data.consensus, data.correct
+    experts, ids, embedder = data.experts, data.ids, data.embedder
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"X: expected a non-empty 2-D (questions, dim) array, got shape {X.shape}")
@@ -252,6 +276,8 @@ def _check_fit(cfg, X, subjects, choices, consensus, experts, correct, ids, embe
     m = len(experts)
     if m == 0 or len(set(experts)) != m or not all(isinstance(e, str) and e for e in experts):
         raise ValueError(f"experts: expected distinct non-empty names, got {experts}")
+    if subjects is None:
+        raise ValueError("subjects: CASCAL needs each training question's subject")
     subjects = np.asarray(subjects, dtype=object)
     if subjects.shape != (n,) or not all(isinstance(s, str) for s in subjects):
         raise ValueError(f"subjects: expected {n} strings")
@@ -293,4 +319,11 @@ def _check_fit(cfg, X, subjects, choices, consensus, experts, correct, ids, embe
             raise ValueError(f"embedder: expected a dict, got {type(embedder).__name__}")
     if ids is not None and len(ids) != n:
         raise ValueError(f"ids: expected {n} ids, got {len(ids)}")
-    return X, subjects, choices, signal, correct, experts
+    return X, subjects, choices, signal, correct, experts, None if ids is None else list(ids)
+
+
+# help(Cascal) and inspect show every hyperparameter with its default (they live in CascalConfig).
+Cascal.__signature__ = inspect.Signature(
+    [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default) for f in fields(CascalConfig)]
+    + [inspect.Parameter("n_jobs", inspect.Parameter.KEYWORD_ONLY, default=None)]
+)
