@@ -379,16 +379,16 @@ case("evaluate", "keys-missing-one", EVAL.replace("{k}", "{keys_short}"), "keys_
 case("evaluate", "n-boot-zero", EVAL + " --n-boot 0", "", "argument --n-boot: must be >= 1, got 0")
 case("evaluate", "labels-not-json", EVAL + " --labels '{{bench}}'", "", "argument --labels: not valid JSON")
 
-# summarize
-SUMM = "summarize --evals {eval} --out-csv {o}/s.csv --out-md {o}/s.md"
-case("summarize", "eval-malformed", SUMM.replace("{eval}", "{torn}"), "torn", ":2: malformed JSON")
-case("summarize", "eval-without-labels", SUMM.replace("{eval}", "{eval_nolabels}"), "eval_nolabels",
+# summarise
+SUMM = "summarise --evals {eval} --out-csv {o}/s.csv --out-md {o}/s.md"
+case("summarise", "eval-malformed", SUMM.replace("{eval}", "{torn}"), "torn", ":2: malformed JSON")
+case("summarise", "eval-without-labels", SUMM.replace("{eval}", "{eval_nolabels}"), "eval_nolabels",
      "labels: missing (required) (is this an `rgd evaluate` output?)")
-case("summarize", "eval-wrong-type", SUMM.replace("{eval}", "{eval_badtype}"), "eval_badtype",
+case("summarise", "eval-wrong-type", SUMM.replace("{eval}", "{eval_badtype}"), "eval_badtype",
      "top1: expected a number, got str")
-case("summarize", "eval-is-a-directory", SUMM.replace("{eval}", "{dir}"), "dir", "is a directory")
-case("summarize", "eval-empty", SUMM.replace("{eval}", "{empty}"), "empty", "empty file, expected JSON")
-case("summarize", "out-under-a-file", SUMM.replace("{o}/s.csv", "{file}/s.csv"), "file", "is a file, not a directory")
+case("summarise", "eval-is-a-directory", SUMM.replace("{eval}", "{dir}"), "dir", "is a directory")
+case("summarise", "eval-empty", SUMM.replace("{eval}", "{empty}"), "empty", "empty file, expected JSON")
+case("summarise", "out-under-a-file", SUMM.replace("{o}/s.csv", "{file}/s.csv"), "file", "is a file, not a directory")
 
 # import-original
 IMP = "import-original --root {orig} --task T --split test --out-dir {o}/imp"

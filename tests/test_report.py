@@ -284,7 +284,7 @@ def read_jsonl_(path):
 
 def test_summary_with_verdicts_and_diagnostics(world, tmp_path):
     evals = sorted(world.glob("eval/*/*.json"))
-    rgd("summarize", "--evals", *evals, "--out-csv", tmp_path / "s.csv", "--out-md", tmp_path / "s.md",
+    rgd("summarise", "--evals", *evals, "--out-csv", tmp_path / "s.csv", "--out-md", tmp_path / "s.md",
         "--analyses", world / "analysis.json")
     md = (tmp_path / "s.md").read_text()
     said = [line for line in md.splitlines() if line.startswith("- syn / p, trained on")]
@@ -298,7 +298,7 @@ def test_summary_with_verdicts_and_diagnostics(world, tmp_path):
     assert "### Pool diagnostics: syn / p" in md and "Fleiss' kappa of the pool" in md
     assert "| alg / bio |" in md and "Thresholds: prompt-twins:" in md and "Spearman" in md
     # the CSV keeps its columns and rows without the analyses
-    rgd("summarize", "--evals", *evals, "--out-csv", tmp_path / "t.csv", "--out-md", tmp_path / "t.md")
+    rgd("summarise", "--evals", *evals, "--out-csv", tmp_path / "t.csv", "--out-md", tmp_path / "t.md")
     assert (tmp_path / "t.csv").read_bytes() == (tmp_path / "s.csv").read_bytes()
     assert "Pool diagnostics" not in (tmp_path / "t.md").read_text()
 
@@ -331,15 +331,15 @@ def test_verdict_sentences_say_only_what_the_paired_ci_supports():
     assert len(got) == 2 and "real training split" in got[0] and "gen-a" in got[1]
 
 
-def test_summarize_refuses_an_analysis_without_diagnostics(world, tmp_path, capsys):
+def test_summarise_refuses_an_analysis_without_diagnostics(world, tmp_path, capsys):
     old = read_json(world / "analysis.json")
     del old["diagnostics"]
     write_json(tmp_path / "old.json", old)
     evals = sorted(world.glob("eval/*/*.json"))
-    assert main(["summarize", "--evals", *map(str, evals), "--out-csv", str(tmp_path / "s.csv"), "--out-md",
+    assert main(["summarise", "--evals", *map(str, evals), "--out-csv", str(tmp_path / "s.csv"), "--out-md",
                  str(tmp_path / "s.md"), "--analyses", str(tmp_path / "old.json")]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("rgd summarize: error: ") and "old.json: diagnostics: missing" in err
+    assert err.startswith("rgd summarise: error: ") and "old.json: diagnostics: missing" in err
     assert len(err.splitlines()) == 1 and not (tmp_path / "s.csv").exists()
 
 

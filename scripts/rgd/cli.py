@@ -312,15 +312,15 @@ def cmd_evaluate(a):
     print(f"top1 {rep.top1:.3f}  top3 {rep.top3_vote:.3f}  best single {rep.best_single:.3f}  oracle {rep.oracle:.3f}")
 
 
-@command("summarize", "collect evaluations into the summary table",
+@command("summarise", "collect evaluations into the summary table",
          need("--evals", nargs="+", path=IN, help="evaluation JSON files"),
          need("--out-csv", path=OUT, help="summary CSV to write"),
          need("--out-md", path=OUT, help="summary Markdown to write"),
          opt("--analyses", nargs="*", path=IN, help="`rgd analyse` files: print their pool diagnostics after the table"))
-def cmd_summarize(a):
-    from .summary import summarize
+def cmd_summarise(a):
+    from .summary import summarise
 
-    print(summarize([Path(p) for p in a.evals], Path(a.out_csv), Path(a.out_md), [Path(p) for p in a.analyses or []]))
+    print(summarise([Path(p) for p in a.evals], Path(a.out_csv), Path(a.out_md), [Path(p) for p in a.analyses or []]))
 
 
 @command("import-original", "convert the original implementation's files",

@@ -168,7 +168,7 @@ def _read_analyses(paths: list[Path]) -> list[dict]:
     return sorted(out, key=lambda a: (a["labels"]["benchmark"], a["labels"]["pool"]))
 
 
-def summarize(eval_paths: list[Path], out_csv: Path, out_md: Path, analysis_paths: list[Path] | None = None) -> str:
+def summarise(eval_paths: list[Path], out_csv: Path, out_md: Path, analysis_paths: list[Path] | None = None) -> str:
     """Write the summary table (CSV, Markdown); the Markdown adds the verdicts and the diagnostics."""
     from .report.files import read_eval
 

@@ -48,5 +48,5 @@ rule summary:
     resources:
         **rule_resources(),
     shell:
-        "rgd summarize --evals {input.evals:q} --analyses {input.analyses:q} "
+        "rgd summarise --evals {input.evals:q} --analyses {input.analyses:q} "
         "--out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"

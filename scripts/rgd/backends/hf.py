@@ -220,5 +220,3 @@ class HFBackend(LocalBackend):
             return {"eos_token_id": sorted({*self._stop_ids[key], *([eos] if eos is not None else [])})}
         return {"stop_strings": stop, "tokenizer": self.tok}
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tok.encode(text, add_special_tokens=False))

@@ -263,8 +263,6 @@ class VLLMBackend(LocalBackend):
             seeds = [sampling.seed * 1_000_003 + i for i in range(len(prompts))]
         return _in_order(self.stream_generate(prompts, sampling, seeds, logprobs, stop), len(prompts))
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tok.encode(text, add_special_tokens=False))
 
 
 def _in_order(stream, n: int) -> list:

@@ -16,7 +16,6 @@ from pathlib import Path
 from . import bbeh, medmcqa, mmlu_pro, supergpqa
 from .common import DownloadError, format_to_files
 
-DESCRIPTIONS_DIR = "config/descriptions"  # {name}.yaml, relative to the workflow root
 
 
 @dataclass(frozen=True)
@@ -29,9 +28,6 @@ class Benchmark:
     categories: tuple[str, ...]  # the category names as they appear in the formatted data
     download: Callable[..., Path]  # download(out_dir, revision=..., **opts) -> out_dir
     format: Callable[..., tuple[list[dict], list[dict]]]  # format(raw_dir, **opts) -> (questions, keys)
-
-    def descriptions_path(self, root: str | Path = ".") -> Path:
-        return Path(root) / DESCRIPTIONS_DIR / f"{self.name}.yaml"
 
 
 def _hf(mod) -> Benchmark:
