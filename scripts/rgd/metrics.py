@@ -121,17 +121,9 @@ def top3_vote_correct(
     return vote(choices, z, order[:, :k]) == gold
 
 
-def oracle_correct(choices: np.ndarray, gold: np.ndarray) -> np.ndarray:
-    return correct_matrix(choices, gold).any(axis=1)
-
-
 def pool_vote_correct(choices: np.ndarray, gold: np.ndarray, z: np.ndarray | None) -> np.ndarray:
     choices, gold = _check(choices, gold)
     return vote(choices, z) == gold
-
-
-def model_accuracies(choices: np.ndarray, gold: np.ndarray) -> np.ndarray:
-    return correct_matrix(choices, gold).mean(axis=0)
 
 
 def gap_closed(router: np.ndarray | float, best: np.ndarray | float, oracle: np.ndarray | float) -> np.ndarray:
@@ -171,11 +163,6 @@ def percentile_ci(samples: np.ndarray, alpha: float = 0.05) -> tuple[float, floa
         return (math.nan, math.nan)
     lo, hi = np.percentile(s, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return (float(lo), float(hi))
-
-
-def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile CI of the mean of per-question `values`."""
-    return percentile_ci(Bootstrap(len(values), n_boot, seed).means(values), alpha)
 
 
 @dataclass(frozen=True)
