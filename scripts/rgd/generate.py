@@ -507,8 +507,7 @@ def _generate_streaming(backend: Backend, prompts, keys, sampling, cache, chunk:
         flush()
 
 
-def guided_generate(backend: LocalBackend, prompts: list[dict], sampling: Sampling,
-                    field_tokens: dict[str, int] | None = None) -> list[Generation]:
+def guided_generate(backend: LocalBackend, prompts: list[dict], sampling: Sampling) -> list[Generation]:
     """Structured generation for weak local generators: the model writes each field's text, and
     rgd writes the tags around it (as guided decoding does in serving engines).
 
@@ -516,7 +515,7 @@ def guided_generate(backend: LocalBackend, prompts: list[dict], sampling: Sampli
     finds most likely after "[ANSWER]". The result is an ordinary tagged block, so the same
     parser and validation (empty fields, duplicate options, duplicate questions) apply.
     """
-    budget = {"QUESTION": 64, "OPTION": 24, **(field_tokens or {})}
+    budget = {"QUESTION": 64, "OPTION": 24}  # new tokens per field
     texts = [backend.render(p) for p in prompts]
     start_tag = prompts[0].get("continues_tag") if prompts else None
     blocks = ["" if start_tag else "[QUESTION]" for _ in prompts]
