@@ -287,30 +287,7 @@ def run_consensus(
         raise ValueError("responses: no experts")
     if len(set(question_ids)) != len(question_ids):
         raise ValueError("question_ids: duplicate ids")
-    n_q, n_m = len(question_ids), len(experts)
-    choices = np.empty((n_q, n_m), dtype=np.int64)
-    logprobs = np.empty((n_q, n_m), dtype=np.float64)
-    letters: list[list[str | None]] = [[None] * n_m for _ in range(n_q)]
-    for j, expert in enumerate(experts):
-        source = (sources or {}).get(expert, f"<responses of {expert}>")
-        by_id: dict[str, dict] = {}
-        for rec in responses[expert]:
-            rid = rec.get("id")
-            if rec.get("expert", expert) != expert:
-                raise InputError(
-                    source, None, "expert", f"record {rid!r} is by {rec.get('expert')!r}, filed under {expert!r}"
-                )
-            if rid in by_id:
-                raise InputError(source, None, "id", f"expert {expert!r}: duplicate response for question {rid!r}")
-            by_id[rid] = rec
-        for i, qid in enumerate(question_ids):
-            rec = by_id.get(qid)
-            if rec is None:
-                raise InputError(source, None, "id", f"expert {expert!r} has no response for question {qid!r}")
-            choices[i, j] = _letter_index(rec.get("choice"), expert, qid, source)
-            logprobs[i, j] = _confidence(rec.get("confidence"), expert, qid, source)
-            letters[i][j] = rec.get("choice")
-
+    choices, logprobs, letters = _vote_matrices(question_ids, responses, sources or {})
     fixed = ModelStats.from_json(stats["experts"], experts) if stats is not None else None
     res = consensus_scores(choices, logprobs, cfg, fixed)
     rows = [
@@ -325,8 +302,45 @@ def run_consensus(
         for i, qid in enumerate(question_ids)
         for j, expert in enumerate(experts)
     ]
-    out_stats = {"experts": res.stats.to_json(experts), "n_questions": n_q, "config": asdict(cfg)}
+    out_stats = {"experts": res.stats.to_json(experts), "n_questions": len(question_ids), "config": asdict(cfg)}
     return rows, out_stats
+
+
+def _vote_matrices(
+    question_ids: list[str], responses: dict[str, list[dict]], sources: dict[str, str]
+) -> tuple[np.ndarray, np.ndarray, list[list[str | None]]]:
+    """(choice indices (n_q, n_m), -1 = abstain; confidences (n_q, n_m), NaN = missing; each response's
+    own letter [q][m]) from the experts' records, checked expert by expert in pool order."""
+    n_q, n_m = len(question_ids), len(responses)
+    choices = np.empty((n_q, n_m), dtype=np.int64)
+    logprobs = np.empty((n_q, n_m), dtype=np.float64)
+    letters: list[list[str | None]] = [[None] * n_m for _ in range(n_q)]
+    for j, expert in enumerate(responses):
+        source = sources.get(expert, f"<responses of {expert}>")
+        by_id = _by_id(responses[expert], expert, source)
+        for i, qid in enumerate(question_ids):
+            rec = by_id.get(qid)
+            if rec is None:
+                raise InputError(source, None, "id", f"expert {expert!r} has no response for question {qid!r}")
+            choices[i, j] = _letter_index(rec.get("choice"), expert, qid, source)
+            logprobs[i, j] = _confidence(rec.get("confidence"), expert, qid, source)
+            letters[i][j] = rec.get("choice")
+    return choices, logprobs, letters
+
+
+def _by_id(records: list[dict], expert: str, source: str) -> dict[str, dict]:
+    """One expert's records by question id; a record by another expert or a repeated id is an error."""
+    by_id: dict[str, dict] = {}
+    for rec in records:
+        rid = rec.get("id")
+        if rec.get("expert", expert) != expert:
+            raise InputError(
+                source, None, "expert", f"record {rid!r} is by {rec.get('expert')!r}, filed under {expert!r}"
+            )
+        if rid in by_id:
+            raise InputError(source, None, "id", f"expert {expert!r}: duplicate response for question {rid!r}")
+        by_id[rid] = rec
+    return by_id
 
 
 def run(questions_path, responses: dict[str, str], cfg: ConsensusConfig, out, stats_out) -> dict:

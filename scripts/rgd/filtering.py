@@ -185,25 +185,10 @@ def filter_set(
     masks: dict[str, np.ndarray] = {}
     criteria: dict[str, dict] = {}
     if cfg.self_consistency:
-        if own_responses is None:
-            raise ValueError("self-consistency needs the generator's own responses")
-        own = _letters(ids, own_responses, origins.get("own", "generator responses"))
-        masks["self_consistency"] = self_consistent(own, gold)
+        masks["self_consistency"] = _self_consistency(ids, gold, own_responses, origins)
     if cfg.differentiation:
-        if not pool_responses or len(pool_responses) < 2:
-            raise ValueError("differentiation needs the responses of a pool of at least 2 experts")
-        cols = [_letters(ids, rs, origins.get(e, e)) for e, rs in pool_responses.items()]
-        choices = np.empty((n, len(cols)), dtype=object)
-        for j, col in enumerate(cols):
-            choices[:, j] = col
-        masks["differentiation"] = differentiating(choices, gold, cfg.differentiation, cfg.max_agreement)
-        criteria["differentiation"] = {
-            "by": cfg.differentiation,
-            "max_agreement": cfg.max_agreement,
-            "pool": list(pool_responses),
-            "mean_agreement": round(float(agreement(choices).mean()), 6) if n else None,
-            "mean_fraction_correct": round(float(fraction_correct(choices, gold).mean()), 6) if n else None,
-        }
+        mask, criteria["differentiation"] = _differentiation(ids, gold, pool_responses, cfg, origins)
+        masks["differentiation"] = mask
     passed = np.ones(n, dtype=bool)
     for name, m in masks.items():
         passed &= m
@@ -213,15 +198,6 @@ def filter_set(
     kept = passed_ids
     if cfg.target_size is not None:
         kept = balanced_subsample(passed_ids, passed_cats, cfg.target_size, cfg.seed)
-    kept_set = set(kept)
-    by_cat: dict[str, dict[str, int]] = {}
-    for j, (i, c) in enumerate(zip(ids, cats)):
-        row = by_cat.setdefault(c, {"parent": 0, **{k: 0 for k in masks}, "passed": 0, "kept": 0})
-        row["parent"] += 1
-        for k, m in masks.items():
-            row[k] += int(m[j])
-        row["passed"] += int(passed[j])
-        row["kept"] += int(i in kept_set)
     report = {
         "n_parent": n,
         "criteria": criteria,
@@ -230,9 +206,52 @@ def filter_set(
         "seed": cfg.seed,
         "n_kept": len(kept),
         "retention": _rate(len(kept), n),
-        "by_category": dict(sorted(by_cat.items())),
+        "by_category": _by_category(ids, cats, masks, passed, set(kept)),
     }
     return kept, report
+
+
+def _self_consistency(ids: Sequence[str], gold: Sequence[str], own_responses: list[dict] | None,
+                      origins: Mapping[str, str]) -> np.ndarray:
+    """The self-consistency mask from the generator's own letters."""
+    if own_responses is None:
+        raise ValueError("self-consistency needs the generator's own responses")
+    own = _letters(ids, own_responses, origins.get("own", "generator responses"))
+    return self_consistent(own, gold)
+
+
+def _differentiation(ids: Sequence[str], gold: Sequence[str], pool_responses: Mapping[str, list[dict]] | None,
+                     cfg: FilterConfig, origins: Mapping[str, str]) -> tuple[np.ndarray, dict]:
+    """(the differentiation mask, its report entry) from the pool's letters, one column per expert."""
+    if not pool_responses or len(pool_responses) < 2:
+        raise ValueError("differentiation needs the responses of a pool of at least 2 experts")
+    n = len(ids)
+    cols = [_letters(ids, rs, origins.get(e, e)) for e, rs in pool_responses.items()]
+    choices = np.empty((n, len(cols)), dtype=object)
+    for j, col in enumerate(cols):
+        choices[:, j] = col
+    mask = differentiating(choices, gold, cfg.differentiation, cfg.max_agreement)
+    return mask, {
+        "by": cfg.differentiation,
+        "max_agreement": cfg.max_agreement,
+        "pool": list(pool_responses),
+        "mean_agreement": round(float(agreement(choices).mean()), 6) if n else None,
+        "mean_fraction_correct": round(float(fraction_correct(choices, gold).mean()), 6) if n else None,
+    }
+
+
+def _by_category(ids: Sequence[str], cats: Sequence[str], masks: Mapping[str, np.ndarray], passed: np.ndarray,
+                 kept: set[str]) -> dict[str, dict[str, int]]:
+    """Per category (sorted): parent questions, those passing each criterion and all of them, those kept."""
+    by_cat: dict[str, dict[str, int]] = {}
+    for j, (i, c) in enumerate(zip(ids, cats)):
+        row = by_cat.setdefault(c, {"parent": 0, **{k: 0 for k in masks}, "passed": 0, "kept": 0})
+        row["parent"] += 1
+        for k, m in masks.items():
+            row[k] += int(m[j])
+        row["passed"] += int(passed[j])
+        row["kept"] += int(i in kept)
+    return dict(sorted(by_cat.items()))
 
 
 def run(

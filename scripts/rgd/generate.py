@@ -319,16 +319,40 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
         descriptions_path=None) -> dict:
     """Generate, parse and write one generator's question set (resumable through `cache_path`)."""
     import time
-    from pathlib import Path
 
-    from .cache import RecordCache, content_key
-    from .io import InputError, read_json, write_jsonl
-    from .models import MANIFEST
-    from .progress import Progress
-    from .records import read_questions
+    from .cache import RecordCache
     from .runrecord import write_meta
 
     log = log or (lambda msg: print(msg, flush=True))
+    spec, seeds, prompts, sampling = _plan(gen_cfg, seed_questions_path, descriptions, descriptions_path)
+    identity = _manifest(spec, model_dir) if spec.local else None
+    settings = backend_settings(gen_cfg, sampling, threads)
+    backend = make_backend(spec.backend, model_dir, settings)
+    if not backend.local:  # API backends: backend, model id and any option that changes replies
+        identity = backend.identity
+    cache = RecordCache(cache_path)
+    t0 = time.perf_counter()
+    keys = _prompt_keys(identity, sampling, spec, prompts, backend.cache_identity)
+
+    def failed(first: int, last: int) -> None:
+        log(f"[{name}] failed at prompts {first}-{last}; the {sum(k in cache for k in keys)} finished "
+            f"prompts are kept in {cache_path}: a rerun computes only the rest")
+
+    work = _generate_missing(name, backend, prompts, keys, sampling, cache, settings.batch_size, spec.guided, log,
+                             failed)
+    seconds = time.perf_counter() - t0
+    replies = [cache.get(k) for k in keys]
+    questions, rejects = _write_sets(name, seeds, prompts, replies, out_questions, out_keys, out_rejects)
+    meta = _meta(name, gen_cfg, identity, len(prompts), questions, rejects, replies, work, seconds, backend)
+    return write_meta(out_meta, meta, run_record, step="generate")  # timings and this run's work: the run record
+
+
+def _plan(gen_cfg: dict, seed_questions_path, descriptions: dict[str, str], descriptions_path
+          ) -> tuple[GeneratorSpec, list[tuple[str, str]], list[dict], Sampling]:
+    """(spec, seeds, prompts, sampling), every input checked: no model has loaded yet."""
+    from .io import InputError
+    from .records import read_questions
+
     spec = parse(GeneratorSpec, gen_cfg, "--spec")
     seeds_q = [q.to_dict() for q in read_questions(seed_questions_path)]
     pool = seed_pool_from(seeds_q)
@@ -342,75 +366,117 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
                         f"{len(seeds_q)} in {seed_questions_path}")
     seeds = choose_seeds(pool, spec.num_prompts, spec.seed, replace)
     prompts = [build_prompt(descriptions[c], spec.style, spec.per_call) for c, _ in seeds]
-    sampling = generator_sampling(spec.sampling, spec.seed, "--spec")
-    if spec.local:  # the model's manifest first: a wrong directory fails before the model loads
-        if not model_dir:
-            raise InputError("<command line>", None, "--model-dir",
-                             f"the {spec.backend} backend needs the model directory")
-        identity = read_json(Path(model_dir) / MANIFEST)
-    settings = backend_settings(gen_cfg, sampling, threads)
-    backend = make_backend(spec.backend, model_dir, settings)
-    if not backend.local:  # API backends: backend, model id and any option that changes replies
-        identity = backend.identity
-    style = spec.style
-    cache = RecordCache(cache_path)
-    bs = settings.batch_size
-    t0, computed = time.perf_counter(), 0
-    engine_id = backend.cache_identity  # vLLM: version, dtype, logprobs mode
-    keys = [content_key(identity, vars(sampling), style, bool(gen_cfg.get("guided")), i, p,
-                        *([engine_id] if engine_id else [])) for i, p in enumerate(prompts)]
+    return spec, seeds, prompts, generator_sampling(spec.sampling, spec.seed, "--spec")
+
+
+def _manifest(spec: GeneratorSpec, model_dir) -> dict:
+    """A local model's identity, its manifest: read first, so a wrong directory fails before the model loads."""
+    from pathlib import Path
+
+    from .io import InputError, read_json
+    from .models import MANIFEST
+
+    if not model_dir:
+        raise InputError("<command line>", None, "--model-dir",
+                         f"the {spec.backend} backend needs the model directory")
+    return read_json(Path(model_dir) / MANIFEST)
+
+
+def _prompt_keys(identity, sampling: Sampling, spec: GeneratorSpec, prompts: list[dict], engine_id) -> list[str]:
+    """Each prompt's cache key: everything that changes its reply (vLLM adds version, dtype, logprobs mode)."""
+    from .cache import content_key
+
+    engine = [engine_id] if engine_id else []
+    return [content_key(identity, vars(sampling), spec.style, spec.guided, i, p, *engine)
+            for i, p in enumerate(prompts)]
+
+
+def _generate_missing(name: str, backend: Backend, prompts, keys, sampling, cache, batch_size: int, guided: bool,
+                      log, failed) -> Counter:
+    """Every prompt not in the cache yet, with a progress line; returns the counts of this run's work."""
+    from .progress import Progress
+
     work = Counter()
     progress = Progress(name, len(prompts), "prompt", log)
-    streaming = backend.streams and not gen_cfg.get("guided")
-    if streaming:
-        _generate_streaming(backend, prompts, keys, sampling, cache, bs, work, progress)
-    for start in range(0, 0 if streaming else len(prompts), bs):  # streaming did every prompt
-        idx = [i for i in range(start, min(start + bs, len(prompts)))]
+    if backend.streams and not guided:
+        _generate_streaming(backend, prompts, keys, sampling, cache, batch_size, work, progress)
+    else:
+        _generate_batches(backend, prompts, keys, sampling, cache, batch_size, work, progress, guided, failed)
+    progress.finish()
+    return work
+
+
+def _generate_batches(backend: Backend, prompts, keys, sampling, cache, batch_size: int, work, progress,
+                      guided: bool, failed) -> None:
+    """Batches of prompts, each seeded by its first index; a batch already cached is skipped whole.
+    `failed(first, last)` is told which prompts a batch that raises held."""
+    for start in range(0, len(prompts), batch_size):
+        idx = [i for i in range(start, min(start + batch_size, len(prompts)))]
         if all(keys[i] in cache for i in idx):
             work["cached"] += len(idx)
-            progress.update(computed, work["cached"])
+            progress.update(work["prompts"], work["cached"])
             continue
         batch_sampling = Sampling(**{**vars(sampling), "seed": sampling.seed + start})
         try:
-            if gen_cfg.get("guided"):
+            if guided:
                 gens = guided_generate(backend, [prompts[i] for i in idx], batch_sampling)
             else:
                 gens = backend.generate([prompts[i] for i in idx], batch_sampling, logprobs=False)
         except Exception:
-            log(f"[{name}] failed at prompts {start}-{idx[-1]}; the {sum(k in cache for k in keys)} finished "
-                f"prompts are kept in {cache_path}: a rerun computes only the rest")
+            failed(start, idx[-1])
             raise
-        # API backends also return token usage (input, cached input, output): kept for the cost
-        cache.add((keys[i], {"text": g.text, "n_prompt_tokens": g.n_prompt_tokens, "n_output_tokens": g.n_output_tokens,
-                             **({"usage": g.usage} if backend.reports_usage else {})}) for i, g in zip(idx, gens))
-        computed += len(idx)
+        cache.add((keys[i], _reply(g, backend.reports_usage)) for i, g in zip(idx, gens))
+        work["prompts"] += len(idx)
         work["tokens"] += sum(g.n_prompt_tokens + g.n_output_tokens for g in gens)
-        progress.update(computed, work["cached"])
-    progress.finish()
-    computed += work["prompts"]
-    seconds = time.perf_counter() - t0
-    outputs = [(i, seeds[i][0], cache.get(keys[i])["text"]) for i in range(len(prompts))]
+        progress.update(work["prompts"], work["cached"])
+
+
+def _reply(g: Generation, usage: bool) -> dict:
+    """A reply as the cache keeps it; API backends also return token usage (input, cached input, output)
+    for the cost."""
+    return {"text": g.text, "n_prompt_tokens": g.n_prompt_tokens, "n_output_tokens": g.n_output_tokens,
+            **({"usage": g.usage} if usage else {})}
+
+
+def _write_sets(name: str, seeds, prompts: list[dict], replies: list[dict], out_questions, out_keys, out_rejects
+                ) -> tuple[list[dict], list[dict]]:
+    """Parse every reply and write the questions, their keys and the rejects; returns (questions, rejects)."""
+    from .io import write_jsonl
+
+    outputs = [(i, seeds[i][0], replies[i]["text"]) for i in range(len(prompts))]
     questions, answer_keys, rejects = collect(outputs, prompts[0].get("continues_tag") if prompts else None, name)
     write_jsonl(out_questions, questions)
     write_jsonl(out_keys, answer_keys)
     write_jsonl(out_rejects, rejects)
-    n_out = sum(cache.get(k)["n_output_tokens"] for k in keys)
+    return questions, rejects
+
+
+def _meta(name: str, gen_cfg: dict, identity, n_prompts: int, questions: list[dict], rejects: list[dict],
+          replies: list[dict], work: Counter, seconds: float, backend: Backend) -> dict:
+    """The run's meta: settings (never an api_key), model, acceptance, reject reasons, throughput, engine,
+    API use."""
     meta = {"generator": name, "settings": {k: v for k, v in gen_cfg.items() if k != "api_key"},
-            "model": identity, "n_prompts": len(prompts), "n_questions": len(questions), "n_rejects": len(rejects),
-            "acceptance_rate": round(len(questions) / max(1, len(prompts)), 4),
-            "reject_reasons": dict(sorted(_count(r["reason"].split(":")[0] for r in rejects).items())),
-            "throughput": {"computed_prompts": computed, "output_tokens": n_out, "compute_seconds": round(seconds, 3),
-                           "prompt_tokens": sum(cache.get(k)["n_prompt_tokens"] for k in keys),
-                           "computed_tokens": work["tokens"],  # this run's prompt + output tokens
-                           "tokens_per_second": (round(work["tokens"] / seconds, 2)
-                                                 if computed and seconds > 0 else None),
-                           "load_seconds": round(backend.load_seconds, 3),
-                           "device": backend.device}}
+            "model": identity, "n_prompts": n_prompts, "n_questions": len(questions), "n_rejects": len(rejects),
+            "acceptance_rate": round(len(questions) / max(1, n_prompts), 4),
+            "reject_reasons": dict(sorted(Counter(r["reason"].split(":")[0] for r in rejects).items())),
+            "throughput": _throughput(replies, work, seconds, backend)}
     if engine := backend.describe():
         meta["engine"] = engine
     if backend.reports_usage:  # API backends: token totals over all prompts, their cost, retries
-        meta["api"] = backend.report([cache.get(k).get("usage", {}) for k in keys])
-    return write_meta(out_meta, meta, run_record, step="generate")  # timings and this run's work: the run record
+        meta["api"] = backend.report([r.get("usage", {}) for r in replies])
+    return meta
+
+
+def _throughput(replies: list[dict], work: Counter, seconds: float, backend: Backend) -> dict:
+    """Token totals over all replies; this run's computed prompts and tokens, and their rate."""
+    computed = work["prompts"]
+    return {"computed_prompts": computed, "output_tokens": sum(r["n_output_tokens"] for r in replies),
+            "compute_seconds": round(seconds, 3),
+            "prompt_tokens": sum(r["n_prompt_tokens"] for r in replies),
+            "computed_tokens": work["tokens"],  # this run's prompt + output tokens
+            "tokens_per_second": round(work["tokens"] / seconds, 2) if computed and seconds > 0 else None,
+            "load_seconds": round(backend.load_seconds, 3),
+            "device": backend.device}
 
 
 def _generate_streaming(backend: Backend, prompts, keys, sampling, cache, chunk: int, work, progress) -> None:
@@ -433,8 +499,7 @@ def _generate_streaming(backend: Backend, prompts, keys, sampling, cache, chunk:
     stream = backend.stream_generate([prompts[i] for i in todo], sampling, [request_seed(keys[i]) for i in todo],
                                      logprobs=False)
     for j, g in stream:
-        pending.append((keys[todo[j]], {"text": g.text, "n_prompt_tokens": g.n_prompt_tokens,
-                                        "n_output_tokens": g.n_output_tokens}))
+        pending.append((keys[todo[j]], _reply(g, False)))
         if len(pending) >= chunk and time.perf_counter() - last >= 1.0:
             flush()
             last = time.perf_counter()
@@ -442,8 +507,7 @@ def _generate_streaming(backend: Backend, prompts, keys, sampling, cache, chunk:
         flush()
 
 
-def guided_generate(backend: LocalBackend, prompts: list[dict], sampling: Sampling,
-                    field_tokens: dict[str, int] | None = None) -> list[Generation]:
+def guided_generate(backend: LocalBackend, prompts: list[dict], sampling: Sampling) -> list[Generation]:
     """Structured generation for weak local generators: the model writes each field's text, and
     rgd writes the tags around it (as guided decoding does in serving engines).
 
@@ -451,7 +515,7 @@ def guided_generate(backend: LocalBackend, prompts: list[dict], sampling: Sampli
     finds most likely after "[ANSWER]". The result is an ordinary tagged block, so the same
     parser and validation (empty fields, duplicate options, duplicate questions) apply.
     """
-    budget = {"QUESTION": 64, "OPTION": 24, **(field_tokens or {})}
+    budget = {"QUESTION": 64, "OPTION": 24}  # new tokens per field
     texts = [backend.render(p) for p in prompts]
     start_tag = prompts[0].get("continues_tag") if prompts else None
     blocks = ["" if start_tag else "[QUESTION]" for _ in prompts]
@@ -475,9 +539,3 @@ def guided_generate(backend: LocalBackend, prompts: list[dict], sampling: Sampli
         best = LETTERS[max(range(N_OPTIONS), key=lp.__getitem__)]
         out.append(Generation(blocks[i] + " " + best, None, n_tok, n_out[i] + 1))
     return out
-
-
-def _count(items) -> dict:
-    from collections import Counter
-
-    return Counter(items)

@@ -121,17 +121,9 @@ def top3_vote_correct(
     return vote(choices, z, order[:, :k]) == gold
 
 
-def oracle_correct(choices: np.ndarray, gold: np.ndarray) -> np.ndarray:
-    return correct_matrix(choices, gold).any(axis=1)
-
-
 def pool_vote_correct(choices: np.ndarray, gold: np.ndarray, z: np.ndarray | None) -> np.ndarray:
     choices, gold = _check(choices, gold)
     return vote(choices, z) == gold
-
-
-def model_accuracies(choices: np.ndarray, gold: np.ndarray) -> np.ndarray:
-    return correct_matrix(choices, gold).mean(axis=0)
 
 
 def gap_closed(router: np.ndarray | float, best: np.ndarray | float, oracle: np.ndarray | float) -> np.ndarray:
@@ -171,11 +163,6 @@ def percentile_ci(samples: np.ndarray, alpha: float = 0.05) -> tuple[float, floa
         return (math.nan, math.nan)
     lo, hi = np.percentile(s, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return (float(lo), float(hi))
-
-
-def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile CI of the mean of per-question `values`."""
-    return percentile_ci(Bootstrap(len(values), n_boot, seed).means(values), alpha)
 
 
 @dataclass(frozen=True)
@@ -259,41 +246,17 @@ def evaluate(
     k: int = 3,
 ) -> EvalReport:
     """Every metric with bootstrap CIs. `seed` drives both the ranking tie-break and the resampling."""
-    choices, gold = _check(choices, gold)
-    n_q, n_m = choices.shape
-    if np.shape(scores) != choices.shape or (z is not None and np.shape(z) != choices.shape):
-        raise ValueError(f"scores/z: shapes must equal choices {choices.shape}")
-    if n_q == 0:
-        raise ValueError("no questions to evaluate")
-    models = list(models) if models is not None else [f"model{j}" for j in range(n_m)]
-    if len(models) != n_m:
-        raise ValueError(f"models: {len(models)} names for {n_m} columns")
-
+    choices, gold, models = _check_evaluation(scores, choices, gold, z, models)
     order = rank(scores, seed)
     correct = correct_matrix(choices, gold)
-    per_q = {
-        "top1": top1_correct(order, choices, gold),
-        "top3_vote": top3_vote_correct(order, choices, gold, z, k),
-        "top3_any": topk_any_correct(order, choices, gold, k),
-        "oracle": correct.any(axis=1),
-        "pool_vote": pool_vote_correct(choices, gold, z),
-    }
-    names = list(per_q)
+    per_q = _per_question(order, choices, gold, z, k, correct)
     point = {n: float(v.mean()) for n, v in per_q.items()}
     acc = correct.mean(axis=0)
     best_j = int(np.argmax(acc))  # ties: first in pool order
-
-    boot = Bootstrap(n_q, n_boot, seed).means(np.column_stack([per_q[n] for n in names] + [correct]))
-    b = {n: boot[:, i] for i, n in enumerate(names)}
-    b_models = boot[:, len(names) :]
-    b["best_single"] = b_models.max(axis=1)
-    b["random"] = b_models.mean(axis=1)
-    b["gap_closed_top1"] = gap_closed(b["top1"], b["best_single"], b["oracle"])
-    b["gap_closed_top3"] = gap_closed(b["top3_vote"], b["best_single"], b["oracle"])
-
+    b = _resampled(per_q, correct, n_boot, seed)
     best = float(acc[best_j])
     return EvalReport(
-        n_questions=n_q,
+        n_questions=len(gold),
         models=models,
         model_accuracy=[float(a) for a in acc],
         top1=point["top1"],
@@ -315,3 +278,42 @@ def evaluate(
             "top3_vote_vs_best_single": _paired(b["top3_vote"], b["best_single"], point["top3_vote"] - best, alpha),
         },
     )
+
+
+def _check_evaluation(scores, choices, gold, z, models) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Checked (choices, gold, model names); the names default to model0, model1, ..."""
+    choices, gold = _check(choices, gold)
+    n_q, n_m = choices.shape
+    if np.shape(scores) != choices.shape or (z is not None and np.shape(z) != choices.shape):
+        raise ValueError(f"scores/z: shapes must equal choices {choices.shape}")
+    if n_q == 0:
+        raise ValueError("no questions to evaluate")
+    models = list(models) if models is not None else [f"model{j}" for j in range(n_m)]
+    if len(models) != n_m:
+        raise ValueError(f"models: {len(models)} names for {n_m} columns")
+    return choices, gold, models
+
+
+def _per_question(order, choices, gold, z, k: int, correct: np.ndarray) -> dict[str, np.ndarray]:
+    """Each question-level metric as an (n_q,) bool array, in report order."""
+    return {
+        "top1": top1_correct(order, choices, gold),
+        "top3_vote": top3_vote_correct(order, choices, gold, z, k),
+        "top3_any": topk_any_correct(order, choices, gold, k),
+        "oracle": correct.any(axis=1),
+        "pool_vote": pool_vote_correct(choices, gold, z),
+    }
+
+
+def _resampled(per_q: dict[str, np.ndarray], correct: np.ndarray, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """(n_boot,) resampled values of every metric, from one shared index matrix (paired resamples);
+    the best single model is re-chosen in each resample."""
+    names = list(per_q)
+    boot = Bootstrap(len(correct), n_boot, seed).means(np.column_stack([per_q[n] for n in names] + [correct]))
+    b = {n: boot[:, i] for i, n in enumerate(names)}
+    b_models = boot[:, len(names) :]
+    b["best_single"] = b_models.max(axis=1)
+    b["random"] = b_models.mean(axis=1)
+    b["gap_closed_top1"] = gap_closed(b["top1"], b["best_single"], b["oracle"])
+    b["gap_closed_top3"] = gap_closed(b["top3_vote"], b["best_single"], b["oracle"])
+    return b

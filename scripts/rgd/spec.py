@@ -185,6 +185,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+_SCALARS = (bool, int, float, str)
+
+
 def _convert(tp: Any, value: Any, where: str | None, path: str, lax: bool = False) -> Any:
     """`value` checked against the annotation `tp` (converted where needed: int -> float,
     list -> tuple, mapping -> dataclass)."""
@@ -196,63 +199,83 @@ def _convert(tp: Any, value: Any, where: str | None, path: str, lax: bool = Fals
         return None
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        options = [a for a in args if a is not type(None)]
-        if len(options) == 1:
-            return _convert(options[0], value, where, path, lax)
-        for a in options:
-            try:
-                return _convert(a, value, where, path, lax)
-            except SpecError:
-                continue
-        raise SpecError(where, path, f"expected {_type_name(tp)}, got {_describe(value)}")
+        return _convert_union(tp, args, value, where, path, lax)
     if origin is typing.Literal:
-        for a in args:
-            if value == a and type(value) is type(a):
-                return a
-        raise SpecError(where, path, f"expected one of {', '.join(map(repr, args))}, got {_describe(value)}")
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise SpecError(where, path, f"expected true/false, got {_describe(value)}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(where, path, f"expected an integer, got {_describe(value)}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SpecError(where, path, f"expected a number, got {_describe(value)}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise SpecError(where, path, f"expected a string, got {_describe(value)}")
-        return value
+        return _convert_literal(args, value, where, path)
+    if tp in _SCALARS:
+        return _convert_scalar(tp, value, where, path)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         return _parse(tp, value, where, path, lax)
     if origin in (list, tuple, Sequence) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise SpecError(where, path, f"expected a list, got {_describe(value)}")
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            if len(value) != len(args):
-                raise SpecError(where, path, f"expected a list of {len(args)} items, got {len(value)}")
-            items = [_convert(a, v, where, f"{path}[{i}]", lax) for i, (a, v) in enumerate(zip(args, value))]
-        else:
-            item = args[0] if args else Any
-            items = [_convert(item, v, where, f"{path}[{i}]", lax) for i, v in enumerate(value)]
-        return tuple(items) if (origin is tuple or tp is tuple) else items
+        return _convert_sequence(tp, origin, args, value, where, path, lax)
     if origin in (dict, Mapping) or tp in (dict, Mapping):
-        if not isinstance(value, Mapping):
-            raise SpecError(where, path, f"expected an object (mapping), got {_describe(value)}")
-        key_t, val_t = args if len(args) == 2 else (Any, Any)
-        out = {}
-        for k, v in value.items():
-            k = _convert(key_t, k, where, path, lax)
-            out[k] = _convert(val_t, v, where, _join(path, str(k)), lax)
-        return out
+        return _convert_mapping(args, value, where, path, lax)
     if isinstance(tp, type) and not isinstance(value, tp):
         raise SpecError(where, path, f"expected {_type_name(tp)}, got {_describe(value)}")
     return value
+
+
+def _convert_union(tp: Any, args: tuple, value: Any, where: str | None, path: str, lax: bool) -> Any:
+    """`X | Y | None`: None where allowed, else the first member type that accepts `value`."""
+    if value is None and type(None) in args:
+        return None
+    options = [a for a in args if a is not type(None)]
+    if len(options) == 1:  # `X | None`: X's own message says what is wrong
+        return _convert(options[0], value, where, path, lax)
+    for a in options:
+        try:
+            return _convert(a, value, where, path, lax)
+        except SpecError:
+            continue
+    raise SpecError(where, path, f"expected {_type_name(tp)}, got {_describe(value)}")
+
+
+def _convert_literal(args: tuple, value: Any, where: str | None, path: str) -> Any:
+    """One of the literal values, of the same type (True is not 1, 3.0 is not 3)."""
+    for a in args:
+        if value == a and type(value) is type(a):
+            return a
+    raise SpecError(where, path, f"expected one of {', '.join(map(repr, args))}, got {_describe(value)}")
+
+
+def _convert_scalar(tp: type, value: Any, where: str | None, path: str) -> Any:
+    """bool, int, float (an int is accepted and converted) or str; a bool is never a number."""
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is str:
+        ok = isinstance(value, str)
+    else:
+        ok = not isinstance(value, bool) and isinstance(value, (int, float) if tp is float else int)
+    if not ok:
+        raise SpecError(where, path, f"expected {_type_name(tp)}, got {_describe(value)}")
+    return float(value) if tp is float else value
+
+
+def _convert_sequence(tp: Any, origin: Any, args: tuple, value: Any, where: str | None, path: str,
+                      lax: bool) -> Any:
+    """A list (a tuple for tuple annotations): `tuple[X, Y]` item by item, else each item as the item type."""
+    if not isinstance(value, (list, tuple)):
+        raise SpecError(where, path, f"expected a list, got {_describe(value)}")
+    if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+        if len(value) != len(args):
+            raise SpecError(where, path, f"expected a list of {len(args)} items, got {len(value)}")
+        items = [_convert(a, v, where, f"{path}[{i}]", lax) for i, (a, v) in enumerate(zip(args, value))]
+    else:
+        item = args[0] if args else Any
+        items = [_convert(item, v, where, f"{path}[{i}]", lax) for i, v in enumerate(value)]
+    return tuple(items) if (origin is tuple or tp is tuple) else items
+
+
+def _convert_mapping(args: tuple, value: Any, where: str | None, path: str, lax: bool) -> dict:
+    """A dict with every key and value checked (`dict[K, V]`; a bare dict takes anything)."""
+    if not isinstance(value, Mapping):
+        raise SpecError(where, path, f"expected an object (mapping), got {_describe(value)}")
+    key_t, val_t = args if len(args) == 2 else (Any, Any)
+    out = {}
+    for k, v in value.items():
+        k = _convert(key_t, k, where, path, lax)
+        out[k] = _convert(val_t, v, where, _join(path, str(k)), lax)
+    return out
 
 
 def _check_bounds(md: Mapping, value: Any, where: str | None, path: str) -> None:

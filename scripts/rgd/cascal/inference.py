@@ -75,7 +75,29 @@ class RoutingTables:
 def route_block(cfg: CascalConfig, t: RoutingTables, X: np.ndarray, diagnose: bool) -> tuple[np.ndarray, dict]:
     """(P (n, m) float64: the blended scores of §9 step 6, diagnostics or {}) for one block of questions."""
     X = np.asarray(X, dtype=np.float32)
-    n, m, S, K, k_max = len(X), len(t.global_scores), len(t.reps), len(t.cluster_subject), cfg.k_nearest
+    subj, dist = _subjects_and_distances(cfg, t, X)
+    near, d_k = _nearest_centroids(t, subj, dist, cfg.k_nearest)
+    valid = near >= 0
+    n_used = valid.sum(axis=1)
+    has = n_used > 0
+    P = _cluster_blend(cfg, t, near, d_k, valid, has)
+    d_near = np.where(has, d_k[:, 0], np.nan)
+    P, alpha, far = _global_fallback(cfg, t, P, d_near, has)
+    if not diagnose:
+        return P, {}
+    return P, {
+        "subject": subj,
+        "nearest_cluster": np.where(has, near[:, 0], -1),
+        "nearest_distance": d_near,
+        "used_fallback": far | ~has,
+        "fallback_alpha": alpha,
+        "n_centroids_used": n_used,
+    }
+
+
+def _subjects_and_distances(cfg: CascalConfig, t: RoutingTables, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(subject of each question (n,), -1 when there is none; cosine distances to every centroid (n, K))."""
+    n, S, K = len(X), len(t.reps), len(t.cluster_subject)
     # One pass over X: similarities to every representative and centroid (unit rows), divided by
     # the query norm afterwards (no normalised copy of X).
     inv_norm = 1.0 / np.maximum(np.sqrt(np.einsum("ij,ij->i", X, X, dtype=np.float64)), EPS)
@@ -87,8 +109,15 @@ def route_block(cfg: CascalConfig, t: RoutingTables, X: np.ndarray, diagnose: bo
         subj = t.cluster_subject[np.argmin(dist, axis=1)]
     else:
         subj = np.full(n, -1)
+    return subj, dist
 
-    near = np.full((n, k_max), -1, dtype=np.int64)  # the k nearest centroids of the subject, nearest first
+
+def _nearest_centroids(t: RoutingTables, subj: np.ndarray, dist: np.ndarray, k_max: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(ids (n, k_max), -1 where unused; distances (n, k_max), inf where unused) of each question's k
+    nearest centroids among its subject's, nearest first."""
+    n, S, K = len(subj), len(t.reps), len(t.cluster_subject)
+    near = np.full((n, k_max), -1, dtype=np.int64)
     d_k = np.full((n, k_max), np.inf)
     present = np.flatnonzero(np.bincount(subj[subj >= 0], minlength=S)) if K else ()
     for s in present:  # (np.unique would import numpy.ma: start-up time of `rgd route`)
@@ -101,19 +130,27 @@ def route_block(cfg: CascalConfig, t: RoutingTables, X: np.ndarray, diagnose: bo
         best = np.argsort(d_s, axis=1, kind="stable")[:, :k]  # stable: ties keep cluster order
         near[rows, :k] = cand[best]
         d_k[rows, :k] = np.take_along_axis(d_s, best, axis=1)
-    valid = near >= 0
-    n_used = valid.sum(axis=1)
-    has = n_used > 0
+    return near, d_k
 
+
+def _cluster_blend(cfg: CascalConfig, t: RoutingTables, near: np.ndarray, d_k: np.ndarray, valid: np.ndarray,
+                   has: np.ndarray) -> np.ndarray:
+    """(n, m) sum of the nearest clusters' model scores, weighted by a softmax over -distance."""
+    n, m, K, k_max = len(near), len(t.global_scores), len(t.cluster_subject), cfg.k_nearest
     logits = np.where(valid, -d_k / cfg.distance_temp, -np.inf)
-    logits[~has] = 0.0  # rows with no centroid are replaced by the global scores below
+    logits[~has] = 0.0  # rows with no centroid are replaced by the global scores later
     a = _softmax_rows(logits) if k_max else np.zeros((n, 0))
     usable = np.zeros(valid.shape, dtype=bool)
     usable[valid] = t.usable[near[valid]]
     a = np.where(usable, a, 0.0)  # skipped clusters drop out, weights not renormalised
-    P = np.einsum("nk,nkm->nm", a, t.scores[np.where(valid, near, 0)]) if k_max and K else np.zeros((n, m))
+    return np.einsum("nk,nkm->nm", a, t.scores[np.where(valid, near, 0)]) if k_max and K else np.zeros((n, m))
 
-    d_near = np.where(has, d_k[:, 0], np.nan)
+
+def _global_fallback(cfg: CascalConfig, t: RoutingTables, P: np.ndarray, d_near: np.ndarray, has: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(P with the global scores ramped in past the distance threshold and in place of rows without a
+    centroid; the global share alpha (n,); the rows beyond the threshold (n,) bool)."""
+    n = len(P)
     alpha = np.zeros(n)
     far = np.zeros(n, dtype=bool)
     if cfg.fallback:
@@ -126,13 +163,4 @@ def route_block(cfg: CascalConfig, t: RoutingTables, X: np.ndarray, diagnose: bo
         P = np.where(far[:, None], (1.0 - alpha[:, None]) * Pn + alpha[:, None] * gn, P)
     P[~has] = t.global_scores
     alpha[~has] = 1.0
-    if not diagnose:
-        return P, {}
-    return P, {
-        "subject": subj,
-        "nearest_cluster": np.where(has, near[:, 0], -1),
-        "nearest_distance": d_near,
-        "used_fallback": far | ~has,
-        "fallback_alpha": alpha,
-        "n_centroids_used": n_used,
-    }
+    return P, alpha, far
