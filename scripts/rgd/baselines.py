@@ -74,6 +74,28 @@ def _check_number(name: str, value: object, low: float, strict: bool = False) ->
         raise ValueError(f"{name}: expected a finite number {'>' if strict else '>='} {low:g}, got {value!r}")
 
 
+# Each hyperparameter's bound, once for every baseline that has it: name -> check(name, value).
+_BOUNDS = {
+    "k": lambda n, v: _check_int(n, v, 1),
+    "chunk": lambda n, v: _check_int(n, v, 1),  # questions per similarity block; never changes the scores
+    "hidden": lambda n, v: _check_int(n, v, 1),  # each layer's size
+    "max_iter": lambda n, v: _check_int(n, v, 1),
+    "dim": lambda n, v: _check_int(n, v, 1),
+    "epochs": lambda n, v: _check_int(n, v, 0),
+    "seed": lambda n, v: _check_int(n, v, 0),
+    "alpha": lambda n, v: _check_number(n, v, 0.0),
+    "l2": lambda n, v: _check_number(n, v, 0.0),
+    "lr": lambda n, v: _check_number(n, v, 0.0, strict=True),
+    "signal": lambda n, v: _check_signal(v),
+}
+
+
+def _check_params(**params) -> None:
+    """Check each hyperparameter against its bound, in the order given: the first bad one is named."""
+    for name, value in params.items():
+        _BOUNDS[name](name, value)
+
+
 def _class_kind(cls: type) -> str:
     """The registry's name for a baseline class (each has one; its `signal` is a saved param)."""
     path = f"{cls.__module__}:{cls.__qualname__}"
@@ -157,7 +179,7 @@ class BestSingleRouter(Router):
     _array_names = ("mean_",)
 
     def __init__(self, signal: str = "correctness"):
-        _check_signal(signal)
+        _check_params(signal=signal)
         self.signal = signal
 
     def _fit(self, X: np.ndarray, t: np.ndarray) -> None:
@@ -173,9 +195,7 @@ class KNNRouter(Router):
     _array_names = ("X_", "target_")
 
     def __init__(self, k: int = 10, chunk: int = 2048, signal: str = "correctness"):
-        _check_int("k", k, 1)
-        _check_int("chunk", chunk, 1)  # questions per similarity block; never changes the scores
-        _check_signal(signal)
+        _check_params(k=k, chunk=chunk, signal=signal)
         self.k, self.chunk, self.signal = k, chunk, signal
 
     def _fit(self, X: np.ndarray, t: np.ndarray) -> None:
@@ -214,12 +234,8 @@ class MLPRouter(Router):
         if isinstance(hidden, (str, bytes)) or not hasattr(hidden, "__iter__"):
             raise ValueError(f"hidden: expected a list of layer sizes, got {hidden!r}")
         for h in hidden:
-            _check_int("hidden", h, 1)
-        _check_number("alpha", alpha, 0.0)
-        _check_number("lr", lr, 0.0, strict=True)
-        _check_int("max_iter", max_iter, 1)
-        _check_int("seed", seed, 0)
-        _check_signal(signal)
+            _check_params(hidden=h)
+        _check_params(alpha=alpha, lr=lr, max_iter=max_iter, seed=seed, signal=signal)
         self.hidden, self.alpha, self.lr, self.max_iter = tuple(hidden), alpha, lr, max_iter
         self.seed, self.signal = seed, signal
 
@@ -275,12 +291,7 @@ class MFRouter(Router):
 
     def __init__(self, dim: int = 32, epochs: int = 300, lr: float = 0.01, l2: float = 1e-4, seed: int = 0,
                  signal: str = "correctness"):
-        _check_int("dim", dim, 1)
-        _check_int("epochs", epochs, 0)
-        _check_number("lr", lr, 0.0, strict=True)
-        _check_number("l2", l2, 0.0)
-        _check_int("seed", seed, 0)
-        _check_signal(signal)
+        _check_params(dim=dim, epochs=epochs, lr=lr, l2=l2, seed=seed, signal=signal)
         self.dim, self.epochs, self.lr, self.l2, self.seed, self.signal = dim, epochs, lr, l2, seed, signal
 
     def _fit(self, X: np.ndarray, t: np.ndarray) -> None:

@@ -113,12 +113,18 @@ def validate_key(rec: dict) -> None:
         raise ValueError(f"answer: expected one capital letter, got {a!r}")
 
 
-def validate_response(rec: dict) -> None:
+def _expert_choice(rec: dict) -> str | None:
+    """A per-expert row's choice (a capital letter or null), once its id and expert are checked."""
     _need_str(rec, "id")
     _need_str(rec, "expert")
     c = rec.get("choice")
     if c is not None and (not isinstance(c, str) or len(c) != 1 or c not in LETTERS):
         raise ValueError(f"choice: expected a capital letter or null, got {c!r}")
+    return c
+
+
+def validate_response(rec: dict) -> None:
+    c = _expert_choice(rec)
     conf = rec.get("confidence")
     if conf is not None and (isinstance(conf, bool) or not isinstance(conf, (int, float))):
         raise ValueError(f"confidence: expected a number or null, got {type(conf).__name__}")
@@ -133,11 +139,7 @@ def validate_response(rec: dict) -> None:
 
 
 def validate_consensus_row(rec: dict) -> None:
-    _need_str(rec, "id")
-    _need_str(rec, "expert")
-    c = rec.get("choice")
-    if c is not None and (not isinstance(c, str) or len(c) != 1 or c not in LETTERS):
-        raise ValueError(f"choice: expected a capital letter or null, got {c!r}")
+    _expert_choice(rec)
     v = rec.get("consensus")
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
         raise ValueError(f"consensus: expected a number in [0, 1], got {v!r}")

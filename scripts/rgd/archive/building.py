@@ -162,6 +162,29 @@ def build(out: str | Path, config_json: str | Path, include: list[str | Path], *
     """Write the archive `out` and `out.sha256`; return the MANIFEST (plus `_skipped` files, run
     `_warnings` and `_archive_sha256`). See rgd.archive."""
     out, results = Path(out), Path(results)
+    raw, config, chash = _read_config(config_json, out)
+    cfg_members, cfg_skipped = config_members(list(config_files))
+    res_members, skipped = collect(include, results)
+    members = cfg_members + res_members
+    scanner = _env_scanner(env_files, repo)
+    scanner.scan_bytes(raw, str(config_json))
+    files = _hash_members(members, scanner)
+    files[CONFIG_JSON] = {"sha256": chash, "size": len(raw)}
+    manifest, warnings = _manifest(config, chash, files, members, models, repo)
+    manifest_bytes = _manifest_bytes(manifest, files, scanner, out)
+    _write_tar(out, [(MANIFEST, manifest_bytes), (SUMS, sums_text(files).encode()), (CONFIG_JSON, raw)], members,
+               files)
+    digest = sha256_file(out)
+    write_text(Path(f"{out}.sha256"), f"{digest}  {out.name}\n")
+    manifest["_skipped"] = cfg_skipped + skipped
+    manifest["_warnings"] = warnings
+    manifest["_archive_sha256"] = digest
+    return manifest
+
+
+def _read_config(config_json: str | Path, out: Path) -> tuple[bytes, dict, str]:
+    """The config snapshot's bytes, the config and its sha256; it must be canonical JSON, and an
+    archive named `rgd-results-*` must carry that hash in its name."""
     raw = Path(config_json).read_bytes()
     try:
         config = json.loads(raw)
@@ -172,20 +195,27 @@ def build(out: str | Path, config_json: str | Path, include: list[str | Path], *
     chash = hashlib.sha256(raw).hexdigest()
     if out.name.startswith("rgd-results-") and out.name != archive_name(chash):
         raise ArchiveError(f"{out}: name does not match the config hash; expected {archive_name(chash)}")
+    return raw, config, chash
 
-    cfg_members, cfg_skipped = config_members(list(config_files))
-    res_members, skipped = collect(include, results)
-    members = cfg_members + res_members
-    root = Path.cwd()
-    env_candidates = [Path(p) for p in env_files] + [root / ".env"] + ([Path(repo) / ".env"] if repo else [])
-    scanner = SecretScanner(secret_values([p for p in env_candidates if p.is_file()]))
-    scanner.scan_bytes(raw, str(config_json))
+
+def _env_scanner(env_files: list[str | Path], repo: str | Path | None) -> SecretScanner:
+    """A scanner for the values of the given .env files and of those in this folder and the repository."""
+    candidates = [Path(p) for p in env_files] + [Path.cwd() / ".env"] + ([Path(repo) / ".env"] if repo else [])
+    return SecretScanner(secret_values([p for p in candidates if p.is_file()]))
+
+
+def _hash_members(members: list[Member], scanner: SecretScanner) -> dict[str, dict]:
+    """{arcname: {sha256, size}} of every member, each scanned for secrets as it is hashed."""
     files = {}
     for m in members:
         sha, size = _hash_and_scan(m.path, scanner)
         files[m.arcname] = {"sha256": sha, "size": size}
-    files[CONFIG_JSON] = {"sha256": chash, "size": len(raw)}
+    return files
 
+
+def _manifest(config: dict, chash: str, files: dict[str, dict], members: list[Member],
+              models: dict[str, str | Path] | None, repo: str | Path | None) -> tuple[dict, list[str]]:
+    """The MANIFEST's content, and the run-record warnings of the archived JSON files."""
     model_info = {name: read_json(p) for name, p in sorted((models or {}).items())}
     step_versions, warnings = _step_metadata([(m.arcname, m.path) for m in members])
     manifest = {
@@ -201,33 +231,33 @@ def build(out: str | Path, config_json: str | Path, include: list[str | Path], *
         "datasets": dataset_revisions(config),
         "files": dict(sorted(files.items())),
     }
+    return manifest, warnings
+
+
+def _manifest_bytes(manifest: dict, files: dict[str, dict], scanner: SecretScanner, out: Path) -> bytes:
+    """The MANIFEST as written, scanned for secrets; it and SHA256SUMS must fit what `rgd verify` reads."""
     manifest_bytes = (json.dumps(manifest, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode()
     scanner.scan_bytes(manifest_bytes, MANIFEST)
     if len(manifest_bytes) > MAX_METADATA_BYTES or len(sums_text(files)) > MAX_METADATA_BYTES:
         raise ArchiveError(f"{out}: {len(files)} files make a {MANIFEST} of {len(manifest_bytes)} bytes, more than "
                            f"the {MAX_METADATA_BYTES >> 20} MiB `rgd verify` reads: archive fewer, larger files")
+    return manifest_bytes
 
+
+def _write_tar(out: Path, metadata: list[tuple[str, bytes]], members: list[Member], files: dict[str, dict]) -> None:
+    """The tar.gz, atomically: the metadata files first, then the members, all under one top folder,
+    with fixed owners, modes and mtimes (SOURCE_DATE_EPOCH, else 0) so equal inputs give equal bytes."""
     top = out.name.removesuffix(".tar.gz")
     mtime = int(os.environ.get("SOURCE_DATE_EPOCH", "0"))
     with atomic_path(out, suffix=".tar.gz") as tmp:
         with open(tmp, "wb") as raw_fh:
             with gzip.GzipFile(filename="", mode="wb", fileobj=raw_fh, mtime=mtime, compresslevel=6) as gz:
                 with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                    def add_bytes(name, data):
+                    for name, data in metadata:
                         tar.addfile(_tarinfo(f"{top}/{name}", len(data), mtime), io.BytesIO(data))
-
-                    add_bytes(MANIFEST, manifest_bytes)
-                    add_bytes(SUMS, sums_text(files).encode())
-                    add_bytes(CONFIG_JSON, raw)
                     for m in members:
                         with open(m.path, "rb") as fh:
                             tar.addfile(_tarinfo(f"{top}/{m.arcname}", files[m.arcname]["size"], mtime), fh)
-    digest = sha256_file(out)
-    write_text(Path(f"{out}.sha256"), f"{digest}  {out.name}\n")
-    manifest["_skipped"] = cfg_skipped + skipped
-    manifest["_warnings"] = warnings
-    manifest["_archive_sha256"] = digest
-    return manifest
 
 
 def _python() -> str:

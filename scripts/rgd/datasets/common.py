@@ -139,6 +139,21 @@ def drop_none(d: dict) -> dict:
     return {k: v for k, v in d.items() if v is not None}
 
 
+def question_record(rec: dict, at: Row, qid: str, options: list[str], category: str, meta: dict) -> dict:
+    """A question from an upstream row: its category (from column `category`) and question text,
+    sanitised, and `meta` without its unset fields (no `meta` at all when none is set)."""
+    q = {
+        "id": qid,
+        "category": clean_text(need_str(rec, category, at)),
+        "question": clean_text(need_str(rec, "question", at)),
+        "options": options,
+    }
+    meta = drop_none(meta)
+    if meta:
+        q["meta"] = meta
+    return q
+
+
 # ------------------------------------------------------------------------------------------
 # raw files
 
@@ -192,6 +207,16 @@ def iter_table(path: Path, required: Sequence[str] = ()) -> Iterator[tuple[Row, 
             yield Row(path, line=lineno), rec
     else:
         raise InputError(path, None, None, "expected a .parquet or .jsonl file")
+
+
+def hub_rows(
+    raw_dir: Path, patterns: Sequence[str], required: Sequence[str] = ()
+) -> Iterator[tuple[Row, dict]]:
+    """The rows of a downloaded benchmark, file by file in path order, once its stamp is verified."""
+    raw_dir = Path(raw_dir)
+    verify_stamp(raw_dir)
+    for path in find_files(raw_dir, patterns):
+        yield from iter_table(path, required)
 
 
 def verify_stamp(raw_dir: Path) -> dict | None:

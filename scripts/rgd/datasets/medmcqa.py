@@ -13,14 +13,12 @@ from pathlib import Path
 
 from .common import (
     clean_text,
-    drop_none,
-    find_files,
     hub_downloader,
-    iter_table,
+    hub_rows,
     letter,
     need_int,
     need_str,
-    verify_stamp,
+    question_record,
 )
 
 NAME = "medmcqa"
@@ -51,35 +49,16 @@ def format(
     """Raw MedMCQA train parquet -> (questions, keys) for the first `n` rows in file order."""
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"n: expected a positive integer or None, got {n!r}")
-    raw_dir = Path(raw_dir)
-    verify_stamp(raw_dir)
     questions, keys = [], []
-    index = 0
-    for path in find_files(raw_dir, patterns):
-        for at, rec in iter_table(path, COLUMNS):
-            if n is not None and index >= n:
-                return questions, keys
-            options = [clean_text(need_str(rec, c, at)) for c in OPTION_COLUMNS]
-            cop = need_int(rec, "cop", at)
-            if not 0 <= cop < len(OPTION_COLUMNS):
-                raise at.error("cop", f"{cop} is outside 0..{len(OPTION_COLUMNS) - 1}")
-            qid = str(index)
-            q = {
-                "id": qid,
-                "category": clean_text(need_str(rec, "subject_name", at)),
-                "question": clean_text(need_str(rec, "question", at)),
-                "options": options,
-            }
-            meta = drop_none(
-                {
-                    "upstream_id": rec.get("id"),
-                    "choice_type": rec.get("choice_type"),
-                    "topic_name": rec.get("topic_name"),
-                }
-            )
-            if meta:
-                q["meta"] = meta
-            questions.append(q)
-            keys.append({"id": qid, "answer": letter(cop)})
-            index += 1
+    for index, (at, rec) in enumerate(hub_rows(raw_dir, patterns, COLUMNS)):
+        if n is not None and index >= n:
+            return questions, keys
+        options = [clean_text(need_str(rec, c, at)) for c in OPTION_COLUMNS]
+        cop = need_int(rec, "cop", at)
+        if not 0 <= cop < len(OPTION_COLUMNS):
+            raise at.error("cop", f"{cop} is outside 0..{len(OPTION_COLUMNS) - 1}")
+        qid = str(index)
+        meta = {"upstream_id": rec.get("id"), **{k: rec.get(k) for k in ("choice_type", "topic_name")}}
+        questions.append(question_record(rec, at, qid, options, "subject_name", meta))
+        keys.append({"id": qid, "answer": letter(cop)})
     return questions, keys

@@ -11,15 +11,11 @@ from pathlib import Path
 
 from .common import (
     hub_downloader,
-    clean_text,
-    drop_none,
-    find_files,
-    iter_table,
+    hub_rows,
     need_letter,
     need_options,
-    need_str,
+    question_record,
     upstream_id,
-    verify_stamp,
 )
 
 NAME = "mmlu_pro"
@@ -44,25 +40,13 @@ download = hub_downloader(REPO, REVISION, PATTERNS, SPLIT, EXPECTED_SHA256, "tes
 
 def format(raw_dir: Path, *, patterns=PATTERNS) -> tuple[list[dict], list[dict]]:  # noqa: A001
     """Raw MMLU-Pro test parquet -> (questions, keys)."""
-    raw_dir = Path(raw_dir)
-    verify_stamp(raw_dir)
     questions, keys, seen = [], [], set()
-    for path in find_files(raw_dir, patterns):
-        for at, rec in iter_table(path, COLUMNS):
-            qid = upstream_id(rec.get("question_id"), "question_id", at)
-            if qid in seen:
-                raise at.error("question_id", f"duplicate question_id {qid}")
-            seen.add(qid)
-            options = need_options(rec.get("options"), "options", at)
-            q = {
-                "id": qid,
-                "category": clean_text(need_str(rec, "category", at)),
-                "question": clean_text(need_str(rec, "question", at)),
-                "options": options,
-            }
-            meta = drop_none({"src": rec.get("src")})
-            if meta:
-                q["meta"] = meta
-            questions.append(q)
-            keys.append({"id": qid, "answer": need_letter(rec.get("answer"), "answer", len(options), at)})
+    for at, rec in hub_rows(raw_dir, patterns, COLUMNS):
+        qid = upstream_id(rec.get("question_id"), "question_id", at)
+        if qid in seen:
+            raise at.error("question_id", f"duplicate question_id {qid}")
+        seen.add(qid)
+        options = need_options(rec.get("options"), "options", at)
+        questions.append(question_record(rec, at, qid, options, "category", {"src": rec.get("src")}))
+        keys.append({"id": qid, "answer": need_letter(rec.get("answer"), "answer", len(options), at)})
     return questions, keys

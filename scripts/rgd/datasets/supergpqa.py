@@ -9,17 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (
-    hub_downloader,
-    clean_text,
-    drop_none,
-    find_files,
-    iter_table,
-    need_letter,
-    need_options,
-    need_str,
-    verify_stamp,
-)
+from .common import hub_downloader, hub_rows, need_letter, need_options, question_record
 
 NAME = "supergpqa"
 REPO = "m-a-p/SuperGPQA"
@@ -41,24 +31,12 @@ download = hub_downloader(REPO, REVISION, PATTERNS, SPLIT, EXPECTED_SHA256, "Sup
 
 def format(raw_dir: Path, *, patterns=PATTERNS) -> tuple[list[dict], list[dict]]:  # noqa: A001
     """Raw SuperGPQA rows -> (questions, keys)."""
-    raw_dir = Path(raw_dir)
-    verify_stamp(raw_dir)
     questions, keys = [], []
-    index = 0
-    for path in find_files(raw_dir, patterns):
-        for at, rec in iter_table(path):
-            options = need_options(rec.get("options"), "options", at)
-            qid = str(index)
-            q = {
-                "id": qid,
-                "category": clean_text(need_str(rec, "discipline", at)),
-                "question": clean_text(need_str(rec, "question", at)),
-                "options": options,
-            }
-            meta = drop_none({k: rec.get(k) for k in META_FIELDS})
-            if meta:
-                q["meta"] = meta
-            questions.append(q)
-            keys.append({"id": qid, "answer": need_letter(rec.get("answer_letter"), "answer_letter", len(options), at)})
-            index += 1
+    for index, (at, rec) in enumerate(hub_rows(raw_dir, patterns)):
+        options = need_options(rec.get("options"), "options", at)
+        qid = str(index)
+        meta = {k: rec.get(k) for k in META_FIELDS}
+        questions.append(question_record(rec, at, qid, options, "discipline", meta))
+        answer = need_letter(rec.get("answer_letter"), "answer_letter", len(options), at)
+        keys.append({"id": qid, "answer": answer})
     return questions, keys

@@ -132,74 +132,87 @@ def diagnostics_figure(analysis: dict, path: str | Path) -> None:
     """Label-free pool diagnostics (letter shares per expert, pairwise Cohen's kappa) and, after the
     fact, the per-subject rank correlation of mean consensus with key accuracy."""
     d, r = analysis["diagnostics"], analysis.get("consensus_ranking")
-    experts = d["experts"]
-    m = len(experts)
-    letters = list(next(iter(d["per_expert"].values()))["shares"]) if m else []
-    thr = d["thresholds"]
+    m = len(d["experts"])
     flagged = {e for w in d["warnings"] for e in w["experts"]}
-    names = [f"{e} (!)" if e in flagged else e for e in experts]
+    names = [f"{e} (!)" if e in flagged else e for e in d["experts"]]
     with plt.rc_context({**RC, "axes.grid": False}):
         S = len(r["subjects"]) if r else 0
         ncols = 3 if r else 2
         fig, axes = plt.subplots(1, ncols, figsize=(3.4 * ncols + 1.0, 1.6 + 0.34 * max(m, S, 3)),
                                  constrained_layout=True)
-        ax = axes[0]
-        cmap = plt.get_cmap("tab10")
-        y = np.arange(m)[::-1]
-        left = np.zeros(m)
-        for i, x in enumerate(letters):
-            share = np.array([_nan(d["per_expert"][e]["shares"][x]) for e in experts])
-            share = np.nan_to_num(share)
-            ax.barh(y, share, left=left, color=cmap(i % 10), height=0.7, label=x)
-            left += share
-        ax.axvline(thr["letter_share"], color="0.2", ls=":", lw=1, label="letter-bias threshold")
-        ax.set_yticks(y, [f"{n} [{d['per_expert'][e]['abstained']} abst.]" for n, e in zip(names, experts)])
-        ax.set_xlim(0, 1)
-        ax.set_xlabel("share of the expert's answers")
-        ax.set_title("letters chosen (no keys)")
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=min(len(letters) + 1, 6), frameon=False)
-        # colour: raw agreement (what consensus rewards); text: raw % and Cohen's kappa
-        bx = axes[1]
-        agree, k = np.full((m, m), np.nan), np.full((m, m), np.nan)
-        for p in d["pairs"]:
-            i, j = experts.index(p["experts"][0]), experts.index(p["experts"][1])
-            agree[i, j] = agree[j, i] = _nan(p["agreement"])
-            k[i, j] = k[j, i] = _nan(p["kappa"])
-        cm = plt.get_cmap("viridis").with_extremes(bad="0.9")  # the diagonal and undefined cells: grey
-        im = bx.imshow(np.ma.masked_invalid(agree), vmin=0, vmax=1, cmap=cm, aspect="auto")
-        for i in range(m):
-            for j in range(m):
-                if i != j:
-                    txt = "n/a" if math.isnan(agree[i, j]) else (
-                        f"{100 * agree[i, j]:.0f}%\nκ " + ("n/a" if math.isnan(k[i, j]) else f"{k[i, j]:.2f}"))
-                    bx.text(j, i, txt, ha="center", va="center", fontsize=6.5,
-                            color="black" if math.isnan(agree[i, j]) or agree[i, j] > 0.55 else "white")
-        bx.set_xticks(range(m), names, rotation=30, ha="right")
-        bx.set_yticks(range(m), names)
-        fk = d["fleiss_kappa"]
-        bx.set_title("agreement per pair, Cohen's κ" + ("" if fk is None else f" (Fleiss' κ {fk:.2f})"))
-        fig.colorbar(im, ax=bx, shrink=0.8, label="raw agreement")
+        _letter_shares(axes[0], d, names)
+        _agreement(fig, axes[1], d, names)
         if r:
-            cx = axes[2]
-            rho = np.array([_nan(v) for v in r["spearman"]])
-            ys = np.arange(S)[::-1]
-            cx.barh(ys, np.nan_to_num(rho), color=["0.6" if math.isnan(v) else "tab:blue" for v in rho], height=0.7)
-            for yi, v in zip(ys, rho):
-                cx.text(0.02 if math.isnan(v) or v < 0 else v + 0.02, yi, "n/a" if math.isnan(v) else f"{v:.2f}",
-                        va="center", fontsize=6.5)
-            cx.axvline(0, color="0.2", lw=0.8)
-            if r["mean_spearman"] is not None:
-                cx.axvline(r["mean_spearman"], color="tab:red", ls="--", lw=1)
-            cx.set_xlim(-1.05, 1.15)
-            cx.set_yticks(ys, [f"{_short(s, 24)} (n={n})" for s, n in zip(r["subjects"], r["n"])])
-            cx.set_xlabel("Spearman: mean consensus vs key accuracy")
-            mean = "n/a" if r["mean_spearman"] is None else f"{r['mean_spearman']:.2f}"
-            cx.set_title(f"consensus ranking, after the fact (mean {mean})")
+            _consensus_ranking(axes[2], r)
         kinds = sorted({w["kind"] for w in d["warnings"]})
         fig.suptitle(f"{d['n_questions']} real training questions; "
                      + (f"warnings: {', '.join(kinds)}; (!) marks the experts named" if kinds else "no warning"),
                      fontsize=8)
         save(fig, path)
+
+
+def _letter_shares(ax, d: dict, names: list[str]) -> None:
+    """Stacked bars: the share of each letter among each expert's answers, and the letter-bias threshold."""
+    experts = d["experts"]
+    m = len(experts)
+    letters = list(next(iter(d["per_expert"].values()))["shares"]) if m else []
+    cmap = plt.get_cmap("tab10")
+    y = np.arange(m)[::-1]
+    left = np.zeros(m)
+    for i, x in enumerate(letters):
+        share = np.array([_nan(d["per_expert"][e]["shares"][x]) for e in experts])
+        share = np.nan_to_num(share)
+        ax.barh(y, share, left=left, color=cmap(i % 10), height=0.7, label=x)
+        left += share
+    ax.axvline(d["thresholds"]["letter_share"], color="0.2", ls=":", lw=1, label="letter-bias threshold")
+    ax.set_yticks(y, [f"{n} [{d['per_expert'][e]['abstained']} abst.]" for n, e in zip(names, experts)])
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of the expert's answers")
+    ax.set_title("letters chosen (no keys)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25), ncol=min(len(letters) + 1, 6), frameon=False)
+
+
+def _agreement(fig, bx, d: dict, names: list[str]) -> None:
+    """Pairwise heat map; colour: raw agreement (what consensus rewards); text: raw % and Cohen's kappa."""
+    experts = d["experts"]
+    m = len(experts)
+    agree, k = np.full((m, m), np.nan), np.full((m, m), np.nan)
+    for p in d["pairs"]:
+        i, j = experts.index(p["experts"][0]), experts.index(p["experts"][1])
+        agree[i, j] = agree[j, i] = _nan(p["agreement"])
+        k[i, j] = k[j, i] = _nan(p["kappa"])
+    cm = plt.get_cmap("viridis").with_extremes(bad="0.9")  # the diagonal and undefined cells: grey
+    im = bx.imshow(np.ma.masked_invalid(agree), vmin=0, vmax=1, cmap=cm, aspect="auto")
+    for i in range(m):
+        for j in range(m):
+            if i != j:
+                txt = "n/a" if math.isnan(agree[i, j]) else (
+                    f"{100 * agree[i, j]:.0f}%\nκ " + ("n/a" if math.isnan(k[i, j]) else f"{k[i, j]:.2f}"))
+                bx.text(j, i, txt, ha="center", va="center", fontsize=6.5,
+                        color="black" if math.isnan(agree[i, j]) or agree[i, j] > 0.55 else "white")
+    bx.set_xticks(range(m), names, rotation=30, ha="right")
+    bx.set_yticks(range(m), names)
+    fk = d["fleiss_kappa"]
+    bx.set_title("agreement per pair, Cohen's κ" + ("" if fk is None else f" (Fleiss' κ {fk:.2f})"))
+    fig.colorbar(im, ax=bx, shrink=0.8, label="raw agreement")
+
+
+def _consensus_ranking(cx, r: dict) -> None:
+    """Bars of the per-subject Spearman correlation of mean consensus with key accuracy (after the fact)."""
+    rho = np.array([_nan(v) for v in r["spearman"]])
+    ys = np.arange(len(r["subjects"]))[::-1]
+    cx.barh(ys, np.nan_to_num(rho), color=["0.6" if math.isnan(v) else "tab:blue" for v in rho], height=0.7)
+    for yi, v in zip(ys, rho):
+        cx.text(0.02 if math.isnan(v) or v < 0 else v + 0.02, yi, "n/a" if math.isnan(v) else f"{v:.2f}",
+                va="center", fontsize=6.5)
+    cx.axvline(0, color="0.2", lw=0.8)
+    if r["mean_spearman"] is not None:
+        cx.axvline(r["mean_spearman"], color="tab:red", ls="--", lw=1)
+    cx.set_xlim(-1.05, 1.15)
+    cx.set_yticks(ys, [f"{_short(s, 24)} (n={n})" for s, n in zip(r["subjects"], r["n"])])
+    cx.set_xlabel("Spearman: mean consensus vs key accuracy")
+    mean = "n/a" if r["mean_spearman"] is None else f"{r['mean_spearman']:.2f}"
+    cx.set_title(f"consensus ranking, after the fact (mean {mean})")
 
 
 # --------------------------------------------------------------------------- calibration

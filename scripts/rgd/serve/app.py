@@ -187,6 +187,21 @@ class Attempt:
         return d | ({"status": self.status} if self.status is not None else {}) | ({"detail": self.detail} if self.detail else {})
 
 
+@dataclass
+class _Call:
+    """One attempt at one expert, as its steps share it: the request id, the expert, its endpoint and
+    the request's attempts so far (this one is added once its outcome is known)."""
+    rid: str
+    expert: str
+    ep: Endpoint
+    attempts: list[Attempt]
+
+    def headers(self) -> dict:
+        """The rgd headers of an answer from this expert (after its attempt is recorded)."""
+        return {"x-rgd-expert": self.expert, "x-rgd-request-id": self.rid,
+                "x-rgd-attempts": str(len(self.attempts))}
+
+
 class Service:
     def __init__(self, ranker: Ranker, experts: list[str], endpoints: dict[str, Endpoint], settings: ServeSettings):
         self.ranker, self.experts, self.endpoints, self.s = ranker, experts, endpoints, settings
@@ -264,28 +279,14 @@ class Service:
         return await self._complete(request, "completions")
 
     async def _complete(self, request, kind: str):
+        """A chat or completion request: check it, rank the pool (unless an expert is pinned), fail over."""
         path = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
         rid = f"rgd-{next(self._ids)}"
         t0 = time.perf_counter()
         if not self._authorised(request):
             return self._unauthorised(path)
         try:
-            raw = await request.body()
-            if len(raw) > MAX_BODY_BYTES:
-                raise ClientError(413, f"request body over {MAX_BODY_BYTES >> 20} MiB", "body_too_large")
-            try:
-                body = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise ClientError(400, f"request body is not valid JSON: {e}", "invalid_json") from None
-            if not isinstance(body, dict):
-                raise ClientError(400, "request body: expected a JSON object", "invalid_json")
-            if self.s.log_bodies:
-                log.info("%s body %s", rid, raw.decode("utf-8", "replace"))
-            model = body.get("model")
-            if model is not None and model != self.s.model_name and model not in self.endpoints:
-                raise ClientError(404, f"model {model!r}: ask for {self.s.model_name!r} to be routed, or one of the "
-                                  f"experts {', '.join(self.experts)}", "model_not_found")
-            text = None if model in self.endpoints else user_text(body, kind)  # a pinned request is not routed
+            body, model, text = await self._read_request(request, kind, rid)
         except ClientError as e:
             log.info("%s %s -> %d %s", rid, path, e.status, e.code)
             return self._json(error_body(str(e), "invalid_request_error", e.code), e.status, path=path)
@@ -301,15 +302,45 @@ class Service:
                 return self._json(error_body(f"routing failed: {type(e).__name__}: {e}", "server_error",
                                              "routing_failed"), 500, path=path)
             routing_s = time.perf_counter() - t_route
-            self.metrics.routing.observe(routing_s)
-            names = [self.experts[j] for j in ranked]
-            self.metrics.routed.labels(names[0]).inc()
-            candidates = names[: self.s.max_attempts]
-            info = {"router": self.s.router_kind, "objective": str(self.ranker.objective),
-                    "ranking": [{"expert": self.experts[j], "score": _finite(scores[j]),
-                                 **({"cost": float(self._costs[j])} if self._costs is not None else {})}
-                                for j in ranked]}
+            candidates, info = self._ranking(scores, ranked, routing_s)
         info["routing_ms"] = round(1000 * routing_s, 3)
+        return await self._first_answer(rid, path, kind, body, candidates, info, routing_s, t0)
+
+    async def _read_request(self, request, kind: str, rid: str) -> tuple[dict, object, str | None]:
+        """(body, the `model` asked for, the text to route on: None when an expert is pinned); a bad
+        request raises ClientError."""
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            raise ClientError(413, f"request body over {MAX_BODY_BYTES >> 20} MiB", "body_too_large")
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ClientError(400, f"request body is not valid JSON: {e}", "invalid_json") from None
+        if not isinstance(body, dict):
+            raise ClientError(400, "request body: expected a JSON object", "invalid_json")
+        if self.s.log_bodies:
+            log.info("%s body %s", rid, raw.decode("utf-8", "replace"))
+        model = body.get("model")
+        if model is not None and model != self.s.model_name and model not in self.endpoints:
+            raise ClientError(404, f"model {model!r}: ask for {self.s.model_name!r} to be routed, or one of "
+                              f"the experts {', '.join(self.experts)}", "model_not_found")
+        text = None if model in self.endpoints else user_text(body, kind)  # a pinned request is not routed
+        return body, model, text
+
+    def _ranking(self, scores: np.ndarray, ranked: np.ndarray, routing_s: float) -> tuple[list[str], dict]:
+        """The experts to try, best first (at most max_attempts), and the ranking the answer reports."""
+        self.metrics.routing.observe(routing_s)
+        names = [self.experts[j] for j in ranked]
+        self.metrics.routed.labels(names[0]).inc()
+        info = {"router": self.s.router_kind, "objective": str(self.ranker.objective),
+                "ranking": [{"expert": self.experts[j], "score": _finite(scores[j]),
+                             **({"cost": float(self._costs[j])} if self._costs is not None else {})}
+                            for j in ranked]}
+        return names[: self.s.max_attempts], info
+
+    async def _first_answer(self, rid, path, kind, body, candidates, info, routing_s, t0):
+        """The first Response of the candidates tried in order (bounded failover: one attempt each), or a
+        502 naming every attempt."""
         stream = bool(body.get("stream"))
         attempts: list[Attempt] = []
         for expert in candidates:
@@ -329,81 +360,110 @@ class Service:
                                      "no_expert_answered", rgd=info | {"attempts": [a.to_dict() for a in attempts]}),
                           502, {"x-rgd-attempts": str(len(attempts))}, path)
 
+    # ---- one attempt at one expert
     async def _forward(self, rid, kind, body, expert, stream, info, attempts):
         """One attempt at `expert`: a Response to return, or None after recording why to try the next."""
-        import httpx2
-        from starlette.responses import Response, StreamingResponse
+        call = _Call(rid, expert, self.endpoints[expert], attempts)
+        resp = await self._send(call, kind, body, stream)
+        if resp is None:
+            return None
+        if resp.status_code >= 500:
+            await resp.aclose()
+            self._failed(call, "http_5xx", f"HTTP {resp.status_code}", resp.status_code)
+            return None
+        if resp.status_code >= 300:  # the request itself was refused: the client's to see, as it is
+            return await self._refused(call, resp)
+        extra = info | {"expert": expert, "upstream_model": call.ep.model}
+        if stream and resp.headers.get("content-type", "").startswith("text/event-stream"):
+            return await self._commit_stream(call, resp, extra)
+        return await self._whole_answer(call, resp, extra)
 
-        ep = self.endpoints[expert]
+    def _failed(self, call: _Call, kind: str, detail: str, status: int | None = None) -> None:
+        """Record a failed attempt: the next-ranked expert is tried."""
+        call.attempts.append(Attempt(call.expert, kind, detail, status))
+        self.metrics.upstream_errors.labels(call.expert, kind).inc()
+        log.warning("%s expert %s failed: %s %s", call.rid, call.expert, kind, detail)
+
+    async def _send(self, call: _Call, kind: str, body: dict, stream: bool):
+        """The expert's response, its body not yet read; None after a timeout or a connection error.
+        The body goes unchanged but for `model`; the endpoint's key is sent only to it."""
+        import httpx2
+
+        ep = call.ep
         url = f"{ep.base_url}/{'chat/completions' if kind == 'chat' else 'completions'}"
         headers = {"content-type": "application/json", "accept": "text/event-stream" if stream else "application/json"}
         key = ep.api_key()
         if key:
             headers["authorization"] = f"Bearer {key}"
         payload = json.dumps({**body, "model": ep.model}, ensure_ascii=False).encode()
-
-        def failed(kind_: str, detail: str, status: int | None = None) -> None:
-            attempts.append(Attempt(expert, kind_, detail, status))
-            self.metrics.upstream_errors.labels(expert, kind_).inc()
-            log.warning("%s expert %s failed: %s %s", rid, expert, kind_, detail)
-
         try:
             req = self.client.build_request("POST", url, content=payload, headers=headers,
                                             timeout=httpx2.Timeout(ep.timeout))
-            resp = await self.client.send(req, stream=True)
+            return await self.client.send(req, stream=True)
         except httpx2.TimeoutException:
-            failed("timeout", f"no answer within {ep.timeout:g} s")
-            return None
+            self._failed(call, "timeout", f"no answer within {ep.timeout:g} s")
         except httpx2.HTTPError as e:
-            failed("connection", type(e).__name__)
-            return None
+            self._failed(call, "connection", type(e).__name__)
+        return None
 
-        rgd_headers = {"x-rgd-expert": expert, "x-rgd-request-id": rid}
-        if resp.status_code >= 500:
-            await resp.aclose()
-            failed("http_5xx", f"HTTP {resp.status_code}", resp.status_code)
-            return None
-        if resp.status_code >= 300:  # the request itself was refused: the client's to see, as it is
-            try:
-                data = await resp.aread()
-            except httpx2.HTTPError as e:
-                await resp.aclose()
-                failed("invalid_response", f"HTTP {resp.status_code}, body cut off ({type(e).__name__})")
-                return None
-            await resp.aclose()
-            attempts.append(Attempt(expert, f"http_{resp.status_code // 100}xx", status=resp.status_code))
-            return Response(self._scrub(data, ep), resp.status_code, rgd_headers | {
-                "x-rgd-attempts": str(len(attempts))}, media_type=resp.headers.get("content-type", "application/json"))
+    async def _refused(self, call: _Call, resp):
+        """A 3xx or 4xx, passed back as it is (upstream keys scrubbed); None if its body broke off."""
+        import httpx2
+        from starlette.responses import Response
 
-        extra = info | {"expert": expert, "upstream_model": ep.model}
-        if stream and resp.headers.get("content-type", "").startswith("text/event-stream"):
-            lines = resp.aiter_lines()
-            head = []
-            try:  # commit only once the first event has arrived
-                async for line in lines:
-                    head.append(line)
-                    if line.startswith("data:"):
-                        break
-                else:
-                    raise httpx2.RemoteProtocolError("stream ended before its first event")
-            except (httpx2.HTTPError, httpx2.StreamError) as e:
-                await resp.aclose()
-                failed("timeout" if isinstance(e, httpx2.TimeoutException) else "stream",
-                       f"before the first event: {type(e).__name__}")
-                return None
-            attempts.append(Attempt(expert, "answered", status=resp.status_code))
-            extra["attempts"] = [a.to_dict() for a in attempts]
-            self.metrics.answered.labels(expert).inc()
-            return StreamingResponse(self._relay(rid, resp, lines, head, expert, extra), resp.status_code,
-                                     rgd_headers | {"x-rgd-attempts": str(len(attempts)), "cache-control": "no-cache"},
-                                     media_type="text/event-stream")
+        try:
+            data = await resp.aread()
+        except httpx2.HTTPError as e:
+            await resp.aclose()
+            self._failed(call, "invalid_response",
+                         f"HTTP {resp.status_code}, body cut off ({type(e).__name__})")
+            return None
+        await resp.aclose()
+        outcome = f"http_{resp.status_code // 100}xx"
+        call.attempts.append(Attempt(call.expert, outcome, status=resp.status_code))
+        return Response(self._scrub(data, call.ep), resp.status_code, call.headers(),
+                        media_type=resp.headers.get("content-type", "application/json"))
+
+    async def _commit_stream(self, call: _Call, resp, extra: dict):
+        """Relay an SSE stream, committed to this expert only once its first event has arrived: a
+        failure before that is a failed attempt (failover); one after it ends the stream (_relay)."""
+        import httpx2
+        from starlette.responses import StreamingResponse
+
+        lines = resp.aiter_lines()
+        head = []
+        try:
+            async for line in lines:
+                head.append(line)
+                if line.startswith("data:"):
+                    break
+            else:
+                raise httpx2.RemoteProtocolError("stream ended before its first event")
+        except (httpx2.HTTPError, httpx2.StreamError) as e:
+            await resp.aclose()
+            self._failed(call, "timeout" if isinstance(e, httpx2.TimeoutException) else "stream",
+                         f"before the first event: {type(e).__name__}")
+            return None
+        call.attempts.append(Attempt(call.expert, "answered", status=resp.status_code))
+        extra["attempts"] = [a.to_dict() for a in call.attempts]
+        self.metrics.answered.labels(call.expert).inc()
+        events = self._relay(call.rid, resp, lines, head, call.expert, extra)
+        return StreamingResponse(events, resp.status_code, call.headers() | {"cache-control": "no-cache"},
+                                 media_type="text/event-stream")
+
+    async def _whole_answer(self, call: _Call, resp, extra: dict):
+        """A non-streamed answer: a JSON object, returned with `model` set to the expert and the rgd
+        field added; None if it stalls, breaks off or is not a JSON object."""
+        import httpx2
+        from starlette.responses import Response
+
         try:
             data = await resp.aread()
         except httpx2.TimeoutException:
-            failed("timeout", f"answer stalled for {ep.timeout:g} s")
+            self._failed(call, "timeout", f"answer stalled for {call.ep.timeout:g} s")
             return None
         except httpx2.HTTPError as e:
-            failed("invalid_response", f"body cut off ({type(e).__name__})")
+            self._failed(call, "invalid_response", f"body cut off ({type(e).__name__})")
             return None
         finally:
             await resp.aclose()
@@ -412,14 +472,14 @@ class Service:
             if not isinstance(obj, dict):
                 raise ValueError("not an object")
         except ValueError:
-            failed("invalid_response", "HTTP 200 with a body that is not a JSON object")
+            self._failed(call, "invalid_response", "HTTP 200 with a body that is not a JSON object")
             return None
-        attempts.append(Attempt(expert, "answered", status=resp.status_code))
-        self.metrics.answered.labels(expert).inc()
-        obj["model"] = expert
-        obj["rgd"] = extra | {"attempts": [a.to_dict() for a in attempts]}
-        return Response(json.dumps(obj, ensure_ascii=False).encode(), resp.status_code,
-                        rgd_headers | {"x-rgd-attempts": str(len(attempts))}, media_type="application/json")
+        call.attempts.append(Attempt(call.expert, "answered", status=resp.status_code))
+        self.metrics.answered.labels(call.expert).inc()
+        obj["model"] = call.expert
+        obj["rgd"] = extra | {"attempts": [a.to_dict() for a in call.attempts]}
+        return Response(json.dumps(obj, ensure_ascii=False).encode(), resp.status_code, call.headers(),
+                        media_type="application/json")
 
     def _event(self, line: str, expert: str, extra: dict | None) -> str:
         """One SSE line with `model` set to the expert (and, on the first event, the rgd field)."""

@@ -28,49 +28,86 @@ def build_service(router_dir, endpoints_file, objective: str = "quality", seed: 
                   model_name: str | None = None, env: dict | None = None):
     """Check every input, then load the router and its embedder once: the Service to serve.
     Everything a user can get wrong fails here, with one located line, before the embedder loads."""
-    from .. import routers
-    from ..cost import Objective
     from . import endpoints as E
-    from .app import DEFAULT_MAX_ATTEMPTS, ROUTER_MODEL, Ranker, ServeSettings, Service
+    from .app import DEFAULT_MAX_ATTEMPTS, ROUTER_MODEL, ServeSettings, Service
 
     env = os.environ if env is None else env
-    try:
-        obj = Objective.parse(objective)
-    except ValueError as e:
-        raise InputError("<command line>", None, "--objective", str(e).partition(": ")[2]) from None
+    obj = _objective(objective)
     router_dir = Path(router_dir)
+    router, prov = _load_router(router_dir)
+    experts = list(prov["experts"])
+    eps = E.load(endpoints_file, experts, env)
+    if obj.needs_costs:
+        _check_costs(eps, experts, endpoints_file, obj)
+    key = _client_key(api_key_env, env)
+    if max_attempts is not None and max_attempts < 1:
+        raise _option_error("--max-attempts", f"must be >= 1, got {max_attempts}")
+    if model_name is not None and model_name in experts:
+        raise _option_error("--model-name", f"{model_name!r} is an expert's name")
+    ranker = _ranker(router, prov, router_dir, threads, obj, [eps[e].cost for e in experts], seed)
+    settings = ServeSettings(max_attempts=min(max_attempts or DEFAULT_MAX_ATTEMPTS, len(experts)),
+                             api_key=key, log_bodies=log_bodies, model_name=model_name or ROUTER_MODEL,
+                             router_kind=prov.get("kind", ""), embedder=dict(prov["embedder"]))
+    return Service(ranker, experts, eps, settings)
+
+
+def _option_error(option: str, message: str) -> InputError:
+    return InputError("<command line>", None, option, message)
+
+
+def _objective(text: str):
+    from ..cost import Objective
+
+    try:
+        return Objective.parse(text)
+    except ValueError as e:
+        raise _option_error("--objective", str(e).partition(": ")[2]) from None
+
+
+def _load_router(router_dir: Path):
+    """(router, provenance) of a trained router directory that records its embedder."""
+    from .. import routers
+
     if not (router_dir / routers.PROVENANCE).is_file():
         raise InputError(router_dir, None, None, f"not a trained router directory (no {routers.PROVENANCE})")
     router, prov = routers.load(router_dir)
-    experts = list(prov["experts"])
     if not prov.get("embedder"):
         raise InputError(router_dir / routers.PROVENANCE, None, "embedder", "router records no embedder: "
                          "rgd serve embeds each request with the router's own embedder")
-    eps = E.load(endpoints_file, experts, env)
-    if obj.needs_costs:
-        lacking = [e for e in experts if eps[e].cost is None]
-        if lacking:
-            raise InputError(endpoints_file, None, f"experts.{lacking[0]}.cost",
-                             f"missing: the objective {obj} needs every expert's cost")
-        from ..cost import common_unit
+    return router, prov
 
-        try:
-            common_unit([eps[e].cost for e in experts], experts)
-        except ValueError as e:
-            raise InputError(endpoints_file, None, "cost.unit", str(e).partition(": ")[2]) from None
-    key = None
-    if api_key_env:
-        key = env.get(api_key_env)
-        if not key:
-            raise InputError("<command line>", None, "--api-key-env", f"environment variable {api_key_env} is not set "
-                             "(or empty)")
-    if max_attempts is not None and max_attempts < 1:
-        raise InputError("<command line>", None, "--max-attempts", f"must be >= 1, got {max_attempts}")
-    if model_name is not None and model_name in experts:
-        raise InputError("<command line>", None, "--model-name", f"{model_name!r} is an expert's name")
 
+def _check_costs(eps: dict, experts: list[str], endpoints_file, obj) -> None:
+    """A cost-aware objective needs every expert's cost, all in one unit."""
+    from ..cost import common_unit
+
+    lacking = [e for e in experts if eps[e].cost is None]
+    if lacking:
+        raise InputError(endpoints_file, None, f"experts.{lacking[0]}.cost",
+                         f"missing: the objective {obj} needs every expert's cost")
+    try:
+        common_unit([eps[e].cost for e in experts], experts)
+    except ValueError as e:
+        raise InputError(endpoints_file, None, "cost.unit", str(e).partition(": ")[2]) from None
+
+
+def _client_key(api_key_env: str | None, env) -> str | None:
+    """The key clients must send, from the environment variable named (None: no key)."""
+    if not api_key_env:
+        return None
+    key = env.get(api_key_env)
+    if not key:
+        raise _option_error("--api-key-env", f"environment variable {api_key_env} is not set (or empty)")
+    return key
+
+
+def _ranker(router, prov: dict, router_dir: Path, threads: int, obj, expert_costs: list, seed: int):
+    """The Ranker over the router and its own embedder, loaded once and warmed up (`expert_costs`:
+    one per expert, in pool order; used only by a cost-aware objective)."""
+    from .. import routers
     from ..cost import expected_costs
     from ..embed import Embedder, embedder_spec
+    from .app import Ranker
 
     embedder_spec(prov["embedder"], str(router_dir / routers.PROVENANCE)).check_available(
         str(router_dir / routers.PROVENANCE))
@@ -79,13 +116,10 @@ def build_service(router_dir, endpoints_file, objective: str = "quality", seed: 
     def score(texts):
         return routers.scores(router, embedder.encode(texts))
 
-    costs = expected_costs([eps[e].cost for e in experts]) if obj.needs_costs else None
-    ranker = Ranker(score, len(experts), obj, costs, seed)
+    costs = expected_costs(expert_costs) if obj.needs_costs else None
+    ranker = Ranker(score, len(expert_costs), obj, costs, seed)
     ranker.rank_now(["warm-up"])  # the first request should not pay for lazy initialisation
-    settings = ServeSettings(max_attempts=min(max_attempts or DEFAULT_MAX_ATTEMPTS, len(experts)), api_key=key,
-                             log_bodies=log_bodies, model_name=model_name or ROUTER_MODEL,
-                             router_kind=prov.get("kind", ""), embedder=dict(prov["embedder"]))
-    return Service(ranker, experts, eps, settings)
+    return ranker
 
 
 def cmd_serve(a):
