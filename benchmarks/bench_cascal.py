@@ -7,7 +7,7 @@ clusters; wrong answers spread over 9 distractor letters; confidences are higher
 consensus scores come from rgd.consensus.
 
 Same-run baselines:
-* training and routing: benchmarks/cascal_reference.py, the reference's §8-§9 written as the original
+* training and routing: benchmarks/cascal_reference.py, docs/METHOD.md §8-§9 written as the original
   computes it (scikit-learn's float64 KMeans and full-matrix silhouette_score for every k, no thread
   limits, per-question loops). `Cascal(compat="original")` must pick the same models on every test
   question (and build the same clusters); its training is the "original settings" ratio.
@@ -100,7 +100,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 
 def loop_route(router: Cascal, X: np.ndarray) -> np.ndarray:
-    """§9 of the reference written the obvious way: one question at a time, its own nearest
+    """docs/METHOD.md §9 written the obvious way: one question at a time, its own nearest
     subject, centroids, blend and fallback. The baseline of the routing ratio."""
     cfg = router.config
     reps, C, owner = router.subject_reps_, router.centroids_, router.cluster_subject_

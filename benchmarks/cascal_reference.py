@@ -1,4 +1,4 @@
-"""CASCAL as the reference document describes the original code (§8 training, §9 inference), written
+"""CASCAL as docs/METHOD.md describes the original code (§8 training, §9 inference), written
 the straightforward way: Python loops over questions where the original loops, scikit-learn's float64
 k-means and its full-matrix `silhouette_score(metric="cosine")` for every k, no thread limits.
 

@@ -1,4 +1,4 @@
-"""CASCAL (reference §8-§9): each training step on hand-built cases, routing arithmetic, artifacts."""
+"""CASCAL (docs/METHOD.md §8-§9): each training step on hand-built cases, routing arithmetic, artifacts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Filtering of generated data (reference §11): both criteria, retention accounting, the seeded
+"""Filtering of generated data (docs/METHOD.md §11): both criteria, retention accounting, the seeded
 category-balanced subsample, subsetting of responses/embeddings, and the `rgd` commands."""
 
 from __future__ import annotations

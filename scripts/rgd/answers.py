@@ -1,6 +1,6 @@
 """Extract the chosen option from a model's free-text answer (cot mode).
 
-Differences from the reference (§5, §14.8): the *last* "The answer is" statement wins (a
+Differences from the original (docs/METHOD.md §5.3, §14.8): the *last* "The answer is" statement wins (a
 model may restate or correct itself), the noisy "any stand-alone capital letter" fallback is
 dropped, and an answer given as a value ("The answer is 0.75") is matched with math-verify
 to the option it equals. Anything else is an explicit abstention with a reason, never a

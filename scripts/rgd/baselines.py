@@ -5,8 +5,8 @@ They share rgd's router interface (rgd.routers.Router): hyperparameters in the c
 as a JSON header (router.json) plus arrays (router.npz). They learn from the training set's
 answer-key correctness (``signal="correctness"``: the paper's "query-answer" routers) or, with
 ``signal="consensus"``, from consensus scores (then they are query-only routers). The original
-repository ships none of these (reference §11); the choice of kNN / MLP / matrix factorisation /
-best single follows the reference's suggestions and RouteLLM / EmbedLLM for the MF form.
+repository ships none of these (docs/METHOD.md §11); the choice of kNN / MLP / matrix factorisation /
+best single follows docs/METHOD.md §11.3, and RouteLLM / EmbedLLM for the MF form.
 
 Embeddings are L2-normalised again on the way in (rows of zeros stay zero), so cosine similarity is
 a dot product. Every random step takes the router's `seed`; fitting twice on the same data gives

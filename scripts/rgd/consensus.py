@@ -1,4 +1,4 @@
-"""Label-free consensus scores (reference §6), vectorised over questions and models.
+"""Label-free consensus scores (docs/METHOD.md §6), vectorised over questions and models.
 
 For every model m and question q:
 

@@ -1,4 +1,4 @@
-"""Question embeddings (reference §7).
+"""Question embeddings (docs/METHOD.md §7).
 
 Input text is the question followed by a blank line, as in the original (no options, no
 instruction prefix). Vectors are L2-normalised float32. The embedder is described by a small

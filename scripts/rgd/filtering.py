@@ -1,4 +1,4 @@
-"""Filtering generated data by the paper's two generator properties (reference §11).
+"""Filtering generated data by the paper's two generator properties (docs/METHOD.md §11).
 
 A filtered set is a subset, with the same ids and the same records, of one generated set:
 

@@ -1,6 +1,6 @@
 """RGD generation: a generator LLM writes 4-option questions from category descriptions alone.
 
-Reference §4. The generator never sees a real question: a real training question only says
+docs/METHOD.md §4. The generator never sees a real question: a real training question only says
 *which category* to write for (the "seed"), and the prompt carries that category's
 description. Differences from the original (§14.7): the parser does not truncate at "[",
 the key must be one of A-D, duplicate questions and options are rejected, every reject is
@@ -26,7 +26,7 @@ TAGS = ["QUESTION"] + [f"OPTION {c}" for c in LETTERS[:N_OPTIONS]] + ["ANSWER"]
 
 def system_prompt(per_call: int = 1) -> str:
     """The generator's instructions; `per_call` > 1 asks for several questions separated by
-    '#####' (the reference's Gemini prompt asks for five per request, §4.2)."""
+    '#####' (the original Gemini prompt asks for five per request, docs/METHOD.md §4.2)."""
     what = ("one new, challenging question of that kind, with exactly four answer options A to D, exactly one of "
             "which is correct." if per_call == 1 else
             f"{per_call} new, challenging questions of that kind, each with exactly four answer options A to D, "
@@ -137,7 +137,7 @@ def parse_output(text: str, continues_tag: str | None = None) -> list[Parsed]:
 
 
 def choose_seeds(seed_pool: dict[str, list[str]], n: int, seed: int, replace: bool) -> list[tuple[str, str]]:
-    """Category-balanced round robin over seed question ids (reference §4.2/§4.3), seeded.
+    """Category-balanced round robin over seed question ids (docs/METHOD.md §4.2/§4.3), seeded.
 
     Without replacement a category drops out once exhausted (API generators); with
     replacement its ids are reshuffled and reused (local generators)."""

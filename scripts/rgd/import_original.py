@@ -1,4 +1,4 @@
-"""Read the original implementation's files (reference §2, §5, §7, §12) into rgd's formats.
+"""Read the original implementation's files (docs/METHOD.md §2, §5, §7, §12) into rgd's formats.
 
   Data/{TASK}/{split}.json                      -> questions.jsonl + keys.jsonl (kept apart: label-free)
   Model_Responses/{TASK}-{SPLIT}/{model}.json   -> responses/{model}.jsonl
@@ -35,7 +35,7 @@ from .io import InputError, dumps, read_json, save_npz, write_jsonl
 from .records import LETTERS, validate_key, validate_question
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-# The original's embedder (reference §7), as an rgd embedder spec (rgd.embed)
+# The original's embedder (docs/METHOD.md §7), as an rgd embedder spec (rgd.embed)
 ORIGINAL_EMBEDDER = {"kind": "vllm", "model": "Qwen/Qwen3-Embedding-8B", "max_model_len": 16384}
 
 

@@ -1,4 +1,4 @@
-"""Routing evaluation (reference §10) plus the baselines and statistics the original lacks.
+"""Routing evaluation (docs/METHOD.md §10) plus the baselines and statistics the original lacks.
 
 Inputs are arrays over n_q test questions and the n_m pool models:
   scores  (n_q, n_m) float  router scores, higher = better (NaN ranks last)

@@ -3,7 +3,7 @@
 An *expert* is a (model, prompt style, answer mode) triple. The styles are deliberately few;
 variants of one model under different styles are labelled as variants in every output.
 
-  chat          the model's own chat template; one user turn (paper style, §5 of the reference)
+  chat          the model's own chat template; one user turn (paper style, docs/METHOD.md §5.1)
   plain         a completion prompt "Question: ...\nA. ...\nAnswer:" (base models)
   fewshot       `plain` preceded by two worked examples written for rgd (not benchmark items)
 

@@ -1,4 +1,4 @@
-"""Run one expert over one question set: the per-model inference step (reference §5).
+"""Run one expert over one question set: the per-model inference step (docs/METHOD.md §5).
 
 Resumable: every finished batch is appended to a RecordCache under a content key, and the
 batch plan depends only on the full question list, so a restarted job skips finished batches

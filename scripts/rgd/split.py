@@ -1,4 +1,4 @@
-"""Seeded, stratified train/test split (reference §3, with its bugs fixed).
+"""Seeded, stratified train/test split (docs/METHOD.md §3, with its bugs fixed).
 
 The original shuffled with Python's unseeded global RNG and then replaced the result with a
 test-id list that was never published. Here each category is shuffled by its own generator,

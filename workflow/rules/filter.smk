@@ -1,4 +1,4 @@
-# Filtered generated sets (reference §11): gen-{gen}-filtered is a subset, with the same ids and
+# Filtered generated sets (docs/METHOD.md §11): gen-{gen}-filtered is a subset, with the same ids and
 # records, of gen-{gen}. It then flows through the DAG like any training source, reusing its
 # parent's responses and embeddings by subsetting (no model reruns); consensus is recomputed
 # on the subset by the ordinary consensus rule (docs/DIFFERENCES.md, "Filtering").

@@ -1,4 +1,4 @@
-"""CASCAL router (reference §8-§9): consensus-aware skill clustering over question embeddings.
+"""CASCAL router (docs/METHOD.md §8-§9): consensus-aware skill clustering over question embeddings.
 
 Training (`Cascal.fit`), per subject:
   A. proficient questions per model: the model's answer is in the plurality set (CASCAL-GT: the model

@@ -1,4 +1,4 @@
-"""CASCAL settings: every knob of the reference (§13) with its default, plus rgd's additions.
+"""CASCAL settings: every knob (docs/METHOD.md §13) with its default, plus rgd's additions.
 
 `compat` picks the semantics: "rgd" (the default) or "original", which reproduces the original
 code's choices (docs/DIFFERENCES.md, CASCAL): the settings in `COMPAT` below, plus two behaviours

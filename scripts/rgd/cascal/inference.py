@@ -1,4 +1,4 @@
-"""§9 inference, vectorised over a block of questions: one float32 matrix product against every
+"""docs/METHOD.md §9 inference, vectorised over a block of questions: one float32 matrix product against every
 subject representative and centroid, then each question's k nearest centroids among its subject's.
 """
 

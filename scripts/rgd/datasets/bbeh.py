@@ -2,7 +2,7 @@
 
 Raw data: ``bbeh/benchmark_tasks/{subset}/task.json`` (``{"examples": [{"input", "target"}]}``)
 fetched from raw.githubusercontent.com at a pinned commit (the original used the moving `main`
-branch). Formatting (reference §2.4):
+branch). Formatting (docs/METHOD.md §2.4):
 
 * tasks in the fixed order of SUBSETS; id = running global index over them (as a string);
   category = subset name;

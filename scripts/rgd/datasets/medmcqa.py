@@ -1,6 +1,6 @@
 """MedMCQA (openlifescienceai/medmcqa, split `train`), first N rows in file order (N = 30,000).
 
-Formatting (reference §2.3): id = 0-based row index (as a string); options = [opa, opb, opc,
+Formatting (docs/METHOD.md §2.3): id = 0-based row index (as a string); options = [opa, opb, opc,
 opd]; answer = letter of cop (0 -> A ... 3 -> D); category = subject_name. The explanation is
 dropped; the upstream id, choice_type and topic_name are kept in meta. The original takes the
 first 30,000 rows without shuffling, so the subject mix follows the file order; rgd keeps that

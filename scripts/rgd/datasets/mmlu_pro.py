@@ -1,6 +1,6 @@
 """MMLU-Pro (TIGER-Lab/MMLU-Pro, split `test`): 12,032 questions, 14 categories, up to 10 options.
 
-Formatting (reference §2.1): keep the dataset's own question_id (as a string), question,
+Formatting (docs/METHOD.md §2.1): keep the dataset's own question_id (as a string), question,
 options, answer letter and category (note "computer science" has a space). answer_index and
 cot_content are dropped; src is kept in meta.
 """

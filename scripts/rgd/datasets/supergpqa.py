@@ -1,6 +1,6 @@
 """SuperGPQA (m-a-p/SuperGPQA, split `train`, the only one): ~26.5k questions, 13 disciplines.
 
-Formatting (reference §2.2): id = 0-based row index in file order (as a string); category =
+Formatting (docs/METHOD.md §2.2): id = 0-based row index in file order (as a string); category =
 discipline; answer = answer_letter (the textual `answer` column is not used). uuid, field,
 subfield, difficulty and is_calculation are kept in meta.
 """
