@@ -34,11 +34,11 @@ import time
 import tracemalloc
 from dataclasses import dataclass
 
-import numpy as np
-
 import cascal_reference as reference
-from benchlib import fmt_rate, result
+import numpy as np
 from benchlib import finish as finish_result
+from benchlib import fmt_rate, result
+
 from rgd import metrics
 from rgd.cascal import Cascal, clustering, estimator
 from rgd.consensus import consensus_scores
@@ -114,7 +114,9 @@ def loop_route(router: Cascal, X: np.ndarray) -> np.ndarray:
             subject = int(owner[np.argmin(1.0 - C @ v)])
         else:
             subject = -1
-        near = sorted((1.0 - float(C[i] @ v), i) for i in range(len(C)) if owner[i] == subject)[: cfg.k_nearest]
+        near = sorted((1.0 - float(C[i] @ v), i) for i in range(len(C)) if owner[i] == subject)[
+            : cfg.k_nearest
+        ]
         if not near:
             out[n] = G
             continue
@@ -165,12 +167,17 @@ class SilhouetteAudit:
 def same_clusters(router: Cascal, ref: dict, ids: list[str]) -> bool:
     """The router and the reference built the same clusters with the same members."""
     ours = {cid: sorted(members) for cid, members in router.assigned_.items()}
-    theirs = {cid: sorted(ids[i] for i in rows) for t in ref["tables"].values() for cid, rows in t["assigned"].items()}
+    theirs = {
+        cid: sorted(ids[i] for i in rows)
+        for t in ref["tables"].values()
+        for cid, rows in t["assigned"].items()
+    }
     return ours == theirs
 
 
-def run(n_train=30_000, n_test=12_000, n_subjects=14, n_models=6, dim=4096, seed=0, n_jobs=None,
-        n_loop=1_000) -> dict:
+def run(
+    n_train=30_000, n_test=12_000, n_subjects=14, n_models=6, dim=4096, seed=0, n_jobs=None, n_loop=1_000
+) -> dict:
     tracemalloc.start()  # counts the workload's arrays too: they are part of the real footprint
     wl = Workload(n_subjects=n_subjects, n_models=n_models, dim=dim, seed=seed)
     train, test = wl.sample(n_train), wl.sample(n_test)
@@ -182,8 +189,9 @@ def run(n_train=30_000, n_test=12_000, n_subjects=14, n_models=6, dim=4096, seed
 
     # The baseline first: the reference formula as the original computes it.
     audit = SilhouetteAudit()
-    ref, base_s, base_cpu = timed(lambda: reference.fit(train.X, list(train.subjects), train.choices, consensus,
-                                                        experts, audit=audit))
+    ref, base_s, base_cpu = timed(
+        lambda: reference.fit(train.X, list(train.subjects), train.choices, consensus, experts, audit=audit)
+    )
     base_s -= audit.seconds
     base_cpu -= audit.seconds
     P_ref, ref_route_s, _ = timed(lambda: reference.route(ref, test.X))
@@ -214,15 +222,23 @@ def run(n_train=30_000, n_test=12_000, n_subjects=14, n_models=6, dim=4096, seed
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    data_bytes = sum(a.nbytes for a in (train.X, test.X, train.choices, train.logprobs, consensus, test.choices))
+    data_bytes = sum(
+        a.nbytes for a in (train.X, test.X, train.choices, train.logprobs, consensus, test.choices)
+    )
 
     correct = test.choices == test.gold[:, None]
     rows = np.arange(n_test)
     top1 = lambda picks: round(float(correct[rows, picks].mean()), 4)  # noqa: E731
     jobs = n_jobs or estimator._usable_cpus()
     return {
-        "workload": {"n_train": n_train, "n_test": n_test, "subjects": n_subjects, "models": n_models, "dim": dim,
-                     "seed": seed},
+        "workload": {
+            "n_train": n_train,
+            "n_test": n_test,
+            "subjects": n_subjects,
+            "models": n_models,
+            "dim": dim,
+            "seed": seed,
+        },
         "n_jobs": jobs,
         "baseline_train_s": round(base_s, 3),
         "baseline_train_cpu_s": round(base_cpu, 3),
@@ -232,7 +248,9 @@ def run(n_train=30_000, n_test=12_000, n_subjects=14, n_models=6, dim=4096, seed
         "original_speedup": round(base_s / orig_s, 2),
         "original_route_qps": round(n_test / orig_route_s, 1),
         "original_picks_identical": int((picks_ref == picks_orig).sum()),
-        "original_rankings_identical": int((metrics.rank(P_ref, seed) == metrics.rank(P_orig, seed)).all(axis=1).sum()),
+        "original_rankings_identical": int(
+            (metrics.rank(P_ref, seed) == metrics.rank(P_orig, seed)).all(axis=1).sum()
+        ),
         "original_same_clusters": same_clusters(original, ref, ids),
         "original_max_abs_score_diff": float(np.max(np.abs(P_ref - P_orig))),
         "silhouettes_compared": audit.count,
@@ -269,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="write the result as JSON here (shape: benchmarks/benchlib.py)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--jobs", type=int, default=None, help="threads over subjects during fit (default: all CPUs)")
+    ap.add_argument(
+        "--jobs", type=int, default=None, help="threads over subjects during fit (default: all CPUs)"
+    )
     ap.add_argument("--quick", action="store_true", help="a small workload, to test the harness")
     args = ap.parse_args(argv)
     size = dict(n_train=2_000, n_test=1_000, n_subjects=6, dim=384, n_loop=200) if args.quick else {}
@@ -279,19 +299,35 @@ def main(argv: list[str] | None = None) -> int:
     missed = [
         name
         for name, bad in (
-            (f"original settings {fig['original_speedup']}x < {T['original_speedup']:g}x the baseline's training",
-             fig["original_speedup"] < T["original_speedup"]),
-            (f"original settings picked differently on {n_test - fig['original_picks_identical']} of {n_test} "
-             "questions", fig["original_picks_identical"] != n_test),
+            (
+                f"original settings {fig['original_speedup']}x < {T['original_speedup']:g}x the baseline's training",
+                fig["original_speedup"] < T["original_speedup"],
+            ),
+            (
+                f"original settings picked differently on {n_test - fig['original_picks_identical']} of {n_test} "
+                "questions",
+                fig["original_picks_identical"] != n_test,
+            ),
             ("original settings built other clusters than the baseline", not fig["original_same_clusters"]),
-            (f"default settings {fig['default_speedup']}x < {T['default_speedup']:g}x the baseline's training",
-             fig["default_speedup"] < T["default_speedup"]),
-            (f"default settings picked differently from the previous default on "
-             f"{n_test - fig['default_picks_as_previous']} questions", fig["default_picks_as_previous"] != n_test),
-            (f"routing {fig['route_qps']:,.0f} q/s < {T['route_qps']:,.0f}", fig["route_qps"] < T["route_qps"]),
+            (
+                f"default settings {fig['default_speedup']}x < {T['default_speedup']:g}x the baseline's training",
+                fig["default_speedup"] < T["default_speedup"],
+            ),
+            (
+                f"default settings picked differently from the previous default on "
+                f"{n_test - fig['default_picks_as_previous']} questions",
+                fig["default_picks_as_previous"] != n_test,
+            ),
+            (
+                f"routing {fig['route_qps']:,.0f} q/s < {T['route_qps']:,.0f}",
+                fig["route_qps"] < T["route_qps"],
+            ),
             (f"peak memory {fig['peak_gib']} GiB >= {T['peak_gib']:g} GiB", fig["peak_gib"] >= T["peak_gib"]),
             ("the memory pass did not reproduce the timing pass", not fig["deterministic_rerun"]),
-            (f"loop and vectorised routing disagree ({fig['loop_max_abs_diff']:.1e})", fig["loop_max_abs_diff"] > 1e-5),
+            (
+                f"loop and vectorised routing disagree ({fig['loop_max_abs_diff']:.1e})",
+                fig["loop_max_abs_diff"] > 1e-5,
+            ),
         )
         if bad
     ]

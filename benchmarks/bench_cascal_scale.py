@@ -29,10 +29,9 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
-
 from bench_cascal import Workload
-from benchlib import fmt_rate, result
 from benchlib import finish as finish_result
+from benchlib import fmt_rate, result
 
 GIB = 1024**3
 TARGETS = {"exponent": 1.2, "peak_gib": 8.0, "route_qps": 50_000.0}
@@ -104,9 +103,13 @@ def exponent(ns: list[int], ts: list[float]) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="write the result as JSON here (shape: benchmarks/benchlib.py)")
-    ap.add_argument("--jobs", type=int, default=None, help="threads over subjects during fit (default: all CPUs)")
+    ap.add_argument(
+        "--jobs", type=int, default=None, help="threads over subjects during fit (default: all CPUs)"
+    )
     ap.add_argument("--quick", action="store_true", help="small sizes, to test the harness")
-    ap.add_argument("--point", nargs=4, type=int, metavar=("N", "MODELS", "DIM", "STREAM"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--point", nargs=4, type=int, metavar=("N", "MODELS", "DIM", "STREAM"), help=argparse.SUPPRESS
+    )
     args = ap.parse_args(argv)
     if args.point:
         print(json.dumps(point(*args.point, jobs=args.jobs)))
@@ -116,8 +119,15 @@ def main(argv: list[str] | None = None) -> int:
     points = []
     for m in plan["models"]:
         for n in plan["sizes"]:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--point", str(n), str(m), str(plan["dim"]),
-                   str(plan["stream"])] + (["--jobs", str(args.jobs)] if args.jobs else [])
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--point",
+                str(n),
+                str(m),
+                str(plan["dim"]),
+                str(plan["stream"]),
+            ] + (["--jobs", str(args.jobs)] if args.jobs else [])
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode:
                 print(out.stderr[-3000:], file=sys.stderr)
@@ -152,17 +162,26 @@ def main(argv: list[str] | None = None) -> int:
     missed = [
         name
         for name, bad in (
-            (f"training grows as n^{fig['worst_exponent']} > n^{T['exponent']}", fig["worst_exponent"] > T["exponent"]),
-            (f"peak memory {fig['peak_gib_largest']} GiB > {T['peak_gib']:g} GiB at {plan['sizes'][-1]:,}",
-             fig["peak_gib_largest"] > T["peak_gib"]),
-            (f"routing {fig['route_qps_min']:,.0f} q/s < {T['route_qps']:,.0f}", fig["route_qps_min"] < T["route_qps"]),
+            (
+                f"training grows as n^{fig['worst_exponent']} > n^{T['exponent']}",
+                fig["worst_exponent"] > T["exponent"],
+            ),
+            (
+                f"peak memory {fig['peak_gib_largest']} GiB > {T['peak_gib']:g} GiB at {plan['sizes'][-1]:,}",
+                fig["peak_gib_largest"] > T["peak_gib"],
+            ),
+            (
+                f"routing {fig['route_qps_min']:,.0f} q/s < {T['route_qps']:,.0f}",
+                fig["route_qps_min"] < T["route_qps"],
+            ),
         )
         if bad
     ]
     big = max(largest, key=lambda p: p["models"])
     res = result(
         "cascal-scale",
-        "training time ~ n^b: " + ", ".join(f"{m} models b = {v['exponent']:.2f}" for m, v in pools.items())
+        "training time ~ n^b: "
+        + ", ".join(f"{m} models b = {v['exponent']:.2f}" for m, v in pools.items())
         + f"; {big['n_train']:,} x {plan['dim']}-d, {big['models']} models: train {big['train_s']:.0f} s, "
         f"peak {big['maxrss_gib']:.1f} GiB; routing {fmt_rate(fig['route_qps_min'], 'q')} (slowest point, "
         f"{plan['stream']:,} questions streamed in blocks of {BLOCK:,}, <= {fig['route_block_peak_mib_max']:.0f} MiB "

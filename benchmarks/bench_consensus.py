@@ -21,9 +21,9 @@ import sys
 import time
 
 import numpy as np
-
-from benchlib import fmt_rate, result
 from benchlib import finish as finish_result
+from benchlib import fmt_rate, result
+
 from rgd.consensus import ConsensusConfig, consensus_scores, robust_stats
 
 
@@ -40,7 +40,11 @@ def synthetic(n_q: int, n_m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def loop_scores(
-    choices: list[list[int]], logprobs: list[list[float]], median: list[float], sigma: list[float], cfg: ConsensusConfig
+    choices: list[list[int]],
+    logprobs: list[list[float]],
+    median: list[float],
+    sigma: list[float],
+    cfg: ConsensusConfig,
 ) -> list[list[float]]:
     """The docs/METHOD.md §6 formula written the obvious way, one question at a time."""
     out = []
@@ -120,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
         "max_abs_diff": max_abs_diff,
         "min_speedup": args.min_speedup,
     }
-    print(f"vectorised: {vec_rate:,.0f} records/s ({vec_s:.3f} s for {n_records:,} records, statistics given)")
+    print(
+        f"vectorised: {vec_rate:,.0f} records/s ({vec_s:.3f} s for {n_records:,} records, statistics given)"
+    )
     print(f"loop:       {loop_rate:,.0f} records/s ({loop_s:.3f} s for {n_loop * args.models:,} records)")
     print(f"speedup:    {speedup:.1f}x   max |difference| on the subsample: {max_abs_diff:.2e}")
     print(

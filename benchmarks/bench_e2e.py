@@ -41,9 +41,19 @@ WARM_TARGET_S = 10.0
 
 def run_workflow(workdir: Path, cores: int, log: Path, timeout: float) -> tuple[float, str]:
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
-    cmd = [str(BIN / "snakemake"), "-s", str(SNAKEFILE), "--directory", str(workdir),
-           "--configfile", str(ROOT / "config" / "config.yaml"),
-           "--config", f"model_cache={ROOT / 'resources' / 'models'}", "--cores", str(cores)]
+    cmd = [
+        str(BIN / "snakemake"),
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(ROOT / "config" / "config.yaml"),
+        "--config",
+        f"model_cache={ROOT / 'resources' / 'models'}",
+        "--cores",
+        str(cores),
+    ]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     seconds = time.perf_counter() - t0
@@ -71,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=3600, help="seconds allowed for the cold run")
-    ap.add_argument("--keep", action="store_true", help="keep the run's directory (printed) instead of removing it")
+    ap.add_argument(
+        "--keep", action="store_true", help="keep the run's directory (printed) instead of removing it"
+    )
     ap.add_argument("--out", help="write the result as JSON here (shape: benchmarks/benchlib.py)")
     args = ap.parse_args(argv)
 
@@ -92,9 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(sum(v) for v in by_rule.values())
     rules = {r: {"jobs": len(v), "seconds": round(sum(v), 2)} for r, v in sorted(by_rule.items())}
     slowest = sorted(rules.items(), key=lambda kv: -kv[1]["seconds"])[:5]
-    figures = {"cold_s": cold_s, "warm_s": warm_s, "warm_was_noop": noop, "cores": args.cores,
-               "jobs": sum(r["jobs"] for r in rules.values()), "sum_job_s": total, "rules": rules,
-               "summary_written": summary_ok, "workdir": str(work) if args.keep else None}
+    figures = {
+        "cold_s": cold_s,
+        "warm_s": warm_s,
+        "warm_was_noop": noop,
+        "cores": args.cores,
+        "jobs": sum(r["jobs"] for r in rules.values()),
+        "sum_job_s": total,
+        "rules": rules,
+        "summary_written": summary_ok,
+        "workdir": str(work) if args.keep else None,
+    }
     print("slowest rules (total job seconds): " + ", ".join(f"{r} {v['seconds']:.0f} s" for r, v in slowest))
     missed = []
     if warm_s >= WARM_TARGET_S:

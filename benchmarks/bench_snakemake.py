@@ -59,8 +59,9 @@ def dry_run(config: Path, repeats: int, extra: tuple[str, ...] = ()) -> tuple[li
     times, jobs = [], 0
     for _ in range(repeats):
         with tempfile.TemporaryDirectory(prefix="rgd-bench-dag-") as d:
-            s, out = snakemake("--configfile", str(config), *extra, "-n", "--quiet", "rules", "--cores", "2",
-                               workdir=Path(d))
+            s, out = snakemake(
+                "--configfile", str(config), *extra, "-n", "--quiet", "rules", "--cores", "2", workdir=Path(d)
+            )
             if list(Path(d).rglob("*.jsonl")):
                 raise RuntimeError("a dry run wrote data")
         times.append(s)
@@ -109,14 +110,20 @@ def main(argv: list[str] | None = None) -> int:
         "noop_rerun": noop,
         "targets": TARGETS,
     }
-    print(f"paper grid dry run: {paper_s:.2f} s for {paper_jobs} jobs; default dry run: {default_s:.2f} s for "
-          f"{default_jobs} jobs; no-op rerun of the default: {noop.get('median_s', noop.get('skipped'))}")
+    print(
+        f"paper grid dry run: {paper_s:.2f} s for {paper_jobs} jobs; default dry run: {default_s:.2f} s for "
+        f"{default_jobs} jobs; no-op rerun of the default: {noop.get('median_s', noop.get('skipped'))}"
+    )
     missed = []
     if paper_s >= TARGETS["paper_dry_run_s"]:
         missed.append(f"paper dry run {paper_s:.1f} s >= {TARGETS['paper_dry_run_s']:g} s")
     if "median_s" in noop and noop["median_s"] >= TARGETS["noop_rerun_s"]:
         missed.append(f"no-op rerun {noop['median_s']:.1f} s >= {TARGETS['noop_rerun_s']:g} s")
-    rerun = f"{noop['median_s']:.1f} s" if "median_s" in noop else "not measured here: results/ not up to date (the e2e row measures it)"
+    rerun = (
+        f"{noop['median_s']:.1f} s"
+        if "median_s" in noop
+        else "not measured here: results/ not up to date (the e2e row measures it)"
+    )
     res = result(
         "snakemake",
         f"paper grid dry run {paper_s:.1f} s ({paper_jobs:,} jobs); no-op rerun of the default {rerun}",

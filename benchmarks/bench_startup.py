@@ -25,9 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from benchlib import median, result
 from benchlib import finish as finish_result
+from benchlib import median, result
 
 HEAVY = ("torch", "transformers", "sklearn", "sentence_transformers", "vllm")
 TARGET_ROUTE_S = 0.5
@@ -54,7 +53,9 @@ def wall(cmd: list[str], runs: int, env: dict) -> float:
 
 
 def heavy_imports(args: list[str], env: dict) -> list[str]:
-    out = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True, check=True
+    )
     line = out.stdout.strip().splitlines()[-1]
     return [m for m in line.removeprefix("HEAVY=").split(",") if m]
 
@@ -68,18 +69,42 @@ def workload(d: Path, n_train=1500, n_test=500, dim=64, n_models=6, seed=0) -> l
     experts = [f"m{j}" for j in range(n_models)]
     spec = {"kind": "sentence-transformers", "package": "not-needed-with-given-embeddings"}
     for split, n in (("train", n_train), ("test", n_test)):
-        qs = [{"id": f"{split}-{i}", "category": f"subject {i % 5}", "question": f"Question {i}?",
-               "options": ["a", "b", "c", "d"]} for i in range(n)]
+        qs = [
+            {
+                "id": f"{split}-{i}",
+                "category": f"subject {i % 5}",
+                "question": f"Question {i}?",
+                "options": ["a", "b", "c", "d"],
+            }
+            for i in range(n)
+        ]
         write_jsonl(d / f"{split}.questions.jsonl", qs)
         X = (np.eye(dim)[rng.integers(0, 10, n)] * 2 + rng.normal(size=(n, dim))).astype(np.float32)
         save_npz(d / f"{split}.npz", ids=np.array([q["id"] for q in qs]), X=X, embedder=np.array(dumps(spec)))
         if split == "train":
-            data = routers.TrainingSet(X, experts, [q["category"] for q in qs], rng.integers(0, 4, (n, n_models)),
-                                       rng.uniform(0.05, 0.95, (n, n_models)), None, [q["id"] for q in qs], spec)
+            data = routers.TrainingSet(
+                X,
+                experts,
+                [q["category"] for q in qs],
+                rng.integers(0, 4, (n, n_models)),
+                rng.uniform(0.05, 0.95, (n, n_models)),
+                None,
+                [q["id"] for q in qs],
+                spec,
+            )
             router = routers.train("cascal", {}, 0, data)
             routers.save(router, "cascal", d / "router", experts, spec, {"n": n})
-    return ["route", "--router", str(d / "router"), "--questions", str(d / "test.questions.jsonl"),
-            "--embeddings", str(d / "test.npz"), "--out", str(d / "routes.jsonl")]
+    return [
+        "route",
+        "--router",
+        str(d / "router"),
+        "--questions",
+        str(d / "test.questions.jsonl"),
+        "--embeddings",
+        str(d / "test.npz"),
+        "--out",
+        str(d / "routes.jsonl"),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from rgd.cli import build_parser
 
-    steps = list(next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices)
+    steps = list(
+        next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    )
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     rgd = rgd_command()
     d = Path(tempfile.mkdtemp(prefix="rgd-bench-startup-"))
@@ -102,8 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(rgd + route, env=env, check=True, capture_output=True)
         first = round(time.perf_counter() - t0, 4)
         route_s = wall(rgd + route, runs, env)
-        with_sklearn = [sys.executable, "-c", "import sklearn.cluster, threadpoolctl, sys\nfrom rgd.cli import main\n"
-                        "sys.exit(main(sys.argv[1:]))", *route]
+        with_sklearn = [
+            sys.executable,
+            "-c",
+            "import sklearn.cluster, threadpoolctl, sys\nfrom rgd.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))",
+            *route,
+        ]
         sklearn_s = wall(with_sklearn, runs, env)
         floor_s = wall([sys.executable, "-c", "import numpy"], runs, env)
         route_heavy = heavy_imports(route, env)

@@ -46,7 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--modes", nargs="+", default=["cot", "letter"], choices=["cot", "letter"])
     p.add_argument("--reps", type=int, default=4)
     p.add_argument("--chunk", type=int, default=16, help="rgd's cache flush chunk (the expert's batch_size)")
-    p.add_argument("--engine", type=json.loads, default={}, help='engine spec JSON, e.g. {"dtype": "bfloat16"}')
+    p.add_argument(
+        "--engine", type=json.loads, default={}, help='engine spec JSON, e.g. {"dtype": "bfloat16"}'
+    )
     p.add_argument("--min-ratio", type=float, default=0.9)
     p.add_argument("--out", help="write the figures as JSON here")
     return p.parse_args(argv)
@@ -68,21 +70,38 @@ def main(argv=None) -> int:
     all_q = read_questions(a.questions)
     manifest = Path(a.model_dir) / MANIFEST
     identity = read_json(manifest) if manifest.exists() else {"model": str(a.model_dir)}
-    cot = Expert("bench-cot", "bench", a.style, "cot", batch_size=a.chunk,
-                 sampling=Sampling(temperature=0.7, top_p=1.0, max_new_tokens=a.max_new_tokens, seed=0))
+    cot = Expert(
+        "bench-cot",
+        "bench",
+        a.style,
+        "cot",
+        batch_size=a.chunk,
+        sampling=Sampling(temperature=0.7, top_p=1.0, max_new_tokens=a.max_new_tokens, seed=0),
+    )
     letter = Expert("bench-letter", "bench", a.style, "letter", batch_size=a.chunk)
     backend = backends.make("vllm", a.model_dir, replace(cot.backend_settings(), engine=a.engine))
     llm = backend.llm
-    print(f"engine: vLLM {backend.version} on {backend.device}, load {backend.load_seconds:.1f} s", flush=True)
+    print(
+        f"engine: vLLM {backend.version} on {backend.device}, load {backend.load_seconds:.1f} s", flush=True
+    )
     work = Path(tempfile.mkdtemp(prefix="bench-vllm-"))
-    figures: dict = {"vllm": backend.version, "device": backend.device, "load_seconds": round(backend.load_seconds, 2),
-                     "engine": backend.describe(), "modes": {}}
+    figures: dict = {
+        "vllm": backend.version,
+        "device": backend.device,
+        "load_seconds": round(backend.load_seconds, 2),
+        "engine": backend.describe(),
+        "modes": {},
+    }
 
     def rgd_run(expert, qs, tag):
         cache = RecordCache(work / f"{tag}.jsonl")
         t0 = time.perf_counter()
         recs, _ = respond(qs, expert, backend, cache, identity, log=lambda m: None)
-        return time.perf_counter() - t0, sum(r.n_prompt_tokens for r in recs), sum(r.n_output_tokens for r in recs)
+        return (
+            time.perf_counter() - t0,
+            sum(r.n_prompt_tokens for r in recs),
+            sum(r.n_output_tokens for r in recs),
+        )
 
     def raw_run(texts, params, mode):
         t0 = time.perf_counter()
@@ -91,8 +110,9 @@ def main(argv=None) -> int:
         n_out = 0
         for o in outs if mode == "cot" else ():  # letter mode: no output text, as in rgd's records
             toks = o.outputs[0].token_ids  # a final end-of-sequence token is not output text either
-            n_out += len(toks) - int(bool(toks) and o.outputs[0].finish_reason == "stop"
-                                     and o.outputs[0].stop_reason is None)
+            n_out += len(toks) - int(
+                bool(toks) and o.outputs[0].finish_reason == "stop" and o.outputs[0].stop_reason is None
+            )
         return seconds, sum(len(o.prompt_token_ids) for o in outs), n_out
 
     ok = True
@@ -102,15 +122,22 @@ def main(argv=None) -> int:
         texts = [backend.render(build_prompt(q, expert.style, mode)) for q in qs]
         if mode == "cot":  # the seeds rgd gives each request, so both paths sample the same tokens
             keys = [content_key(identity, expert.settings(), t, backend.cache_identity) for t in texts]
-            params = [SamplingParams(temperature=0.7, top_p=1.0, max_tokens=a.max_new_tokens,
-                                     seed=request_seed(k), logprobs=0) for k in keys]
+            params = [
+                SamplingParams(
+                    temperature=0.7, top_p=1.0, max_tokens=a.max_new_tokens, seed=request_seed(k), logprobs=0
+                )
+                for k in keys
+            ]
         else:
             params = [SamplingParams(temperature=0.0, max_tokens=1, logprobs=20) for _ in texts]
         raw_run(texts[:8], params[:8], mode)  # warm-up (rgd's also imports math-verify, for answers)
         rgd_run(expert, qs[:8], f"{mode}-warm-up")
         runs = {"raw": [], "rgd": []}
         for rep in range(a.reps):  # a pair alternates which path goes first (ABBA): no order bias
-            pair = [("raw", lambda: raw_run(texts, params, mode)), ("rgd", lambda: rgd_run(expert, qs, f"{mode}-{rep}"))]
+            pair = [
+                ("raw", lambda: raw_run(texts, params, mode)),
+                ("rgd", lambda: rgd_run(expert, qs, f"{mode}-{rep}")),
+            ]
             for path, fn in pair if rep % 2 == 0 else pair[::-1]:
                 llm.reset_prefix_cache()
                 runs[path].append(fn())
@@ -118,24 +145,33 @@ def main(argv=None) -> int:
         out_rate = {k: [o / s for s, p, o in v] for k, v in runs.items()}
         ratio = float(np.median([g / r for g, r in zip(rate["rgd"], rate["raw"])]))
         same = {r[1:] for r in runs["raw"] + runs["rgd"]}  # (prompt, output) tokens of every run
-        (n_p, n_o), = same if len(same) == 1 else [(None, None)]
+        ((n_p, n_o),) = same if len(same) == 1 else [(None, None)]
         med = {k: float(np.median(v)) for k, v in rate.items()}
         figures["modes"][mode] = {
-            "questions": len(qs), "prompt_tokens": n_p, "output_tokens": n_o, "same_tokens": len(same) == 1,
+            "questions": len(qs),
+            "prompt_tokens": n_p,
+            "output_tokens": n_o,
+            "same_tokens": len(same) == 1,
             "seconds": {k: [round(r[0], 3) for r in v] for k, v in runs.items()},
             "tokens_per_second": {k: round(v, 1) for k, v in med.items()},
             "output_tokens_per_second": {k: round(float(np.median(v)), 1) for k, v in out_rate.items()},
-            "ratio": round(ratio, 3)}
-        print(f"{mode:6s} {len(qs)} prompts, {n_p} prompt + {n_o} output tokens in every run: "
-              f"raw {med['raw']:.1f} tok/s, rgd {med['rgd']:.1f} tok/s (medians of {a.reps}), "
-              f"rgd/raw {ratio:.3f} (median of pairs)", flush=True)
+            "ratio": round(ratio, 3),
+        }
+        print(
+            f"{mode:6s} {len(qs)} prompts, {n_p} prompt + {n_o} output tokens in every run: "
+            f"raw {med['raw']:.1f} tok/s, rgd {med['rgd']:.1f} tok/s (medians of {a.reps}), "
+            f"rgd/raw {ratio:.3f} (median of pairs)",
+            flush=True,
+        )
         ok &= len(same) == 1  # otherwise the two paths did not do the same work
         ok &= ratio >= a.min_ratio
     if a.out:
         write_json(a.out, figures)
     if not ok:
-        print(f"FAIL: rgd below {a.min_ratio} x raw vLLM tokens/s, or the two paths made different tokens",
-              file=sys.stderr)
+        print(
+            f"FAIL: rgd below {a.min_ratio} x raw vLLM tokens/s, or the two paths made different tokens",
+            file=sys.stderr,
+        )
     return 0 if ok else 1
 
 

@@ -32,7 +32,9 @@ def machine() -> dict:
     }
 
 
-def paired(candidate: Callable[[], object], baseline: Callable[[], object], repeats: int) -> tuple[list, list]:
+def paired(
+    candidate: Callable[[], object], baseline: Callable[[], object], repeats: int
+) -> tuple[list, list]:
     """Time both `repeats` times, interleaved and alternating which goes first, so that a change
     in machine load hits both alike. Returns (candidate seconds, baseline seconds) per repeat."""
     cand, base = [], []
@@ -49,8 +51,17 @@ def median(xs) -> float:
     return float(statistics.median(xs))
 
 
-def result(name: str, summary: str, baseline: str, figures: dict, ratio: float | None, ratio_meaning: str,
-           target: str, missed: list[str], quick: bool = False) -> dict:
+def result(
+    name: str,
+    summary: str,
+    baseline: str,
+    figures: dict,
+    ratio: float | None,
+    ratio_meaning: str,
+    target: str,
+    missed: list[str],
+    quick: bool = False,
+) -> dict:
     return {
         "name": name,
         "summary": summary,
@@ -71,7 +82,9 @@ def finish(res: dict, out: str | None) -> int:
     from rgd.io import write_json
 
     ratio = "-" if res["ratio"] is None else f"{res['ratio']:.2f}x ({res['ratio_meaning']})"
-    print(f"[{res['name']}] {res['summary']} | baseline: {res['baseline']} | ratio {ratio} | target {res['target']}")
+    print(
+        f"[{res['name']}] {res['summary']} | baseline: {res['baseline']} | ratio {ratio} | target {res['target']}"
+    )
     if out:
         write_json(out, res)
     if res["missed"]:

@@ -18,8 +18,19 @@ from collections import Counter
 import numpy as np
 
 EPS = 1e-9
-SETTINGS = dict(min_consensus=0.5, merge_threshold=0.15, k_max=5, floor=0.05, prune_jaccard=0.95, top=3,
-                k_nearest=3, distance_temp=0.1, score_temp=0.1, threshold=0.5, ramp=0.2)
+SETTINGS = dict(
+    min_consensus=0.5,
+    merge_threshold=0.15,
+    k_max=5,
+    floor=0.05,
+    prune_jaccard=0.95,
+    top=3,
+    k_nearest=3,
+    distance_temp=0.1,
+    score_temp=0.1,
+    threshold=0.5,
+    ramp=0.2,
+)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -53,7 +64,11 @@ def _skill_centroids(X, w, s=SETTINGS, audit=None):
     best, best_labels, best_k = -np.inf, None, 0
     for k in range(2, max(min(s["k_max"], n - 1, n_unique - 1), 1) + 1):
         try:
-            labels = KMeans(n_clusters=k, n_init="auto", random_state=0, max_iter=200).fit(X, sample_weight=w).labels_
+            labels = (
+                KMeans(n_clusters=k, n_init="auto", random_state=0, max_iter=200)
+                .fit(X, sample_weight=w)
+                .labels_
+            )
             score = silhouette_score(X, labels, metric="cosine")
         except ValueError:
             continue
@@ -106,8 +121,10 @@ def fit(X, subjects, choices, consensus, experts, s=SETTINGS, audit=None):
     """The router's tables: {subject: {"centroids": {cid: vec}, "rankings": {cid: [...]}, "assigned": {cid:
     [row]}}}, subject representatives {subject: vec} and the global ranking [(model, score)]."""
     m = len(experts)
-    glob = sorted(((e, round(float(np.mean(consensus[:, j])), 4)) for j, e in enumerate(experts)),
-                  key=lambda t: (-t[1], t[0]))
+    glob = sorted(
+        ((e, round(float(np.mean(consensus[:, j])), 4)) for j, e in enumerate(experts)),
+        key=lambda t: (-t[1], t[0]),
+    )
     tables, reps = {}, {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning on near-duplicate points, as in the original

@@ -67,12 +67,26 @@ def run_one(name: str, cmd: list[str], timeout: float) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"rgd-bench-{name}-") as d:
         out = Path(d) / "result.json"
         # vLLM's INFO lines would drown every other line of the run
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-               "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING")}
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "HF_HUB_OFFLINE": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+        }
         t0 = time.perf_counter()
-        proc = subprocess.Popen([*cmd, "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)
+        proc = subprocess.Popen(
+            [*cmd, "--out", str(out)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
         timed_out = threading.Event()
+
         # the benchmark's own process group: bench_e2e's snakemake jobs go with it
         def kill():
             timed_out.set()
@@ -98,8 +112,19 @@ def run_one(name: str, cmd: list[str], timeout: float) -> dict:
         return failure(name, f"timed out after {timeout:.0f} s", seconds, tail)
     if not isinstance(res, dict):
         return failure(name, f"exit status {rc}, no result written", seconds, tail)
-    res = {"name": name, "summary": "", "baseline": "", "figures": {}, "ratio": None, "ratio_meaning": "",
-           "target": "", "missed": [], **res, "exit_status": rc, "seconds": seconds}
+    res = {
+        "name": name,
+        "summary": "",
+        "baseline": "",
+        "figures": {},
+        "ratio": None,
+        "ratio_meaning": "",
+        "target": "",
+        "missed": [],
+        **res,
+        "exit_status": rc,
+        "seconds": seconds,
+    }
     res.setdefault("passed", rc == 0 and not res["missed"])
     if not res["passed"] and not res["missed"]:
         res["missed"] = [f"exit status {rc}"]
@@ -124,7 +149,14 @@ def vllm_args(scratch: Path) -> list[str]:
     qs, _ = load_mmlu(cfg["benchmarks"]["mmlu"]["source"]["subjects"], "test", 4, seed=0)
     path = scratch / "vllm-questions.jsonl"
     write_jsonl(path, qs)
-    return ["--model-dir", str(ROOT / "resources" / "models" / "smollm2-135m"), "--questions", str(path), "--n", "12"]
+    return [
+        "--model-dir",
+        str(ROOT / "resources" / "models" / "smollm2-135m"),
+        "--questions",
+        str(path),
+        "--n",
+        "12",
+    ]
 
 
 def adapt(res: dict) -> dict:
@@ -133,27 +165,60 @@ def adapt(res: dict) -> dict:
     if res["figures"] or "modes" not in res:
         return res
     modes = res["modes"]
-    figures = {k: v for k, v in res.items() if k not in ("name", "summary", "baseline", "figures", "ratio",
-                                                           "ratio_meaning", "target", "missed", "passed",
-                                                           "exit_status", "seconds")}
+    figures = {
+        k: v
+        for k, v in res.items()
+        if k
+        not in (
+            "name",
+            "summary",
+            "baseline",
+            "figures",
+            "ratio",
+            "ratio_meaning",
+            "target",
+            "missed",
+            "passed",
+            "exit_status",
+            "seconds",
+        )
+    }
     rates = {m: v.get("tokens_per_second", {}) for m, v in modes.items()}
     ratios = {m: v["ratio"] for m, v in modes.items() if isinstance(v.get("ratio"), (int, float))}
     missed = [f"{m}: rgd/raw {r:.2f}x < 0.9x" for m, r in ratios.items() if r < 0.9]
-    missed += [f"{m}: rgd and raw made different tokens" for m, v in modes.items() if v.get("same_tokens") is False]
+    missed += [
+        f"{m}: rgd and raw made different tokens" for m, v in modes.items() if v.get("same_tokens") is False
+    ]
     if not res["passed"] and not missed:
         missed = res["missed"]
-    return {**{k: res[k] for k in ("name", "exit_status", "seconds")}, "passed": res["passed"] and not missed,
-            "missed": missed, "figures": figures,
-            "summary": "; ".join(f"{m} {r.get('rgd', 0):,.0f} tok/s through rgd" for m, r in rates.items()),
-            "baseline": "; ".join(f"{m} raw LLM.generate {r.get('raw', 0):,.0f} tok/s" for m, r in rates.items()),
-            "ratio": min(ratios.values()) if ratios else None, "ratio_meaning": "rgd / raw tok/s, worst mode",
-            "target": ">= 0.9x in every mode"}
+    return {
+        **{k: res[k] for k in ("name", "exit_status", "seconds")},
+        "passed": res["passed"] and not missed,
+        "missed": missed,
+        "figures": figures,
+        "summary": "; ".join(f"{m} {r.get('rgd', 0):,.0f} tok/s through rgd" for m, r in rates.items()),
+        "baseline": "; ".join(f"{m} raw LLM.generate {r.get('raw', 0):,.0f} tok/s" for m, r in rates.items()),
+        "ratio": min(ratios.values()) if ratios else None,
+        "ratio_meaning": "rgd / raw tok/s, worst mode",
+        "target": ">= 0.9x in every mode",
+    }
 
 
 def failure(name: str, why: str, seconds: float, tail) -> dict:
-    return {"name": name, "summary": "", "baseline": "", "figures": {}, "ratio": None, "ratio_meaning": "",
-            "target": "", "passed": False, "missed": [f"failed: {why}"], "error": "\n".join(tail),
-            "exit_status": None, "seconds": seconds}
+    return {
+        "name": name,
+        "summary": "",
+        "baseline": "",
+        "figures": {},
+        "ratio": None,
+        "ratio_meaning": "",
+        "target": "",
+        "passed": False,
+        "missed": [f"failed: {why}"],
+        "error": "\n".join(tail),
+        "exit_status": None,
+        "seconds": seconds,
+    }
 
 
 def results_path(directory: Path, date: str) -> Path:
@@ -166,10 +231,16 @@ def results_path(directory: Path, date: str) -> Path:
 
 def git_commit() -> str | None:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=30).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=30).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{head}{'+dirty' if dirty else ''}" if head else None
@@ -196,8 +267,10 @@ def render_table(run: dict, results_file: str) -> str:
             continue
         ratio = "" if r["ratio"] is None else f"{r['ratio']:.2f}x ({_cell(r['ratio_meaning'])})"
         verdict = "met" if r["passed"] else "**missed**: " + _cell("; ".join(r["missed"]))
-        lines.append(f"| {r['name']} | {_cell(r['summary'])} | {_cell(r['baseline'])} | {ratio} | "
-                     f"{_cell(r['target'])} | {verdict} |")
+        lines.append(
+            f"| {r['name']} | {_cell(r['summary'])} | {_cell(r['baseline'])} | {ratio} | "
+            f"{_cell(r['target'])} | {verdict} |"
+        )
     return "\n".join(lines)
 
 
@@ -215,19 +288,30 @@ def update_doc(doc: Path, table: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="tiny sizes; skips vLLM and end to end (harness tests)")
-    ap.add_argument("--e2e", type=int, choices=(0, 1), default=int(os.environ.get("BENCH_E2E", "1")),
-                    help="run the end-to-end benchmark (default 1; env BENCH_E2E)")
+    ap.add_argument(
+        "--quick", action="store_true", help="tiny sizes; skips vLLM and end to end (harness tests)"
+    )
+    ap.add_argument(
+        "--e2e",
+        type=int,
+        choices=(0, 1),
+        default=int(os.environ.get("BENCH_E2E", "1")),
+        help="run the end-to-end benchmark (default 1; env BENCH_E2E)",
+    )
     ap.add_argument("--only", nargs="+", choices=[b[0] for b in BENCHMARKS], help="run only these")
     ap.add_argument("--results-dir", type=Path, default=HERE / "results")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
     args = ap.parse_args(argv)
 
     started = time.perf_counter()
-    run = {"date": dt.date.today().isoformat(), "started": dt.datetime.now().isoformat(timespec="seconds"),
-           "quick": args.quick, "commit": git_commit(),
-           "machine": {"cpus": os.cpu_count(), "load_start": [round(x, 2) for x in os.getloadavg()]},
-           "benchmarks": []}
+    run = {
+        "date": dt.date.today().isoformat(),
+        "started": dt.datetime.now().isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "commit": git_commit(),
+        "machine": {"cpus": os.cpu_count(), "load_start": [round(x, 2) for x in os.getloadavg()]},
+        "benchmarks": [],
+    }
     with tempfile.TemporaryDirectory(prefix="rgd-bench-") as scratch:
         for name, script, timeout in BENCHMARKS:
             if args.only and name not in args.only:

@@ -57,7 +57,9 @@ def fake_reply(prompt: str, seed, n: int, continuation: bool = False) -> str:
     blocks = []
     for k in range(n):
         h = _h(prompt, seed, k)
-        opts = "\n".join(f"[OPTION {c}] statement {h[4 * i:4 * i + 6]} on {topic}" for i, c in enumerate("ABCD"))
+        opts = "\n".join(
+            f"[OPTION {c}] statement {h[4 * i : 4 * i + 6]} on {topic}" for i, c in enumerate("ABCD")
+        )
         tag = "" if continuation and k == 0 else "[QUESTION] "
         blocks.append(
             f"{tag}Which statement about {topic} holds in case {h[:10]}?\n{opts}\n[ANSWER] {'ABCD'[int(h[40], 16) % 4]}"
@@ -79,13 +81,24 @@ def stream_events(reply: dict) -> list[str]:
             c = {"index": 0, "delta": delta, "finish_reason": "stop" if last else None}
         else:
             c = {"index": 0, "text": piece, "finish_reason": "stop" if last else None}
-        out.append(json.dumps({"id": reply["id"], "object": "chat.completion.chunk" if chat else "text_completion",
-                               "model": reply["model"], "created": 0, "choices": [c]}))
+        out.append(
+            json.dumps(
+                {
+                    "id": reply["id"],
+                    "object": "chat.completion.chunk" if chat else "text_completion",
+                    "model": reply["model"],
+                    "created": 0,
+                    "choices": [c],
+                }
+            )
+        )
     return out + ["[DONE]"]
 
 
 class FaultServer:
-    def __init__(self, faults=(), default=None, delay_s: float = 0.0, cached_tokens: int = 0, thoughts_tokens: int = 0):
+    def __init__(
+        self, faults=(), default=None, delay_s: float = 0.0, cached_tokens: int = 0, thoughts_tokens: int = 0
+    ):
         self.faults = deque(faults)
         self.default = default
         self.delay_s = delay_s  # added to every normal reply
@@ -207,9 +220,15 @@ class FaultServer:
                     code, _, after = fault.partition(":")
                     code = int(code)
                     err = {
-                        "error": {"code": code, "message": f"injected fault {code}", "status": _ERRORS.get(code, "")}
+                        "error": {
+                            "code": code,
+                            "message": f"injected fault {code}",
+                            "status": _ERRORS.get(code, ""),
+                        }
                     }
-                    return self._send(code, json.dumps(err).encode(), {"Retry-After": after} if after else None)
+                    return self._send(
+                        code, json.dumps(err).encode(), {"Retry-After": after} if after else None
+                    )
                 if server.delay_s:
                     time.sleep(server.delay_s)
                 if gemini:
@@ -219,7 +238,9 @@ class FaultServer:
                     if isinstance(body, dict) and body.get("stream"):
                         return self._stream(reply, stream_fault)
                     return self._send(200, json.dumps(reply).encode())
-                self._send(404, json.dumps({"error": {"code": 404, "message": f"no route {self.path}"}}).encode())
+                self._send(
+                    404, json.dumps({"error": {"code": 404, "message": f"no route {self.path}"}}).encode()
+                )
 
         return Handler
 
@@ -237,7 +258,9 @@ class FaultServer:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
         else:
             prompt = body["prompt"]
-            text = fake_reply(prompt, body.get("seed"), 1, continuation=prompt.rstrip().endswith("[QUESTION]"))
+            text = fake_reply(
+                prompt, body.get("seed"), 1, continuation=prompt.rstrip().endswith("[QUESTION]")
+            )
             choice = {"index": 0, "text": text, "finish_reason": "stop"}
         n_in, n_out = len(prompt.split()), len(text.split())
         return {

@@ -56,16 +56,56 @@ def planted_router(work: Path) -> tuple[Path, dict[str, list[dict]]]:
             letters = [chr(65 + i) for i in range(len(q["options"]))]
             choice = key[q["id"]] if right else str(rng.choice([x for x in letters if x != key[q["id"]]]))
             conf = (-0.2 if right else -1.0) + float(rng.normal(0, 0.1))
-            rows.append({"id": q["id"], "expert": expert, "choice": choice, "confidence": conf, "status": "ok",
-                         "n_prompt_tokens": 80, "n_output_tokens": 0})
+            rows.append(
+                {
+                    "id": q["id"],
+                    "expert": expert,
+                    "choice": choice,
+                    "confidence": conf,
+                    "status": "ok",
+                    "n_prompt_tokens": 80,
+                    "n_output_tokens": 0,
+                }
+            )
         write_jsonl(work / f"{expert}.jsonl", rows)
         files.append(f"{expert}={work / f'{expert}.jsonl'}")
-    rgd("consensus", "--questions", work / "train.questions.jsonl", "--responses", *files,
-        "--out", work / "consensus.jsonl", "--stats", work / "stats.json")
-    rgd("embed", "--questions", work / "train.questions.jsonl", "--spec", json.dumps(EMBEDDER),
-        "--out", work / "train.npz", "--threads", "2")
-    rgd("train", "--kind", "cascal", "--questions", work / "train.questions.jsonl", "--embeddings", work / "train.npz",
-        "--consensus", work / "consensus.jsonl", "--experts", *EXPERTS, "--out-dir", work / "router")
+    rgd(
+        "consensus",
+        "--questions",
+        work / "train.questions.jsonl",
+        "--responses",
+        *files,
+        "--out",
+        work / "consensus.jsonl",
+        "--stats",
+        work / "stats.json",
+    )
+    rgd(
+        "embed",
+        "--questions",
+        work / "train.questions.jsonl",
+        "--spec",
+        json.dumps(EMBEDDER),
+        "--out",
+        work / "train.npz",
+        "--threads",
+        "2",
+    )
+    rgd(
+        "train",
+        "--kind",
+        "cascal",
+        "--questions",
+        work / "train.questions.jsonl",
+        "--embeddings",
+        work / "train.npz",
+        "--consensus",
+        work / "consensus.jsonl",
+        "--experts",
+        *EXPERTS,
+        "--out-dir",
+        work / "router",
+    )
     return work / "router", held
 
 
@@ -78,8 +118,13 @@ def free_port() -> int:
 def env(**extra) -> dict:
     path = os.environ.get("PYTHONPATH", "")
     scripts = str(ROOT / "scripts")
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONPATH": scripts + (os.pathsep + path if path else ""), **extra}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": scripts + (os.pathsep + path if path else ""),
+        **extra,
+    }
 
 
 class RgdServe:
@@ -91,8 +136,13 @@ class RgdServe:
         self.log = log
         cmd = [sys.executable, "-m", "rgd.cli", "serve", *map(str, args), "--port", str(self.port)]
         self._fh = open(log, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self._fh, stderr=subprocess.STDOUT, env=env(**(extra_env or {})),
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            env=env(**(extra_env or {})),
+            start_new_session=True,
+        )
         self._wait(wait_s)
 
     def _wait(self, wait_s: float) -> None:
@@ -101,7 +151,9 @@ class RgdServe:
         deadline = time.time() + wait_s
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"rgd serve exited {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+                raise RuntimeError(
+                    f"rgd serve exited {self.proc.returncode}:\n{self.log.read_text()[-4000:]}"
+                )
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
                     if r.status == 200:

@@ -20,9 +20,15 @@ def test_extracts(text, expected):
     assert extract_choice(text, OPTS) == (expected, None)
 
 
-@pytest.mark.parametrize("text, reason", [("", "empty output"), (None, "empty output"),
-                                          ("I think it is E.", "no option letter"),
-                                          ("The answer is (E)", "no option letter")])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("", "empty output"),
+        (None, "empty output"),
+        ("I think it is E.", "no option letter"),
+        ("The answer is (E)", "no option letter"),
+    ],
+)
 def test_abstains_with_reason(text, reason):
     choice, why = extract_choice(text, OPTS)
     assert choice is None and reason in why

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from fault_server import FaultServer, fake_reply
+
 from rgd import backends, secrets
 from rgd.backends import api
 from rgd.backends.base import Sampling, Settings
@@ -107,7 +107,11 @@ def test_backoff_is_seeded_bounded_and_honours_retry_after():
         assert cap / 2 <= w <= cap
     assert r.delay(0, "req", retry_after=30) == 30
     assert api.parse_retry_after("2") == 2 and api.parse_retry_after("soon") is None
-    assert 50 < api.parse_retry_after(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 60))) <= 60
+    assert (
+        50
+        < api.parse_retry_after(time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 60)))
+        <= 60
+    )
 
 
 # --------------------------------------------------------------------------- request shapes
@@ -117,9 +121,18 @@ def test_openai_chat_and_completions_requests(server):
     gens = b.generate(prompts, Sampling(temperature=0.7, top_p=0.9, max_new_tokens=64, seed=10))
     reqs = sorted(server.requests, key=lambda r: r["body"]["seed"])
     assert [r["path"] for r in reqs] == ["/v1/chat/completions"] * 3
-    assert [r["body"]["seed"] for r in reqs] == [10, 11, 12]  # one seed per prompt: equal prompts still differ
+    assert [r["body"]["seed"] for r in reqs] == [
+        10,
+        11,
+        12,
+    ]  # one seed per prompt: equal prompts still differ
     body = reqs[0]["body"]
-    assert (body["model"], body["temperature"], body["top_p"], body["max_tokens"]) == ("test-model", 0.7, 0.9, 64)
+    assert (body["model"], body["temperature"], body["top_p"], body["max_tokens"]) == (
+        "test-model",
+        0.7,
+        0.9,
+        64,
+    )
     assert all(r["headers"]["Authorization"] == f"Bearer {KEY}" for r in reqs)
     # replies come back in prompt order, whatever order the threads finished in
     for j, (p, g) in enumerate(zip(prompts, gens)):
@@ -197,7 +210,9 @@ def _inputs(tmp: Path) -> tuple[Path, Path]:
     seeds = tmp / "seeds.jsonl"
     seeds.write_text(
         "".join(
-            json.dumps({"id": f"{c}-{i}", "category": c, "question": f"q {c} {i}?", "options": ["a", "b", "c", "d"]})
+            json.dumps(
+                {"id": f"{c}-{i}", "category": c, "question": f"q {c} {i}?", "options": ["a", "b", "c", "d"]}
+            )
             + "\n"
             for c in CATS
             for i in range(20)
@@ -218,7 +233,17 @@ def _outs(d: Path) -> dict:
 
 def _run(cfg, seeds, desc, o):
     return run(
-        "g", cfg, seeds, CATS, None, o["questions"], o["keys"], o["rejects"], o["meta"], o["cache"], log=lambda m: None
+        "g",
+        cfg,
+        seeds,
+        CATS,
+        None,
+        o["questions"],
+        o["keys"],
+        o["rejects"],
+        o["meta"],
+        o["cache"],
+        log=lambda m: None,
     )
 
 

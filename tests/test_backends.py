@@ -17,10 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_importing_the_backends_and_the_steps_loads_no_model_library():
-    code = ("import sys, rgd.backends, rgd.respond, rgd.generate\n"
-            "classes = [rgd.backends.backend_class(n) for n in rgd.backends.NAMES]\n"
-            "heavy = ('torch', 'transformers', 'vllm', 'google.genai', 'requests')\n"
-            "print([m for m in heavy if m in sys.modules])")
+    code = (
+        "import sys, rgd.backends, rgd.respond, rgd.generate\n"
+        "classes = [rgd.backends.backend_class(n) for n in rgd.backends.NAMES]\n"
+        "heavy = ('torch', 'transformers', 'vllm', 'google.genai', 'requests')\n"
+        "print([m for m in heavy if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert ast.literal_eval(out.strip()) == []
 
@@ -40,8 +42,11 @@ def test_every_backend_implements_the_contract_and_declares_its_capabilities():
 def test_the_registry_is_the_one_list_of_backends():
     """The schema's enums, the config checks and the workflow's rule families agree with it."""
     schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
-    enum = {block: spec["additionalProperties"]["properties"]["backend"]["enum"]
-            for block, spec in schema["properties"].items() if block in ("models", "experts", "generators")}
+    enum = {
+        block: spec["additionalProperties"]["properties"]["backend"]["enum"]
+        for block, spec in schema["properties"].items()
+        if block in ("models", "experts", "generators")
+    }
     local, every = list(backends.LOCAL), list(backends.NAMES)
     assert enum == {"models": local, "experts": local, "generators": every}
     assert config.LOCAL_BACKENDS is backends.LOCAL
@@ -62,8 +67,9 @@ def test_sampling_defaults_once_per_role():
 def test_the_factory_builds_the_transformers_backend_from_a_steps_settings(tiny_model):
     from rgd.respond import Expert
 
-    expert = Expert.from_config("e", {"model": "tiny", "style": "plain", "batch_size": 3,
-                                      "engine": {"dtype": "bfloat16"}})
+    expert = Expert.from_config(
+        "e", {"model": "tiny", "style": "plain", "batch_size": 3, "engine": {"dtype": "bfloat16"}}
+    )
     b = backends.make("transformers", tiny_model, expert.backend_settings(threads=1))
     assert isinstance(b, LocalBackend) and b.batch_size == 3 and b.dtype == "bfloat16"
     assert b.cache_identity == {"backend": "transformers", "dtype": "bfloat16"} and b.identity is None

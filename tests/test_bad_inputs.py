@@ -66,14 +66,45 @@ def assert_one_line_error(code: int, err: str, path: Path, fragment: str):
 def test_bad_questions_stop_every_step_before_compute(capsys, tmp_path, name, fragment, step):
     path = BAD / name
     args = {
-        "split": ["split", "--questions", path, "--keys", BAD / "answer-lowercase.keys.jsonl",
-                  *[x for k in ("train", "test") for x in (f"--{k}-questions", tmp_path / f"{k}.q", f"--{k}-keys", tmp_path / f"{k}.k")]],
+        "split": [
+            "split",
+            "--questions",
+            path,
+            "--keys",
+            BAD / "answer-lowercase.keys.jsonl",
+            *[
+                x
+                for k in ("train", "test")
+                for x in (f"--{k}-questions", tmp_path / f"{k}.q", f"--{k}-keys", tmp_path / f"{k}.k")
+            ],
+        ],
         # the embedder/model named here do not exist: the error must come first
-        "embed": ["embed", "--questions", path, "--spec", '{"kind": "sentence-transformers", "path": "/nonexistent"}',
-                  "--out", tmp_path / "e.npz"],
-        "respond": ["respond", "--questions", path, "--expert", "e", "--spec", '{"model": "m", "style": "plain"}',
-                    "--model-dir", "/nonexistent", "--out", tmp_path / "r.jsonl", "--meta", tmp_path / "r.json",
-                    "--cache", tmp_path / "c.jsonl"],
+        "embed": [
+            "embed",
+            "--questions",
+            path,
+            "--spec",
+            '{"kind": "sentence-transformers", "path": "/nonexistent"}',
+            "--out",
+            tmp_path / "e.npz",
+        ],
+        "respond": [
+            "respond",
+            "--questions",
+            path,
+            "--expert",
+            "e",
+            "--spec",
+            '{"model": "m", "style": "plain"}',
+            "--model-dir",
+            "/nonexistent",
+            "--out",
+            tmp_path / "r.jsonl",
+            "--meta",
+            tmp_path / "r.json",
+            "--cache",
+            tmp_path / "c.jsonl",
+        ],
     }[step]
     code, err = run_cli(capsys, *args)
     assert_one_line_error(code, err, path, fragment)
@@ -83,34 +114,81 @@ def test_bad_questions_stop_every_step_before_compute(capsys, tmp_path, name, fr
 def test_megabyte_question_is_refused(capsys, tmp_path):
     path = tmp_path / "huge.questions.jsonl"
     write_jsonl(path, [{"id": "q1", "category": "c", "question": "x" * 1_000_000, "options": ["a", "b"]}])
-    code, err = run_cli(capsys, "embed", "--questions", path, "--spec", '{"kind": "sentence-transformers"}',
-                        "--out", tmp_path / "e.npz")
+    code, err = run_cli(
+        capsys,
+        "embed",
+        "--questions",
+        path,
+        "--spec",
+        '{"kind": "sentence-transformers"}',
+        "--out",
+        tmp_path / "e.npz",
+    )
     assert_one_line_error(code, err, path, ":1: question: 1000000 characters, over the limit")
 
 
 @pytest.mark.parametrize("name, fragment", KEY_CASES)
 def test_bad_keys(capsys, tmp_path, name, fragment):
-    out = [x for k in ("train", "test") for x in (f"--{k}-questions", tmp_path / f"{k}.q", f"--{k}-keys", tmp_path / f"{k}.k")]
+    out = [
+        x
+        for k in ("train", "test")
+        for x in (f"--{k}-questions", tmp_path / f"{k}.q", f"--{k}-keys", tmp_path / f"{k}.k")
+    ]
     code, err = run_cli(capsys, "split", "--questions", GOOD_Q, "--keys", BAD / name, *out)
     assert_one_line_error(code, err, BAD / name, fragment)
 
 
 @pytest.mark.parametrize("name, fragment", RESPONSE_CASES)
 def test_bad_responses(capsys, tmp_path, name, fragment):
-    code, err = run_cli(capsys, "consensus", "--questions", GOOD_Q, "--responses", f"e1={BAD / name}",
-                        f"e2={BAD / 'good-e2.responses.jsonl'}", "--out", tmp_path / "c.jsonl", "--stats", tmp_path / "s.json")
+    code, err = run_cli(
+        capsys,
+        "consensus",
+        "--questions",
+        GOOD_Q,
+        "--responses",
+        f"e1={BAD / name}",
+        f"e2={BAD / 'good-e2.responses.jsonl'}",
+        "--out",
+        tmp_path / "c.jsonl",
+        "--stats",
+        tmp_path / "s.json",
+    )
     assert_one_line_error(code, err, BAD / name, fragment)
     assert not (tmp_path / "c.jsonl").exists()
 
 
 def test_abstentions_are_recorded_not_randomised(capsys, tmp_path):
-    code, _ = run_cli(capsys, "consensus", "--questions", GOOD_Q, "--responses", f"e2={BAD / 'good-e2.responses.jsonl'}",
-                      f"e3={BAD / 'good-e2.responses.jsonl'}", "--out", tmp_path / "c.jsonl", "--stats", tmp_path / "s.json")
+    code, _ = run_cli(
+        capsys,
+        "consensus",
+        "--questions",
+        GOOD_Q,
+        "--responses",
+        f"e2={BAD / 'good-e2.responses.jsonl'}",
+        f"e3={BAD / 'good-e2.responses.jsonl'}",
+        "--out",
+        tmp_path / "c.jsonl",
+        "--stats",
+        tmp_path / "s.json",
+    )
     # e3's file holds e2's records: refused, the expert is named
     assert code == 2
-    write_jsonl(tmp_path / "e3.jsonl", [{**r, "expert": "e3"} for r in read_jsonl(BAD / "good-e2.responses.jsonl")])
-    code, err = run_cli(capsys, "consensus", "--questions", GOOD_Q, "--responses", f"e2={BAD / 'good-e2.responses.jsonl'}",
-                        f"e3={tmp_path / 'e3.jsonl'}", "--out", tmp_path / "c.jsonl", "--stats", tmp_path / "s.json")
+    write_jsonl(
+        tmp_path / "e3.jsonl", [{**r, "expert": "e3"} for r in read_jsonl(BAD / "good-e2.responses.jsonl")]
+    )
+    code, err = run_cli(
+        capsys,
+        "consensus",
+        "--questions",
+        GOOD_Q,
+        "--responses",
+        f"e2={BAD / 'good-e2.responses.jsonl'}",
+        f"e3={tmp_path / 'e3.jsonl'}",
+        "--out",
+        tmp_path / "c.jsonl",
+        "--stats",
+        tmp_path / "s.json",
+    )
     assert code == 0, err
     rows = [r for _, r in __import__("rgd.io", fromlist=["iter_jsonl"]).iter_jsonl(tmp_path / "c.jsonl")]
     q2 = [r for r in rows if r["id"] == "q2"]
@@ -143,10 +221,23 @@ def test_garbage_generator_output_becomes_rejects_with_reasons():
 
 
 def test_descriptions_missing_a_category(capsys, tmp_path):
-    code, err = run_cli(capsys, "generate", "--name", "g", "--spec", '{"num_prompts": 2, "model": "m"}',
-                        "--seed-questions", GOOD_Q, "--descriptions", BAD / "descriptions-missing-category.yaml",
-                        "--model-dir", "/nonexistent", *[x for k in ("questions", "keys", "rejects", "meta") for x in (f"--out-{k}", tmp_path / k)],
-                        "--cache", tmp_path / "cache")
+    code, err = run_cli(
+        capsys,
+        "generate",
+        "--name",
+        "g",
+        "--spec",
+        '{"num_prompts": 2, "model": "m"}',
+        "--seed-questions",
+        GOOD_Q,
+        "--descriptions",
+        BAD / "descriptions-missing-category.yaml",
+        "--model-dir",
+        "/nonexistent",
+        *[x for k in ("questions", "keys", "rejects", "meta") for x in (f"--out-{k}", tmp_path / k)],
+        "--cache",
+        tmp_path / "cache",
+    )
     assert code == 2 and "descriptions: no description for categories ['biology']" in err
     assert list(tmp_path.iterdir()) == []
 
@@ -156,14 +247,43 @@ def test_hostile_category_names_stay_safe_on_disk(capsys, tmp_path):
     qs = read_jsonl(qpath)
     rng = np.random.default_rng(0)
     X = rng.normal(size=(len(qs), 16)).astype(np.float32)
-    save_npz(tmp_path / "e.npz", ids=np.array([q["id"] for q in qs]), X=X, embedder=np.array(json.dumps({"kind": "x"})))
+    save_npz(
+        tmp_path / "e.npz",
+        ids=np.array([q["id"] for q in qs]),
+        X=X,
+        embedder=np.array(json.dumps({"kind": "x"})),
+    )
     experts = ["m1", "m2", "m3"]
-    rows = [{"id": q["id"], "expert": e, "choice": "ABCD"[rng.integers(4)], "consensus": float(rng.random()), "z": 0.0,
-             "weight": 0.5} for q in qs for e in experts]
+    rows = [
+        {
+            "id": q["id"],
+            "expert": e,
+            "choice": "ABCD"[rng.integers(4)],
+            "consensus": float(rng.random()),
+            "z": 0.0,
+            "weight": 0.5,
+        }
+        for q in qs
+        for e in experts
+    ]
     write_jsonl(tmp_path / "c.jsonl", rows)
     out = tmp_path / "router"
-    code, err = run_cli(capsys, "train", "--kind", "cascal", "--questions", qpath, "--embeddings", tmp_path / "e.npz",
-                        "--consensus", tmp_path / "c.jsonl", "--experts", *experts, "--out-dir", out)
+    code, err = run_cli(
+        capsys,
+        "train",
+        "--kind",
+        "cascal",
+        "--questions",
+        qpath,
+        "--embeddings",
+        tmp_path / "e.npz",
+        "--consensus",
+        tmp_path / "c.jsonl",
+        "--experts",
+        *experts,
+        "--out-dir",
+        out,
+    )
     assert code == 0, err
     names = [p.name for p in out.rglob("*")]
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", n) and n not in (".", "..") for n in names), names

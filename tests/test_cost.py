@@ -16,10 +16,15 @@ from rgd.metrics import rank
 def test_costs_parse_and_refuse_in_one_field():
     assert Cost.parse({"input_per_mtok": 0.15, "output_per_mtok": 0.6}) == Cost(0.15, 0.6, "USD")
     assert Cost.parse({"relative": 7.8, "source": "size"}) == Cost(7.8, 7.8, "relative", "size")
-    for bad, msg in [({"relative": -1}, "cost.relative: expected"), ({"input_per_mtok": 1}, "cost: give"),
-                     ({"relative": 1, "unit": "USD"}, "cost.relative: give either"), ({"price": 1}, "cost.price: unknown"),
-                     ({"relative": float("nan")}, "cost.relative"), ({"relative": True}, "cost.relative"),
-                     ({"input_per_mtok": 1, "output_per_mtok": 1, "unit": "relative"}, "cost.unit")]:
+    for bad, msg in [
+        ({"relative": -1}, "cost.relative: expected"),
+        ({"input_per_mtok": 1}, "cost: give"),
+        ({"relative": 1, "unit": "USD"}, "cost.relative: give either"),
+        ({"price": 1}, "cost.price: unknown"),
+        ({"relative": float("nan")}, "cost.relative"),
+        ({"relative": True}, "cost.relative"),
+        ({"input_per_mtok": 1, "output_per_mtok": 1, "unit": "relative"}, "cost.unit"),
+    ]:
         with pytest.raises(ValueError, match=msg.replace("(", r"\(")):
             Cost.parse(bad)
     with pytest.raises(ValueError, match="b: no cost"):
@@ -64,14 +69,23 @@ def test_each_objective_ranks_as_documented():
 
 
 def test_frontier_references_and_matching_cost():
-    pts = [{"cost": 1, "accuracy": 0.5}, {"cost": 2, "accuracy": 0.4}, {"cost": 2, "accuracy": 0.7},
-           {"cost": 3, "accuracy": 0.7}, {"cost": 0.5, "accuracy": 0.2}]
+    pts = [
+        {"cost": 1, "accuracy": 0.5},
+        {"cost": 2, "accuracy": 0.4},
+        {"cost": 2, "accuracy": 0.7},
+        {"cost": 3, "accuracy": 0.7},
+        {"cost": 0.5, "accuracy": 0.2},
+    ]
     assert cost.pareto(pts) == [pts[4], pts[0], pts[2]]
     assert cost.cost_to_match(cost.pareto(pts), 0.6) == 2 and cost.cost_to_match(pts, 0.9) is None
     correct = np.array([[1, 0, 1], [0, 0, 1], [1, 1, 0], [0, 0, 0]], dtype=bool)
     realised = np.array([[3.0, 1.0, 2.0]] * 4)
     ref = cost.references(correct, realised, ["a", "b", "c"])
-    assert ref["best_single"] == {"model": "c", "accuracy": 0.5, "cost": 2.0}  # a ties c on accuracy, c is cheaper
+    assert ref["best_single"] == {
+        "model": "c",
+        "accuracy": 0.5,
+        "cost": 2.0,
+    }  # a ties c on accuracy, c is cheaper
     assert ref["random"] == {"accuracy": pytest.approx(5 / 12), "cost": 2.0}
     assert ref["oracle"] == {"accuracy": 0.75, "cost": (2.0 + 2.0 + 1.0 + 1.0) / 4}
 
@@ -84,14 +98,18 @@ def test_tradeoff_sweeps_from_quality_to_the_cheapest_expert():
     S = correct + rng.normal(0, 0.6, (n, m))  # an informative, noisy router
     prices = np.array([10.0, 3.0, 1.0, 0.2])
     realised = np.broadcast_to(prices * 100 / 1e6, (n, m)).copy()
-    out = cost.tradeoff({"r": S, "oracle-like": correct + 0.0}, prices, correct, realised, list("abcd"), seed=0)
+    out = cost.tradeoff(
+        {"r": S, "oracle-like": correct + 0.0}, prices, correct, realised, list("abcd"), seed=0
+    )
     r = out["routers"]["r"]
     front = r["frontier"]
     assert [p["cost"] for p in front] == sorted(p["cost"] for p in front)
     assert all(b["accuracy"] > a["accuracy"] for a, b in zip(front, front[1:]))
     assert front[0]["cost"] == pytest.approx(prices[-1] * 1e-4)  # the far end: always the cheapest expert
     assert max(p["accuracy"] for p in r["points"]) >= r["quality"]["accuracy"]  # value 0 is in both sweeps
-    assert r["quality"] in [{"accuracy": p["accuracy"], "cost": p["cost"]} for p in r["points"] if p["value"] == 0]
+    assert r["quality"] in [
+        {"accuracy": p["accuracy"], "cost": p["cost"]} for p in r["points"] if p["value"] == 0
+    ]
     # a router that knows the answers matches the best single model at a fraction of its cost
     o = out["routers"]["oracle-like"]
     assert o["cost_to_match_best_single"] < out["best_single"]["cost"] / 2
@@ -104,19 +122,40 @@ def _files(tmp_path, rng, n=60):
     from rgd.io import write_jsonl
 
     experts = ["big", "small"]
-    qs = [{"id": f"q{i}", "category": "c", "question": f"question {i}?", "options": ["a", "b", "c", "d"]}
-          for i in range(n)]
+    qs = [
+        {"id": f"q{i}", "category": "c", "question": f"question {i}?", "options": ["a", "b", "c", "d"]}
+        for i in range(n)
+    ]
     write_jsonl(tmp_path / "q.jsonl", qs)
     write_jsonl(tmp_path / "k.jsonl", [{"id": q["id"], "answer": "A"} for q in qs])
     resp = {}
     for e, acc in zip(experts, (0.8, 0.5)):
-        write_jsonl(tmp_path / f"{e}.jsonl", [{"id": q["id"], "expert": e, "choice": "A" if rng.random() < acc else "B",
-                                               "confidence": -0.5, "n_prompt_tokens": 100, "n_output_tokens": 20}
-                                              for q in qs])
+        write_jsonl(
+            tmp_path / f"{e}.jsonl",
+            [
+                {
+                    "id": q["id"],
+                    "expert": e,
+                    "choice": "A" if rng.random() < acc else "B",
+                    "confidence": -0.5,
+                    "n_prompt_tokens": 100,
+                    "n_output_tokens": 20,
+                }
+                for q in qs
+            ],
+        )
         resp[e] = tmp_path / f"{e}.jsonl"
-    write_jsonl(tmp_path / "routes.jsonl", [{"id": q["id"], "ranking": experts,
-                                             "scores": {"big": float(rng.random()), "small": float(rng.random())}}
-                                            for q in qs])
+    write_jsonl(
+        tmp_path / "routes.jsonl",
+        [
+            {
+                "id": q["id"],
+                "ranking": experts,
+                "scores": {"big": float(rng.random()), "small": float(rng.random())},
+            }
+            for q in qs
+        ],
+    )
     return experts, resp
 
 
@@ -124,22 +163,59 @@ def test_rgd_tradeoff_and_its_report(tmp_path, capsys):
     from rgd.cli import main
 
     experts, resp = _files(tmp_path, np.random.default_rng(1))
-    costs = {"big": {"input_per_mtok": 2.0, "output_per_mtok": 8.0}, "small": {"input_per_mtok": 0.1,
-                                                                                "output_per_mtok": 0.4}}
-    args = ["tradeoff", "--routes", f"cascal={tmp_path / 'routes.jsonl'}", "--questions", str(tmp_path / "q.jsonl"),
-            "--keys", str(tmp_path / "k.jsonl"), "--responses", *(f"{e}={p}" for e, p in resp.items()),
-            "--costs", json.dumps(costs), "--labels", "mmlu/tiny/train", "--out", str(tmp_path / "t.json")]
+    costs = {
+        "big": {"input_per_mtok": 2.0, "output_per_mtok": 8.0},
+        "small": {"input_per_mtok": 0.1, "output_per_mtok": 0.4},
+    }
+    args = [
+        "tradeoff",
+        "--routes",
+        f"cascal={tmp_path / 'routes.jsonl'}",
+        "--questions",
+        str(tmp_path / "q.jsonl"),
+        "--keys",
+        str(tmp_path / "k.jsonl"),
+        "--responses",
+        *(f"{e}={p}" for e, p in resp.items()),
+        "--costs",
+        json.dumps(costs),
+        "--labels",
+        "mmlu/tiny/train",
+        "--out",
+        str(tmp_path / "t.json"),
+    ]
     assert main(args) == 0
     t = json.loads((tmp_path / "t.json").read_text())
     assert t["unit"] == "USD" and t["labels"] == {"benchmark": "mmlu", "pool": "tiny", "source": "train"}
     assert t["models"]["big"]["cost"] == pytest.approx((100 * 2 + 20 * 8) / 1e6)
     assert "cascal" in t["routers"] and t["routers"]["cascal"]["frontier"]
-    assert main(["tradeoff-report", "--tradeoffs", str(tmp_path / "t.json"), "--figure", str(tmp_path / "f.svg")]) == 0
+    assert (
+        main(
+            ["tradeoff-report", "--tradeoffs", str(tmp_path / "t.json"), "--figure", str(tmp_path / "f.svg")]
+        )
+        == 0
+    )
     svg = (tmp_path / "f.svg").read_bytes()
     assert svg.startswith(b"<?xml") and b"<svg" in svg
-    assert main(["tradeoff-report", "--tradeoffs", str(tmp_path / "t.json"), "--figure", str(tmp_path / "g.svg")]) == 0
+    assert (
+        main(
+            ["tradeoff-report", "--tradeoffs", str(tmp_path / "t.json"), "--figure", str(tmp_path / "g.svg")]
+        )
+        == 0
+    )
     assert (tmp_path / "g.svg").read_bytes() == svg  # byte-deterministic
-    assert main(["tradeoff-report", "--tradeoffs", str(tmp_path / "t.json"), "--tables-dir", str(tmp_path / "tables")]) == 0
+    assert (
+        main(
+            [
+                "tradeoff-report",
+                "--tradeoffs",
+                str(tmp_path / "t.json"),
+                "--tables-dir",
+                str(tmp_path / "tables"),
+            ]
+        )
+        == 0
+    )
     md = (tmp_path / "tables" / "cost.md").read_text()
     assert "| mmlu | tiny | train | cascal | USD |" in md
     capsys.readouterr()
@@ -147,7 +223,10 @@ def test_rgd_tradeoff_and_its_report(tmp_path, capsys):
     bad = args[:]
     bad[bad.index("--costs") + 1] = json.dumps({"big": costs["big"]})
     assert main(bad) == 2
-    assert capsys.readouterr().err == "rgd tradeoff: error: <command line>: --costs: small: no cost for this expert\n"
+    assert (
+        capsys.readouterr().err
+        == "rgd tradeoff: error: <command line>: --costs: small: no cost for this expert\n"
+    )
 
 
 def test_rgd_route_takes_an_objective(tmp_path, capsys):
@@ -165,8 +244,15 @@ def test_rgd_route_takes_an_objective(tmp_path, capsys):
     qs = [{"id": f"q{i}", "category": "c", "question": f"q {i}", "options": ["a", "b"]} for i in range(5)]
     write_jsonl(tmp_path / "q.jsonl", qs)
     save_npz(tmp_path / "e.npz", ids=np.array([q["id"] for q in qs]), X=X[:5], embedder=np.array(dumps(emb)))
-    base = ["route", "--router", str(tmp_path / "router"), "--questions", str(tmp_path / "q.jsonl"),
-            "--embeddings", str(tmp_path / "e.npz")]
+    base = [
+        "route",
+        "--router",
+        str(tmp_path / "router"),
+        "--questions",
+        str(tmp_path / "q.jsonl"),
+        "--embeddings",
+        str(tmp_path / "e.npz"),
+    ]
     assert main(base + ["--out", str(tmp_path / "a.jsonl")]) == 0
     assert {tuple(x["ranking"]) for x in read_jsonl(tmp_path / "a.jsonl")} == {("good", "cheap")}
     costs = json.dumps({"good": {"relative": 10}, "cheap": {"relative": 1}})

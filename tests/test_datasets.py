@@ -57,7 +57,9 @@ SUPERGPQA_FILE = "SuperGPQA-all.jsonl"
 
 
 def fixture_rows(rel: str) -> list[dict]:
-    return [json.loads(line) for line in (UPSTREAM / rel).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [
+        json.loads(line) for line in (UPSTREAM / rel).read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
 
 
 def write_parquet(rows: list[dict], path: Path, schema: pa.Schema | None) -> Path:
@@ -134,14 +136,22 @@ def test_mmlu_pro_format(tmp_path):
     raw = make_mmlu(tmp_path / "raw")
     qs, ks = mmlu_pro.format(raw)
     rows = fixture_rows("mmlu_pro/data/test-00000-of-00001.rows.jsonl")
-    assert [q["id"] for q in qs] == [str(r["question_id"]) for r in rows]  # upstream ids, as strings, file order
+    assert [q["id"] for q in qs] == [
+        str(r["question_id"]) for r in rows
+    ]  # upstream ids, as strings, file order
     assert [k["id"] for k in ks] == [q["id"] for q in qs]
     assert {q["category"] for q in qs} == set(mmlu_pro.CATEGORIES)  # all 14, incl. "computer science"
     for q, k, r in zip(qs, ks, rows):
         assert q["options"] == r["options"]
         assert k["answer"] == r["answer"]
         assert q["meta"] == {"src": r["src"]}
-        assert set(q) == {"id", "category", "question", "options", "meta"}  # answer_index, cot_content dropped
+        assert set(q) == {
+            "id",
+            "category",
+            "question",
+            "options",
+            "meta",
+        }  # answer_index, cot_content dropped
     assert max(len(q["options"]) for q in qs) == 10 and min(len(q["options"]) for q in qs) == 4
     law = next(q for q in qs if q["category"] == "law")
     assert "\r" not in law["question"] and "and\nwhich" in law["question"]  # CRLF -> LF
@@ -226,7 +236,9 @@ def test_supergpqa_bad_rows(tmp_path, mutate, field):
     raw = make_supergpqa(tmp_path / "raw", rows)
     with pytest.raises(InputError) as e:
         supergpqa.format(raw)
-    assert e.value.line == 3 and e.value.field == field and e.value.path.endswith(SUPERGPQA_FILE), str(e.value)
+    assert e.value.line == 3 and e.value.field == field and e.value.path.endswith(SUPERGPQA_FILE), str(
+        e.value
+    )
     assert f"{SUPERGPQA_FILE}:3: {field}:" in str(e.value)
 
 
@@ -319,14 +331,18 @@ def test_bbeh_format_all_tasks(tmp_path):
     for q, k in zip(qs, ks):
         by.setdefault(q["category"], []).append((q, k["answer"]))
     for q, _ in by["bbeh_boardgame_qa"]:
-        assert q["options"] == ["proved", "disproved", "unknown"] and q["question"].startswith("A few players")
+        assert q["options"] == ["proved", "disproved", "unknown"] and q["question"].startswith(
+            "A few players"
+        )
     assert [a for _, a in by["bbeh_boardgame_qa"]] == ["B", "A", "C"]
     for q, _ in by["bbeh_causal_understanding"]:
         assert q["options"] == ["Yes", "No", "Ambiguous"] and q["question"].endswith("reply Ambiguous.")
     assert [a for _, a in by["bbeh_causal_understanding"]] == ["A", "C"]
 
     ((q, a),) = by["bbeh_boolean_expressions"]
-    assert q["question"] == "From the following five expressions, only one evaluates to true. Which one is it?"
+    assert (
+        q["question"] == "From the following five expressions, only one evaluates to true. Which one is it?"
+    )
     assert len(q["options"]) == 5 and a == "D" and q["options"][3].startswith("(not (False)")
 
     assert [len(q["options"]) for q, _ in by["bbeh_disambiguation_qa"]] == [3, 5]  # variable count
@@ -336,14 +352,19 @@ def test_bbeh_format_all_tasks(tmp_path):
     assert len(q["options"]) == 16 and q["options"][-1] == "4 and 10" and a == "C"
 
     ((q, a),) = by["bbeh_hyperbaton"]
-    assert len(q["options"]) == 11 and q["options"][-1] == "None of the above" and a == "A"  # bare-letter target
+    assert (
+        len(q["options"]) == 11 and q["options"][-1] == "None of the above" and a == "A"
+    )  # bare-letter target
     assert not any("concatenation" in o for o in q["options"]) and "(A)" not in q["question"]
     assert q["question"].endswith("Select all that apply.")
 
     ((q, a),) = by["bbeh_movie_recommendation"]
     assert len(q["options"]) == 10 and a == "C" and q["options"][2] == "Jaws, Alien, Heat, Fargo, Se7en"
     ((q, a),) = by["bbeh_shuffled_objects"]
-    assert q["options"] == ["Dune", "Emma", "Ulysses", "Beloved", "Frankenstein", "Lolita", "Walden"] and a == "G"
+    assert (
+        q["options"] == ["Dune", "Emma", "Ulysses", "Beloved", "Frankenstein", "Lolita", "Walden"]
+        and a == "G"
+    )
 
     nycc = by["bbeh_nycc"]
     assert [len(q["options"]) for q, _ in nycc] == [10, 10] and [a for _, a in nycc] == ["H", "C"]
@@ -360,7 +381,9 @@ def test_bbeh_geometric_question_text(tmp_path):
 
 
 def test_bbeh_parse_generic_rules():
-    q, opts = bbeh.parse_generic("\nPick one.\n(A) red\n(B) blue and\nstill blue\n(C) green\n\nAnswer with a letter.")
+    q, opts = bbeh.parse_generic(
+        "\nPick one.\n(A) red\n(B) blue and\nstill blue\n(C) green\n\nAnswer with a letter."
+    )
     assert q == "Pick one." and opts == ["red", "blue and", "green"]
     # option text may mention "(C)" inline: only "\n(X) " starts a new option
     assert bbeh.parse_generic("Q?\n(A) see (C) below\n(B) x")[1] == ["see (C) below", "x"]
@@ -388,11 +411,23 @@ def test_bbeh_target_letter():
     [
         ("bbeh_hyperbaton", 0, {"target": "AC"}, "examples[0].target", "cannot read an option letter"),
         ("bbeh_nycc", 1, {"target": "(K)"}, "examples[1].target", "outside the 10 parsed options"),
-        ("bbeh_disambiguation_qa", 0, {"target": "(D)"}, "examples[0].target", "outside the 3 parsed options"),
+        (
+            "bbeh_disambiguation_qa",
+            0,
+            {"target": "(D)"},
+            "examples[0].target",
+            "outside the 3 parsed options",
+        ),
         ("bbeh_boardgame_qa", 2, {"target": "maybe"}, "examples[2].target", "not one of"),
         ("bbeh_causal_understanding", 1, {"target": None}, "examples[1].target", "missing"),
         ("bbeh_movie_recommendation", 0, {"input": None}, "examples[0].input", "missing"),
-        ("bbeh_shuffled_objects", 0, {"input": "Who holds Dune?"}, "examples[0].input", "no '(A)' option marker"),
+        (
+            "bbeh_shuffled_objects",
+            0,
+            {"input": "Who holds Dune?"},
+            "examples[0].input",
+            "no '(A)' option marker",
+        ),
         ("bbeh_geometric_shapes", 0, {"target": 3}, "examples[0].target", "expected a string"),
     ],
 )
@@ -428,7 +463,9 @@ def test_bbeh_bad_files(tmp_path):
 
 @pytest.mark.parametrize("name", list(BENCHMARKS))
 def test_format_to_files(tmp_path, name):
-    maker = {"mmlu_pro": make_mmlu, "supergpqa": make_supergpqa, "medmcqa": make_medmcqa, "bbeh": make_bbeh}[name]
+    maker = {"mmlu_pro": make_mmlu, "supergpqa": make_supergpqa, "medmcqa": make_medmcqa, "bbeh": make_bbeh}[
+        name
+    ]
     raw = maker(tmp_path / "raw")
     qpath, kpath = tmp_path / "out" / "questions.jsonl", tmp_path / "out" / "keys.jsonl"
     n = format_to_files(raw, qpath, kpath, name)
@@ -485,7 +522,10 @@ def test_find_files_skips_hidden(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "test-2.parquet").write_text("x")
     (tmp_path / "data" / "test-1.parquet").write_text("x")
-    assert [p.name for p in find_files(tmp_path, ["data/test-*.parquet"])] == ["test-1.parquet", "test-2.parquet"]
+    assert [p.name for p in find_files(tmp_path, ["data/test-*.parquet"])] == [
+        "test-1.parquet",
+        "test-2.parquet",
+    ]
 
 
 def test_require_pinned():
@@ -521,7 +561,9 @@ class FakeHub:
             self.calls.append(("list", repo_id, revision))
             return sorted(self._files(repo_id, revision, repo_type))
 
-        def hf_hub_download(repo_id, filename, *, repo_type=None, revision=None, token=None, cache_dir=None, **kw):
+        def hf_hub_download(
+            repo_id, filename, *, repo_type=None, revision=None, token=None, cache_dir=None, **kw
+        ):
             self.calls.append(("get", repo_id, revision, filename))
             files = self._files(repo_id, revision, repo_type)
             if filename in self.fail_download or filename not in files:
@@ -580,15 +622,21 @@ def test_hf_download_then_format(tmp_path, hub, name):
     out = tmp_path / "raw" / name
     assert b.download(out, SHA_A) == out
     rel = MAIN_FILE[name]
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted([rel, STAMP])
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(
+        [rel, STAMP]
+    )
     stamp = read_json(out / STAMP)
     assert stamp["repo"] == b.repo and stamp["revision"] == SHA_A and stamp["repo_type"] == "dataset"
     assert stamp["source"] == "huggingface" and stamp["split"] == b.split
-    assert stamp["files"] == [{"path": rel, "sha256": sha256_file(out / rel), "bytes": (out / rel).stat().st_size}]
+    assert stamp["files"] == [
+        {"path": rel, "sha256": sha256_file(out / rel), "bytes": (out / rel).stat().st_size}
+    ]
     assert ("list", b.repo, SHA_A) in hub.calls and ("get", b.repo, SHA_A, rel) in hub.calls
     assert _no_leftovers(out.parent)
     # the downloaded directory formats exactly like the fixture itself
-    fixture_dir = {"mmlu_pro": make_mmlu, "supergpqa": make_supergpqa, "medmcqa": make_medmcqa}[name](tmp_path / "fx")
+    fixture_dir = {"mmlu_pro": make_mmlu, "supergpqa": make_supergpqa, "medmcqa": make_medmcqa}[name](
+        tmp_path / "fx"
+    )
     assert b.format(out) == b.format(fixture_dir)
     # a raw file changed after download is caught by the stamp
     with open(out / rel, "ab") as fh:
@@ -614,10 +662,14 @@ def test_hf_download_errors(tmp_path, hub):
     out = tmp_path / "raw"
     with pytest.raises(DownloadError, match=rf"TIGER-Lab/MMLU-Pro@{SHA_B}: cannot list .*Revision Not Found"):
         mmlu_pro.download(out, SHA_B)
-    with pytest.raises(DownloadError, match=r"no file matches \['data/train-\*\.parquet'\]; the repository has"):
+    with pytest.raises(
+        DownloadError, match=r"no file matches \['data/train-\*\.parquet'\]; the repository has"
+    ):
         mmlu_pro.download(out, SHA_A, patterns=("data/train-*.parquet",))
     hub.fail_download.add(MMLU_FILE)
-    with pytest.raises(DownloadError, match=r"cannot download data/test-00000-of-00001\.parquet.*connection reset"):
+    with pytest.raises(
+        DownloadError, match=r"cannot download data/test-00000-of-00001\.parquet.*connection reset"
+    ):
         mmlu_pro.download(out, SHA_A)
     assert not out.exists() and _no_leftovers(tmp_path)
 
@@ -708,10 +760,16 @@ def test_bbeh_download_then_format(tmp_path, gh):
     out = bbeh.download(tmp_path / "raw", SHA_A, base_url=gh.base_url, backoff=0)
     assert gh.log.count(flaky) == 3
     for subset in bbeh.SUBSETS:
-        assert (out / subset / "task.json").read_bytes() == (UPSTREAM / "bbeh" / subset / "task.json").read_bytes()
+        assert (out / subset / "task.json").read_bytes() == (
+            UPSTREAM / "bbeh" / subset / "task.json"
+        ).read_bytes()
     stamp = read_json(out / STAMP)
-    assert stamp["source"] == "github" and stamp["repo"] == "google-deepmind/bbeh" and stamp["revision"] == SHA_A
-    assert stamp["url_template"].endswith(f"/google-deepmind/bbeh/{SHA_A}/bbeh/benchmark_tasks/{{subset}}/task.json")
+    assert (
+        stamp["source"] == "github" and stamp["repo"] == "google-deepmind/bbeh" and stamp["revision"] == SHA_A
+    )
+    assert stamp["url_template"].endswith(
+        f"/google-deepmind/bbeh/{SHA_A}/bbeh/benchmark_tasks/{{subset}}/task.json"
+    )
     assert [f["path"] for f in stamp["files"]] == sorted(f"{s}/task.json" for s in bbeh.SUBSETS)
     assert all(f["sha256"] == sha256_file(out / f["path"]) for f in stamp["files"])
     assert _no_leftovers(tmp_path)
@@ -760,7 +818,9 @@ def test_bbeh_download_unreachable(tmp_path, gh):
     port = s.getsockname()[1]
     s.close()  # nothing listens there now
     with pytest.raises(DownloadError, match="failed after 2 attempts; last error: ConnectionError"):
-        bbeh.download(tmp_path / "raw", SHA_A, base_url=f"http://127.0.0.1:{port}", retries=1, backoff=0, timeout=5)
+        bbeh.download(
+            tmp_path / "raw", SHA_A, base_url=f"http://127.0.0.1:{port}", retries=1, backoff=0, timeout=5
+        )
 
 
 def test_bbeh_download_pins_and_subsets(tmp_path, gh):
@@ -769,7 +829,9 @@ def test_bbeh_download_pins_and_subsets(tmp_path, gh):
     assert gh.log == []
     with pytest.raises(ValueError, match="only the multiple-choice tasks"):
         bbeh.download(tmp_path / "raw", SHA_A, base_url=gh.base_url, subsets=["bbeh_dyck_languages"])
-    out = bbeh.download(tmp_path / "raw", SHA_A, base_url=gh.base_url, subsets=["bbeh_nycc", "bbeh_hyperbaton"])
+    out = bbeh.download(
+        tmp_path / "raw", SHA_A, base_url=gh.base_url, subsets=["bbeh_nycc", "bbeh_hyperbaton"]
+    )
     assert sorted(p.name for p in out.iterdir()) == ["bbeh_hyperbaton", "bbeh_nycc", STAMP]
     qs, _ = bbeh.format(out, subsets=["bbeh_nycc", "bbeh_hyperbaton"])
     assert [q["category"] for q in qs] == ["bbeh_nycc", "bbeh_nycc", "bbeh_hyperbaton"]
@@ -802,7 +864,9 @@ def test_descriptions_cover_categories(name):
 def test_descriptions_all_distinct():
     texts = []
     for b in BENCHMARKS.values():
-        texts += yaml.safe_load((ROOT / "config/descriptions" / f"{b.name}.yaml").read_text(encoding="utf-8"))["categories"].values()
+        texts += yaml.safe_load(
+            (ROOT / "config/descriptions" / f"{b.name}.yaml").read_text(encoding="utf-8")
+        )["categories"].values()
     assert len(texts) == 57 and len(set(texts)) == len(texts)
 
 

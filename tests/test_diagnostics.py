@@ -26,7 +26,9 @@ def test_cohen_kappa_matches_sklearn_with_abstentions():
     rng = np.random.default_rng(0)
     n, m = 150, 4
     base = rng.integers(0, 4, n)
-    ch = np.where(rng.random((n, m)) < np.array([0.7, 0.6, 0.2, 0.0]), base[:, None], rng.integers(0, 4, (n, m)))
+    ch = np.where(
+        rng.random((n, m)) < np.array([0.7, 0.6, 0.2, 0.0]), base[:, None], rng.integers(0, 4, (n, m))
+    )
     ch[rng.random((n, m)) < 0.1] = -1  # abstentions: each pair uses the questions both answered
     pw = dg.pairwise(ch, 4)
     for i in range(m):
@@ -51,8 +53,18 @@ def _from_counts(counts: list[list[int]]) -> np.ndarray:
 def test_fleiss_kappa_textbook_example():
     # Fleiss (1971) as worked on Wikipedia: 10 subjects, 14 raters, 5 categories; P-bar = 0.378,
     # P_e = 0.2128 (by hand from the column totals 20, 28, 39, 21, 32 of 140), kappa = 0.210
-    counts = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
-              [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    counts = [
+        [0, 0, 0, 0, 14],
+        [0, 2, 6, 4, 2],
+        [0, 0, 3, 5, 6],
+        [0, 3, 9, 2, 0],
+        [2, 2, 8, 1, 1],
+        [7, 7, 0, 0, 0],
+        [3, 2, 6, 3, 0],
+        [2, 5, 3, 2, 2],
+        [6, 5, 2, 1, 0],
+        [0, 2, 2, 3, 7],
+    ]
     ch = _from_counts(counts)
     p_bar = np.mean([(np.square(r).sum() - 14) / (14 * 13) for r in counts])
     p_e = sum((c / 140) ** 2 for c in (20, 28, 39, 21, 32))
@@ -82,10 +94,7 @@ def test_letter_counts_and_abstentions():
 
 
 def test_excess_over_rest_by_hand():
-    k = np.array([[1.0, 0.8, 0.1, 0.0],
-                  [0.8, 1.0, 0.2, 0.1],
-                  [0.1, 0.2, 1.0, 0.3],
-                  [0.0, 0.1, 0.3, 1.0]])
+    k = np.array([[1.0, 0.8, 0.1, 0.0], [0.8, 1.0, 0.2, 0.1], [0.1, 0.2, 1.0, 0.3], [0.0, 0.1, 0.3, 1.0]])
     ex = dg.excess_over_rest(k)
     assert ex[0, 1] == pytest.approx(0.8 - (0.1 + 0.0 + 0.2 + 0.1) / 4)
     assert ex[2, 3] == pytest.approx(0.3 - (0.1 + 0.2 + 0.0 + 0.1) / 4)
@@ -119,7 +128,9 @@ def test_pool_diagnostics_flags_twins_chance_and_letter_bias():
     pair = next(p for p in d["pairs"] if p["experts"] == ["twin-a", "twin-b"])
     assert pair["kappa"] > 0.8 and pair["n"] == 200 and pair["agreement_excess"] > 0.5
     k = dg.pairwise(ch, 4)
-    assert pair["kappa_excess"] == pytest.approx(k["kappa"][0, 1] - np.mean(k["kappa"][[0, 0, 1, 1], [2, 3, 2, 3]]))
+    assert pair["kappa_excess"] == pytest.approx(
+        k["kappa"][0, 1] - np.mean(k["kappa"][[0, 0, 1, 1], [2, 3, 2, 3]])
+    )
     assert d["thresholds"]["twin_kappa"] == dg.THRESHOLDS.twin_kappa
     assert 0 < d["fleiss_kappa"] < 1
 
@@ -160,8 +171,9 @@ def test_rank_correlations_match_scipy():
 def test_consensus_ranking_by_hand():
     cons = np.array([[0.5, 0.4, 0.3], [0.3, 0.4, 0.5], [0.2, 0.2, 0.2]])
     acc = np.array([[0.9, 0.5, 0.1], [0.9, 0.5, 0.1], [0.1, 0.2, 0.3]])
-    r = dg.consensus_ranking(["s1", "s2", "s3"], [10, 30, 5], cons, acc, np.array([0.1, 0.2, 0.3]),
-                             np.array([0.3, 0.2, 0.1]))
+    r = dg.consensus_ranking(
+        ["s1", "s2", "s3"], [10, 30, 5], cons, acc, np.array([0.1, 0.2, 0.3]), np.array([0.3, 0.2, 0.1])
+    )
     assert r["spearman"] == [pytest.approx(1.0), pytest.approx(-1.0), None]
     assert r["kendall"][:2] == [pytest.approx(1.0), pytest.approx(-1.0)]
     assert r["mean_spearman"] == pytest.approx((10 - 30) / 40)  # weighted by questions, s3 undefined
@@ -170,10 +182,12 @@ def test_consensus_ranking_by_hand():
 
 # the letters the current default pool chose on 42 real MMLU training questions (6 subjects,
 # 7 each; `rgd respond`, letter mode, the models of config/config.yaml)
-REAL = {"smol-chat": "CBCDCBCBCCCCCCCCBCCBCBCCCCCCCCCCCCCCCBCBCB",
-        "smol-plain": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-        "gemma-plain": "DDDDBDDDADDDDDDDDDDDDDAABADDDDADADDBDDADDB",
-        "gemma-fewshot": "DADADBDDAAADDDBDDDDDDDAAAADDDDDDDDDDBBAABA"}
+REAL = {
+    "smol-chat": "CBCDCBCBCCCCCCCCBCCBCBCCCCCCCCCCCCCCCBCBCB",
+    "smol-plain": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    "gemma-plain": "DDDDBDDDADDDDDDDDDDDDDAABADDDDADADDBDDADDB",
+    "gemma-fewshot": "DADADBDDAAADDDBDDDDDDDAAAADDDDDDDDDDBBAABA",
+}
 
 
 def test_letter_biased_prompt_twins_are_flagged_on_raw_agreement():
@@ -186,15 +200,24 @@ def test_letter_biased_prompt_twins_are_flagged_on_raw_agreement():
     pair = d["pairs"][-1]
     assert pair["experts"] == ["gemma-plain", "gemma-fewshot"] and pair["agreement"] == pytest.approx(26 / 42)
     assert pair["kappa"] == pytest.approx(cohen_kappa_score(ch[:, 2], ch[:, 3])) and pair["kappa"] < 0.3
-    others = [p["agreement"] for p in d["pairs"] if len({"gemma-plain", "gemma-fewshot"} & set(p["experts"])) == 1]
+    others = [
+        p["agreement"] for p in d["pairs"] if len({"gemma-plain", "gemma-fewshot"} & set(p["experts"])) == 1
+    ]
     assert pair["agreement_excess"] == pytest.approx(26 / 42 - np.mean(others))
     twins = [w for w in d["warnings"] if w["kind"] == "twins"]
     assert [w["experts"] for w in twins] == [["gemma-plain", "gemma-fewshot"]]
-    assert d["per_expert"]["smol-plain"]["top_share"] == 1.0 and d["per_expert"]["smol-plain"]["top_letter"] == "A"
+    assert (
+        d["per_expert"]["smol-plain"]["top_share"] == 1.0
+        and d["per_expert"]["smol-plain"]["top_letter"] == "A"
+    )
     lines = dg.warning_lines(d["warnings"])
-    assert lines[0].startswith("gemma-plain and gemma-fewshot agree far beyond the rest (62% of their answers")
+    assert lines[0].startswith(
+        "gemma-plain and gemma-fewshot agree far beyond the rest (62% of their answers"
+    )
     bias = next(line for line in lines if line.startswith("one letter on more than 50%"))
     assert "smol-plain A 100%" in bias and "smol-chat C 76%" in bias and "gemma-plain D 74%" in bias
-    assert any(line.startswith("no better than chance agreement with the others") and "smol-plain 0.00" in line
-               for line in lines)
+    assert any(
+        line.startswith("no better than chance agreement with the others") and "smol-plain 0.00" in line
+        for line in lines
+    )
     assert any(w["kind"] == "pool-chance" for w in d["warnings"])

@@ -10,69 +10,81 @@ from rgd.io import InputError
 from rgd.secrets import parse_env_file, parse_env_text, read_key
 
 
-@pytest.mark.parametrize("line, value", [
-    # quotes
-    ('A="abcdefghijkl"', "abcdefghijkl"),
-    ("A='abcdefghijkl'", "abcdefghijkl"),
-    ('A="has # hash"', "has # hash"),
-    ("A='has # hash'", "has # hash"),
-    ('A="say \\"hi\\" \\\\o/"', 'say "hi" \\o/'),
-    ("A='no \\\" escapes'", 'no \\" escapes'),
-    ('A=it\'s"fine"', 'it\'s"fine"'),  # quotes inside an unquoted value are kept
-    # inline comments
-    ('A="abcdefghijkl" # note', "abcdefghijkl"),
-    ("A='abcdefghijkl'   # note", "abcdefghijkl"),
-    ('A="abcdefghijkl"# note', "abcdefghijkl"),
-    ("A=abcdefghijkl # note", "abcdefghijkl"),
-    ("A=abc#def", "abc#def"),  # a # inside a word is part of the value
-    ("A= # only a comment", ""),
-    # export
-    ("export A=abcdefghijkl", "abcdefghijkl"),
-    ("export   A = 'abcdefghijkl'", "abcdefghijkl"),
-    ("\texport A=x", "x"),
-    # spaces around =
-    ("A = abcdefghijkl", "abcdefghijkl"),
-    ("  A   =   abcdefghijkl   ", "abcdefghijkl"),
-    ("A=  two words  ", "two words"),
-    # empty values
-    ("A=", ""),
-    ('A=""', ""),
-    ("A=''", ""),
-    ("A=   ", ""),
-])
+@pytest.mark.parametrize(
+    "line, value",
+    [
+        # quotes
+        ('A="abcdefghijkl"', "abcdefghijkl"),
+        ("A='abcdefghijkl'", "abcdefghijkl"),
+        ('A="has # hash"', "has # hash"),
+        ("A='has # hash'", "has # hash"),
+        ('A="say \\"hi\\" \\\\o/"', 'say "hi" \\o/'),
+        ("A='no \\\" escapes'", 'no \\" escapes'),
+        ('A=it\'s"fine"', 'it\'s"fine"'),  # quotes inside an unquoted value are kept
+        # inline comments
+        ('A="abcdefghijkl" # note', "abcdefghijkl"),
+        ("A='abcdefghijkl'   # note", "abcdefghijkl"),
+        ('A="abcdefghijkl"# note', "abcdefghijkl"),
+        ("A=abcdefghijkl # note", "abcdefghijkl"),
+        ("A=abc#def", "abc#def"),  # a # inside a word is part of the value
+        ("A= # only a comment", ""),
+        # export
+        ("export A=abcdefghijkl", "abcdefghijkl"),
+        ("export   A = 'abcdefghijkl'", "abcdefghijkl"),
+        ("\texport A=x", "x"),
+        # spaces around =
+        ("A = abcdefghijkl", "abcdefghijkl"),
+        ("  A   =   abcdefghijkl   ", "abcdefghijkl"),
+        ("A=  two words  ", "two words"),
+        # empty values
+        ("A=", ""),
+        ('A=""', ""),
+        ("A=''", ""),
+        ("A=   ", ""),
+    ],
+)
 def test_one_line(line, value):
     assert parse_env_text(line + "\n") == {"A": value}
 
 
-@pytest.mark.parametrize("line", [
-    "# A=commented out",
-    "   # A=indented comment",
-    "",
-    "   ",
-    "A",  # no =
-    "1A=x",  # not a variable name
-    "A-B=x",
-    'A="unclosed',
-    "A='unclosed",
-    'A="x" trailing text',  # text after a closing quote: not a value we can be sure of
-    "exportA B=x",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "# A=commented out",
+        "   # A=indented comment",
+        "",
+        "   ",
+        "A",  # no =
+        "1A=x",  # not a variable name
+        "A-B=x",
+        'A="unclosed',
+        "A='unclosed",
+        'A="x" trailing text',  # text after a closing quote: not a value we can be sure of
+        "exportA B=x",
+    ],
+)
 def test_lines_that_are_not_assignments_are_skipped(line):
     assert parse_env_text(line + "\n") == {}
 
 
 def test_a_whole_file():
-    text = "\n".join([
-        "# keys for the API generators",
-        "GEMINI_API_KEY=\"AIzaFAKEFAKEFAKE\" # personal",
-        "",
-        "export OPENAI_API_KEY = 'sk-fake # not a comment'",
-        "EMPTY=",
-        "OTHER=plain value # why",
-        "OTHER=second wins",
-    ])
-    assert parse_env_text(text) == {"GEMINI_API_KEY": "AIzaFAKEFAKEFAKE", "OPENAI_API_KEY": "sk-fake # not a comment",
-                                    "EMPTY": "", "OTHER": "second wins"}
+    text = "\n".join(
+        [
+            "# keys for the API generators",
+            'GEMINI_API_KEY="AIzaFAKEFAKEFAKE" # personal',
+            "",
+            "export OPENAI_API_KEY = 'sk-fake # not a comment'",
+            "EMPTY=",
+            "OTHER=plain value # why",
+            "OTHER=second wins",
+        ]
+    )
+    assert parse_env_text(text) == {
+        "GEMINI_API_KEY": "AIzaFAKEFAKEFAKE",
+        "OPENAI_API_KEY": "sk-fake # not a comment",
+        "EMPTY": "",
+        "OTHER": "second wins",
+    }
 
 
 def test_the_steps_and_the_archive_read_the_same_value(tmp_path, monkeypatch):

@@ -68,7 +68,9 @@ def test_env_parses_and_pins_everything(path):
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     for p in pip:
         if p.startswith("-"):
-            assert p == PROJECT or p.startswith("--extra-index-url https://"), f"{path.name}: unexpected {p!r}"
+            assert p == PROJECT or p.startswith("--extra-index-url https://"), (
+                f"{path.name}: unexpected {p!r}"
+            )
         else:
             assert PIN.match(p), f"{path.name}: pip requirement {p!r} is not pinned as name==version"
     assert PROJECT in pip, f"{path.name}: does not install the project (rgd) itself"
@@ -82,7 +84,9 @@ def test_env_pins_agree_with_the_tested_lock(path):
     locked = lock()
     for name, version in pip_pins(path):
         if norm(name) in locked:
-            assert locked[norm(name)] == version, f"{path.name}: {name}=={version}, the lock has {locked[norm(name)]}"
+            assert locked[norm(name)] == version, (
+                f"{path.name}: {name}=={version}, the lock has {locked[norm(name)]}"
+            )
 
 
 def test_every_rule_has_a_conda_env_that_exists():
@@ -105,7 +109,11 @@ def test_every_rule_has_a_conda_env_that_exists():
 
 def _index_versions(name: str) -> tuple[int, set[str], str]:
     """(exit status, versions, output) of `pip index versions NAME` on the configured package index."""
-    env = {**os.environ, "PIP_FIND_LINKS": "", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}  # the index, not local wheels
+    env = {
+        **os.environ,
+        "PIP_FIND_LINKS": "",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }  # the index, not local wheels
     cmd = [sys.executable, "-m", "pip", "index", "versions", name, "--timeout", "15", "--retries", "1"]
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
@@ -130,8 +138,11 @@ def test_pinned_packages_exist_on_pypi(index):
             wanted.setdefault(norm(name), set()).add(version.split("+")[0])  # torch 2.13.0 (+cpu build)
     with ThreadPoolExecutor(max_workers=12) as pool:
         found = dict(zip(wanted, pool.map(index, wanted)))
-    problems = [f"{n}=={v}: not on the index{'' if found[n][0] == 0 else ': ' + found[n][2].strip()[-150:]}"
-                for n, vs in sorted(wanted.items()) for v in sorted(vs - found[n][1])]
+    problems = [
+        f"{n}=={v}: not on the index{'' if found[n][0] == 0 else ': ' + found[n][2].strip()[-150:]}"
+        for n, vs in sorted(wanted.items())
+        for v in sorted(vs - found[n][1])
+    ]
     assert not problems, "\n".join(problems)
 
 

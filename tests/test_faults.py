@@ -19,26 +19,60 @@ N_PROMPTS = 24
 
 
 def _gen_cmd(tmp_path, model, seeds, desc, tag, spec):
-    return [sys.executable, "-m", "rgd.cli", "generate", "--name", "g", "--spec", json.dumps(spec),
-            "--seed-questions", str(seeds), "--descriptions", str(desc), "--model-dir", str(model),
-            "--out-questions", str(tmp_path / f"{tag}.q.jsonl"), "--out-keys", str(tmp_path / f"{tag}.k.jsonl"),
-            "--out-rejects", str(tmp_path / f"{tag}.r.jsonl"), "--out-meta", str(tmp_path / f"{tag}.meta.json"),
-            "--cache", str(tmp_path / f"{tag}.cache.jsonl"), "--run-record", str(tmp_path / f"{tag}.run.json")]
+    return [
+        sys.executable,
+        "-m",
+        "rgd.cli",
+        "generate",
+        "--name",
+        "g",
+        "--spec",
+        json.dumps(spec),
+        "--seed-questions",
+        str(seeds),
+        "--descriptions",
+        str(desc),
+        "--model-dir",
+        str(model),
+        "--out-questions",
+        str(tmp_path / f"{tag}.q.jsonl"),
+        "--out-keys",
+        str(tmp_path / f"{tag}.k.jsonl"),
+        "--out-rejects",
+        str(tmp_path / f"{tag}.r.jsonl"),
+        "--out-meta",
+        str(tmp_path / f"{tag}.meta.json"),
+        "--cache",
+        str(tmp_path / f"{tag}.cache.jsonl"),
+        "--run-record",
+        str(tmp_path / f"{tag}.run.json"),
+    ]
 
 
 def test_sigkill_during_local_generation_then_resume(tmp_path, tiny_model):
     seeds = tmp_path / "seeds.jsonl"
-    write_jsonl(seeds, [{"id": f"s{i}", "category": "abc"[i % 3], "question": "?", "options": ["a", "b"]}
-                        for i in range(9)])
+    write_jsonl(
+        seeds,
+        [{"id": f"s{i}", "category": "abc"[i % 3], "question": "?", "options": ["a", "b"]} for i in range(9)],
+    )
     desc = tmp_path / "d.yaml"
     desc.write_text(yaml.safe_dump({"categories": {c: f"Questions about {c}." for c in "abc"}}))
-    spec = {"model": "tiny", "style": "chat", "num_prompts": N_PROMPTS, "batch_size": 2,
-            "sampling": {"temperature": 0.9, "max_new_tokens": 40}, "seed": 4}
+    spec = {
+        "model": "tiny",
+        "style": "chat",
+        "num_prompts": N_PROMPTS,
+        "batch_size": 2,
+        "sampling": {"temperature": 0.9, "max_new_tokens": 40},
+        "seed": 4,
+    }
     subprocess.run(_gen_cmd(tmp_path, tiny_model, seeds, desc, "ref", spec), check=True, capture_output=True)
 
     cache = tmp_path / "run.cache.jsonl"
-    proc = subprocess.Popen(_gen_cmd(tmp_path, tiny_model, seeds, desc, "run", spec),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _gen_cmd(tmp_path, tiny_model, seeds, desc, "run", spec),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and (not cache.exists() or len(cache.read_text().splitlines()) < 4):
         time.sleep(0.05)

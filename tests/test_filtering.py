@@ -98,8 +98,10 @@ def test_balanced_subsample_is_balanced_deterministic_and_ordered():
 
 
 def _set(n=12):
-    qs = [{"id": f"q{i}", "category": "xy"[i % 2], "question": f"Q{i}?", "options": ["o1", "o2", "o3", "o4"]}
-          for i in range(n)]
+    qs = [
+        {"id": f"q{i}", "category": "xy"[i % 2], "question": f"Q{i}?", "options": ["o1", "o2", "o3", "o4"]}
+        for i in range(n)
+    ]
     keys = {q["id"]: "A" for q in qs}
     return qs, keys
 
@@ -133,12 +135,22 @@ def test_filter_set_each_criterion_alone_and_subsample():
     own = _resp(ids, ["A"] * 6 + ["B"] * 6)
     kept, rep = filter_set(qs, keys, own, None, FilterConfig.from_spec({"self_consistency": {"expert": "g"}}))
     assert kept == ids[:6] and "differentiation" not in rep["criteria"]
-    kept, rep = filter_set(qs, keys, own, None,
-                           FilterConfig.from_spec({"self_consistency": {"expert": "g"}, "target_size": 4, "seed": 1}))
+    kept, rep = filter_set(
+        qs,
+        keys,
+        own,
+        None,
+        FilterConfig.from_spec({"self_consistency": {"expert": "g"}, "target_size": 4, "seed": 1}),
+    )
     assert len(kept) == 4 and set(kept) <= set(ids[:6]) and rep["passed_all"]["kept"] == 6
     assert {q["category"] for q in qs if q["id"] in kept} == {"x", "y"}
-    kept2, _ = filter_set(qs, keys, own, None,
-                          FilterConfig.from_spec({"self_consistency": {"expert": "g"}, "target_size": 4, "seed": 1}))
+    kept2, _ = filter_set(
+        qs,
+        keys,
+        own,
+        None,
+        FilterConfig.from_spec({"self_consistency": {"expert": "g"}, "target_size": 4, "seed": 1}),
+    )
     assert kept2 == kept
 
 
@@ -156,7 +168,10 @@ def test_filter_set_missing_response_is_located():
         ({"bogus": 1}, "bogus: unknown key"),
         ({"differentiation": {"pool": "p", "by": "vote"}}, "differentiation.by"),
         ({"differentiation": {"pool": "p", "by": "key", "max_agreement": 0.5}}, "by='agreement' only"),
-        ({"differentiation": {"pool": "p", "max_agreement": 0}}, "differentiation.max_agreement: must be > 0"),
+        (
+            {"differentiation": {"pool": "p", "max_agreement": 0}},
+            "differentiation.max_agreement: must be > 0",
+        ),
         ({"target_size": 0}, "target_size: must be >= 1"),
     ],
 )
@@ -168,7 +183,9 @@ def test_bad_specs(spec, text):
 def test_differentiation_needs_a_pool():
     qs, keys = _set(2)
     with pytest.raises(ValueError, match="at least 2"):
-        filter_set(qs, keys, None, {"e1": _resp(["q0", "q1"], "AA")}, FilterConfig(differentiation="agreement"))
+        filter_set(
+            qs, keys, None, {"e1": _resp(["q0", "q1"], "AA")}, FilterConfig(differentiation="agreement")
+        )
 
 
 # ------------------------------------------------------------------------------------------ files and CLI
@@ -187,17 +204,29 @@ def parent(tmp_path):
     write_jsonl(tmp_path / "e2.jsonl", _resp(ids, ["A", "B"] * 6, "e2"))
     (tmp_path / "e1.meta.json").write_text(json.dumps({"expert": "e1"}))
     rng = np.random.default_rng(0)
-    save_npz(tmp_path / "gen.npz", ids=np.array(ids, dtype=str), X=rng.normal(size=(12, 5)).astype(np.float32),
-             embedder=np.array('{"kind": "x"}'))
+    save_npz(
+        tmp_path / "gen.npz",
+        ids=np.array(ids, dtype=str),
+        X=rng.normal(size=(12, 5)).astype(np.float32),
+        embedder=np.array('{"kind": "x"}'),
+    )
     return tmp_path
 
 
 def test_run_writes_a_subset_with_identical_records(parent):
     d = parent
     spec = {"self_consistency": {"expert": "own"}, "differentiation": {"pool": "p", "by": "key"}}
-    rep = run(d / "gen.questions.jsonl", d / "gen.keys.jsonl", spec, d / "f.questions.jsonl", d / "f.keys.jsonl",
-              d / "f.filter.json", d / "own.jsonl", {"e1": d / "e1.jsonl", "e2": d / "e2.jsonl"},
-              labels={"generator": "g"})
+    rep = run(
+        d / "gen.questions.jsonl",
+        d / "gen.keys.jsonl",
+        spec,
+        d / "f.questions.jsonl",
+        d / "f.keys.jsonl",
+        d / "f.filter.json",
+        d / "own.jsonl",
+        {"e1": d / "e1.jsonl", "e2": d / "e2.jsonl"},
+        labels={"generator": "g"},
+    )
     parent_q = {r["id"]: r for r in read_jsonl(d / "gen.questions.jsonl")}
     fq = read_jsonl(d / "f.questions.jsonl")
     fk = read_jsonl(d / "f.keys.jsonl")
@@ -212,9 +241,19 @@ def test_run_writes_a_subset_with_identical_records(parent):
 
 def test_subset_responses_and_embeddings(parent):
     d = parent
-    write_jsonl(d / "f.questions.jsonl", [r for r in read_jsonl(d / "gen.questions.jsonl") if r["id"] in {"q2", "q7"}])
-    assert subset_responses(d / "f.questions.jsonl", d / "e1.jsonl", d / "f-e1.jsonl", d / "e1.meta.json",
-                            d / "f-e1.meta.json") == 2
+    write_jsonl(
+        d / "f.questions.jsonl", [r for r in read_jsonl(d / "gen.questions.jsonl") if r["id"] in {"q2", "q7"}]
+    )
+    assert (
+        subset_responses(
+            d / "f.questions.jsonl",
+            d / "e1.jsonl",
+            d / "f-e1.jsonl",
+            d / "e1.meta.json",
+            d / "f-e1.meta.json",
+        )
+        == 2
+    )
     assert [r["id"] for r in read_jsonl(d / "f-e1.jsonl")] == ["q2", "q7"]
     meta = read_json(d / "f-e1.meta.json")
     assert meta["n_questions"] == 2 and meta["parent_meta"] == {"expert": "e1"}
@@ -232,14 +271,30 @@ def test_subset_responses_and_embeddings(parent):
 
 def test_cli_filter_and_errors(parent, capsys):
     d = parent
-    args = ["filter", "--questions", str(d / "gen.questions.jsonl"), "--keys", str(d / "gen.keys.jsonl"),
-            "--spec", json.dumps({"differentiation": {"pool": "p"}}),
-            "--pool-responses", f"e1={d / 'e1.jsonl'}", f"e2={d / 'e2.jsonl'}",
-            "--out-questions", str(d / "c.questions.jsonl"), "--out-keys", str(d / "c.keys.jsonl"),
-            "--out-report", str(d / "c.filter.json")]
+    args = [
+        "filter",
+        "--questions",
+        str(d / "gen.questions.jsonl"),
+        "--keys",
+        str(d / "gen.keys.jsonl"),
+        "--spec",
+        json.dumps({"differentiation": {"pool": "p"}}),
+        "--pool-responses",
+        f"e1={d / 'e1.jsonl'}",
+        f"e2={d / 'e2.jsonl'}",
+        "--out-questions",
+        str(d / "c.questions.jsonl"),
+        "--out-keys",
+        str(d / "c.keys.jsonl"),
+        "--out-report",
+        str(d / "c.filter.json"),
+    ]
     assert main(args) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"n_parent": 12, "n_kept": 6,
-                                                                            "retention": 0.5}
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {
+        "n_parent": 12,
+        "n_kept": 6,
+        "retention": 0.5,
+    }
     # a keys file that names a question the set does not have: one located line, status 2
     write_jsonl(d / "bad.keys.jsonl", [{"id": "nope", "answer": "A"}])
     swap = {str(d / "gen.keys.jsonl"): str(d / "bad.keys.jsonl")}
@@ -253,11 +308,35 @@ def test_cli_filter_and_errors(parent, capsys):
 def test_cli_subset_commands(parent):
     d = parent
     write_jsonl(d / "f.questions.jsonl", read_jsonl(d / "gen.questions.jsonl")[:3])
-    assert main(["subset-responses", "--questions", str(d / "f.questions.jsonl"), "--responses",
-                 str(d / "e2.jsonl"), "--out", str(d / "s.jsonl")]) == 0
+    assert (
+        main(
+            [
+                "subset-responses",
+                "--questions",
+                str(d / "f.questions.jsonl"),
+                "--responses",
+                str(d / "e2.jsonl"),
+                "--out",
+                str(d / "s.jsonl"),
+            ]
+        )
+        == 0
+    )
     assert len(read_jsonl(d / "s.jsonl")) == 3
-    assert main(["subset-embeddings", "--questions", str(d / "f.questions.jsonl"), "--embeddings",
-                 str(d / "gen.npz"), "--out", str(d / "s.npz")]) == 0
+    assert (
+        main(
+            [
+                "subset-embeddings",
+                "--questions",
+                str(d / "f.questions.jsonl"),
+                "--embeddings",
+                str(d / "gen.npz"),
+                "--out",
+                str(d / "s.npz"),
+            ]
+        )
+        == 0
+    )
     with np.load(d / "s.npz") as z:
         assert z["X"].shape == (3, 5)
 

@@ -83,16 +83,28 @@ def test_generation_progress_lines_count_cached_prompts(tmp_path, tiny_model, mo
 
     monkeypatch.setattr(progress, "EVERY_SECONDS", 0.0)
     seeds = tmp_path / "seeds.jsonl"
-    write_jsonl(seeds, [{"id": f"s{i}", "category": "ab"[i % 2], "question": "?", "options": ["a", "b"]}
-                        for i in range(4)])
-    spec = {"model": "tiny", "style": "chat", "num_prompts": 5, "batch_size": 2,
-            "sampling": {"temperature": 0.9, "max_new_tokens": 8}, "seed": 1}
+    write_jsonl(
+        seeds,
+        [{"id": f"s{i}", "category": "ab"[i % 2], "question": "?", "options": ["a", "b"]} for i in range(4)],
+    )
+    spec = {
+        "model": "tiny",
+        "style": "chat",
+        "num_prompts": 5,
+        "batch_size": 2,
+        "sampling": {"temperature": 0.9, "max_new_tokens": 8},
+        "seed": 1,
+    }
     outs = [tmp_path / n for n in ("q.jsonl", "k.jsonl", "r.jsonl", "meta.json", "cache.jsonl")]
     desc = {"a": "Questions about a.", "b": "Questions about b."}
     lines = []
     run("g", spec, seeds, desc, tiny_model, *outs, log=lines.append)
-    assert [line.split(" (")[0] for line in lines] == ["[g] 2/5 prompts", "[g] 4/5 prompts", "[g] 5/5 prompts",
-                                                       "[g] done: 5/5 prompts"]
+    assert [line.split(" (")[0] for line in lines] == [
+        "[g] 2/5 prompts",
+        "[g] 4/5 prompts",
+        "[g] 5/5 prompts",
+        "[g] done: 5/5 prompts",
+    ]
     assert lines[-1].startswith("[g] done: 5/5 prompts (0 cached, 5 computed) in ")
     lines.clear()
     run("g", spec, seeds, desc, tiny_model, *outs, log=lines.append)
@@ -117,12 +129,22 @@ def test_streaming_generation_reports_progress_with_cached_prompts(tmp_path, mon
 
         def stream_generate(self, prompts, sampling, seeds, logprobs=False):
             for j, _ in enumerate(prompts):
-                yield j, Generation(f"[QUESTION] q{seeds[j]}?\n[OPTION A] a\n[OPTION B] b\n[OPTION C] c\n"
-                                    "[OPTION D] d\n[ANSWER] A", None, 5, 9)
+                yield (
+                    j,
+                    Generation(
+                        f"[QUESTION] q{seeds[j]}?\n[OPTION A] a\n[OPTION B] b\n[OPTION C] c\n"
+                        "[OPTION D] d\n[ANSWER] A",
+                        None,
+                        5,
+                        9,
+                    ),
+                )
 
     monkeypatch.setattr(generate.backends, "make", lambda *a, **k: Streaming())
     seeds = tmp_path / "seeds.jsonl"
-    write_jsonl(seeds, [{"id": f"s{i}", "category": "a", "question": "?", "options": ["a", "b"]} for i in range(3)])
+    write_jsonl(
+        seeds, [{"id": f"s{i}", "category": "a", "question": "?", "options": ["a", "b"]} for i in range(3)]
+    )
     outs = [tmp_path / n for n in ("q.jsonl", "k.jsonl", "r.jsonl", "meta.json", "cache.jsonl")]
     model = tmp_path / "model"  # a local generator's model directory: only its manifest is read here
     model.mkdir()
@@ -132,6 +154,8 @@ def test_streaming_generation_reports_progress_with_cached_prompts(tmp_path, mon
     generate.run("g", spec, seeds, {"a": "About a."}, model, *outs, log=lines.append)
     assert lines[-1].startswith("[g] done: 3/3 prompts (0 cached, 3 computed) in ")
     lines.clear()
-    meta = generate.run("g", {**spec, "num_prompts": 5}, seeds, {"a": "About a."}, model, *outs, log=lines.append)
+    meta = generate.run(
+        "g", {**spec, "num_prompts": 5}, seeds, {"a": "About a."}, model, *outs, log=lines.append
+    )
     assert lines[-1].startswith("[g] done: 5/5 prompts (3 cached, 2 computed) in ")
     assert meta["throughput"]["computed_prompts"] == 2 and meta["n_questions"] == 5

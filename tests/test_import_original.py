@@ -80,9 +80,14 @@ def test_import_writes_valid_rgd_files(root, tmp_path):
         "n_output_tokens": 0,
     }
     assert (
-        r71["choice"] is None and r71["status"] == "unparsed" and r71["confidence"] == -0.5 and "N/A" in r71["reason"]
+        r71["choice"] is None
+        and r71["status"] == "unparsed"
+        and r71["confidence"] == -0.5
+        and "N/A" in r71["reason"]
     )
-    assert r105["choice"] is None and r105["status"] == "empty" and r105["confidence"] is None and r105["reason"]
+    assert (
+        r105["choice"] is None and r105["status"] == "empty" and r105["confidence"] is None and r105["reason"]
+    )
     qwen = read_responses(out / "responses" / "Qwen3-32.jsonl")
     assert qwen[1]["status"] == "nan" and qwen[1]["choice"] is None and qwen[1]["confidence"] is None
     assert qwen[1]["extra"] == {"original_choice": "A"}
@@ -117,7 +122,8 @@ def test_outputs_are_byte_identical(root, tmp_path):
 def test_filtered_task_uses_large_embeddings(root, tmp_path):
     shutil.copytree(root / "Data" / "MMLU_Pro", root / "Data" / "MMLU_Pro_gen_Exaone_filtered")
     shutil.copytree(
-        root / "Model_Responses" / "MMLU_Pro-test", root / "Model_Responses" / "MMLU_Pro_gen_Exaone_filtered-test"
+        root / "Model_Responses" / "MMLU_Pro-test",
+        root / "Model_Responses" / "MMLU_Pro_gen_Exaone_filtered-test",
     )
     shutil.copy(
         embeddings_path(root, "MMLU_Pro"),
@@ -155,7 +161,9 @@ def test_embedding_errors(tmp_path):
         read_original_embeddings(p, ["1"])
     with pytest.raises(InputError, match="not found"):
         read_original_embeddings(tmp_path / "absent.pt", ["1"])
-    ids, X = read_original_embeddings(_save(tmp_path, {7: torch.tensor([3.0, 4.0], dtype=torch.float64)}), ["7"])
+    ids, X = read_original_embeddings(
+        _save(tmp_path, {7: torch.tensor([3.0, 4.0], dtype=torch.float64)}), ["7"]
+    )
     assert ids.tolist() == ["7"] and X.dtype == np.float32 and np.allclose(X, [[0.6, 0.8]])
 
 
@@ -184,7 +192,12 @@ LPATH = Path("Model_Responses/MMLU_Pro-test/Llama70.json")
         (LPATH, lambda d: d[2].update(selected_choice="D"), "[2].selected_choice", "'ABC'"),
         (LPATH, lambda d: d[0].update(avg_logprob="-0.3"), "[0].avg_logprob", "number"),
         (LPATH, lambda d: d.pop(1), "question_id", "no response for 1 question"),
-        (LPATH, lambda d: d.append(dict(d[0], question_id=5)), "[4].question_id", "not a question of this split"),
+        (
+            LPATH,
+            lambda d: d.append(dict(d[0], question_id=5)),
+            "[4].question_id",
+            "not a question of this split",
+        ),
         (LPATH, lambda d: d.append(dict(d[0])), "[4].question_id", "duplicate"),
     ],
 )
@@ -210,7 +223,11 @@ def test_drop_bad_keys(root, tmp_path):
     assert dropped == ["71"] and [q["id"] for q in qs] == ["70", "105", "2000"] and len(keys) == 3
     s = import_original(root, "MMLU_Pro", "test", tmp_path / "o", drop_bad_keys=True)
     assert s["dropped_bad_keys"] == ["71"] and s["n_questions"] == 3
-    assert [r["id"] for r in read_jsonl(tmp_path / "o" / "responses" / "Llama70.jsonl")] == ["70", "105", "2000"]
+    assert [r["id"] for r in read_jsonl(tmp_path / "o" / "responses" / "Llama70.jsonl")] == [
+        "70",
+        "105",
+        "2000",
+    ]
 
 
 def test_missing_files(root, tmp_path):
@@ -241,19 +258,51 @@ def test_embeddings_are_loaded_once_for_all_splits(root, tmp_path, monkeypatch, 
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
     out = tmp_path / "o"
-    assert main(["import-original", "--root", str(root), "--task", "MMLU_Pro", "--split", "train", "test",
-                 "--out-dir", str(out)]) == 0
+    assert (
+        main(
+            [
+                "import-original",
+                "--root",
+                str(root),
+                "--task",
+                "MMLU_Pro",
+                "--split",
+                "train",
+                "test",
+                "--out-dir",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert loads == [embeddings_path(root, "MMLU_Pro")]  # once, not once per split
     summaries = json.loads(capsys.readouterr().out)
-    assert [(s["split"], s["n_questions"], s["embedding_dim"]) for s in summaries] == [("train", 16, 6), ("test", 4, 6)]
+    assert [(s["split"], s["n_questions"], s["embedding_dim"]) for s in summaries] == [
+        ("train", 16, 6),
+        ("test", 4, 6),
+    ]
     for split, qids in (("train", TRAIN_QIDS), ("test", QIDS)):
         ids, X, spec = load_embeddings(out / split / "embeddings.npz")
         assert ids == [str(q) for q in qids] and X.shape == (len(qids), 6)
         assert [q.id for q in read_questions(out / split / "questions.jsonl")] == ids
     # one split still goes straight into --out-dir, as before
     loads.clear()
-    assert main(["import-original", "--root", str(root), "--task", "MMLU_Pro", "--split", "test",
-                 "--out-dir", str(tmp_path / "one")]) == 0
+    assert (
+        main(
+            [
+                "import-original",
+                "--root",
+                str(root),
+                "--task",
+                "MMLU_Pro",
+                "--split",
+                "test",
+                "--out-dir",
+                str(tmp_path / "one"),
+            ]
+        )
+        == 0
+    )
     assert len(loads) == 1 and (tmp_path / "one" / "embeddings.npz").is_file()
     assert json.loads(capsys.readouterr().out)["split"] == "test"
 
@@ -299,7 +348,9 @@ def test_an_imported_run_trains_routes_and_evaluates(root, tmp_path):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
 
     def rgd(*args):
-        r = subprocess.run([str(BIN / "rgd"), *map(str, args)], env=env, capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [str(BIN / "rgd"), *map(str, args)], env=env, capture_output=True, text=True, timeout=300
+        )
         assert r.returncode == 0, f"rgd {args[0]}: {r.stderr}"
         return r.stdout
 
@@ -310,20 +361,70 @@ def test_an_imported_run_trains_routes_and_evaluates(root, tmp_path):
     def pairs(split):
         return [f"{m}={o / split / 'responses' / f'{m}.jsonl'}" for m in models]
 
-    rgd("consensus", "--questions", o / "train/questions.jsonl", "--responses", *pairs("train"),
-        "--out", o / "consensus.jsonl", "--stats", o / "consensus.stats.json")
+    rgd(
+        "consensus",
+        "--questions",
+        o / "train/questions.jsonl",
+        "--responses",
+        *pairs("train"),
+        "--out",
+        o / "consensus.jsonl",
+        "--stats",
+        o / "consensus.stats.json",
+    )
     strong = {"biology": "Llama70", "history": "Llama70", "math": "Qwen3-32", "computer science": "Qwen3-32"}
     test_qs = read_questions(o / "test/questions.jsonl")
     # CASCAL learns from the consensus alone; kNN is a query-answer router, trained on the keys
-    for kind, spec, keys in (("cascal", {}, []), ("knn", {"params": {"k": 3}}, ["--keys", o / "train/keys.jsonl"])):
-        rgd("train", "--kind", kind, "--questions", o / "train/questions.jsonl", "--embeddings",
-            o / "train/embeddings.npz", "--consensus", o / "consensus.jsonl", "--experts", *models, *keys,
-            "--spec", json.dumps(spec), "--out-dir", o / "routers" / kind)
-        rgd("route", "--router", o / "routers" / kind, "--questions", o / "test/questions.jsonl",
-            "--embeddings", o / "test/embeddings.npz", "--out", o / f"{kind}.routes.jsonl")
-        out = rgd("evaluate", "--routes", o / f"{kind}.routes.jsonl", "--questions", o / "test/questions.jsonl",
-                  "--keys", o / "test/keys.jsonl", "--responses", *pairs("test"), "--stats",
-                  o / "consensus.stats.json", "--n-boot", "20", "--out", o / f"{kind}.eval.json")
+    for kind, spec, keys in (
+        ("cascal", {}, []),
+        ("knn", {"params": {"k": 3}}, ["--keys", o / "train/keys.jsonl"]),
+    ):
+        rgd(
+            "train",
+            "--kind",
+            kind,
+            "--questions",
+            o / "train/questions.jsonl",
+            "--embeddings",
+            o / "train/embeddings.npz",
+            "--consensus",
+            o / "consensus.jsonl",
+            "--experts",
+            *models,
+            *keys,
+            "--spec",
+            json.dumps(spec),
+            "--out-dir",
+            o / "routers" / kind,
+        )
+        rgd(
+            "route",
+            "--router",
+            o / "routers" / kind,
+            "--questions",
+            o / "test/questions.jsonl",
+            "--embeddings",
+            o / "test/embeddings.npz",
+            "--out",
+            o / f"{kind}.routes.jsonl",
+        )
+        out = rgd(
+            "evaluate",
+            "--routes",
+            o / f"{kind}.routes.jsonl",
+            "--questions",
+            o / "test/questions.jsonl",
+            "--keys",
+            o / "test/keys.jsonl",
+            "--responses",
+            *pairs("test"),
+            "--stats",
+            o / "consensus.stats.json",
+            "--n-boot",
+            "20",
+            "--out",
+            o / f"{kind}.eval.json",
+        )
         assert out.startswith("top1 ")
         routes = {r["id"]: r["ranking"][0] for r in read_jsonl(o / f"{kind}.routes.jsonl")}
         assert routes == {q.id: strong[q.category] for q in test_qs}, kind

@@ -65,7 +65,9 @@ def test_blank_lines_are_skipped(tmp_path):
     assert len(read_jsonl(p)) == 1
 
 
-@pytest.mark.parametrize("name", ["Gynaecology & Obstetrics", "a/b", "computer science", "Ästhetik", "..", ""])
+@pytest.mark.parametrize(
+    "name", ["Gynaecology & Obstetrics", "a/b", "computer science", "Ästhetik", "..", ""]
+)
 def test_slugs_are_safe_and_distinct(name):
     s = slug(name)
     assert s and "/" not in s and " " not in s and "&" not in s and s not in (".", "..")
@@ -104,19 +106,24 @@ def test_lone_surrogates_are_located(tmp_path):
         read_questions(path)
 
 
-@pytest.mark.parametrize("conf, status, fragment", [
-    ("NaN", "ok", "confidence: nan is not finite"),
-    ("Infinity", "ok", "confidence: inf is not finite"),
-    ("-Infinity", "unparsed", "confidence: -inf is not finite"),
-    ("true", "ok", "confidence: expected a number or null, got bool"),
-    ("-0.5", "great", "status: expected one of ok, unparsed, empty, nan"),
-])
+@pytest.mark.parametrize(
+    "conf, status, fragment",
+    [
+        ("NaN", "ok", "confidence: nan is not finite"),
+        ("Infinity", "ok", "confidence: inf is not finite"),
+        ("-Infinity", "unparsed", "confidence: -inf is not finite"),
+        ("true", "ok", "confidence: expected a number or null, got bool"),
+        ("-0.5", "great", "status: expected one of ok, unparsed, empty, nan"),
+    ],
+)
 def test_non_finite_confidences_and_unknown_statuses_are_errors(tmp_path, conf, status, fragment):
     from rgd.records import read_responses
 
     choice = "null" if status != "ok" else '"A"'
-    path = _write(tmp_path / "r.jsonl", [f'{{"id": "q1", "expert": "e", "choice": {choice}, '
-                                        f'"confidence": {conf}, "status": "{status}"}}'])
+    path = _write(
+        tmp_path / "r.jsonl",
+        [f'{{"id": "q1", "expert": "e", "choice": {choice}, "confidence": {conf}, "status": "{status}"}}'],
+    )
     with pytest.raises(InputError, match=r"r\.jsonl:1: " + fragment.replace("(", r"\(")):
         read_responses(path)
 
@@ -124,8 +131,14 @@ def test_non_finite_confidences_and_unknown_statuses_are_errors(tmp_path, conf, 
 def test_responses_outside_the_question_set_are_errors(tmp_path):
     from rgd.records import read_responses
 
-    path = _write(tmp_path / "r.jsonl", ['{"id": "q1", "expert": "e", "choice": "A", "confidence": -1}', "",
-                                         '{"id": "q9", "expert": "e", "choice": "B", "confidence": -1}'])
+    path = _write(
+        tmp_path / "r.jsonl",
+        [
+            '{"id": "q1", "expert": "e", "choice": "A", "confidence": -1}',
+            "",
+            '{"id": "q9", "expert": "e", "choice": "B", "confidence": -1}',
+        ],
+    )
     assert len(read_responses(path)) == 2
     with pytest.raises(InputError, match=r"r\.jsonl:3: id: 'q9' is not in the question set \(1 responses"):
         read_responses(path, ["q1"])
@@ -136,17 +149,33 @@ def test_prompts_in_every_format(tmp_path):
 
     text = tmp_path / "p.txt"
     text.write_text("How do cells divide?\n\n  Who wrote the constitution?  \n")
-    assert [(p.id, p.text) for p in read_prompts(text)] == [("line-1", "How do cells divide?"),
-                                                           ("line-3", "Who wrote the constitution?")]
-    jl = _write(tmp_path / "p.jsonl", ['{"id": "a", "question": "Q1?"}', '{"question": "Q2?", "category": "law"}',
-                                       json.dumps({"messages": [{"role": "system", "content": "Be brief."},
-                                                                {"role": "user", "content": "Q3?"},
-                                                                {"role": "assistant", "content": "..."},
-                                                                {"role": "user", "content": [
-                                                                    {"type": "text", "text": "Q4?"}]}]})])
+    assert [(p.id, p.text) for p in read_prompts(text)] == [
+        ("line-1", "How do cells divide?"),
+        ("line-3", "Who wrote the constitution?"),
+    ]
+    jl = _write(
+        tmp_path / "p.jsonl",
+        [
+            '{"id": "a", "question": "Q1?"}',
+            '{"question": "Q2?", "category": "law"}',
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "system", "content": "Be brief."},
+                        {"role": "user", "content": "Q3?"},
+                        {"role": "assistant", "content": "..."},
+                        {"role": "user", "content": [{"type": "text", "text": "Q4?"}]},
+                    ]
+                }
+            ),
+        ],
+    )
     got = read_prompts(jl)
-    assert [(p.id, p.text, p.category) for p in got] == [("a", "Q1?", None), ("line-2", "Q2?", "law"),
-                                                         ("line-3", "Q4?", None)]
+    assert [(p.id, p.text, p.category) for p in got] == [
+        ("a", "Q1?", None),
+        ("line-2", "Q2?", "law"),
+        ("line-3", "Q4?", None),
+    ]
     full = read_prompts(_write(tmp_path / "q.jsonl", [json.dumps(Q)]))  # the rgd question format
     assert full[0].options == tuple(Q["options"]) and full[0].category == "bio"
     sniffed = tmp_path / "prompts"
@@ -156,7 +185,9 @@ def test_prompts_in_every_format(tmp_path):
     with pytest.raises(InputError, match=r":1: options: need 2..26 options"):
         read_prompts(_write(tmp_path / "b.jsonl", ['{"question": "Q?", "options": ["a"]}']))
     with pytest.raises(InputError, match="duplicate id 'line-2'"):
-        read_prompts(_write(tmp_path / "d.jsonl", ['{"id": "line-2", "question": "Q?"}', '{"question": "R?"}']))
+        read_prompts(
+            _write(tmp_path / "d.jsonl", ['{"id": "line-2", "question": "Q?"}', '{"question": "R?"}'])
+        )
 
 
 def test_yaml_duplicate_keys_and_syntax_are_located(tmp_path):
@@ -164,7 +195,9 @@ def test_yaml_duplicate_keys_and_syntax_are_located(tmp_path):
 
     p = tmp_path / "c.yaml"
     p.write_text("a:\n  b: 1\n  c: 2\nd: [1\n")
-    with pytest.raises(InputError, match=r"c\.yaml:5: malformed YAML: .* \(while parsing a flow sequence on line 4\)"):
+    with pytest.raises(
+        InputError, match=r"c\.yaml:5: malformed YAML: .* \(while parsing a flow sequence on line 4\)"
+    ):
         read_yaml(p)
     p.write_text("a:\n  b: 1\n  b: 2\n")
     with pytest.raises(InputError, match=r"c\.yaml:3: b: duplicate key \(first on line 2\)"):

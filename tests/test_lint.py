@@ -17,9 +17,23 @@ ENV = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
 @pytest.mark.parametrize("config", ["config/config.yaml", "tests/config/tiny.yaml"])
 def test_snakemake_lint_has_no_findings(config, tmp_path):
     # run from an empty directory, so that only the given config is loaded (and no lock is taken here)
-    res = subprocess.run([str(BIN / "snakemake"), "--lint", "-s", str(ROOT / "workflow" / "Snakefile"),
-                          "--configfile", str(ROOT / config), "--directory", str(tmp_path)],
-                         cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            str(BIN / "snakemake"),
+            "--lint",
+            "-s",
+            str(ROOT / "workflow" / "Snakefile"),
+            "--configfile",
+            str(ROOT / config),
+            "--directory",
+            str(tmp_path),
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
     assert "Lints for" not in out, out[-6000:]
@@ -27,6 +41,12 @@ def test_snakemake_lint_has_no_findings(config, tmp_path):
 
 
 def test_snakefmt_check_passes():
-    res = subprocess.run([str(BIN / "snakefmt"), "--check", "--diff", "workflow"], cwd=ROOT, env=ENV,
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [str(BIN / "snakefmt"), "--check", "--diff", "workflow"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]

@@ -24,7 +24,9 @@ PARTS = 4
 PART_SIZE = 1000
 
 
-def make_parts(site: Path, prefix: str, data: bytes, n: int, version: str = "0.2.0", size: int | None = None) -> dict:
+def make_parts(
+    site: Path, prefix: str, data: bytes, n: int, version: str = "0.2.0", size: int | None = None
+) -> dict:
     """Install `data` cut into n chunk packages {prefix}1..n under `site` (equal parts but the
     last, as the real sets are cut); return the source spec."""
     size = size or -(-len(data) // n)
@@ -32,13 +34,20 @@ def make_parts(site: Path, prefix: str, data: bytes, n: int, version: str = "0.2
         pkg = site / f"{prefix}{i}"
         (pkg / "data").mkdir(parents=True)
         (pkg / "__init__.py").write_text("raise ImportError('rgd must not import a chunk package')\n")
-        (pkg / "data" / f"part{i:02d}.bin").write_bytes(data[(i - 1) * size:i * size])
+        (pkg / "data" / f"part{i:02d}.bin").write_bytes(data[(i - 1) * size : i * size])
         info = site / f"{prefix}{i}-{version}.dist-info"
         info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {prefix.replace('_', '-')}{i}\n"
-                                       f"Version: {version}\n")
-    return {"kind": "pypi-gguf-parts", "package": prefix + "%d", "file": "data/part%02d.bin",
-            "parts": n, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        (info / "METADATA").write_text(
+            f"Metadata-Version: 2.1\nName: {prefix.replace('_', '-')}{i}\nVersion: {version}\n"
+        )
+    return {
+        "kind": "pypi-gguf-parts",
+        "package": prefix + "%d",
+        "file": "data/part%02d.bin",
+        "parts": n,
+        "size": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
 
 
 @pytest.fixture
@@ -105,8 +114,9 @@ def test_a_missing_part_package_is_named(site, data, tmp_path):
 
     shutil.rmtree(site / "chunky_part3")
     msg = _error(spec, tmp_path)
-    assert msg == ("chunk package chunky_part3 (part 3 of 4) is not installed "
-                   "(pip install -r requirements/models.txt)")
+    assert msg == (
+        "chunk package chunky_part3 (part 3 of 4) is not installed (pip install -r requirements/models.txt)"
+    )
 
 
 def test_a_missing_data_file_is_named(site, data, tmp_path):
@@ -121,8 +131,10 @@ def test_a_truncated_part_is_named_before_anything_is_copied(site, data, tmp_pat
     mid = site / "chunky_part2" / "data" / "part02.bin"
     mid.write_bytes(mid.read_bytes()[:-5])
     msg = _error(spec, tmp_path)
-    assert msg == (f"chunk packages chunky_part1..chunky_part4: chunky_part2 holds 995 bytes where the other "
-                   f"parts hold 1,000 (together {len(data) - 5:,} bytes, pinned {len(data):,})")
+    assert msg == (
+        f"chunk packages chunky_part1..chunky_part4: chunky_part2 holds 995 bytes where the other "
+        f"parts hold 1,000 (together {len(data) - 5:,} bytes, pinned {len(data):,})"
+    )
     assert not (tmp_path / "model.gguf").exists()
 
 
@@ -139,27 +151,47 @@ def test_the_cli_refuses_a_bad_set_in_one_line(site, data, tmp_path, capsys):
 
     spec = make_parts(site, "chunky_part", data, PARTS, size=PART_SIZE)
     importlib.invalidate_caches()
-    rc = main(["materialise", "--name", "m", "--spec", json.dumps({**spec, "size": len(data) + 1}),
-               "--out-dir", str(tmp_path / "models" / "m")])
+    rc = main(
+        [
+            "materialise",
+            "--name",
+            "m",
+            "--spec",
+            json.dumps({**spec, "size": len(data) + 1}),
+            "--out-dir",
+            str(tmp_path / "models" / "m"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0
-    assert err.startswith("rgd materialise: error: chunk packages chunky_part1..chunky_part4: chunky_part4 (the last part)")
+    assert err.startswith(
+        "rgd materialise: error: chunk packages chunky_part1..chunky_part4: chunky_part4 (the last part)"
+    )
     assert not (tmp_path / "models" / "m").exists()
 
 
 def test_the_schema_requires_the_pins(tmp_path):
+    import yaml
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
-    import yaml
-
     cfg = yaml.safe_load((ROOT / "tests/config/tiny.yaml").read_text())
-    spec = {"kind": "pypi-gguf-parts", "package": "p%d", "file": "data/part%02d.bin", "parts": 2,
-            "size": 10, "sha256": "ab" * 32}
+    spec = {
+        "kind": "pypi-gguf-parts",
+        "package": "p%d",
+        "file": "data/part%02d.bin",
+        "parts": 2,
+        "size": 10,
+        "sha256": "ab" * 32,
+    }
     schema = str(ROOT / "workflow/schemas/config.schema.yaml")
     validate({**cfg, "models": {**cfg["models"], "q": {"source": spec, "dtype": "auto"}}}, schema)
-    for bad in ({k: v for k, v in spec.items() if k != "sha256"}, {**spec, "sha256": "abc"},
-                {**spec, "package": "p1"}, {**spec, "parts": 0}):
+    for bad in (
+        {k: v for k, v in spec.items() if k != "sha256"},
+        {**spec, "sha256": "abc"},
+        {**spec, "package": "p1"},
+        {**spec, "parts": 0},
+    ):
         with pytest.raises(WorkflowError):
             validate({**cfg, "models": {**cfg["models"], "q": {"source": bad}}}, schema)
 

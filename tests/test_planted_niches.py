@@ -25,7 +25,18 @@ from rgd.routers import TrainingSet
 N_MODELS, DIM, N_OPTIONS = 5, 32, 10
 CLUSTERS_PER_SUBJECT = [2, 3, 2, 3]
 # (best, second, third) model per planted cluster, subject by subject.
-TIERS = [(0, 1, 2), (1, 3, 4), (2, 0, 3), (3, 4, 1), (4, 2, 0), (0, 3, 4), (1, 2, 0), (2, 4, 1), (3, 0, 2), (4, 1, 3)]
+TIERS = [
+    (0, 1, 2),
+    (1, 3, 4),
+    (2, 0, 3),
+    (3, 4, 1),
+    (4, 2, 0),
+    (0, 3, 4),
+    (1, 2, 0),
+    (2, 4, 1),
+    (3, 0, 2),
+    (4, 1, 3),
+]
 ACCURACY = {0: 0.90, 1: 0.60, 2: 0.50}  # by tier; everyone else 0.35
 WEAK = 0.35
 

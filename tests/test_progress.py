@@ -23,8 +23,10 @@ def test_lines_at_most_every_few_seconds_and_always_at_the_end():
     for i in range(1, 11):  # a batch of 4 every second
         clock.t += 1.0
         p.update(4 * i)
-    assert lines == ["[e1] 20/100 questions (0 cached, 20 computed), 4.0 questions/s, about 20 s left",
-                     "[e1] 40/100 questions (0 cached, 40 computed), 4.0 questions/s, about 15 s left"]
+    assert lines == [
+        "[e1] 20/100 questions (0 cached, 20 computed), 4.0 questions/s, about 20 s left",
+        "[e1] 40/100 questions (0 cached, 40 computed), 4.0 questions/s, about 15 s left",
+    ]
     clock.t += 0.5
     assert p.finish() == "[e1] done: 40/100 questions (0 cached, 40 computed) in 10 s, 3.8 questions/s"
     assert len(lines) == 3

@@ -37,24 +37,34 @@ def rgd(*args):
 def make_set(root: Path, name: str, n: int, rng, centers):
     subj = rng.integers(0, 2, n)
     ids = [f"{name}-{i}" for i in range(n)]
-    qs = [{"id": q, "category": SUBJECTS[s], "question": f"question {q}", "options": ["a", "b", "c", "d"]}
-          for q, s in zip(ids, subj)]
+    qs = [
+        {"id": q, "category": SUBJECTS[s], "question": f"question {q}", "options": ["a", "b", "c", "d"]}
+        for q, s in zip(ids, subj)
+    ]
     gold = rng.integers(0, 4, n)
     X = centers[subj] + 0.3 * rng.normal(size=(n, centers.shape[1]))
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     data = root / "data"
     write_jsonl(data / f"{name}.questions.jsonl", qs)
     write_jsonl(data / f"{name}.keys.jsonl", ({"id": q, "answer": "ABCD"[g]} for q, g in zip(ids, gold)))
-    save_npz(root / "emb" / f"{name}.npz", ids=np.array(ids, dtype=str), X=X.astype(np.float32),
-             embedder=np.array(dumps(EMBEDDER)))
+    save_npz(
+        root / "emb" / f"{name}.npz",
+        ids=np.array(ids, dtype=str),
+        X=X.astype(np.float32),
+        embedder=np.array(dumps(EMBEDDER)),
+    )
     for j, e in enumerate(EXPERTS):
         p = np.array([ACC[SUBJECTS[s]][j] for s in subj])
         right = rng.random(n) < p
         choice = np.where(right, gold, (gold + rng.integers(1, 4, n)) % 4)
         conf = np.where(right, -0.3, -0.9) + rng.normal(0, 0.2, n)
-        write_jsonl(root / "responses" / name / f"{e}.jsonl",
-                    ({"id": q, "expert": e, "choice": "ABCD"[c], "confidence": float(v), "status": "ok"}
-                     for q, c, v in zip(ids, choice, conf)))
+        write_jsonl(
+            root / "responses" / name / f"{e}.jsonl",
+            (
+                {"id": q, "expert": e, "choice": "ABCD"[c], "confidence": float(v), "status": "ok"}
+                for q, c, v in zip(ids, choice, conf)
+            ),
+        )
 
 
 def responses(root, name):
@@ -69,36 +79,137 @@ def world(tmp_path_factory):
     centers /= np.linalg.norm(centers, axis=1, keepdims=True)
     for name, n in (("train", 90), ("gen-g", 60), ("test", 80)):
         make_set(root, name, n, rng, centers)
-    write_json(root / "data" / "gen-g.meta.json", {"acceptance_rate": 0.75, "n_prompts": 80, "n_rejects": 20,
-                                                  "model": {"name": "generator"}})
+    write_json(
+        root / "data" / "gen-g.meta.json",
+        {"acceptance_rate": 0.75, "n_prompts": 80, "n_rejects": 20, "model": {"name": "generator"}},
+    )
     d = root / "data"
     for s in ("train", "gen-g"):
-        rgd("consensus", "--questions", d / f"{s}.questions.jsonl", "--responses", *responses(root, s),
-            "--out", root / "cons" / f"{s}.jsonl", "--stats", root / "cons" / f"{s}.stats.json")
+        rgd(
+            "consensus",
+            "--questions",
+            d / f"{s}.questions.jsonl",
+            "--responses",
+            *responses(root, s),
+            "--out",
+            root / "cons" / f"{s}.jsonl",
+            "--stats",
+            root / "cons" / f"{s}.stats.json",
+        )
         for router in ("cascal", "knn"):
             keys = ["--keys", d / f"{s}.keys.jsonl"] if router == "knn" else []
             params = {"params": {"k": 5}} if router == "knn" else {}
-            rgd("train", "--kind", router, "--questions", d / f"{s}.questions.jsonl", "--embeddings",
-                root / "emb" / f"{s}.npz", "--consensus", root / "cons" / f"{s}.jsonl", "--experts", *EXPERTS,
-                *keys, "--spec", json.dumps({"seed": 0, **params}), "--out-dir", root / "routers" / s / router)
-            rgd("route", "--router", root / "routers" / s / router, "--questions", d / "test.questions.jsonl",
-                "--embeddings", root / "emb" / "test.npz", "--seed", 0, "--out", root / "routes" / s / f"{router}.jsonl")
+            rgd(
+                "train",
+                "--kind",
+                router,
+                "--questions",
+                d / f"{s}.questions.jsonl",
+                "--embeddings",
+                root / "emb" / f"{s}.npz",
+                "--consensus",
+                root / "cons" / f"{s}.jsonl",
+                "--experts",
+                *EXPERTS,
+                *keys,
+                "--spec",
+                json.dumps({"seed": 0, **params}),
+                "--out-dir",
+                root / "routers" / s / router,
+            )
+            rgd(
+                "route",
+                "--router",
+                root / "routers" / s / router,
+                "--questions",
+                d / "test.questions.jsonl",
+                "--embeddings",
+                root / "emb" / "test.npz",
+                "--seed",
+                0,
+                "--out",
+                root / "routes" / s / f"{router}.jsonl",
+            )
             labels = {"benchmark": "syn", "pool": "p", "source": s, "router": router}
-            rgd("evaluate", "--routes", root / "routes" / s / f"{router}.jsonl", "--questions",
-                d / "test.questions.jsonl", "--keys", d / "test.keys.jsonl", "--responses", *responses(root, "test"),
-                "--stats", root / "cons" / f"{s}.stats.json", "--labels", json.dumps(labels), "--seed", 0,
-                "--n-boot", 50, "--out", root / "eval" / s / f"{router}.json")
-        rgd("scaling", "--questions", d / f"{s}.questions.jsonl", "--embeddings", root / "emb" / f"{s}.npz",
-            "--consensus", root / "cons" / f"{s}.jsonl", "--stats", root / "cons" / f"{s}.stats.json",
-            "--experts", *EXPERTS, "--test-questions", d / "test.questions.jsonl", "--test-keys",
-            d / "test.keys.jsonl", "--test-embeddings", root / "emb" / "test.npz",
-            "--test-responses", *responses(root, "test"), "--fractions", 0.5, 1.0, "--seeds", 0, 1,
-            "--spec", "{}", "--labels", f"syn/p/{s}", "--out", root / "scaling" / f"{s}.json")
-    rgd("analyse", "--experts", *EXPERTS, "--questions", d / "train.questions.jsonl", "--keys",
-        d / "train.keys.jsonl", "--consensus", root / "cons" / "train.jsonl",
-        "--gen-questions", f"gen-g={d / 'gen-g.questions.jsonl'}", "--gen-keys", f"gen-g={d / 'gen-g.keys.jsonl'}",
-        "--gen-consensus", f"gen-g={root / 'cons' / 'gen-g.jsonl'}", "--gen-meta", f"gen-g={d / 'gen-g.meta.json'}",
-        "--bins", 5, "--labels", "syn/p", "--out", root / "analysis.json")
+            rgd(
+                "evaluate",
+                "--routes",
+                root / "routes" / s / f"{router}.jsonl",
+                "--questions",
+                d / "test.questions.jsonl",
+                "--keys",
+                d / "test.keys.jsonl",
+                "--responses",
+                *responses(root, "test"),
+                "--stats",
+                root / "cons" / f"{s}.stats.json",
+                "--labels",
+                json.dumps(labels),
+                "--seed",
+                0,
+                "--n-boot",
+                50,
+                "--out",
+                root / "eval" / s / f"{router}.json",
+            )
+        rgd(
+            "scaling",
+            "--questions",
+            d / f"{s}.questions.jsonl",
+            "--embeddings",
+            root / "emb" / f"{s}.npz",
+            "--consensus",
+            root / "cons" / f"{s}.jsonl",
+            "--stats",
+            root / "cons" / f"{s}.stats.json",
+            "--experts",
+            *EXPERTS,
+            "--test-questions",
+            d / "test.questions.jsonl",
+            "--test-keys",
+            d / "test.keys.jsonl",
+            "--test-embeddings",
+            root / "emb" / "test.npz",
+            "--test-responses",
+            *responses(root, "test"),
+            "--fractions",
+            0.5,
+            1.0,
+            "--seeds",
+            0,
+            1,
+            "--spec",
+            "{}",
+            "--labels",
+            f"syn/p/{s}",
+            "--out",
+            root / "scaling" / f"{s}.json",
+        )
+    rgd(
+        "analyse",
+        "--experts",
+        *EXPERTS,
+        "--questions",
+        d / "train.questions.jsonl",
+        "--keys",
+        d / "train.keys.jsonl",
+        "--consensus",
+        root / "cons" / "train.jsonl",
+        "--gen-questions",
+        f"gen-g={d / 'gen-g.questions.jsonl'}",
+        "--gen-keys",
+        f"gen-g={d / 'gen-g.keys.jsonl'}",
+        "--gen-consensus",
+        f"gen-g={root / 'cons' / 'gen-g.jsonl'}",
+        "--gen-meta",
+        f"gen-g={d / 'gen-g.meta.json'}",
+        "--bins",
+        5,
+        "--labels",
+        "syn/p",
+        "--out",
+        root / "analysis.json",
+    )
     return root
 
 
@@ -135,7 +246,9 @@ def test_set_properties_by_hand():
 def test_calibration_leaves_abstentions_out():
     ch = np.array([[0, -1], [1, 1], [0, 0]])
     cons = np.array([[0.8, 0.0], [0.7, 0.6], [0.2, 0.2]])
-    c = analysis.calibration(PoolSet(["a", "b", "c"], ["x"] * 3, ["m1", "m2"], ch, cons, np.array([0, 1, 1])), 4)
+    c = analysis.calibration(
+        PoolSet(["a", "b", "c"], ["x"] * 3, ["m1", "m2"], ch, cons, np.array([0, 1, 1])), 4
+    )
     assert c["experts"]["m2"]["n"] == 2 and c["experts"]["m2"]["n_abstained"] == 1
     assert c["experts"]["m1"]["auroc"] == 1.0 and c["pooled"]["n"] == 5
 
@@ -175,7 +288,9 @@ def test_scaling_curve_agrees_with_rgd_evaluate(world):
         ev = read_json(world / "eval" / s / "cascal.json")
         run = next(r for r in sc["runs"] if r["fraction"] == 1.0 and r["seed"] == 0)
         assert run["top1"] == pytest.approx(ev["top1"]) and run["top3_vote"] == pytest.approx(ev["top3_vote"])
-        assert sc["best_single"] == pytest.approx(ev["best_single"]) and sc["oracle"] == pytest.approx(ev["oracle"])
+        assert sc["best_single"] == pytest.approx(ev["best_single"]) and sc["oracle"] == pytest.approx(
+            ev["oracle"]
+        )
         half = [r for r in sc["runs"] if r["fraction"] == 0.5]
         assert len(half) == 2 and all(r["n_train"] < sc["n_source"] for r in half)
         row = next(r for r in sc["summary"] if r["fraction"] == 0.5)
@@ -189,8 +304,19 @@ def _figures(world, out: Path):
     cascal = [f"{s}={world / 'routers' / s / 'cascal'}" for s in ("train", "gen-g")]
     scal = [f"{s}={world / 'scaling' / f'{s}.json'}" for s in ("train", "gen-g")]
     evals = sorted(world.glob("eval/*/*.json"))
-    rgd("figures", "--analysis", world / "analysis.json", "--evals", *evals, "--scaling", *scal,
-        "--cascal", *cascal, "--out-dir", out)
+    rgd(
+        "figures",
+        "--analysis",
+        world / "analysis.json",
+        "--evals",
+        *evals,
+        "--scaling",
+        *scal,
+        "--cascal",
+        *cascal,
+        "--out-dir",
+        out,
+    )
 
 
 def test_figures_are_svg_and_deterministic(world, tmp_path):
@@ -210,9 +336,16 @@ def test_figure_text_content(world, tmp_path, monkeypatch):
     seen = {}
 
     def capture(fig, path):
-        seen[Path(path).stem] = {t.get_text() for ax in fig.axes for t in ax.texts + [ax.title]} | {
-            t.get_text() for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels()} | {
-            t.get_text() for lg in [ax.get_legend() for ax in fig.axes] + fig.legends if lg for t in lg.get_texts()}
+        seen[Path(path).stem] = (
+            {t.get_text() for ax in fig.axes for t in ax.texts + [ax.title]}
+            | {t.get_text() for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels()}
+            | {
+                t.get_text()
+                for lg in [ax.get_legend() for ax in fig.axes] + fig.legends
+                if lg
+                for t in lg.get_texts()
+            }
+        )
         plt.close(fig)
 
     monkeypatch.setattr(figures, "save", capture)
@@ -228,8 +361,19 @@ def test_figure_text_content(world, tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- tables
 def test_tables_three_formats(world, tmp_path):
     cascal = [f"syn/p/{s}={world / 'routers' / s / 'cascal'}" for s in ("train", "gen-g")]
-    rgd("tables", "--evals", *sorted(world.glob("eval/*/*.json")), "--analyses", world / "analysis.json",
-        "--scaling", *sorted(world.glob("scaling/*.json")), "--cascal", *cascal, "--out-dir", tmp_path)
+    rgd(
+        "tables",
+        "--evals",
+        *sorted(world.glob("eval/*/*.json")),
+        "--analyses",
+        world / "analysis.json",
+        "--scaling",
+        *sorted(world.glob("scaling/*.json")),
+        "--cascal",
+        *cascal,
+        "--out-dir",
+        tmp_path,
+    )
     for name in ("main", "generators", "calibration", "scaling", "clusters"):
         rows = list(csv.reader(io.StringIO((tmp_path / f"{name}.csv").read_text())))
         md = [l for l in (tmp_path / f"{name}.md").read_text().splitlines() if l.startswith("|")]
@@ -253,7 +397,11 @@ def test_tables_three_formats(world, tmp_path):
 
 def test_source_order_and_latex_escape():
     assert tables.source_order(["gen-b", "train", "gen-a", "gen-c"], {"gen-a": 0.2, "gen-b": 0.9}) == [
-        "train", "gen-b", "gen-a", "gen-c"]
+        "train",
+        "gen-b",
+        "gen-a",
+        "gen-c",
+    ]
     assert tables.latex_escape("a_b 50% & #1 ~ {x}") == r"a\_b 50\% \& \#1 \textasciitilde{} \{x\}"
     t = tables.Table("t", "cap_tion", ["name", "acc"], [["x|y", "1.0"]])
     assert "x\\|y" in t.markdown() and "\\begin{tabular}{lr}" in t.latex() and "cap\\_tion" in t.latex()
@@ -284,8 +432,17 @@ def read_jsonl_(path):
 
 def test_summary_with_verdicts_and_diagnostics(world, tmp_path):
     evals = sorted(world.glob("eval/*/*.json"))
-    rgd("summarise", "--evals", *evals, "--out-csv", tmp_path / "s.csv", "--out-md", tmp_path / "s.md",
-        "--analyses", world / "analysis.json")
+    rgd(
+        "summarise",
+        "--evals",
+        *evals,
+        "--out-csv",
+        tmp_path / "s.csv",
+        "--out-md",
+        tmp_path / "s.md",
+        "--analyses",
+        world / "analysis.json",
+    )
     md = (tmp_path / "s.md").read_text()
     said = [line for line in md.splitlines() if line.startswith("- syn / p, trained on")]
     assert len(said) == 2  # one per training source, CASCAL only
@@ -304,9 +461,16 @@ def test_summary_with_verdicts_and_diagnostics(world, tmp_path):
 
 
 def _eval(ci, gap, gap_ci, router="cascal", source="gen-x"):
-    return {"labels": {"benchmark": "b", "pool": "p", "source": source, "router": router}, "n_questions": 72,
-            "top1": 0.222, "best_single": 0.306, "best_single_model": "m2", "gap_closed_top1": gap,
-            "ci": {"gap_closed_top1": gap_ci}, "paired": {"top1_vs_best_single": {"diff": -0.083, "ci": ci}}}
+    return {
+        "labels": {"benchmark": "b", "pool": "p", "source": source, "router": router},
+        "n_questions": 72,
+        "top1": 0.222,
+        "best_single": 0.306,
+        "best_single_model": "m2",
+        "gap_closed_top1": gap,
+        "ci": {"gap_closed_top1": gap_ci},
+        "paired": {"top1_vs_best_single": {"diff": -0.083, "ci": ci}},
+    }
 
 
 def test_verdict_sentences_say_only_what_the_paired_ci_supports():
@@ -316,7 +480,10 @@ def test_verdict_sentences_say_only_what_the_paired_ci_supports():
     assert verdict(trails) == "trails"
     t = sentence(trails)
     assert "CASCAL (Top-1 22.2%) trails the best single model on the test set (m2, 30.6%" in t
-    assert "[-23.6, -1.4] points, entirely below 0" in t and "that it closes: -45%, 95% CI [-90%, -5%] (0% =" in t
+    assert (
+        "[-23.6, -1.4] points, entirely below 0" in t
+        and "that it closes: -45%, 95% CI [-90%, -5%] (0% =" in t
+    )
     matches = _eval([-0.05, 0.0], 0.1, [-0.2, 0.4])
     assert verdict(matches) == "matches"  # a CI that touches 0 contains it
     assert "matches the best single model" in sentence(matches) and "which contains 0" in sentence(matches)
@@ -326,8 +493,13 @@ def test_verdict_sentences_say_only_what_the_paired_ci_supports():
     assert verdict(_eval([None, None], None, None)) == "undefined"
     assert "undefined" in sentence(_eval([None, None], None, None))
     # one sentence per training source, for the headline router only, the real split first
-    got = verdicts([_eval([0, 1], 0.1, [0, 1], source="gen-a"), _eval([0, 1], 0.1, [0, 1], router="knn"),
-                    _eval([0, 1], 0.1, [0, 1], source="train")])
+    got = verdicts(
+        [
+            _eval([0, 1], 0.1, [0, 1], source="gen-a"),
+            _eval([0, 1], 0.1, [0, 1], router="knn"),
+            _eval([0, 1], 0.1, [0, 1], source="train"),
+        ]
+    )
     assert len(got) == 2 and "real training split" in got[0] and "gen-a" in got[1]
 
 
@@ -336,8 +508,22 @@ def test_summarise_refuses_an_analysis_without_diagnostics(world, tmp_path, caps
     del old["diagnostics"]
     write_json(tmp_path / "old.json", old)
     evals = sorted(world.glob("eval/*/*.json"))
-    assert main(["summarise", "--evals", *map(str, evals), "--out-csv", str(tmp_path / "s.csv"), "--out-md",
-                 str(tmp_path / "s.md"), "--analyses", str(tmp_path / "old.json")]) == 2
+    assert (
+        main(
+            [
+                "summarise",
+                "--evals",
+                *map(str, evals),
+                "--out-csv",
+                str(tmp_path / "s.csv"),
+                "--out-md",
+                str(tmp_path / "s.md"),
+                "--analyses",
+                str(tmp_path / "old.json"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip()
     assert err.startswith("rgd summarise: error: ") and "old.json: diagnostics: missing" in err
     assert len(err.splitlines()) == 1 and not (tmp_path / "s.csv").exists()
@@ -348,7 +534,11 @@ def test_diagnostics_figure_deterministic_with_its_text(world, tmp_path, monkeyp
     figures.diagnostics_figure(a, tmp_path / "a.svg")
     figures.diagnostics_figure(a, tmp_path / "b.svg")
     x = (tmp_path / "a.svg").read_bytes()
-    assert x == (tmp_path / "b.svg").read_bytes() and ET.fromstring(x).tag.endswith("svg") and b"<dc:date>" not in x
+    assert (
+        x == (tmp_path / "b.svg").read_bytes()
+        and ET.fromstring(x).tag.endswith("svg")
+        and b"<dc:date>" not in x
+    )
     _figures(world, tmp_path / "all")  # rgd figures draws it too
     assert (tmp_path / "all" / "diagnostics.svg").read_bytes() == x
     import matplotlib.pyplot as plt
@@ -363,7 +553,9 @@ def test_diagnostics_figure_deterministic_with_its_text(world, tmp_path, monkeyp
     monkeypatch.setattr(figures, "save", capture)
     # a twin pair: the flagged experts are marked, the warning named in the title
     twin = json.loads(json.dumps(a))
-    twin["diagnostics"]["warnings"] = [{"kind": "twins", "experts": ["alg", "bio"], "value": 0.9, "message": "m"}]
+    twin["diagnostics"]["warnings"] = [
+        {"kind": "twins", "experts": ["alg", "bio"], "value": 0.9, "message": "m"}
+    ]
     figures.diagnostics_figure(twin, tmp_path / "c.svg")
     assert "alg (!) [0 abst.]" in seen and "mid [0 abst.]" in seen
     assert any(t.startswith("90 real training questions; warnings: twins") for t in seen)
@@ -374,8 +566,19 @@ def test_diagnostics_figure_deterministic_with_its_text(world, tmp_path, monkeyp
 
 def test_diagnostics_tables(world, tmp_path):
     cascal = [f"syn/p/{s}={world / 'routers' / s / 'cascal'}" for s in ("train", "gen-g")]
-    rgd("tables", "--evals", *sorted(world.glob("eval/*/*.json")), "--analyses", world / "analysis.json",
-        "--scaling", *sorted(world.glob("scaling/*.json")), "--cascal", *cascal, "--out-dir", tmp_path)
+    rgd(
+        "tables",
+        "--evals",
+        *sorted(world.glob("eval/*/*.json")),
+        "--analyses",
+        world / "analysis.json",
+        "--scaling",
+        *sorted(world.glob("scaling/*.json")),
+        "--cascal",
+        *cascal,
+        "--out-dir",
+        tmp_path,
+    )
     a = read_json(world / "analysis.json")
     d = a["diagnostics"]
     rows = list(csv.DictReader((tmp_path / "diagnostics.csv").open()))
@@ -392,19 +595,43 @@ def test_diagnostics_tables(world, tmp_path):
     assert rank[-1]["same best expert"] == "2 of 2" and rank[-1]["questions"] == "90"
     for name in ("diagnostics", "agreement", "ranking"):
         tex = (tmp_path / f"{name}.tex").read_text()
-        assert "\\toprule" in tex and tex.count("\\\\") == len(list(csv.reader((tmp_path / f"{name}.csv").open())))
+        assert "\\toprule" in tex and tex.count("\\\\") == len(
+            list(csv.reader((tmp_path / f"{name}.csv").open()))
+        )
 
 
 def test_diagnostics_table_names_the_flagged_experts():
-    d = {"experts": ["a", "b", "c"], "n_questions": 50, "fleiss_kappa": 0.05, "thresholds": {},
-         "per_expert": {e: {"answered": 50, "abstained": 0, "shares": {"A": 0.6, "B": 0.4}, "top_letter": "A",
-                            "top_share": 0.6, "mean_kappa_with_rest": 0.1} for e in "abc"},
-         "pairs": [], "warnings": [{"kind": "twins", "experts": ["a", "b"]}, {"kind": "letter-bias", "experts": ["c"]},
-                                   {"kind": "pool-chance", "experts": []}]}
+    d = {
+        "experts": ["a", "b", "c"],
+        "n_questions": 50,
+        "fleiss_kappa": 0.05,
+        "thresholds": {},
+        "per_expert": {
+            e: {
+                "answered": 50,
+                "abstained": 0,
+                "shares": {"A": 0.6, "B": 0.4},
+                "top_letter": "A",
+                "top_share": 0.6,
+                "mean_kappa_with_rest": 0.1,
+            }
+            for e in "abc"
+        },
+        "pairs": [],
+        "warnings": [
+            {"kind": "twins", "experts": ["a", "b"]},
+            {"kind": "letter-bias", "experts": ["c"]},
+            {"kind": "pool-chance", "experts": []},
+        ],
+    }
     t = tables.diagnostics_table({("x", "p"): {"diagnostics": d}})
     flags = {r[2]: r[-1] for r in t.rows}
-    assert flags == {"a": "twins with b", "b": "twins with a", "c": "letter bias",
-                     "pool (Fleiss' kappa)": "pool chance"}
+    assert flags == {
+        "a": "twins with b",
+        "b": "twins with a",
+        "c": "letter bias",
+        "pool (Fleiss' kappa)": "pool chance",
+    }
 
 
 def test_diagnostics_text_keeps_pool_order_through_sorted_json():
@@ -412,7 +639,10 @@ def test_diagnostics_text_keeps_pool_order_through_sorted_json():
     from rgd.summary import diagnostics_text
 
     ch = np.array([[0, 1, 1], [1, 1, 1], [2, 2, 0]] * 10)
-    a = {"diagnostics": pool_diagnostics(ch, ["zeta", "alpha", "mid"], 4), "labels": {"benchmark": "b", "pool": "p"}}
+    a = {
+        "diagnostics": pool_diagnostics(ch, ["zeta", "alpha", "mid"], 4),
+        "labels": {"benchmark": "b", "pool": "p"},
+    }
     a = json.loads(json.dumps(a, sort_keys=True))  # as write_json stores it
     rows = [line.split(" | ")[0] for line in diagnostics_text(a).splitlines() if line.startswith("| ")]
     assert rows[1:4] == ["| zeta", "| alpha", "| mid"]

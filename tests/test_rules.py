@@ -28,18 +28,29 @@ def shell_commands(path: Path) -> list[tuple[int, str]]:
     for i, t in enumerate(toks):
         if t.type == tokenize.NAME and t.string == "shell" and toks[i + 1].string == ":":
             parts, j = [], i + 2
-            while toks[j].type in (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.STRING, tokenize.COMMENT):
+            while toks[j].type in (
+                tokenize.NEWLINE,
+                tokenize.NL,
+                tokenize.INDENT,
+                tokenize.STRING,
+                tokenize.COMMENT,
+            ):
                 if toks[j].type == tokenize.STRING:
                     parts.append(eval(toks[j].string))  # a plain literal; f-strings are refused below
-                    assert not toks[j].string.lower().startswith(("f", "rf", "fr")), f"{path.name}:{t.start[0]}: f-string"
+                    assert not toks[j].string.lower().startswith(("f", "rf", "fr")), (
+                        f"{path.name}:{t.start[0]}: f-string"
+                    )
                 j += 1
             out.append((t.start[0], "".join(parts)))
     return out
 
 
 def unquoted(command: str) -> list[str]:
-    return [m.group(0) for m in PLACEHOLDER.finditer(command)
-            if m.group(1).split(".")[0] not in UNQUOTED_OK and m.group(2) != ":q"]
+    return [
+        m.group(0)
+        for m in PLACEHOLDER.finditer(command)
+        if m.group(1).split(".")[0] not in UNQUOTED_OK and m.group(2) != ":q"
+    ]
 
 
 def test_every_rule_file_has_shell_commands_to_check():
@@ -56,6 +67,12 @@ def test_no_placeholder_reaches_a_shell_unquoted(path):
 def test_the_scanner_finds_what_it_must():
     """The check itself can fail: unquoted forms are caught, quoted ones and {threads} pass."""
     assert unquoted("rgd x --a {input.q} --b {params.spec:q} {output} {log:q} --t {threads}") == [
-        "{input.q}", "{output}"]
-    assert unquoted("--w {wildcards.gen} {input[0]} {params.x:j}") == ["{wildcards.gen}", "{input[0]}", "{params.x:j}"]
+        "{input.q}",
+        "{output}",
+    ]
+    assert unquoted("--w {wildcards.gen} {input[0]} {params.x:j}") == [
+        "{wildcards.gen}",
+        "{input[0]}",
+        "{params.x:j}",
+    ]
     assert unquoted("awk '{{print $1}}' {input:q}") == []

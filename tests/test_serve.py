@@ -14,7 +14,6 @@ import pytest
 from fault_server import FaultServer, fake_reply
 from serve_support import EXPERTS, RgdServe, planted_router, write_endpoints
 
-
 TIMEOUT_S = 1.5  # every expert's timeout: the "slow" faults sleep past it
 
 
@@ -36,8 +35,10 @@ def fleet():
 @pytest.fixture(scope="module")
 def server(router, fleet, tmp_path_factory):
     work = tmp_path_factory.mktemp("serve")
-    ep = write_endpoints(work / "endpoints.yaml", {e: {"base_url": s.url + "/v1", "model": f"up-{e}",
-                                                       "timeout": TIMEOUT_S} for e, s in fleet.items()})
+    ep = write_endpoints(
+        work / "endpoints.yaml",
+        {e: {"base_url": s.url + "/v1", "model": f"up-{e}", "timeout": TIMEOUT_S} for e, s in fleet.items()},
+    )
     srv = RgdServe(["--router", router[0], "--endpoints", ep], work / "serve.log")
     yield srv
     srv.stop()
@@ -53,11 +54,15 @@ def fresh(fleet):
 
 
 def client(srv, **kw):
-    return openai.OpenAI(base_url=srv.url + "/v1", api_key=kw.pop("api_key", "unused"), max_retries=0, timeout=30, **kw)
+    return openai.OpenAI(
+        base_url=srv.url + "/v1", api_key=kw.pop("api_key", "unused"), max_retries=0, timeout=30, **kw
+    )
 
 
 def chat(c, text, **kw):
-    return c.chat.completions.create(model=kw.pop("model", "rgd"), messages=[{"role": "user", "content": text}], **kw)
+    return c.chat.completions.create(
+        model=kw.pop("model", "rgd"), messages=[{"role": "user", "content": text}], **kw
+    )
 
 
 def headers(fake: FaultServer) -> dict:
@@ -81,21 +86,31 @@ def test_requests_go_to_the_niche_expert_and_the_answer_says_who(server, router,
 
     q = held["bio"][0]
     raw = c.chat.completions.with_raw_response.create(
-        model="rgd", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": q["question"]}],
-        temperature=0.3, seed=5, max_tokens=64)
+        model="rgd",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": q["question"]}],
+        temperature=0.3,
+        seed=5,
+        max_tokens=64,
+    )
     r = raw.parse()
     assert raw.headers["x-rgd-expert"] == r.model == "bio"
     info = r.rgd
     assert info["expert"] == "bio" and info["upstream_model"] == "up-bio" and info["router"] == "cascal"
-    assert [x["expert"] for x in info["ranking"]][0] == "bio" and {x["expert"] for x in info["ranking"]} == set(EXPERTS)
+    assert [x["expert"] for x in info["ranking"]][0] == "bio" and {
+        x["expert"] for x in info["ranking"]
+    } == set(EXPERTS)
     scores = [x["score"] for x in info["ranking"]]
     assert scores == sorted(scores, reverse=True)
     assert info["attempts"] == [{"expert": "bio", "outcome": "answered", "status": 200}]
     # the upstream got the request unchanged but for `model`, and none of the client's headers
     sent = fresh["bio"].requests[-1]
-    assert sent["body"] == {"model": "up-bio", "messages": [{"role": "system", "content": "Be brief."},
-                                                             {"role": "user", "content": q["question"]}],
-                            "temperature": 0.3, "seed": 5, "max_tokens": 64}
+    assert sent["body"] == {
+        "model": "up-bio",
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": q["question"]}],
+        "temperature": 0.3,
+        "seed": 5,
+        "max_tokens": 64,
+    }
     assert "authorization" not in {k.lower() for k in sent["headers"]}
     want = fake_reply("Be brief.\n" + q["question"], 5, 1)
     assert r.choices[0].message.content == want
@@ -109,8 +124,20 @@ def test_the_ranking_is_the_one_rgd_route_writes(server, router, fresh, tmp_path
     router_dir, held = router
     qs = [q for e in EXPERTS for q in held[e]]
     write_jsonl(tmp_path / "q.jsonl", qs)
-    assert main(["route", "--router", str(router_dir), "--questions", str(tmp_path / "q.jsonl"),
-                 "--out", str(tmp_path / "routes.jsonl")]) == 0
+    assert (
+        main(
+            [
+                "route",
+                "--router",
+                str(router_dir),
+                "--questions",
+                str(tmp_path / "q.jsonl"),
+                "--out",
+                str(tmp_path / "routes.jsonl"),
+            ]
+        )
+        == 0
+    )
     routes = {r["id"]: r for r in read_jsonl(tmp_path / "routes.jsonl")}
     c = client(server)
     for q in qs:
@@ -160,13 +187,23 @@ def test_an_expert_can_be_pinned(server, router, fresh):
     assert r.model == "market" and r.rgd["pinned"] == "market" and "ranking" not in r.rgd
     assert fresh["market"].requests[-1]["body"]["model"] == "up-market"
     # nothing is routed, so a pinned chat needs no user turn (a routed one does: see the bad requests)
-    r = client(server).chat.completions.create(model="world", messages=[{"role": "system", "content": "Say hi."}])
+    r = client(server).chat.completions.create(
+        model="world", messages=[{"role": "system", "content": "Say hi."}]
+    )
     assert r.model == "world" and r.choices[0].message.content == fake_reply("Say hi.", None, 1)
 
 
 # --------------------------------------------------------------------------- failures
-@pytest.mark.parametrize("fault, outcome", [("500", "http_5xx"), ("503", "http_5xx"), (f"slow:{TIMEOUT_S + 2}", "timeout"),
-                                            ("drop", "connection"), ("malformed", "invalid_response")])
+@pytest.mark.parametrize(
+    "fault, outcome",
+    [
+        ("500", "http_5xx"),
+        ("503", "http_5xx"),
+        (f"slow:{TIMEOUT_S + 2}", "timeout"),
+        ("drop", "connection"),
+        ("malformed", "invalid_response"),
+    ],
+)
 def test_a_failing_expert_hands_over_to_the_next_ranked(server, router, fresh, fault, outcome):
     _, held = router
     q = held["bio"][0]["question"]
@@ -251,8 +288,12 @@ def test_bad_requests_get_openai_style_errors(server, fresh):
     with pytest.raises(openai.BadRequestError) as e:
         c.chat.completions.create(model="rgd", messages=[{"role": "system", "content": "no user turn"}])
     assert "no user message" in e.value.response.json()["error"]["message"]
-    req = urllib.request.Request(server.url + "/v1/chat/completions", data=b"{not json", method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        server.url + "/v1/chat/completions",
+        data=b"{not json",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 400 and json.loads(e.value.read())["error"]["code"] == "invalid_json"
@@ -298,15 +339,33 @@ def test_request_bodies_are_not_logged(server, router):
 def test_keys_costs_and_logged_bodies(router, fleet, fresh, tmp_path):
     """A client key, an upstream key (sent upstream only, scrubbed from what comes back), bodies
     logged when asked, and a cost objective that picks the cheapest expert near the best."""
-    entries = {e: {"base_url": s.url + "/v1", "model": f"up-{e}", "timeout": TIMEOUT_S,
-                   "cost": {"input_per_mtok": {"bio": 5.0, "market": 3.0, "world": 0.1}[e], "output_per_mtok": 1.0}}
-               for e, s in fleet.items()}
+    entries = {
+        e: {
+            "base_url": s.url + "/v1",
+            "model": f"up-{e}",
+            "timeout": TIMEOUT_S,
+            "cost": {"input_per_mtok": {"bio": 5.0, "market": 3.0, "world": 0.1}[e], "output_per_mtok": 1.0},
+        }
+        for e, s in fleet.items()
+    }
     entries["bio"]["api_key_env"] = "RGD_TEST_UPSTREAM_KEY"
     ep = write_endpoints(tmp_path / "endpoints.yaml", entries)
     secret, upstream = "client-secret-4f1c", "upstream-secret-77aa"
-    srv = RgdServe(["--router", router[0], "--endpoints", ep, "--api-key-env", "RGD_TEST_CLIENT_KEY", "--log-bodies",
-                    "--objective", "tolerance=0.02"], tmp_path / "serve.log",
-                   {"RGD_TEST_CLIENT_KEY": secret, "RGD_TEST_UPSTREAM_KEY": upstream})
+    srv = RgdServe(
+        [
+            "--router",
+            router[0],
+            "--endpoints",
+            ep,
+            "--api-key-env",
+            "RGD_TEST_CLIENT_KEY",
+            "--log-bodies",
+            "--objective",
+            "tolerance=0.02",
+        ],
+        tmp_path / "serve.log",
+        {"RGD_TEST_CLIENT_KEY": secret, "RGD_TEST_UPSTREAM_KEY": upstream},
+    )
     try:
         q = router[1]["bio"][0]["question"]
         with pytest.raises(openai.AuthenticationError):
@@ -345,35 +404,71 @@ def _refused(args, tmp_path, extra_env=None):
 
     from serve_support import env
 
-    r = subprocess.run([sys.executable, "-m", "rgd.cli", "serve", *map(str, args)], capture_output=True, text=True,
-                       env=env(**(extra_env or {})), timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "rgd.cli", "serve", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env(**(extra_env or {})),
+        timeout=120,
+    )
     return r.returncode, r.stderr
 
 
 def test_start_up_refuses_a_pool_expert_without_an_endpoint(router, fleet, tmp_path):
-    ep = write_endpoints(tmp_path / "endpoints.yaml", {e: {"base_url": fleet[e].url + "/v1", "model": e}
-                                                        for e in EXPERTS[:2]})
+    ep = write_endpoints(
+        tmp_path / "endpoints.yaml", {e: {"base_url": fleet[e].url + "/v1", "model": e} for e in EXPERTS[:2]}
+    )
     rc, err = _refused(["--router", router[0], "--endpoints", ep], tmp_path)
     assert rc == 2 and err.count("\n") == 1
-    assert err == f"rgd serve: error: {ep}:1: experts: no endpoint for pool expert 'world' " \
-                  f"(the router's pool: {', '.join(EXPERTS)})\n"
+    assert (
+        err == f"rgd serve: error: {ep}:1: experts: no endpoint for pool expert 'world' "
+        f"(the router's pool: {', '.join(EXPERTS)})\n"
+    )
 
 
-@pytest.mark.parametrize("entry, extra, message", [
-    ({"base_url": "ftp://x", "model": "m"}, {}, "experts.world.base_url: expected an http(s) URL"),
-    ({"base_url": "http://u:p@host/v1", "model": "m"}, {}, "experts.world.base_url: credentials in the URL"),
-    ({"base_url": "http://h/v1"}, {}, "experts.world.model: missing"),
-    ({"base_url": "http://h/v1", "model": "m", "timeout": 0}, {}, "experts.world.timeout: expected a number of seconds > 0"),
-    ({"base_url": "http://h/v1", "model": "m", "api_key_env": "RGD_NO_SUCH_VAR"}, {},
-     "experts.world.api_key_env: environment variable RGD_NO_SUCH_VAR is not set"),
-    ({"base_url": "http://h/v1", "model": "m", "cost": {"relative": -1}}, {}, "experts.world.cost.relative: expected"),
-    ({"base_url": "http://h/v1", "model": "m", "key": "sk-123"}, {}, "experts.world.key: unknown field"),
-    ({"base_url": "http://h/v1", "model": "m"}, {"--objective": "lambda=0.5"},
-     "experts.bio.cost: missing: the objective lambda=0.5 needs every expert's cost"),
-    ({"base_url": "http://h/v1", "model": "m"}, {"--objective": "cheapest"}, "--objective: expected quality"),
-    ({"base_url": "http://h/v1", "model": "m"}, {"--api-key-env": "RGD_NO_SUCH_VAR"},
-     "--api-key-env: environment variable RGD_NO_SUCH_VAR is not set"),
-])
+@pytest.mark.parametrize(
+    "entry, extra, message",
+    [
+        ({"base_url": "ftp://x", "model": "m"}, {}, "experts.world.base_url: expected an http(s) URL"),
+        (
+            {"base_url": "http://u:p@host/v1", "model": "m"},
+            {},
+            "experts.world.base_url: credentials in the URL",
+        ),
+        ({"base_url": "http://h/v1"}, {}, "experts.world.model: missing"),
+        (
+            {"base_url": "http://h/v1", "model": "m", "timeout": 0},
+            {},
+            "experts.world.timeout: expected a number of seconds > 0",
+        ),
+        (
+            {"base_url": "http://h/v1", "model": "m", "api_key_env": "RGD_NO_SUCH_VAR"},
+            {},
+            "experts.world.api_key_env: environment variable RGD_NO_SUCH_VAR is not set",
+        ),
+        (
+            {"base_url": "http://h/v1", "model": "m", "cost": {"relative": -1}},
+            {},
+            "experts.world.cost.relative: expected",
+        ),
+        ({"base_url": "http://h/v1", "model": "m", "key": "sk-123"}, {}, "experts.world.key: unknown field"),
+        (
+            {"base_url": "http://h/v1", "model": "m"},
+            {"--objective": "lambda=0.5"},
+            "experts.bio.cost: missing: the objective lambda=0.5 needs every expert's cost",
+        ),
+        (
+            {"base_url": "http://h/v1", "model": "m"},
+            {"--objective": "cheapest"},
+            "--objective: expected quality",
+        ),
+        (
+            {"base_url": "http://h/v1", "model": "m"},
+            {"--api-key-env": "RGD_NO_SUCH_VAR"},
+            "--api-key-env: environment variable RGD_NO_SUCH_VAR is not set",
+        ),
+    ],
+)
 def test_start_up_refuses_bad_settings_in_one_line(router, fleet, tmp_path, entry, extra, message):
     entries = {e: {"base_url": fleet[e].url + "/v1", "model": e} for e in EXPERTS[:2]} | {"world": entry}
     ep = write_endpoints(tmp_path / "endpoints.yaml", entries)

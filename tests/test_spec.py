@@ -46,29 +46,32 @@ def test_defaults_conversions_and_nesting():
     assert parse(Outer, {"name": "x", "inner": Inner(0.2)}).inner.temperature == 0.2
 
 
-@pytest.mark.parametrize("data, field_, fragment", [
-    ({"name": "x", "n": "20"}, "n", "expected an integer, got str '20'"),
-    ({"name": "x", "n": 2.0}, "n", "expected an integer, got float"),
-    ({"name": "x", "n": True}, "n", "expected an integer, got bool"),
-    ({"name": "x", "n": 0}, "n", "must be >= 1, got 0"),
-    ({"name": "x", "n": 27}, "n", "must be <= 26"),
-    ({"name": "x", "mode": "c"}, "mode", "expected one of 'a', 'b', got str 'c'"),
-    ({"name": "x", "flag": 1}, "flag", "expected true/false, got int 1"),
-    ({"name": "x", "limit": "5"}, "limit", "expected an integer"),
-    ({"name": "x", "auto": "five"}, "auto", "expected an integer or 'auto'"),
-    ({"name": "x", "inner": {"top_p": 0}}, "inner.top_p", "must be > 0, got 0.0"),
-    ({"name": "x", "inner": {"temp": 1}}, "inner.temp", "unknown key (did you mean 'temperature'?)"),
-    ({"name": "x", "inner": [1]}, "inner", "expected an object (mapping), got list"),
-    ({"name": "x", "fractions": [0.5, 2]}, "fractions[1]", "must be <= 1, got 2.0"),
-    ({"name": "x", "fractions": []}, "fractions", "needs at least 1 items"),
-    ({"name": "x", "fractions": "0.5"}, "fractions", "expected a list, got str"),
-    ({"name": "x", "scores": {"a": "b"}}, "scores.a", "expected a number"),
-    ({"name": "x", "low": math.nan}, "low", "expected a finite number"),
-    ({"name": "x", "low": 2.0}, "low/high", "need low <= high"),
-    ({"name": "X"}, "name", "does not match"),
-    ({}, "name", "missing (required)"),
-    ({"name": "x", "nn": 1}, "nn", "unknown key (did you mean 'n'?); known: anything, auto"),
-])
+@pytest.mark.parametrize(
+    "data, field_, fragment",
+    [
+        ({"name": "x", "n": "20"}, "n", "expected an integer, got str '20'"),
+        ({"name": "x", "n": 2.0}, "n", "expected an integer, got float"),
+        ({"name": "x", "n": True}, "n", "expected an integer, got bool"),
+        ({"name": "x", "n": 0}, "n", "must be >= 1, got 0"),
+        ({"name": "x", "n": 27}, "n", "must be <= 26"),
+        ({"name": "x", "mode": "c"}, "mode", "expected one of 'a', 'b', got str 'c'"),
+        ({"name": "x", "flag": 1}, "flag", "expected true/false, got int 1"),
+        ({"name": "x", "limit": "5"}, "limit", "expected an integer"),
+        ({"name": "x", "auto": "five"}, "auto", "expected an integer or 'auto'"),
+        ({"name": "x", "inner": {"top_p": 0}}, "inner.top_p", "must be > 0, got 0.0"),
+        ({"name": "x", "inner": {"temp": 1}}, "inner.temp", "unknown key (did you mean 'temperature'?)"),
+        ({"name": "x", "inner": [1]}, "inner", "expected an object (mapping), got list"),
+        ({"name": "x", "fractions": [0.5, 2]}, "fractions[1]", "must be <= 1, got 2.0"),
+        ({"name": "x", "fractions": []}, "fractions", "needs at least 1 items"),
+        ({"name": "x", "fractions": "0.5"}, "fractions", "expected a list, got str"),
+        ({"name": "x", "scores": {"a": "b"}}, "scores.a", "expected a number"),
+        ({"name": "x", "low": math.nan}, "low", "expected a finite number"),
+        ({"name": "x", "low": 2.0}, "low/high", "need low <= high"),
+        ({"name": "X"}, "name", "does not match"),
+        ({}, "name", "missing (required)"),
+        ({"name": "x", "nn": 1}, "nn", "unknown key (did you mean 'n'?); known: anything, auto"),
+    ],
+)
 def test_errors_name_the_field(data, field_, fragment):
     with pytest.raises(SpecError) as e:
         parse(Outer, data, where="--spec")
@@ -94,8 +97,12 @@ def test_bounds_refuses_typos():
 
 def test_pairs():
     assert parse_pairs(["a=x", "b=y=z"]) == {"a": "x", "b": "y=z"}
-    for bad, fragment in ((["a"], "expected NAME=PATH"), (["=x"], "expected NAME=PATH"), (["a="], "empty value"),
-                          (["a=x", "a=y"], "a: given twice")):
+    for bad, fragment in (
+        (["a"], "expected NAME=PATH"),
+        (["=x"], "expected NAME=PATH"),
+        (["a="], "empty value"),
+        (["a=x", "a=y"], "a: given twice"),
+    ):
         with pytest.raises(SpecError, match=fragment):
             parse_pairs(bad, "--responses")
 
@@ -132,8 +139,12 @@ class _File:
 
 
 def test_ignore_unknown_reads_the_fields_one_step_needs():
-    got = parse(_File, {"labels": {"benchmark": "b", "pool": "p"}, "top1": 1, "extra": []}, "e.json",
-                ignore_unknown=True)
+    got = parse(
+        _File,
+        {"labels": {"benchmark": "b", "pool": "p"}, "top1": 1, "extra": []},
+        "e.json",
+        ignore_unknown=True,
+    )
     assert got == _File(_Labels("b"), 1.0)
     with pytest.raises(SpecError, match="^e.json: labels.benchmark: missing"):
         parse(_File, {"labels": {}, "top1": 1}, "e.json", ignore_unknown=True)

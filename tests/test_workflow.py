@@ -34,9 +34,13 @@ def command(config: Path, *args: str) -> list[str]:
 
 
 def snakemake(*args: str, config: Path, check: bool = True, timeout: int = 1200):
-    res = subprocess.run(command(config, *args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
+    res = subprocess.run(
+        command(config, *args), cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout
+    )
     if check and res.returncode != 0:
-        raise AssertionError(f"snakemake failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake failed ({res.returncode}):\n{res.stdout[-4000:]}\n{res.stderr[-6000:]}"
+        )
     return res
 
 
@@ -89,7 +93,17 @@ def test_every_rule_has_log_and_timing(run):
     results, _, _ = run
     assert list((results / "logs").rglob("*.log"))
     rules = {p.parts[len((results / "timings").parts)] for p in (results / "timings").rglob("*.tsv")}
-    assert {"data", "split", "generate", "respond", "consensus", "embed", "train", "route", "evaluate"} <= rules
+    assert {
+        "data",
+        "split",
+        "generate",
+        "respond",
+        "consensus",
+        "embed",
+        "train",
+        "route",
+        "evaluate",
+    } <= rules
 
 
 def test_rerun_has_nothing_to_do(run):
@@ -104,8 +118,12 @@ RESPONSE = re.compile(r"output: [^\n]*?/responses/[^/\s]+/[^/\s]+/([^/\s,]+)\.js
 
 def _planned(res) -> dict[str, int]:
     text = res.stdout + res.stderr
-    table = text[text.index("Job stats:"):]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m.group(1) != "total"}
+    table = text[text.index("Job stats:") :]
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)
+        if m.group(1) != "total"
+    }
 
 
 def test_changing_one_expert_reruns_only_its_jobs(run, tmp_path):
@@ -147,7 +165,7 @@ def _summary_inputs(config: Path) -> dict[str, list[str]]:
     header = lines.index(next(l for l in lines if l.startswith("output_file")))
     cols = lines[header].split("\t")
     out = {}
-    for line in lines[header + 1:]:
+    for line in lines[header + 1 :]:
         f = dict(zip(cols, line.split("\t")))
         if f.get("rule") == "train_router":
             out[f["output_file"]] = f["input-file(s)"].split(",")
@@ -177,7 +195,10 @@ def test_query_only_routers_never_read_keys(run):
     [
         ({"seed": "zero"}, "seed"),
         ({"experts": {"a-chat": {"model": "tiny-a", "style": "chat", "colour": "red"}}}, "colour"),
-        ({"experts": {"a-chat": {"model": "nope", "style": "chat"}}}, "experts.a-chat.model: unknown model 'nope'"),
+        (
+            {"experts": {"a-chat": {"model": "nope", "style": "chat"}}},
+            "experts.a-chat.model: unknown model 'nope'",
+        ),
         ({"pools": {"tiny": ["a-chat", "ghost"]}}, "pools.tiny: unknown expert 'ghost'"),
         ({"routers": {"cascal": {}, "magic": {}}}, "magic"),
         ({"routers": {"cascal": {"params": {"k_nearst": 3}}}}, "routers.cascal.params"),
@@ -201,11 +222,20 @@ def test_report_and_frozen_archive(run):
     """The run ends with the HTML report (every figure category) and an archive that verifies."""
     results, _, _ = run
     html = (results / "report.html").read_text(errors="replace")
-    for category in ("Tables", "Routing accuracy", "Skills", "Calibration", "CASCAL clusters", "Data scaling"):
+    for category in (
+        "Tables",
+        "Routing accuracy",
+        "Skills",
+        "Calibration",
+        "CASCAL clusters",
+        "Data scaling",
+    ):
         assert category in html, category
     archives = sorted((results / "archive").glob("rgd-results-*.tar.gz"))
     assert len(archives) == 1
-    ok = subprocess.run([str(BIN / "rgd"), "verify", str(archives[0])], capture_output=True, text=True, env=ENV)
+    ok = subprocess.run(
+        [str(BIN / "rgd"), "verify", str(archives[0])], capture_output=True, text=True, env=ENV
+    )
     assert ok.returncode == 0, ok.stderr
 
 
@@ -217,12 +247,20 @@ def test_a_killed_driver_resumes_with_the_same_command(run, tmp_path):
     config = tiny_config(tmp_path, "resumed results")
     resumed = tmp_path / "resumed results"
     targets = [str(resumed / f"consensus/mmlu/tiny/{q}.jsonl") for q in ("train", "test")]
-    driver = subprocess.Popen(command(config, *targets), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen(
+        command(config, *targets),
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 600
     # a respond job has started (its log exists) and not finished (no output yet)
-    while not any(not (resumed / "responses" / p.relative_to(resumed / "logs/respond")).with_suffix(".jsonl").exists()
-                  for p in (resumed / "logs/respond").rglob("*.log")):
+    while not any(
+        not (resumed / "responses" / p.relative_to(resumed / "logs/respond")).with_suffix(".jsonl").exists()
+        for p in (resumed / "logs/respond").rglob("*.log")
+    ):
         assert driver.poll() is None and time.monotonic() < deadline, "the run ended before inference"
         time.sleep(0.05)
     os.kill(driver.pid, signal.SIGKILL)  # the driver only: its running job is orphaned, as after an OOM kill

@@ -157,5 +157,3 @@ def check_paths(args: argparse.Namespace) -> None:
                 err = _output(path, kind == OUT_DIR)
             if err is not None:
                 raise err
-
-

@@ -147,7 +147,9 @@ class Router(routers.Router):
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise InputError(d / "router.json", None, "format", f"not an {FORMAT} header")
         if header.get("version") != VERSION:
-            raise InputError(d / "router.json", None, "version", f"unsupported version {header.get('version')!r}")
+            raise InputError(
+                d / "router.json", None, "version", f"unsupported version {header.get('version')!r}"
+            )
         kind = header.get("kind")
         sub = routers.REGISTRY[kind].router_class() if kind in routers.REGISTRY else None
         if sub is None or not issubclass(sub, Router) or (cls is not Router and sub is not cls):
@@ -289,8 +291,15 @@ class MFRouter(Router):
 
     _array_names = ("W_", "V_", "b_")
 
-    def __init__(self, dim: int = 32, epochs: int = 300, lr: float = 0.01, l2: float = 1e-4, seed: int = 0,
-                 signal: str = "correctness"):
+    def __init__(
+        self,
+        dim: int = 32,
+        epochs: int = 300,
+        lr: float = 0.01,
+        l2: float = 1e-4,
+        seed: int = 0,
+        signal: str = "correctness",
+    ):
         _check_params(dim=dim, epochs=epochs, lr=lr, l2=l2, seed=seed, signal=signal)
         self.dim, self.epochs, self.lr, self.l2, self.seed, self.signal = dim, epochs, lr, l2, seed, signal
 
@@ -325,4 +334,3 @@ class MFRouter(Router):
 
     def _route(self, X: np.ndarray) -> np.ndarray:
         return _sigmoid((X @ self.W_).astype(np.float64) @ self.V_.T + self.b_)
-

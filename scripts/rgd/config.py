@@ -39,7 +39,9 @@ class ConfigError(ValueError):
 # --------------------------------------------------------------------------- hashing
 def canonical_json(config: dict) -> bytes:
     """The bytes of results/config.json: sorted keys, no ASCII escaping, no spaces."""
-    return json.dumps(config, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return json.dumps(
+        config, sort_keys=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    ).encode()
 
 
 def config_hash(config: dict) -> str:
@@ -145,7 +147,9 @@ def _reference_problems(c: dict) -> list[str]:
         if pool is not None and pool not in c["pools"]:
             p.append(f"generators.{name}.filter.differentiation.pool: unknown pool {pool!r}")
     if "cascal" not in c["routers"]:
-        p.append("routers: the report needs routers.cascal (the scaling curve and the cluster figures are CASCAL's)")
+        p.append(
+            "routers: the report needs routers.cascal (the scaling curve and the cluster figures are CASCAL's)"
+        )
     return p
 
 
@@ -175,7 +179,9 @@ def _settings(c: dict) -> list[str]:
 
     if (cons := build("consensus", ConsensusConfig, c.get("consensus", {}))) is not None:
         c["consensus"] = asdict(cons)
-    if (ev := build("evaluation", EvaluationSettings, {"seed": c["seed"], **c.get("evaluation", {})})) is not None:
+    if (
+        ev := build("evaluation", EvaluationSettings, {"seed": c["seed"], **c.get("evaluation", {})})
+    ) is not None:
         c["evaluation"] = asdict(ev)
     for name, b in c["benchmarks"].items():
         split = build(f"benchmarks.{name}.split", SplitSettings, {"seed": c["seed"], **b.get("split", {})})

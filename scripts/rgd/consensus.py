@@ -65,7 +65,9 @@ class ConsensusConfig:
     def __post_init__(self) -> None:
         validate(self)
         if self.clip_low > self.clip_high:
-            raise ValueError(f"clip_low/clip_high: need clip_low <= clip_high, got {self.clip_low}, {self.clip_high}")
+            raise ValueError(
+                f"clip_low/clip_high: need clip_low <= clip_high, got {self.clip_low}, {self.clip_high}"
+            )
 
     @classmethod
     def from_spec(cls, spec: dict, where: str = "consensus") -> ConsensusConfig:
@@ -80,7 +82,9 @@ class ModelStats:
     sigma: np.ndarray
 
     def to_json(self, experts: list[str]) -> dict[str, dict[str, float]]:
-        return {e: {"median": float(m), "sigma": float(s)} for e, m, s in zip(experts, self.median, self.sigma)}
+        return {
+            e: {"median": float(m), "sigma": float(s)} for e, m, s in zip(experts, self.median, self.sigma)
+        }
 
     @classmethod
     def from_json(cls, experts_stats: dict, experts: list[str]) -> ModelStats:
@@ -168,7 +172,9 @@ def vote_posterior(choices: np.ndarray, weights: np.ndarray, n_classes: int, tau
     choices = np.asarray(choices, dtype=np.int64)
     voting = choices >= 0
     w = np.where(voting, np.asarray(weights, dtype=np.float64), 0.0)
-    return _posterior(_flat_index(np.where(voting, choices, 0), n_classes), w, choices.shape[0], n_classes, tau)
+    return _posterior(
+        _flat_index(np.where(voting, choices, 0), n_classes), w, choices.shape[0], n_classes, tau
+    )
 
 
 def _check_inputs(choices: np.ndarray, logprobs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,7 +192,10 @@ def _check_inputs(choices: np.ndarray, logprobs: np.ndarray) -> tuple[np.ndarray
 
 
 def consensus_scores(
-    choices: np.ndarray, logprobs: np.ndarray, cfg: ConsensusConfig | None = None, stats: ModelStats | None = None
+    choices: np.ndarray,
+    logprobs: np.ndarray,
+    cfg: ConsensusConfig | None = None,
+    stats: ModelStats | None = None,
 ) -> ConsensusResult:
     """Consensus scores for `choices` (n_q, n_m; -1 = abstain) weighted by `logprobs` (NaN allowed).
 
@@ -199,7 +208,9 @@ def consensus_scores(
     if stats is None:
         stats = robust_stats(logprobs, cfg.mad_const)
     elif stats.median.shape != (n_m,) or stats.sigma.shape != (n_m,):
-        raise ValueError(f"stats: expected arrays of shape ({n_m},), got {stats.median.shape}, {stats.sigma.shape}")
+        raise ValueError(
+            f"stats: expected arrays of shape ({n_m},), got {stats.median.shape}, {stats.sigma.shape}"
+        )
     elif not np.isfinite(stats.median).all():
         raise ValueError("stats: medians must be finite")
 
@@ -258,7 +269,10 @@ def _confidence(value: object, expert: str, qid: str, source: str) -> float:
         return math.nan
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InputError(
-            source, None, "confidence", f"expert {expert!r}, question {qid!r}: expected a number or null, got {value!r}"
+            source,
+            None,
+            "confidence",
+            f"expert {expert!r}, question {qid!r}: expected a number or null, got {value!r}",
         )
     return float(value)
 
@@ -302,7 +316,11 @@ def run_consensus(
         for i, qid in enumerate(question_ids)
         for j, expert in enumerate(experts)
     ]
-    out_stats = {"experts": res.stats.to_json(experts), "n_questions": len(question_ids), "config": asdict(cfg)}
+    out_stats = {
+        "experts": res.stats.to_json(experts),
+        "n_questions": len(question_ids),
+        "config": asdict(cfg),
+    }
     return rows, out_stats
 
 
@@ -321,7 +339,9 @@ def _vote_matrices(
         for i, qid in enumerate(question_ids):
             rec = by_id.get(qid)
             if rec is None:
-                raise InputError(source, None, "id", f"expert {expert!r} has no response for question {qid!r}")
+                raise InputError(
+                    source, None, "id", f"expert {expert!r} has no response for question {qid!r}"
+                )
             choices[i, j] = _letter_index(rec.get("choice"), expert, qid, source)
             logprobs[i, j] = _confidence(rec.get("confidence"), expert, qid, source)
             letters[i][j] = rec.get("choice")
@@ -338,7 +358,9 @@ def _by_id(records: list[dict], expert: str, source: str) -> dict[str, dict]:
                 source, None, "expert", f"record {rid!r} is by {rec.get('expert')!r}, filed under {expert!r}"
             )
         if rid in by_id:
-            raise InputError(source, None, "id", f"expert {expert!r}: duplicate response for question {rid!r}")
+            raise InputError(
+                source, None, "id", f"expert {expert!r}: duplicate response for question {rid!r}"
+            )
         by_id[rid] = rec
     return by_id
 

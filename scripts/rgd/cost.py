@@ -67,11 +67,19 @@ class Cost:
         unit = d.get("unit", "USD")
         if not isinstance(unit, str) or not unit or unit == RELATIVE:
             raise ValueError(f"cost.unit: expected a currency name, got {unit!r}")
-        return cls(_price(d["input_per_mtok"], "cost.input_per_mtok"),
-                   _price(d["output_per_mtok"], "cost.output_per_mtok"), unit, source)
+        return cls(
+            _price(d["input_per_mtok"], "cost.input_per_mtok"),
+            _price(d["output_per_mtok"], "cost.output_per_mtok"),
+            unit,
+            source,
+        )
 
     def to_dict(self) -> dict:
-        d = {"input_per_mtok": self.input_per_mtok, "output_per_mtok": self.output_per_mtok, "unit": self.unit}
+        d = {
+            "input_per_mtok": self.input_per_mtok,
+            "output_per_mtok": self.output_per_mtok,
+            "unit": self.unit,
+        }
         return d | ({"source": self.source} if self.source else {})
 
 
@@ -177,13 +185,19 @@ def order(S: np.ndarray, c: np.ndarray | None, objective: Objective, seed: int =
     return np.lexsort((pos, np.where(eligible, c, 0.0), ~eligible), axis=1)
 
 
-OBJECTIVE = ("ranking objective: quality (default: predicted score alone), tolerance=T (the cheapest expert "
-             "within T of the best score first) or lambda=L (score - L * cost / max cost); see rgd.cost")
-COSTS = ('JSON {EXPERT: {"input_per_mtok": P, "output_per_mtok": P, "unit": "USD"} or {"relative": R}} for '
-         "every pool expert (needed by the tolerance and lambda objectives)")
+OBJECTIVE = (
+    "ranking objective: quality (default: predicted score alone), tolerance=T (the cheapest expert "
+    "within T of the best score first) or lambda=L (score - L * cost / max cost); see rgd.cost"
+)
+COSTS = (
+    'JSON {EXPERT: {"input_per_mtok": P, "output_per_mtok": P, "unit": "USD"} or {"relative": R}} for '
+    "every pool expert (needed by the tolerance and lambda objectives)"
+)
 
 
-def from_options(objective: str, costs: Mapping | None, experts: Sequence[str]) -> tuple[Objective, np.ndarray | None]:
+def from_options(
+    objective: str, costs: Mapping | None, experts: Sequence[str]
+) -> tuple[Objective, np.ndarray | None]:
     """(Objective, (m,) expected costs or None) from `--objective` and `--costs`; one located line on error."""
     from .io import InputError
 
@@ -193,7 +207,9 @@ def from_options(objective: str, costs: Mapping | None, experts: Sequence[str]) 
         raise InputError("<command line>", None, "--objective", str(e).partition(": ")[2]) from None
     if costs is None:
         if obj.needs_costs:
-            raise InputError("<command line>", None, "--costs", f"missing: the objective {obj} needs every expert's cost")
+            raise InputError(
+                "<command line>", None, "--costs", f"missing: the objective {obj} needs every expert's cost"
+            )
         return obj, None
     if not isinstance(costs, Mapping):
         raise InputError("<command line>", None, "--costs", "expected a JSON object {EXPERT: cost}")
@@ -280,9 +296,17 @@ def cost_to_match(frontier: Sequence[dict], accuracy: float) -> float | None:
     return min(hits) if hits else None
 
 
-def tradeoff(scores: Mapping[str, np.ndarray], route_costs: np.ndarray, correct: np.ndarray,
-             realised: np.ndarray, models: Sequence[str], *, seed: int = 0,
-             grids: Mapping[str, Sequence[float]] | None = None, n_points: int = DEFAULT_GRID_POINTS) -> dict:
+def tradeoff(
+    scores: Mapping[str, np.ndarray],
+    route_costs: np.ndarray,
+    correct: np.ndarray,
+    realised: np.ndarray,
+    models: Sequence[str],
+    *,
+    seed: int = 0,
+    grids: Mapping[str, Sequence[float]] | None = None,
+    n_points: int = DEFAULT_GRID_POINTS,
+) -> dict:
     """The accuracy-cost evaluation of several routers on one test set.
 
     scores: router -> (n, m) predicted scores; route_costs: (m,) expected costs the objectives see;
@@ -296,13 +320,21 @@ def tradeoff(scores: Mapping[str, np.ndarray], route_costs: np.ndarray, correct:
     realised = np.asarray(realised, dtype=np.float64)
     n, m = correct.shape
     if realised.shape != (n, m) or np.shape(route_costs) != (m,) or len(models) != m:
-        raise ValueError(f"tradeoff: shapes differ: correct {correct.shape}, realised {realised.shape}, "
-                         f"route costs {np.shape(route_costs)}, {len(models)} models")
+        raise ValueError(
+            f"tradeoff: shapes differ: correct {correct.shape}, realised {realised.shape}, "
+            f"route costs {np.shape(route_costs)}, {len(models)} models"
+        )
     if n == 0:
         raise ValueError("tradeoff: no questions")
     refs = references(correct, realised, models)
-    out = {"n_questions": n, "models": list(models), "route_costs": [float(x) for x in route_costs],
-           "seed": seed, **refs, "routers": {}}
+    out = {
+        "n_questions": n,
+        "models": list(models),
+        "route_costs": [float(x) for x in route_costs],
+        "seed": seed,
+        **refs,
+        "routers": {},
+    }
     for name in sorted(scores):
         S = np.asarray(scores[name], dtype=np.float64)
         if S.shape != (n, m):

@@ -154,8 +154,9 @@ def excess_over_rest(pairwise_matrix: np.ndarray) -> np.ndarray:
     return out if m >= 3 else np.full_like(k, np.nan)
 
 
-def pool_diagnostics(choices: np.ndarray, experts: list[str], n_options: int | None = None,
-                     thresholds: Thresholds = THRESHOLDS) -> dict:
+def pool_diagnostics(
+    choices: np.ndarray, experts: list[str], n_options: int | None = None, thresholds: Thresholds = THRESHOLDS
+) -> dict:
     """The label-free diagnostics of one question set as seen by one pool (JSON-safe)."""
     c, k = _check(choices, n_options)
     if c.shape[1] != len(experts):
@@ -171,18 +172,38 @@ def pool_diagnostics(choices: np.ndarray, experts: list[str], n_options: int | N
     agree_excess, kappa_excess = excess_over_rest(pw["agreement"]), excess_over_rest(pw["kappa"])
     fleiss = fleiss_kappa(c, k)
     per_expert = {
-        e: {"answered": int(answered[j]), "abstained": int(abstained[j]),
+        e: {
+            "answered": int(answered[j]),
+            "abstained": int(abstained[j]),
             "letters": {LETTERS[i]: int(counts[j, i]) for i in range(k)},
             "shares": {LETTERS[i]: _none(shares[j, i]) for i in range(k)},
-            "top_letter": LETTERS[int(top[j])] if answered[j] else None, "top_share": _none(top_share[j]),
-            "mean_kappa_with_rest": _none(rest[j])}
-        for j, e in enumerate(experts)}
-    pairs = [{"experts": [experts[i], experts[j]], "n": int(pw["n"][i, j]),
-              "agreement": _none(pw["agreement"][i, j]), "kappa": _none(pw["kappa"][i, j]),
-              "agreement_excess": _none(agree_excess[i, j]), "kappa_excess": _none(kappa_excess[i, j])}
-             for i in range(len(experts)) for j in range(i + 1, len(experts))]
-    out = {"n_questions": int(c.shape[0]), "n_options": k, "experts": list(experts), "per_expert": per_expert,
-           "pairs": pairs, "fleiss_kappa": _none(fleiss), "thresholds": asdict(thresholds)}
+            "top_letter": LETTERS[int(top[j])] if answered[j] else None,
+            "top_share": _none(top_share[j]),
+            "mean_kappa_with_rest": _none(rest[j]),
+        }
+        for j, e in enumerate(experts)
+    }
+    pairs = [
+        {
+            "experts": [experts[i], experts[j]],
+            "n": int(pw["n"][i, j]),
+            "agreement": _none(pw["agreement"][i, j]),
+            "kappa": _none(pw["kappa"][i, j]),
+            "agreement_excess": _none(agree_excess[i, j]),
+            "kappa_excess": _none(kappa_excess[i, j]),
+        }
+        for i in range(len(experts))
+        for j in range(i + 1, len(experts))
+    ]
+    out = {
+        "n_questions": int(c.shape[0]),
+        "n_options": k,
+        "experts": list(experts),
+        "per_expert": per_expert,
+        "pairs": pairs,
+        "fleiss_kappa": _none(fleiss),
+        "thresholds": asdict(thresholds),
+    }
     out["warnings"] = warnings(out, thresholds)
     return out
 
@@ -193,36 +214,69 @@ def warnings(diag: dict, t: Thresholds = THRESHOLDS) -> list[dict]:
     enough = [p for p in diag["pairs"] if p["n"] >= t.min_questions]
     if diag["pairs"] and len(enough) < len(diag["pairs"]):
         few = min(p["n"] for p in diag["pairs"])
-        out.append({"kind": "few-questions", "experts": [], "value": few,
-                    "message": f"some expert pairs share only {few} answered questions (< {t.min_questions}): "
-                               "their kappas are too noisy for the agreement warnings, which skip them"})
+        out.append(
+            {
+                "kind": "few-questions",
+                "experts": [],
+                "value": few,
+                "message": f"some expert pairs share only {few} answered questions (< {t.min_questions}): "
+                "their kappas are too noisy for the agreement warnings, which skip them",
+            }
+        )
     for p in enough:
         ae, ke = p["agreement_excess"], p["kappa_excess"]
         if ae is not None and ke is not None and ae >= t.twin_agreement and ke >= t.twin_kappa:
             a, b = p["experts"]
-            out.append({"kind": "twins", "experts": [a, b], "value": ae,
-                        "message": f"{a} and {b} agree far beyond the rest ({p['agreement']:.0%} of their answers, "
-                                   f"{100 * ae:.0f} points above their mean with the others; kappa {p['kappa']:.2f}, "
-                                   f"{ke:+.2f}): consensus rewards agreement, so it favours the two together, right or "
-                                   "wrong; prompt variants of one model look like this (so do two distinct models "
-                                   "that are both often right, which only keys tell apart)"})
-    n_ok = {e: sum(p["n"] >= t.min_questions for p in diag["pairs"] if e in p["experts"]) for e in diag["experts"]}
+            out.append(
+                {
+                    "kind": "twins",
+                    "experts": [a, b],
+                    "value": ae,
+                    "message": f"{a} and {b} agree far beyond the rest ({p['agreement']:.0%} of their answers, "
+                    f"{100 * ae:.0f} points above their mean with the others; kappa {p['kappa']:.2f}, "
+                    f"{ke:+.2f}): consensus rewards agreement, so it favours the two together, right or "
+                    "wrong; prompt variants of one model look like this (so do two distinct models "
+                    "that are both often right, which only keys tell apart)",
+                }
+            )
+    n_ok = {
+        e: sum(p["n"] >= t.min_questions for p in diag["pairs"] if e in p["experts"]) for e in diag["experts"]
+    }
     for e, d in ((e, diag["per_expert"][e]) for e in diag["experts"]):  # pool order
         r = d["mean_kappa_with_rest"]
         if r is not None and n_ok[e] and r <= t.chance_kappa:
-            out.append({"kind": "chance", "experts": [e], "value": r,
-                        "message": f"{e} agrees with the others no better than chance (mean kappa {r:.2f}): its consensus "
-                                   "scores say little about its skill"})
+            out.append(
+                {
+                    "kind": "chance",
+                    "experts": [e],
+                    "value": r,
+                    "message": f"{e} agrees with the others no better than chance (mean kappa {r:.2f}): its consensus "
+                    "scores say little about its skill",
+                }
+            )
     for e, d in ((e, diag["per_expert"][e]) for e in diag["experts"]):
         if d["top_share"] is not None and d["top_share"] > t.letter_share:
-            out.append({"kind": "letter-bias", "experts": [e], "value": d["top_share"], "letter": d["top_letter"],
-                        "message": f"{e} answers {d['top_letter']} on {d['top_share']:.0%} of its answers: "
-                                   "its agreements are mostly that letter, not knowledge"})
+            out.append(
+                {
+                    "kind": "letter-bias",
+                    "experts": [e],
+                    "value": d["top_share"],
+                    "letter": d["top_letter"],
+                    "message": f"{e} answers {d['top_letter']} on {d['top_share']:.0%} of its answers: "
+                    "its agreements are mostly that letter, not knowledge",
+                }
+            )
     f = diag["fleiss_kappa"]
     if f is not None and f <= t.chance_kappa and diag["n_questions"] >= t.min_questions:
-        out.append({"kind": "pool-chance", "experts": [], "value": f,
-                    "message": f"the pool as a whole agrees no better than chance (Fleiss' kappa {f:.2f}): consensus "
-                               "scores are mostly noise"})
+        out.append(
+            {
+                "kind": "pool-chance",
+                "experts": [],
+                "value": f,
+                "message": f"the pool as a whole agrees no better than chance (Fleiss' kappa {f:.2f}): consensus "
+                "scores are mostly noise",
+            }
+        )
     return out
 
 
@@ -256,8 +310,14 @@ def kendall_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (sa * sb).sum(axis=-1) / np.where(den > 0, den, 1), np.nan)
 
 
-def consensus_ranking(subjects: list[str], n: list[int], consensus: np.ndarray, accuracy: np.ndarray,
-                      overall_consensus: np.ndarray, overall_accuracy: np.ndarray) -> dict:
+def consensus_ranking(
+    subjects: list[str],
+    n: list[int],
+    consensus: np.ndarray,
+    accuracy: np.ndarray,
+    overall_consensus: np.ndarray,
+    overall_accuracy: np.ndarray,
+) -> dict:
     """How well mean consensus ranked the experts against their key accuracy, per subject and overall.
 
     `consensus`, `accuracy`: (S, m) per-subject means; `overall_*`: (m,) means over all questions."""
@@ -267,8 +327,10 @@ def consensus_ranking(subjects: list[str], n: list[int], consensus: np.ndarray, 
     defined = ~np.isnan(rho)
     w = np.asarray(n, dtype=np.float64)[defined]
     return {
-        "subjects": list(subjects), "n": [int(v) for v in n],
-        "spearman": [_none(v) for v in rho], "kendall": [_none(v) for v in tau],
+        "subjects": list(subjects),
+        "n": [int(v) for v in n],
+        "spearman": [_none(v) for v in rho],
+        "kendall": [_none(v) for v in tau],
         "overall": {"spearman": _none(spearman_rows(oc, oa)[0]), "kendall": _none(kendall_rows(oc, oa)[0])},
         # the question-weighted mean over subjects where the correlation is defined
         "mean_spearman": _none(np.average(rho[defined], weights=w)) if defined.any() and w.sum() else None,
@@ -288,10 +350,14 @@ def warning_lines(warns: list[dict], t: Thresholds = THRESHOLDS) -> list[str]:
         else:
             lines.append(w["message"])
     if chance:
-        lines.append(f"no better than chance agreement with the others (mean kappa <= {t.chance_kappa:g}): "
-                     f"{', '.join(chance)}; "
-                     "consensus scores say little about these experts' skill")
+        lines.append(
+            f"no better than chance agreement with the others (mean kappa <= {t.chance_kappa:g}): "
+            f"{', '.join(chance)}; "
+            "consensus scores say little about these experts' skill"
+        )
     if bias:
-        lines.append(f"one letter on more than {t.letter_share:.0%} of the answers: {', '.join(bias)}; their "
-                     "agreements are mostly that letter, not knowledge")
+        lines.append(
+            f"one letter on more than {t.letter_share:.0%} of the answers: {', '.join(bias)}; their "
+            "agreements are mostly that letter, not knowledge"
+        )
     return lines

@@ -48,7 +48,9 @@ class EmbedderSpec:
         if self.path is not None and not Path(self.path).is_dir():
             raise InputError(where, None, "path", f"{self.path}: no such model directory")
         if self.path is None and self.package and importlib.util.find_spec(self.package) is None:
-            raise SetupError(f"{where}: package: {self.package!r} is not installed (see requirements/cpu.txt)")
+            raise SetupError(
+                f"{where}: package: {self.package!r} is not installed (see requirements/cpu.txt)"
+            )
 
 
 def embedder_spec(spec: dict, where: str = "--spec") -> EmbedderSpec:
@@ -85,8 +87,13 @@ class Embedder:
         self.load_seconds = time.perf_counter() - t0
 
     def _encode_st(self, texts: list[str]) -> np.ndarray:
-        return self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                  convert_to_numpy=True, show_progress_bar=False)
+        return self._model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
 
     def encode(self, questions: list[str]) -> np.ndarray:
         if not questions:
@@ -103,7 +110,12 @@ def run(questions_path, spec: dict, out, threads: int = 1, run_record=None) -> d
     embedder_spec(spec).check_available()
     if not qs:
         warn(f"{questions_path}: no questions; writing an empty embeddings file")
-        save_npz(out, ids=np.array([], dtype=str), X=np.zeros((0, 0), dtype=np.float32), embedder=np.array(dumps(spec)))
+        save_npz(
+            out,
+            ids=np.array([], dtype=str),
+            X=np.zeros((0, 0), dtype=np.float32),
+            embedder=np.array(dumps(spec)),
+        )
         return {"n": 0, "dim": 0, "seconds": 0.0, "warnings": ["no questions"]}
     emb = Embedder(spec, threads=threads)
     t0 = time.perf_counter()
@@ -111,8 +123,12 @@ def run(questions_path, spec: dict, out, threads: int = 1, run_record=None) -> d
     seconds = time.perf_counter() - t0
     save_npz(out, ids=np.array([q.id for q in qs], dtype=str), X=X, embedder=np.array(dumps(spec)))
     # the .npz holds no timing; the run's times go to the run record
-    emit({"seconds": round(seconds, 3), "load_seconds": round(emb.load_seconds, 3)}, run_record, step="embed",
-         output=out)
+    emit(
+        {"seconds": round(seconds, 3), "load_seconds": round(emb.load_seconds, 3)},
+        run_record,
+        step="embed",
+        output=out,
+    )
     return {"n": len(qs), "dim": int(X.shape[1]) if X.size else 0, "seconds": round(seconds, 3)}
 
 
@@ -121,7 +137,9 @@ def load(path) -> tuple[list[str], np.ndarray, dict]:
     z = read_npz(path, ("ids", "X", "embedder"))
     ids, X = z["ids"], z["X"]
     if ids.ndim != 1 or X.ndim != 2 or len(ids) != len(X):
-        raise InputError(path, None, "X", f"shape {X.shape} does not match {ids.shape[0] if ids.ndim else '?'} ids")
+        raise InputError(
+            path, None, "X", f"shape {X.shape} does not match {ids.shape[0] if ids.ndim else '?'} ids"
+        )
     if not np.issubdtype(X.dtype, np.floating) or (X.size and not np.isfinite(X).all()):
         raise InputError(path, None, "X", "expected finite floating-point embeddings")
     try:

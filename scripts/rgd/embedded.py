@@ -35,8 +35,9 @@ def read_arrow_rows(path: Path) -> list[dict]:
         return pa.ipc.open_stream(src).read_all().to_pylist()
 
 
-def load_mmlu(subjects: list[str], split: str, per_subject: int | None, seed: int,
-              root: Path | None = None) -> tuple[list[dict], list[dict]]:
+def load_mmlu(
+    subjects: list[str], split: str, per_subject: int | None, seed: int, root: Path | None = None
+) -> tuple[list[dict], list[dict]]:
     """Questions and keys for `subjects`, `per_subject` sampled without replacement per subject."""
     root = root or mmlu_root()
     if len(set(subjects)) != len(subjects):
@@ -48,14 +49,20 @@ def load_mmlu(subjects: list[str], split: str, per_subject: int | None, seed: in
         path = root / subject / split / "data-00000-of-00001.arrow"
         if not (root / subject).is_dir():
             known = sorted(p.name for p in root.iterdir()) if root.exists() else []
-            raise InputError(path, None, "subject", f"unknown MMLU subject {subject!r}; known: {', '.join(known)}")
+            raise InputError(
+                path, None, "subject", f"unknown MMLU subject {subject!r}; known: {', '.join(known)}"
+            )
         if not path.exists():
             known = sorted(p.name for p in (root / subject).iterdir() if p.is_dir())
             raise InputError(path, None, "split", f"unknown MMLU split {split!r}; known: {', '.join(known)}")
         rows = read_arrow_rows(path)
         if per_subject is not None and per_subject > len(rows):
-            raise InputError(path, None, "per_subject", f"{per_subject} questions asked, subject {subject!r} has "
-                             f"{len(rows)} in split {split!r}")
+            raise InputError(
+                path,
+                None,
+                "per_subject",
+                f"{per_subject} questions asked, subject {subject!r} has {len(rows)} in split {split!r}",
+            )
         idx = np.arange(len(rows))
         if per_subject is not None and per_subject < len(rows):
             # one generator per subject, seeded by (seed, subject name): adding a subject
@@ -65,8 +72,12 @@ def load_mmlu(subjects: list[str], split: str, per_subject: int | None, seed: in
         for i in idx.tolist():
             r = rows[i]
             if not 0 <= r["answer"] < len(r["choices"]):
-                raise InputError(path, i + 1, "answer", f"index {r['answer']} outside {len(r['choices'])} choices")
+                raise InputError(
+                    path, i + 1, "answer", f"index {r['answer']} outside {len(r['choices'])} choices"
+                )
             qid = f"mmlu-{subject}-{split}-{i:04d}"
-            questions.append({"id": qid, "category": subject, "question": r["question"], "options": list(r["choices"])})
+            questions.append(
+                {"id": qid, "category": subject, "question": r["question"], "options": list(r["choices"])}
+            )
             keys.append({"id": qid, "answer": LETTERS[r["answer"]]})
     return questions, keys

@@ -36,7 +36,9 @@ def route_scores(path: str | Path, ids: list[str], experts: list[str]) -> np.nda
     for lineno, r in recs:
         i = qi.get(r["id"])
         if i is None:
-            raise InputError(path, lineno, "id", f"{r['id']!r} is not in the test set: is this the right file?")
+            raise InputError(
+                path, lineno, "id", f"{r['id']!r} is not in the test set: is this the right file?"
+            )
         missing = [e for e in experts if e not in r["scores"]]
         if missing:
             raise InputError(path, lineno, "scores", f"no score for expert {missing[0]!r}")
@@ -52,8 +54,17 @@ def evaluate_routes(S: np.ndarray, test: TestMatrices, seed: int = 0, n_boot: in
     return evaluate(S, test.choices, test.gold, test.z, models=test.experts, seed=seed, n_boot=n_boot)
 
 
-def run(routes, questions, keys, responses: dict[str, str], stats, out, labels: dict | None = None,
-        seed: int = 0, n_boot: int = 1000) -> EvalReport:
+def run(
+    routes,
+    questions,
+    keys,
+    responses: dict[str, str],
+    stats,
+    out,
+    labels: dict | None = None,
+    seed: int = 0,
+    n_boot: int = 1000,
+) -> EvalReport:
     test = load_test_set(questions, keys, responses, stats)
     S = route_scores(routes, test.ids, test.experts)
     rep = evaluate_routes(S, test, seed, n_boot)

@@ -78,8 +78,13 @@ class FilterConfig:
     def from_spec(cls, spec: Mapping, where: str = "filter spec") -> FilterConfig:
         s = parse(FilterSpec, spec, where)
         d = s.differentiation
-        return cls(s.self_consistency is not None, d.by if d else None, d.max_agreement if d else None,
-                   s.target_size, s.seed)
+        return cls(
+            s.self_consistency is not None,
+            d.by if d else None,
+            d.max_agreement if d else None,
+            s.target_size,
+            s.seed,
+        )
 
 
 # ------------------------------------------------------------------------------------------
@@ -114,8 +119,9 @@ def agreement(choices: np.ndarray) -> np.ndarray:
     return out
 
 
-def differentiating(choices: np.ndarray, keys: Sequence[str], by: str = "agreement",
-                    max_agreement: float | None = None) -> np.ndarray:
+def differentiating(
+    choices: np.ndarray, keys: Sequence[str], by: str = "agreement", max_agreement: float | None = None
+) -> np.ndarray:
     """True where the pool's answers differ (see the module docstring for the two rules)."""
     if by == "key":
         f = fraction_correct(choices, keys)
@@ -211,8 +217,9 @@ def filter_set(
     return kept, report
 
 
-def _self_consistency(ids: Sequence[str], gold: Sequence[str], own_responses: list[dict] | None,
-                      origins: Mapping[str, str]) -> np.ndarray:
+def _self_consistency(
+    ids: Sequence[str], gold: Sequence[str], own_responses: list[dict] | None, origins: Mapping[str, str]
+) -> np.ndarray:
     """The self-consistency mask from the generator's own letters."""
     if own_responses is None:
         raise ValueError("self-consistency needs the generator's own responses")
@@ -220,8 +227,13 @@ def _self_consistency(ids: Sequence[str], gold: Sequence[str], own_responses: li
     return self_consistent(own, gold)
 
 
-def _differentiation(ids: Sequence[str], gold: Sequence[str], pool_responses: Mapping[str, list[dict]] | None,
-                     cfg: FilterConfig, origins: Mapping[str, str]) -> tuple[np.ndarray, dict]:
+def _differentiation(
+    ids: Sequence[str],
+    gold: Sequence[str],
+    pool_responses: Mapping[str, list[dict]] | None,
+    cfg: FilterConfig,
+    origins: Mapping[str, str],
+) -> tuple[np.ndarray, dict]:
     """(the differentiation mask, its report entry) from the pool's letters, one column per expert."""
     if not pool_responses or len(pool_responses) < 2:
         raise ValueError("differentiation needs the responses of a pool of at least 2 experts")
@@ -240,8 +252,13 @@ def _differentiation(ids: Sequence[str], gold: Sequence[str], pool_responses: Ma
     }
 
 
-def _by_category(ids: Sequence[str], cats: Sequence[str], masks: Mapping[str, np.ndarray], passed: np.ndarray,
-                 kept: set[str]) -> dict[str, dict[str, int]]:
+def _by_category(
+    ids: Sequence[str],
+    cats: Sequence[str],
+    masks: Mapping[str, np.ndarray],
+    passed: np.ndarray,
+    kept: set[str],
+) -> dict[str, dict[str, int]]:
     """Per category (sorted): parent questions, those passing each criterion and all of them, those kept."""
     by_cat: dict[str, dict[str, int]] = {}
     for j, (i, c) in enumerate(zip(ids, cats)):
@@ -269,10 +286,14 @@ def run(
     from .io import read_jsonl, write_json, write_jsonl
     from .records import read_keys, read_questions, read_responses, validate_question
 
-    cfg = spec if isinstance(spec, FilterConfig) else FilterConfig.from_spec(spec, "--spec")  # before any file
+    cfg = (
+        spec if isinstance(spec, FilterConfig) else FilterConfig.from_spec(spec, "--spec")
+    )  # before any file
     records = read_jsonl(questions_path, validate_question)
     if not records:
-        warn(f"{questions_path}: no questions (every generated output was rejected); the filtered set is empty")
+        warn(
+            f"{questions_path}: no questions (every generated output was rejected); the filtered set is empty"
+        )
     keys = read_keys(keys_path, read_questions(questions_path, allow_empty=True))
     ids = [r["id"] for r in records]
     own = read_responses(own_responses_path, ids) if own_responses_path else None
@@ -311,12 +332,21 @@ def subset_responses(questions_path, responses_path, out, meta_path=None, meta_o
     by_id = {r["id"]: r for r in read_responses(responses_path)}
     missing = [i for i in ids if i not in by_id]
     if missing:
-        raise InputError(responses_path, None, "id", f"no response for {len(missing)} questions, e.g. {missing[:3]}")
+        raise InputError(
+            responses_path, None, "id", f"no response for {len(missing)} questions, e.g. {missing[:3]}"
+        )
     parent = read_json(meta_path) if meta_path else None  # read everything before writing anything
     write_jsonl(out, (by_id[i] for i in ids))
     if meta_out:
-        write_json(meta_out, {"subset_of": str(responses_path), "questions": str(questions_path),
-                              "n_questions": len(ids), "parent_meta": parent})
+        write_json(
+            meta_out,
+            {
+                "subset_of": str(responses_path),
+                "questions": str(questions_path),
+                "n_questions": len(ids),
+                "parent_meta": parent,
+            },
+        )
     return len(ids)
 
 
@@ -333,7 +363,9 @@ def subset_embeddings(questions_path, embeddings_path, out) -> int:
     pos = {i: j for j, i in enumerate(parent)}
     missing = [i for i in ids if i not in pos]
     if missing:
-        raise InputError(embeddings_path, None, "ids", f"no embedding for {len(missing)} questions, e.g. {missing[:3]}")
+        raise InputError(
+            embeddings_path, None, "ids", f"no embedding for {len(missing)} questions, e.g. {missing[:3]}"
+        )
     rows = np.array([pos[i] for i in ids], dtype=np.int64)
     n = len(parent)
     save_npz(out, **{k: (a[rows] if a.ndim >= 1 and a.shape[0] == n else a) for k, a in arrays.items()})

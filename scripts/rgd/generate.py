@@ -17,20 +17,32 @@ from typing import Any, Literal
 import numpy as np
 
 from . import backends
-from .backends.base import GENERATOR_SAMPLING, Backend, Generation, LocalBackend, Sampling, Settings, request_seed
+from .backends.base import (
+    GENERATOR_SAMPLING,
+    Backend,
+    Generation,
+    LocalBackend,
+    Sampling,
+    Settings,
+    request_seed,
+)
 from .records import LETTERS, check_unicode
 from .spec import SpecError, bounds, parse, validate
 
 N_OPTIONS = 4
 TAGS = ["QUESTION"] + [f"OPTION {c}" for c in LETTERS[:N_OPTIONS]] + ["ANSWER"]
 
+
 def system_prompt(per_call: int = 1) -> str:
     """The generator's instructions; `per_call` > 1 asks for several questions separated by
     '#####' (the original Gemini prompt asks for five per request, docs/METHOD.md §4.2)."""
-    what = ("one new, challenging question of that kind, with exactly four answer options A to D, exactly one of "
-            "which is correct." if per_call == 1 else
-            f"{per_call} new, challenging questions of that kind, each with exactly four answer options A to D, "
-            "exactly one of which is correct. Make the questions differ from each other.")
+    what = (
+        "one new, challenging question of that kind, with exactly four answer options A to D, exactly one of "
+        "which is correct."
+        if per_call == 1
+        else f"{per_call} new, challenging questions of that kind, each with exactly four answer options A to D, "
+        "exactly one of which is correct. Make the questions differ from each other."
+    )
     sep = "" if per_call == 1 else "Separate consecutive questions with a line that contains only #####.\n"
     return (
         "You write multiple-choice exam questions for a teaching team. You are given a description of "
@@ -46,13 +58,23 @@ SYSTEM = system_prompt(1)
 
 # Worked examples for completion-style (base) generators, written for rgd.
 _FEWSHOT = (
-    ("Questions about how living cells obtain and use energy, including photosynthesis and "
-     "respiration.",
-     "In which part of a plant cell does the Calvin cycle take place?",
-     ("The thylakoid membrane", "The stroma of the chloroplast", "The mitochondrial matrix", "The nucleus"), "B"),
-    ("Questions that test reasoning about prices, supply, demand and market outcomes.",
-     "If the price of a good rises and the quantity demanded falls only slightly, demand for the good is",
-     ("perfectly elastic", "unit elastic", "relatively inelastic", "relatively elastic"), "C"),
+    (
+        "Questions about how living cells obtain and use energy, including photosynthesis and respiration.",
+        "In which part of a plant cell does the Calvin cycle take place?",
+        (
+            "The thylakoid membrane",
+            "The stroma of the chloroplast",
+            "The mitochondrial matrix",
+            "The nucleus",
+        ),
+        "B",
+    ),
+    (
+        "Questions that test reasoning about prices, supply, demand and market outcomes.",
+        "If the price of a good rises and the quantity demanded falls only slightly, demand for the good is",
+        ("perfectly elastic", "unit elastic", "relatively inelastic", "relatively elastic"),
+        "C",
+    ),
 )
 
 
@@ -71,16 +93,22 @@ def build_prompt(description: str, style: str, per_call: int = 1) -> dict:
     if per_call != 1 and style != "chat":
         raise ValueError(f"per_call: {per_call} questions per request needs style chat, not {style!r}")
     if style == "chat":
-        return {"messages": [{"role": "system", "content": system_prompt(per_call)},
-                             {"role": "user", "content": f"Category description:\n{description.strip()}"}]}
+        return {
+            "messages": [
+                {"role": "system", "content": system_prompt(per_call)},
+                {"role": "user", "content": f"Category description:\n{description.strip()}"},
+            ]
+        }
     if style == "chat-fewshot":
         # worked examples as earlier turns, and the reply opened with its first tag: small
         # chat models copy a demonstrated format far more reliably than a described one
         msgs = [{"role": "system", "content": SYSTEM}]
         for desc, q, opts, ans in _FEWSHOT:
             block = _block(desc, q, opts, ans).split("\n", 1)[1].removesuffix("\n#####")
-            msgs += [{"role": "user", "content": f"Category description:\n{desc}"},
-                     {"role": "assistant", "content": block}]
+            msgs += [
+                {"role": "user", "content": f"Category description:\n{desc}"},
+                {"role": "assistant", "content": block},
+            ]
         msgs.append({"role": "user", "content": f"Category description:\n{description.strip()}"})
         return {"messages": msgs, "assistant_prefix": "[QUESTION]", "continues_tag": "QUESTION"}
     if style == "fewshot":
@@ -108,7 +136,7 @@ def parse_block(text: str) -> Parsed:
     for m, nxt in zip(marks, marks[1:] + [None]):
         tag = m.group(1)
         tag = f"OPTION {tag}" if len(tag) == 1 else tag
-        body = text[m.end(): nxt.start() if nxt else len(text)].strip()
+        body = text[m.end() : nxt.start() if nxt else len(text)].strip()
         if tag in fields:
             return Parsed(reason=f"repeated tag: [{tag}]")
         fields[tag] = body
@@ -165,8 +193,9 @@ def dedupe_key(question: str) -> str:
     return re.sub(r"\W+", " ", question.casefold()).strip()
 
 
-def collect(outputs: list[tuple[int, str, str]], continues_tag: str | None, generator: str
-            ) -> tuple[list[dict], list[dict], list[dict]]:
+def collect(
+    outputs: list[tuple[int, str, str]], continues_tag: str | None, generator: str
+) -> tuple[list[dict], list[dict], list[dict]]:
     """(prompt index, category, raw text) triples -> questions, keys, rejects."""
     questions, keys, rejects = [], [], []
     seen: dict[str, str] = {}
@@ -178,7 +207,9 @@ def collect(outputs: list[tuple[int, str, str]], continues_tag: str | None, gene
                 if dk in seen:
                     reason = f"duplicate question: same as {seen[dk]}"
             if reason is not None:
-                rejects.append({"prompt": idx, "block": j, "category": category, "reason": reason, "text": text})
+                rejects.append(
+                    {"prompt": idx, "block": j, "category": category, "reason": reason, "text": text}
+                )
                 continue
             qid = f"{generator}-{idx:05d}-{j}"
             seen[dk] = qid
@@ -238,12 +269,16 @@ class GeneratorSpec:
     def __post_init__(self) -> None:
         validate(self)
         if self.api_key is not None:
-            raise ValueError("api_key: keys are never read from config; set the variable named by api_key_env "
-                             "in the environment or .env")
+            raise ValueError(
+                "api_key: keys are never read from config; set the variable named by api_key_env "
+                "in the environment or .env"
+            )
         if self.backend in backends.LOCAL and not self.model:
             raise ValueError(f"model: the {self.backend} backend needs a model registry name")
         if self.per_call != 1 and self.style != "chat":
-            raise ValueError(f"per_call: {self.per_call} questions per request needs style chat, not {self.style!r}")
+            raise ValueError(
+                f"per_call: {self.per_call} questions per request needs style chat, not {self.style!r}"
+            )
         generator_sampling(self.sampling, self.seed)
 
     @property
@@ -270,14 +305,18 @@ def load_descriptions(path) -> dict[str, str]:
     if data is None:
         raise InputError(path, None, None, "empty file, expected category descriptions")
     if not isinstance(data, dict):
-        raise InputError(path, None, None, f"expected a mapping of category descriptions, got {type(data).__name__}")
+        raise InputError(
+            path, None, None, f"expected a mapping of category descriptions, got {type(data).__name__}"
+        )
     if "categories" in data:
         unknown = sorted(map(str, set(data) - {"benchmark", "categories"}))
         if unknown:
             raise InputError(path, None, unknown[0], "unknown top-level key (expected benchmark, categories)")
         data = data["categories"]
         if not isinstance(data, dict) or not data:
-            raise InputError(path, None, "categories", "expected a non-empty mapping of category -> description")
+            raise InputError(
+                path, None, "categories", "expected a non-empty mapping of category -> description"
+            )
     out = {}
     for name, text in data.items():
         field_ = f"categories.{name}"
@@ -297,9 +336,15 @@ def load_descriptions(path) -> dict[str, str]:
 
 def backend_settings(gen_cfg: dict, sampling: Sampling, threads: int = 1) -> Settings:
     """What a generator asks of its backend (an API backend reads its own settings from the config)."""
-    return Settings(threads=threads, batch_size=gen_cfg.get("batch_size", 8),
-                    max_new_tokens=sampling.max_new_tokens, template_kwargs=gen_cfg.get("template_kwargs", {}),
-                    engine=gen_cfg.get("engine", {}), seed=sampling.seed, config=gen_cfg)
+    return Settings(
+        threads=threads,
+        batch_size=gen_cfg.get("batch_size", 8),
+        max_new_tokens=sampling.max_new_tokens,
+        template_kwargs=gen_cfg.get("template_kwargs", {}),
+        engine=gen_cfg.get("engine", {}),
+        seed=sampling.seed,
+        config=gen_cfg,
+    )
 
 
 def make_backend(kind: str, model_dir, settings: Settings) -> Backend:
@@ -311,12 +356,27 @@ def make_backend(kind: str, model_dir, settings: Settings) -> Backend:
         if kind in backends.LOCAL:
             raise
         field_, sep, msg = str(e).partition(": ")
-        raise SpecError("--spec", field_ if sep and " " not in field_ else None, msg if sep else str(e)) from None
+        raise SpecError(
+            "--spec", field_ if sep and " " not in field_ else None, msg if sep else str(e)
+        ) from None
 
 
-def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, str], model_dir, out_questions,
-        out_keys, out_rejects, out_meta, cache_path, threads: int = 1, log=None, run_record=None,
-        descriptions_path=None) -> dict:
+def run(
+    name: str,
+    gen_cfg: dict,
+    seed_questions_path,
+    descriptions: dict[str, str],
+    model_dir,
+    out_questions,
+    out_keys,
+    out_rejects,
+    out_meta,
+    cache_path,
+    threads: int = 1,
+    log=None,
+    run_record=None,
+    descriptions_path=None,
+) -> dict:
     """Generate, parse and write one generator's question set (resumable through `cache_path`)."""
     import time
 
@@ -335,20 +395,26 @@ def run(name: str, gen_cfg: dict, seed_questions_path, descriptions: dict[str, s
     keys = _prompt_keys(identity, sampling, spec, prompts, backend.cache_identity)
 
     def failed(first: int, last: int) -> None:
-        log(f"[{name}] failed at prompts {first}-{last}; the {sum(k in cache for k in keys)} finished "
-            f"prompts are kept in {cache_path}: a rerun computes only the rest")
+        log(
+            f"[{name}] failed at prompts {first}-{last}; the {sum(k in cache for k in keys)} finished "
+            f"prompts are kept in {cache_path}: a rerun computes only the rest"
+        )
 
-    work = _generate_missing(name, backend, prompts, keys, sampling, cache, settings.batch_size, spec.guided, log,
-                             failed)
+    work = _generate_missing(
+        name, backend, prompts, keys, sampling, cache, settings.batch_size, spec.guided, log, failed
+    )
     seconds = time.perf_counter() - t0
     replies = [cache.get(k) for k in keys]
     questions, rejects = _write_sets(name, seeds, prompts, replies, out_questions, out_keys, out_rejects)
     meta = _meta(name, gen_cfg, identity, len(prompts), questions, rejects, replies, work, seconds, backend)
-    return write_meta(out_meta, meta, run_record, step="generate")  # timings and this run's work: the run record
+    return write_meta(
+        out_meta, meta, run_record, step="generate"
+    )  # timings and this run's work: the run record
 
 
-def _plan(gen_cfg: dict, seed_questions_path, descriptions: dict[str, str], descriptions_path
-          ) -> tuple[GeneratorSpec, list[tuple[str, str]], list[dict], Sampling]:
+def _plan(
+    gen_cfg: dict, seed_questions_path, descriptions: dict[str, str], descriptions_path
+) -> tuple[GeneratorSpec, list[tuple[str, str]], list[dict], Sampling]:
     """(spec, seeds, prompts, sampling), every input checked: no model has loaded yet."""
     from .io import InputError
     from .records import read_questions
@@ -358,12 +424,20 @@ def _plan(gen_cfg: dict, seed_questions_path, descriptions: dict[str, str], desc
     pool = seed_pool_from(seeds_q)
     missing = sorted(set(pool) - set(descriptions))
     if missing:
-        raise InputError(descriptions_path or "descriptions", None, None,
-                         f"descriptions: no description for categories {missing}")
+        raise InputError(
+            descriptions_path or "descriptions",
+            None,
+            None,
+            f"descriptions: no description for categories {missing}",
+        )
     replace = spec.local if spec.replace is None else spec.replace  # API generators: each seed once (§4.2)
     if not replace and spec.num_prompts > len(seeds_q):
-        raise SpecError("--spec", "num_prompts", f"{spec.num_prompts} seeds asked without replacement, only "
-                        f"{len(seeds_q)} in {seed_questions_path}")
+        raise SpecError(
+            "--spec",
+            "num_prompts",
+            f"{spec.num_prompts} seeds asked without replacement, only "
+            f"{len(seeds_q)} in {seed_questions_path}",
+        )
     seeds = choose_seeds(pool, spec.num_prompts, spec.seed, replace)
     prompts = [build_prompt(descriptions[c], spec.style, spec.per_call) for c, _ in seeds]
     return spec, seeds, prompts, generator_sampling(spec.sampling, spec.seed, "--spec")
@@ -377,22 +451,28 @@ def _manifest(spec: GeneratorSpec, model_dir) -> dict:
     from .models import MANIFEST
 
     if not model_dir:
-        raise InputError("<command line>", None, "--model-dir",
-                         f"the {spec.backend} backend needs the model directory")
+        raise InputError(
+            "<command line>", None, "--model-dir", f"the {spec.backend} backend needs the model directory"
+        )
     return read_json(Path(model_dir) / MANIFEST)
 
 
-def _prompt_keys(identity, sampling: Sampling, spec: GeneratorSpec, prompts: list[dict], engine_id) -> list[str]:
+def _prompt_keys(
+    identity, sampling: Sampling, spec: GeneratorSpec, prompts: list[dict], engine_id
+) -> list[str]:
     """Each prompt's cache key: everything that changes its reply (vLLM adds version, dtype, logprobs mode)."""
     from .cache import content_key
 
     engine = [engine_id] if engine_id else []
-    return [content_key(identity, vars(sampling), spec.style, spec.guided, i, p, *engine)
-            for i, p in enumerate(prompts)]
+    return [
+        content_key(identity, vars(sampling), spec.style, spec.guided, i, p, *engine)
+        for i, p in enumerate(prompts)
+    ]
 
 
-def _generate_missing(name: str, backend: Backend, prompts, keys, sampling, cache, batch_size: int, guided: bool,
-                      log, failed) -> Counter:
+def _generate_missing(
+    name: str, backend: Backend, prompts, keys, sampling, cache, batch_size: int, guided: bool, log, failed
+) -> Counter:
     """Every prompt not in the cache yet, with a progress line; returns the counts of this run's work."""
     from .progress import Progress
 
@@ -406,8 +486,9 @@ def _generate_missing(name: str, backend: Backend, prompts, keys, sampling, cach
     return work
 
 
-def _generate_batches(backend: Backend, prompts, keys, sampling, cache, batch_size: int, work, progress,
-                      guided: bool, failed) -> None:
+def _generate_batches(
+    backend: Backend, prompts, keys, sampling, cache, batch_size: int, work, progress, guided: bool, failed
+) -> None:
     """Batches of prompts, each seeded by its first index; a batch already cached is skipped whole.
     `failed(first, last)` is told which prompts a batch that raises held."""
     for start in range(0, len(prompts), batch_size):
@@ -434,32 +515,55 @@ def _generate_batches(backend: Backend, prompts, keys, sampling, cache, batch_si
 def _reply(g: Generation, usage: bool) -> dict:
     """A reply as the cache keeps it; API backends also return token usage (input, cached input, output)
     for the cost."""
-    return {"text": g.text, "n_prompt_tokens": g.n_prompt_tokens, "n_output_tokens": g.n_output_tokens,
-            **({"usage": g.usage} if usage else {})}
+    return {
+        "text": g.text,
+        "n_prompt_tokens": g.n_prompt_tokens,
+        "n_output_tokens": g.n_output_tokens,
+        **({"usage": g.usage} if usage else {}),
+    }
 
 
-def _write_sets(name: str, seeds, prompts: list[dict], replies: list[dict], out_questions, out_keys, out_rejects
-                ) -> tuple[list[dict], list[dict]]:
+def _write_sets(
+    name: str, seeds, prompts: list[dict], replies: list[dict], out_questions, out_keys, out_rejects
+) -> tuple[list[dict], list[dict]]:
     """Parse every reply and write the questions, their keys and the rejects; returns (questions, rejects)."""
     from .io import write_jsonl
 
     outputs = [(i, seeds[i][0], replies[i]["text"]) for i in range(len(prompts))]
-    questions, answer_keys, rejects = collect(outputs, prompts[0].get("continues_tag") if prompts else None, name)
+    questions, answer_keys, rejects = collect(
+        outputs, prompts[0].get("continues_tag") if prompts else None, name
+    )
     write_jsonl(out_questions, questions)
     write_jsonl(out_keys, answer_keys)
     write_jsonl(out_rejects, rejects)
     return questions, rejects
 
 
-def _meta(name: str, gen_cfg: dict, identity, n_prompts: int, questions: list[dict], rejects: list[dict],
-          replies: list[dict], work: Counter, seconds: float, backend: Backend) -> dict:
+def _meta(
+    name: str,
+    gen_cfg: dict,
+    identity,
+    n_prompts: int,
+    questions: list[dict],
+    rejects: list[dict],
+    replies: list[dict],
+    work: Counter,
+    seconds: float,
+    backend: Backend,
+) -> dict:
     """The run's meta: settings (never an api_key), model, acceptance, reject reasons, throughput, engine,
     API use."""
-    meta = {"generator": name, "settings": {k: v for k, v in gen_cfg.items() if k != "api_key"},
-            "model": identity, "n_prompts": n_prompts, "n_questions": len(questions), "n_rejects": len(rejects),
-            "acceptance_rate": round(len(questions) / max(1, n_prompts), 4),
-            "reject_reasons": dict(sorted(Counter(r["reason"].split(":")[0] for r in rejects).items())),
-            "throughput": _throughput(replies, work, seconds, backend)}
+    meta = {
+        "generator": name,
+        "settings": {k: v for k, v in gen_cfg.items() if k != "api_key"},
+        "model": identity,
+        "n_prompts": n_prompts,
+        "n_questions": len(questions),
+        "n_rejects": len(rejects),
+        "acceptance_rate": round(len(questions) / max(1, n_prompts), 4),
+        "reject_reasons": dict(sorted(Counter(r["reason"].split(":")[0] for r in rejects).items())),
+        "throughput": _throughput(replies, work, seconds, backend),
+    }
     if engine := backend.describe():
         meta["engine"] = engine
     if backend.reports_usage:  # API backends: token totals over all prompts, their cost, retries
@@ -470,13 +574,16 @@ def _meta(name: str, gen_cfg: dict, identity, n_prompts: int, questions: list[di
 def _throughput(replies: list[dict], work: Counter, seconds: float, backend: Backend) -> dict:
     """Token totals over all replies; this run's computed prompts and tokens, and their rate."""
     computed = work["prompts"]
-    return {"computed_prompts": computed, "output_tokens": sum(r["n_output_tokens"] for r in replies),
-            "compute_seconds": round(seconds, 3),
-            "prompt_tokens": sum(r["n_prompt_tokens"] for r in replies),
-            "computed_tokens": work["tokens"],  # this run's prompt + output tokens
-            "tokens_per_second": round(work["tokens"] / seconds, 2) if computed and seconds > 0 else None,
-            "load_seconds": round(backend.load_seconds, 3),
-            "device": backend.device}
+    return {
+        "computed_prompts": computed,
+        "output_tokens": sum(r["n_output_tokens"] for r in replies),
+        "compute_seconds": round(seconds, 3),
+        "prompt_tokens": sum(r["n_prompt_tokens"] for r in replies),
+        "computed_tokens": work["tokens"],  # this run's prompt + output tokens
+        "tokens_per_second": round(work["tokens"] / seconds, 2) if computed and seconds > 0 else None,
+        "load_seconds": round(backend.load_seconds, 3),
+        "device": backend.device,
+    }
 
 
 def _generate_streaming(backend: Backend, prompts, keys, sampling, cache, chunk: int, work, progress) -> None:
@@ -496,8 +603,9 @@ def _generate_streaming(backend: Backend, prompts, keys, sampling, cache, chunk:
         progress.update(work["prompts"], work["cached"])
 
     last = time.perf_counter()
-    stream = backend.stream_generate([prompts[i] for i in todo], sampling, [request_seed(keys[i]) for i in todo],
-                                     logprobs=False)
+    stream = backend.stream_generate(
+        [prompts[i] for i in todo], sampling, [request_seed(keys[i]) for i in todo], logprobs=False
+    )
     for j, g in stream:
         pending.append((keys[todo[j]], _reply(g, False)))
         if len(pending) >= chunk and time.perf_counter() - last >= 1.0:
@@ -523,9 +631,12 @@ def guided_generate(backend: LocalBackend, prompts: list[dict], sampling: Sampli
         texts = [t + "[QUESTION]" for t in texts]
     n_out = [0] * len(prompts)
     for k, tag in enumerate(TAGS[:-1]):
-        s = Sampling(temperature=sampling.temperature, top_p=sampling.top_p,
-                     max_new_tokens=budget["QUESTION" if tag == "QUESTION" else "OPTION"],
-                     seed=sampling.seed * 7 + k)
+        s = Sampling(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_new_tokens=budget["QUESTION" if tag == "QUESTION" else "OPTION"],
+            seed=sampling.seed * 7 + k,
+        )
         gens = backend.generate([{"text": t} for t in texts], s, logprobs=False, stop=["\n"])
         nxt = f"\n[{TAGS[k + 1]}]"
         for i, g in enumerate(gens):

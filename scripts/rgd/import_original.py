@@ -61,7 +61,9 @@ def _reraise(path: Path, i: int, err: ValueError) -> InputError:
     return InputError(path, None, f"[{i}].{field}" if msg else f"[{i}]", msg or field)
 
 
-def read_original_questions(path: str | Path, drop_bad_keys: bool = False) -> tuple[list[dict], list[dict], list[str]]:
+def read_original_questions(
+    path: str | Path, drop_bad_keys: bool = False
+) -> tuple[list[dict], list[dict], list[str]]:
     """A `Data/{TASK}/{split}.json` file -> (questions, keys, dropped ids).
 
     With `drop_bad_keys`, questions whose answer is not one of their option letters (the original
@@ -103,7 +105,9 @@ def _response(rec: dict, model: str, path: Path, i: int, n_options: int) -> dict
             raise InputError(path, None, f"[{i}].{k}", "missing")
     text, lp, sel = rec[text_key], rec["avg_logprob"], rec["selected_choice"]
     if text is not None and not isinstance(text, str):
-        raise InputError(path, None, f"[{i}].{text_key}", f"expected a string or null, got {type(text).__name__}")
+        raise InputError(
+            path, None, f"[{i}].{text_key}", f"expected a string or null, got {type(text).__name__}"
+        )
     if lp is not None and (isinstance(lp, bool) or not isinstance(lp, (int, float))):
         raise InputError(path, None, f"[{i}].avg_logprob", f"expected a number or NaN, got {lp!r}")
     conf = None if lp is None or not math.isfinite(lp) else float(lp)
@@ -124,7 +128,10 @@ def _response(rec: dict, model: str, path: Path, i: int, n_options: int) -> dict
         out.update(status="unparsed", reason="original: no answer letter found (selected_choice 'N/A')")
     elif not isinstance(sel, str) or len(sel) != 1 or sel not in LETTERS[:n_options]:
         raise InputError(
-            path, None, f"[{i}].selected_choice", f"expected one of {LETTERS[:n_options]!r}, 'N/A' or null, got {sel!r}"
+            path,
+            None,
+            f"[{i}].selected_choice",
+            f"expected one of {LETTERS[:n_options]!r}, 'N/A' or null, got {sel!r}",
         )
     elif conf is None:
         out.update(status="nan", reason="original: avg_logprob is not finite", extra={"original_choice": sel})
@@ -155,7 +162,9 @@ def read_original_responses(
         by_id[qid] = _response(rec, model, path, i, n_opts[qid])
     missing = [q["id"] for q in questions if q["id"] not in by_id]
     if missing:
-        raise InputError(path, None, "question_id", f"no response for {len(missing)} question(s), first {missing[0]}")
+        raise InputError(
+            path, None, "question_id", f"no response for {len(missing)} question(s), first {missing[0]}"
+        )
     return [by_id[q["id"]] for q in questions]
 
 
@@ -171,7 +180,9 @@ def load_original_embeddings(path: str | Path) -> dict:
     except Exception as e:  # torch raises several types for a corrupt or unsafe pickle
         raise InputError(path, None, None, f"not a loadable torch file: {type(e).__name__}: {e}") from None
     if not isinstance(obj, dict):
-        raise InputError(path, None, None, f"expected a dict of question_id -> tensor, got {type(obj).__name__}")
+        raise InputError(
+            path, None, None, f"expected a dict of question_id -> tensor, got {type(obj).__name__}"
+        )
     return obj
 
 
@@ -255,7 +266,9 @@ def import_splits(
     if not splits or len(set(splits)) != len(splits):
         raise ValueError(f"split: expected distinct split names, got {list(splits)}")
     if embedder is not None and not (isinstance(embedder, dict) and isinstance(embedder.get("kind"), str)):
-        raise ValueError(f"embedder: expected an embedder spec {{'kind': ...}} (see rgd.embed), got {embedder!r}")
+        raise ValueError(
+            f"embedder: expected an embedder spec {{'kind': ...}} (see rgd.embed), got {embedder!r}"
+        )
     read = {s: _read_split(root, task, s, models, drop_bad_keys) for s in splits}
     emb = {}
     if with_embeddings:
@@ -278,19 +291,25 @@ def import_splits(
         if split in emb:
             ids, X = emb[split]
             save_npz(d / "embeddings.npz", ids=ids, X=X, embedder=np.array(spec))
-        summaries.append({
-            "task": task,
-            "split": split,
-            "n_questions": len(questions),
-            "dropped_bad_keys": dropped,
-            "models": names,
-            "status": {m: dict(sorted(Counter(r["status"] for r in recs).items())) for m, recs in responses.items()},
-            "embedding_dim": None if X is None else int(X.shape[1]),
-        })
+        summaries.append(
+            {
+                "task": task,
+                "split": split,
+                "n_questions": len(questions),
+                "dropped_bad_keys": dropped,
+                "models": names,
+                "status": {
+                    m: dict(sorted(Counter(r["status"] for r in recs).items()))
+                    for m, recs in responses.items()
+                },
+                "embedding_dim": None if X is None else int(X.shape[1]),
+            }
+        )
     return summaries
 
 
-def import_original(root: Path, task: str, split: str, out_dir: Path, models: list[str] | None = None,
-                    **options) -> dict:
+def import_original(
+    root: Path, task: str, split: str, out_dir: Path, models: list[str] | None = None, **options
+) -> dict:
     """`import_splits` of one split, written into `out_dir`; returns its summary."""
     return import_splits(root, task, [split], out_dir, models, **options)[0]

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -240,8 +239,9 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             raise os_input_error(path, e) from None
 
 
-def read_records(path: str | os.PathLike, validate: Callable[[dict], None] | None = None
-                 ) -> list[tuple[int, dict]]:
+def read_records(
+    path: str | os.PathLike, validate: Callable[[dict], None] | None = None
+) -> list[tuple[int, dict]]:
     """(line number, record) of a JSONL file; `validate(rec)` raises ValueError('field: message')
     to reject a record; ids must be unique. Line numbers are the file's lines (blank lines count)."""
     out, seen = [], {}

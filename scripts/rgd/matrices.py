@@ -29,8 +29,9 @@ def letter_index(letter: str | None) -> int:
     return ABSTAIN if letter is None else LETTER_INDEX[letter]
 
 
-def consensus_matrices(rows: list[dict], ids: list[str], experts: list[str],
-                       source: str | Path = "<consensus>") -> tuple[np.ndarray, np.ndarray]:
+def consensus_matrices(
+    rows: list[dict], ids: list[str], experts: list[str], source: str | Path = "<consensus>"
+) -> tuple[np.ndarray, np.ndarray]:
     """(choices, consensus) of `experts` over `ids` from validated consensus rows
     (records.read_consensus). Rows of other experts are ignored; rows of other questions are not."""
     qi = {q: i for i, q in enumerate(ids)}
@@ -43,7 +44,9 @@ def consensus_matrices(rows: list[dict], ids: list[str], experts: list[str],
             continue
         i = qi.get(r["id"])
         if i is None:
-            raise InputError(source, None, "id", f"{r['id']!r} is not in the question set: is this the right file?")
+            raise InputError(
+                source, None, "id", f"{r['id']!r} is not in the question set: is this the right file?"
+            )
         if not np.isnan(cons[i, j]):
             raise InputError(source, None, "id", f"two rows for question {r['id']!r}, expert {r['expert']!r}")
         choices[i, j] = letter_index(r["choice"])
@@ -61,8 +64,9 @@ def gold_indices(ids: list[str], keys: dict[str, str], source: str | Path = "<ke
     return np.array([LETTER_INDEX[keys[q]] for q in ids], dtype=np.int64)
 
 
-def correctness(choices: np.ndarray, ids: list[str], keys: dict[str, str],
-                source: str | Path = "<keys>") -> np.ndarray:
+def correctness(
+    choices: np.ndarray, ids: list[str], keys: dict[str, str], source: str | Path = "<keys>"
+) -> np.ndarray:
     """(n, m) float 0/1: the expert's answer equals the key (an abstention never does)."""
     return (choices == gold_indices(ids, keys, source)[:, None]).astype(np.float64)
 
@@ -88,15 +92,17 @@ def read_stats(path: str | Path, experts: list[str]):
         try:
             st = parse(_Stats, table[e], where=None)
         except SpecError as err:
-            raise InputError(path, None, f"experts.{e}.{err.field}" if err.field else f"experts.{e}",
-                             err.message) from None
+            raise InputError(
+                path, None, f"experts.{e}.{err.field}" if err.field else f"experts.{e}", err.message
+            ) from None
         med.append(st.median)
         sig.append(st.sigma)
     return ModelStats(np.array(med), np.array(sig))
 
 
-def response_matrices(ids: list[str], responses: dict[str, str | Path], stats: str | Path
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def response_matrices(
+    ids: list[str], responses: dict[str, str | Path], stats: str | Path
+) -> tuple[np.ndarray, np.ndarray]:
     """(choices, z) of the experts in `responses` (name -> response file) over `ids`, z under the
     (median, sigma) of `stats` (rgd consensus's stats of the training source: label-free)."""
     from .consensus import z_scores
@@ -110,7 +116,9 @@ def response_matrices(ids: list[str], responses: dict[str, str | Path], stats: s
         seen = np.zeros(len(ids), dtype=bool)
         for r in read_responses(path, ids):
             if r["expert"] != e:
-                raise InputError(path, None, "expert", f"record {r['id']!r} is by {r['expert']!r}, filed under {e!r}")
+                raise InputError(
+                    path, None, "expert", f"record {r['id']!r} is by {r['expert']!r}, filed under {e!r}"
+                )
             i = qi[r["id"]]
             seen[i] = True
             choices[i, j] = letter_index(r["choice"])
@@ -118,8 +126,12 @@ def response_matrices(ids: list[str], responses: dict[str, str | Path], stats: s
                 conf[i, j] = r["confidence"]
         if not seen.all():
             missing = [ids[i] for i in np.flatnonzero(~seen)[:3]]
-            raise InputError(path, None, "id", f"responses cover {int(seen.sum())} of {len(ids)} questions, "
-                             f"e.g. none for {missing}")
+            raise InputError(
+                path,
+                None,
+                "id",
+                f"responses cover {int(seen.sum())} of {len(ids)} questions, e.g. none for {missing}",
+            )
     return choices, z_scores(conf, model_stats)
 
 

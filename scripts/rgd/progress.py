@@ -36,8 +36,15 @@ def rate_text(per_second: float, unit: str) -> str:
 
 
 class Progress:
-    def __init__(self, label: str, total: int, unit: str = "question", log: Callable[[str], None] | None = None,
-                 every: float | None = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        unit: str = "question",
+        log: Callable[[str], None] | None = None,
+        every: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.label, self.total, self.unit = label, int(total), unit
         self.every = EVERY_SECONDS if every is None else every
         self.log, self.clock = log or _print, clock

@@ -27,10 +27,16 @@ LETTER_INSTRUCTION = "Reply with the letter of the correct option only."
 
 # Two neutral worked examples, written for rgd; they are not drawn from any benchmark.
 _EXAMPLES = (
-    ("Which gas do green plants take in from the air to build sugars?",
-     ("Oxygen", "Carbon dioxide", "Nitrogen", "Helium"), "B"),
-    ("A train travels 120 km in 2 hours at a constant speed. What is its speed?",
-     ("40 km/h", "240 km/h", "60 km/h", "30 km/h"), "C"),
+    (
+        "Which gas do green plants take in from the air to build sugars?",
+        ("Oxygen", "Carbon dioxide", "Nitrogen", "Helium"),
+        "B",
+    ),
+    (
+        "A train travels 120 km in 2 hours at a constant speed. What is its speed?",
+        ("40 km/h", "240 km/h", "60 km/h", "30 km/h"),
+        "C",
+    ),
 )
 
 

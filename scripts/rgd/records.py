@@ -38,7 +38,12 @@ class Question:
     options: tuple[str, ...]
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "category": self.category, "question": self.question, "options": list(self.options)}
+        return {
+            "id": self.id,
+            "category": self.category,
+            "question": self.question,
+            "options": list(self.options),
+        }
 
 
 @dataclass
@@ -74,7 +79,9 @@ def check_unicode(key: str, v: str) -> None:
     """Refuse a lone surrogate (valid in JSON escapes, not in any UTF-8 file or model prompt)."""
     m = _SURROGATE.search(v)
     if m:
-        raise ValueError(f"{key}: lone surrogate U+{ord(m.group()):04X} at character {m.start()} (not valid Unicode)")
+        raise ValueError(
+            f"{key}: lone surrogate U+{ord(m.group()):04X} at character {m.start()} (not valid Unicode)"
+        )
 
 
 def _need_str(rec: dict, key: str, allow_empty: bool = False) -> str:
@@ -153,8 +160,10 @@ def _refuse_empty(path, records: list, what: str) -> None:
 def read_questions(path: str | Path, allow_empty: bool = False) -> list[Question]:
     """Validated questions; an empty file is an error unless `allow_empty` (a generated set whose
     every output was rejected is empty, legitimately: the steps it flows through say so)."""
-    qs = [Question(r["id"], r["category"], r["question"], tuple(r["options"]))
-          for _, r in read_records(path, validate_question)]
+    qs = [
+        Question(r["id"], r["category"], r["question"], tuple(r["options"]))
+        for _, r in read_records(path, validate_question)
+    ]
     if not allow_empty:
         _refuse_empty(path, qs, "questions")
     return qs
@@ -174,11 +183,14 @@ def read_keys(path: str | Path, questions: list[Question] | None = None) -> dict
         if q is None:
             raise InputError(path, lineno, "id", f"{r['id']!r} has no question")
         if LETTER_INDEX[r["answer"]] >= len(q.options):
-            raise InputError(path, lineno, "answer", f"{r['answer']!r} is outside the {len(q.options)} options")
+            raise InputError(
+                path, lineno, "answer", f"{r['answer']!r} is outside the {len(q.options)} options"
+            )
     missing = [q.id for q in questions if q.id not in keys]
     if missing:
-        raise InputError(path, None, "id", f"no key for {len(missing)} of {len(questions)} questions, "
-                         f"e.g. {missing[:3]}")
+        raise InputError(
+            path, None, "id", f"no key for {len(missing)} of {len(questions)} questions, e.g. {missing[:3]}"
+        )
     return keys
 
 
@@ -191,8 +203,13 @@ def read_responses(path: str | Path, question_ids=None) -> list[dict]:
         outside = [(ln, r["id"]) for ln, r in recs if r["id"] not in known]
         if outside:
             ln, rid = outside[0]
-            raise InputError(path, ln, "id", f"{rid!r} is not in the question set ({len(outside)} responses "
-                             "for ids outside it: is this the right file?)")
+            raise InputError(
+                path,
+                ln,
+                "id",
+                f"{rid!r} is not in the question set ({len(outside)} responses "
+                "for ids outside it: is this the right file?)",
+            )
     return [r for _, r in recs]
 
 
@@ -287,8 +304,9 @@ def read_prompts(path: str | Path, fmt: str = "auto") -> list[Prompt]:
         for lineno, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 if len(line) > MAX_QUESTION_CHARS:
-                    raise InputError(path, lineno, None,
-                                     f"{len(line)} characters, over the limit of {MAX_QUESTION_CHARS}")
+                    raise InputError(
+                        path, lineno, None, f"{len(line)} characters, over the limit of {MAX_QUESTION_CHARS}"
+                    )
                 out.append(Prompt(f"line-{lineno}", line.strip()))
     else:
         for lineno, r in read_records(path, validate_prompt):
@@ -298,7 +316,9 @@ def read_prompts(path: str | Path, fmt: str = "auto") -> list[Prompt]:
     seen: set[str] = set()
     for p in out:
         if p.id in seen:
-            raise InputError(path, None, "id", f"duplicate id {p.id!r} (an explicit id equals a generated one)")
+            raise InputError(
+                path, None, "id", f"duplicate id {p.id!r} (an explicit id equals a generated one)"
+            )
         seen.add(p.id)
     _refuse_empty(path, out, "prompts")
     return out
@@ -329,7 +349,9 @@ def read_provenance(directory: str | Path) -> tuple[Provenance, dict]:
 
     directory = Path(directory)
     if not directory.is_dir():
-        raise InputError(directory, None, None, "not a router directory" + (" (a file)" if directory.exists() else ""))
+        raise InputError(
+            directory, None, None, "not a router directory" + (" (a file)" if directory.exists() else "")
+        )
     path = directory / PROVENANCE
     data = read_json(path)
     try:

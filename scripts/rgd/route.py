@@ -17,23 +17,46 @@ from .io import InputError, write_jsonl
 from .records import read_prompts
 
 
-def route_records(ids: list[str], experts: list[str], S: np.ndarray, diagnostics: dict[str, list],
-                  seed: int = 0, objective=None, costs: np.ndarray | None = None) -> list[dict]:
+def route_records(
+    ids: list[str],
+    experts: list[str],
+    S: np.ndarray,
+    diagnostics: dict[str, list],
+    seed: int = 0,
+    objective=None,
+    costs: np.ndarray | None = None,
+) -> list[dict]:
     """The pure step: one record per prompt from router scores S (n, m) and per-prompt diagnostics;
     ties in the ranking are broken by a seeded permutation (rgd.metrics.rank). The ranking follows
     `objective` (rgd.cost.Objective; default quality) with the experts' expected `costs` (m,); the
     scores written are the router's own either way."""
-    from .cost import Objective, order as objective_order
+    from .cost import Objective
+    from .cost import order as objective_order
 
     obj = objective or Objective()
     order = objective_order(S, costs, obj, seed) if len(ids) else np.zeros((0, len(experts)), dtype=int)
-    return [{"id": q, "ranking": [experts[j] for j in order[i]],
-             "scores": {e: float(S[i, j]) for j, e in enumerate(experts)},
-             **{k: v[i] for k, v in diagnostics.items()}} for i, q in enumerate(ids)]
+    return [
+        {
+            "id": q,
+            "ranking": [experts[j] for j in order[i]],
+            "scores": {e: float(S[i, j]) for j, e in enumerate(experts)},
+            **{k: v[i] for k, v in diagnostics.items()},
+        }
+        for i, q in enumerate(ids)
+    ]
 
 
-def run(router_dir, prompts_path, out, embeddings=None, seed: int = 0, threads: int = 1, fmt: str = "auto",
-        objective: str = "quality", costs: dict | None = None) -> dict:
+def run(
+    router_dir,
+    prompts_path,
+    out,
+    embeddings=None,
+    seed: int = 0,
+    threads: int = 1,
+    fmt: str = "auto",
+    objective: str = "quality",
+    costs: dict | None = None,
+) -> dict:
     from .cost import from_options
     from .embed import aligned, embedder_spec
     from .records import PROVENANCE, read_provenance
@@ -48,7 +71,9 @@ def run(router_dir, prompts_path, out, embeddings=None, seed: int = 0, threads: 
     if embeddings:
         X, spec = aligned(embeddings, ids)
         if prov.embedder and spec != prov.embedder:
-            raise InputError(embeddings, None, "embedder", f"{spec} differs from the router's {prov.embedder}")
+            raise InputError(
+                embeddings, None, "embedder", f"{spec} differs from the router's {prov.embedder}"
+            )
     elif not prov.embedder:
         raise InputError(where, None, "embedder", "router records no embedder: give --embeddings")
     else:
@@ -62,8 +87,12 @@ def run(router_dir, prompts_path, out, embeddings=None, seed: int = 0, threads: 
         X = Embedder(prov.embedder, threads=threads).encode([p.text for p in prompts])
     dim = router.n_features_in_
     if X.shape[1] != dim:
-        raise InputError(embeddings or prompts_path, None, "X", f"embedding dimension {X.shape[1]}, the router was "
-                         f"trained on {dim}")
+        raise InputError(
+            embeddings or prompts_path,
+            None,
+            "X",
+            f"embedding dimension {X.shape[1]}, the router was trained on {dim}",
+        )
     S = routers.scores(router, X)
     diag = routers.diagnostics(router, X)
     records = route_records(ids, prov.experts, S, diag, seed, obj, cost_vector)

@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import zipfile
+import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-
-import zipfile
-import zlib
 
 from .io import InputError, write_json
 from .records import PROVENANCE, read_provenance
@@ -111,7 +110,11 @@ class TrainingSet:
         """The (n, m) matrix a router learns from: consensus or answer-key correctness."""
         t = self.consensus if signal == "consensus" else self.correct
         if t is None:
-            what = "consensus scores" if signal == "consensus" else "answer-key correctness (a query-answer router)"
+            what = (
+                "consensus scores"
+                if signal == "consensus"
+                else "answer-key correctness (a query-answer router)"
+            )
             raise ValueError(f"{who}: needs {what}; the training set has none")
         return t
 
@@ -192,13 +195,16 @@ def train(name: str, params: dict | None, seed: int, data: TrainingSet, n_jobs: 
     return make(name, params, seed, n_jobs).fit(data)
 
 
-def save(router: Router, name: str, directory: Path, experts: list[str], embedder: dict | None,
-         source: dict) -> None:
+def save(
+    router: Router, name: str, directory: Path, experts: list[str], embedder: dict | None, source: dict
+) -> None:
     if router.kind != name:
         raise ValueError(f"save: the router is of kind {router.kind!r}, not {name!r}")
     directory = Path(directory)
     router.save(directory)  # the artifact first: provenance.json marks a complete directory
-    write_json(directory / PROVENANCE, {"kind": name, "experts": experts, "embedder": embedder, "source": source})
+    write_json(
+        directory / PROVENANCE, {"kind": name, "experts": experts, "embedder": embedder, "source": source}
+    )
 
 
 def load(directory: Path) -> tuple[Router, dict]:
@@ -215,12 +221,16 @@ def load(directory: Path) -> tuple[Router, dict]:
         raise
     except (ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error, EOFError, OSError) as e:
         # artifact parsing only (no routing happens here): a damaged or foreign directory
-        raise InputError(directory, None, None, f"unreadable router artifact ({type(e).__name__}: {e})") from None
+        raise InputError(
+            directory, None, None, f"unreadable router artifact ({type(e).__name__}: {e})"
+        ) from None
     if router.kind != prov.kind:
         raise InputError(path, None, "kind", f"{prov.kind!r}, but the artifact holds {router.kind!r}")
     n = len(router.experts_) if hasattr(router, "experts_") else router.n_models
     if n != len(prov.experts):
-        raise InputError(path, None, "experts", f"lists {len(prov.experts)} experts, the router's arrays have {n}")
+        raise InputError(
+            path, None, "experts", f"lists {len(prov.experts)} experts, the router's arrays have {n}"
+        )
     return router, data
 
 
@@ -231,9 +241,12 @@ def scores(router: Router, X: np.ndarray) -> np.ndarray:
 def diagnostics(router: Router, X: np.ndarray) -> dict[str, list]:
     """The router's per-question diagnostics as JSON-ready lists: Python values, and None for a
     missing one (a NaN distance, an empty subject name)."""
+
     def plain(v):
         v = v.item() if isinstance(v, np.generic) else v
         return None if v == "" or (isinstance(v, float) and v != v) else v
 
-    return {name: [plain(v) for v in (values.tolist() if isinstance(values, np.ndarray) else values)]
-            for name, values in router.diagnostics(X).items()}
+    return {
+        name: [plain(v) for v in (values.tolist() if isinstance(values, np.ndarray) else values)]
+        for name, values in router.diagnostics(X).items()
+    }

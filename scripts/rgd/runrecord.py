@@ -22,14 +22,23 @@ from .io import write_json
 
 # Keys (at any depth) whose values depend on the run, not on the inputs. One list for every step,
 # and for `rgd archive`'s warning about archived metadata that still records a run.
-RUN_KEYS = frozenset({
-    "n_computed", "n_cached",  # how much this run did, and how much a previous run left in the cache
-    "computed_prompts", "computed_tokens",
-    "seconds", "compute_seconds", "load_seconds",
-    "tokens_per_second", "questions_per_second",
-    "this_run",  # API request and retry counts
-})
-OPTION_HELP = "JSON file for this run's timings and cache counts (default: one stdout line; see rgd.runrecord)"
+RUN_KEYS = frozenset(
+    {
+        "n_computed",
+        "n_cached",  # how much this run did, and how much a previous run left in the cache
+        "computed_prompts",
+        "computed_tokens",
+        "seconds",
+        "compute_seconds",
+        "load_seconds",
+        "tokens_per_second",
+        "questions_per_second",
+        "this_run",  # API request and retry counts
+    }
+)
+OPTION_HELP = (
+    "JSON file for this run's timings and cache counts (default: one stdout line; see rgd.runrecord)"
+)
 
 
 def split(meta: dict) -> tuple[dict, dict]:
@@ -60,7 +69,9 @@ def run_keys_in(obj, prefix: str = "") -> list[str]:
     return out
 
 
-def emit(record: dict, record_path: str | Path | None, *, step: str, output: str | Path | None = None) -> None:
+def emit(
+    record: dict, record_path: str | Path | None, *, step: str, output: str | Path | None = None
+) -> None:
     """Write the run record to `record_path` (JSON), or print it as one stdout line."""
     rec = {"step": step, **({"output": str(output)} if output is not None else {}), **record}
     if record_path:

@@ -74,7 +74,7 @@ def _env_value(value: str) -> str | None:
     while i < len(value):
         c = value[i]
         if c == quote:
-            rest = value[i + 1:].strip()
+            rest = value[i + 1 :].strip()
             return "".join(chars) if not rest or rest.startswith("#") else None
         if c == "\\" and quote == '"' and i + 1 < len(value) and value[i + 1] in '"\\':
             i += 1

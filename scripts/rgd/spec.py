@@ -34,7 +34,17 @@ from typing import Any
 
 __all__ = ["SpecError", "bounds", "parse", "parse_pairs", "validate"]
 
-_BOUND_KEYS = ("min", "max", "exclusive_min", "exclusive_max", "min_len", "max_len", "pattern", "finite", "doc")
+_BOUND_KEYS = (
+    "min",
+    "max",
+    "exclusive_min",
+    "exclusive_max",
+    "min_len",
+    "max_len",
+    "pattern",
+    "finite",
+    "doc",
+)
 
 
 class SpecError(ValueError):
@@ -122,8 +132,10 @@ def _hints(cls: type) -> dict[str, Any]:
     try:
         return typing.get_type_hints(cls)
     except NameError as e:  # a spec class must be checkable: its annotations must resolve
-        raise TypeError(f"{cls.__qualname__}: annotation does not resolve ({e}); define the classes it "
-                        "names at module level") from None
+        raise TypeError(
+            f"{cls.__qualname__}: annotation does not resolve ({e}); define the classes it "
+            "names at module level"
+        ) from None
 
 
 def _parse(cls: type, data: Any, where: str | None, prefix: str, ignore_unknown: bool = False) -> Any:
@@ -143,8 +155,11 @@ def _parse(cls: type, data: Any, where: str | None, prefix: str, ignore_unknown:
             close = difflib.get_close_matches(unknown[0], names, n=1, cutoff=0.5)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise SpecError(where, _join(prefix, unknown[0]), f"unknown key{hint}; known: {', '.join(names)}")
-        raise SpecError(where, prefix or None,
-                        f"unknown keys {', '.join(map(repr, sorted(unknown)))}; known: {', '.join(names)}")
+        raise SpecError(
+            where,
+            prefix or None,
+            f"unknown keys {', '.join(map(repr, sorted(unknown)))}; known: {', '.join(names)}",
+        )
     hints = _hints(cls)
     kwargs = {}
     for f in fields:
@@ -251,8 +266,9 @@ def _convert_scalar(tp: type, value: Any, where: str | None, path: str) -> Any:
     return float(value) if tp is float else value
 
 
-def _convert_sequence(tp: Any, origin: Any, args: tuple, value: Any, where: str | None, path: str,
-                      lax: bool) -> Any:
+def _convert_sequence(
+    tp: Any, origin: Any, args: tuple, value: Any, where: str | None, path: str, lax: bool
+) -> Any:
     """A list (a tuple for tuple annotations): `tuple[X, Y]` item by item, else each item as the item type."""
     if not isinstance(value, (list, tuple)):
         raise SpecError(where, path, f"expected a list, got {_describe(value)}")
@@ -285,8 +301,11 @@ def _check_bounds(md: Mapping, value: Any, where: str | None, path: str) -> None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         numbers = [(path, value)]
     elif isinstance(value, (list, tuple)):
-        numbers = [(f"{path}[{i}]", v) for i, v in enumerate(value)
-                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        numbers = [
+            (f"{path}[{i}]", v)
+            for i, v in enumerate(value)
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
     for p, v in numbers:
         if isinstance(v, float) and md.get("finite", True) and not math.isfinite(v):
             raise SpecError(where, p, f"expected a finite number, got {v}")

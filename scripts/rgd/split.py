@@ -20,8 +20,12 @@ from .spec import bounds, validate
 class SplitSettings:
     """A benchmark's `split` settings (config `benchmarks.<name>.split`; `rgd split` options)."""
 
-    train_fraction: float = field(default=0.6, metadata=bounds(exclusive_min=0.0, exclusive_max=1.0,
-                                                               doc="share of each category that goes to train"))
+    train_fraction: float = field(
+        default=0.6,
+        metadata=bounds(
+            exclusive_min=0.0, exclusive_max=1.0, doc="share of each category that goes to train"
+        ),
+    )
     seed: int = 0
     test_ids: str | None = None  # a file of test ids, one per line: reproduces a fixed split
 
@@ -29,8 +33,9 @@ class SplitSettings:
         validate(self)
 
 
-def stratified_split(questions: list[dict], train_fraction: float, seed: int,
-                     test_ids: set[str] | None = None) -> tuple[list[str], list[str]]:
+def stratified_split(
+    questions: list[dict], train_fraction: float, seed: int, test_ids: set[str] | None = None
+) -> tuple[list[str], list[str]]:
     """Return (train ids, test ids), each in the input order."""
     if test_ids is not None:
         unknown = test_ids - {q["id"] for q in questions}
@@ -50,7 +55,9 @@ def stratified_split(questions: list[dict], train_fraction: float, seed: int,
         n_train = int(round(train_fraction * len(ids)))
         n_train = min(max(n_train, 1), len(ids) - 1) if len(ids) > 1 else len(ids)
         train.update(ids[i] for i in order[:n_train])
-    return [q["id"] for q in questions if q["id"] in train], [q["id"] for q in questions if q["id"] not in train]
+    return [q["id"] for q in questions if q["id"] in train], [
+        q["id"] for q in questions if q["id"] not in train
+    ]
 
 
 def read_test_ids(path) -> dict[str, int]:
@@ -70,8 +77,17 @@ def read_test_ids(path) -> dict[str, int]:
     return out
 
 
-def run(questions_path, keys_path, train_fraction: float, seed: int, test_ids_path,
-        train_questions, train_keys, test_questions, test_keys) -> tuple[int, int]:
+def run(
+    questions_path,
+    keys_path,
+    train_fraction: float,
+    seed: int,
+    test_ids_path,
+    train_questions,
+    train_keys,
+    test_questions,
+    test_keys,
+) -> tuple[int, int]:
     """`rgd split`: read, split, write the four files; returns (n train, n test)."""
     from .io import InputError, write_jsonl
     from .records import read_keys, read_questions
@@ -84,8 +100,12 @@ def run(questions_path, keys_path, train_fraction: float, seed: int, test_ids_pa
         known = {q.id for q in qs}
         unknown = [(ln, i) for i, ln in listed.items() if i not in known]
         if unknown:
-            raise InputError(test_ids_path, unknown[0][0], "id", f"{unknown[0][1]!r} is not in {questions_path} "
-                             f"({len(unknown)} unknown ids)")
+            raise InputError(
+                test_ids_path,
+                unknown[0][0],
+                "id",
+                f"{unknown[0][1]!r} is not in {questions_path} ({len(unknown)} unknown ids)",
+            )
         test_ids = set(listed)
     records = [q.to_dict() for q in qs]
     train, test = stratified_split(records, train_fraction, seed, test_ids)

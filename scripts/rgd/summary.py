@@ -19,8 +19,19 @@ from pathlib import Path
 
 from .io import write_text
 
-COLUMNS = ["benchmark", "pool", "source", "router", "n", "top1", "top1_ci", "top3", "top3_ci",
-           "gap_closed_top1", "top1_minus_best"]
+COLUMNS = [
+    "benchmark",
+    "pool",
+    "source",
+    "router",
+    "n",
+    "top1",
+    "top1_ci",
+    "top3",
+    "top3_ci",
+    "gap_closed_top1",
+    "top1_minus_best",
+]
 
 
 def _pct(x) -> str:
@@ -37,22 +48,48 @@ def rows_from(evals: list[dict]) -> list[dict]:
         lab = e["labels"]
         ci = e.get("ci", {})
         paired = e.get("paired", {}).get("top1_vs_best_single", {})
-        rows.append({
-            "benchmark": lab["benchmark"], "pool": lab["pool"], "source": lab["source"], "router": lab["router"],
-            "n": e["n_questions"], "top1": _pct(e["top1"]), "top1_ci": _ci(ci.get("top1")),
-            "top3": _pct(e["top3_vote"]), "top3_ci": _ci(ci.get("top3_vote")),
-            "gap_closed_top1": "" if e.get("gap_closed_top1") is None else f"{e['gap_closed_top1']:.2f}",
-            "top1_minus_best": _ci(paired.get("ci")) if paired else "",
-        })
+        rows.append(
+            {
+                "benchmark": lab["benchmark"],
+                "pool": lab["pool"],
+                "source": lab["source"],
+                "router": lab["router"],
+                "n": e["n_questions"],
+                "top1": _pct(e["top1"]),
+                "top1_ci": _ci(ci.get("top1")),
+                "top3": _pct(e["top3_vote"]),
+                "top3_ci": _ci(ci.get("top3_vote")),
+                "gap_closed_top1": "" if e.get("gap_closed_top1") is None else f"{e['gap_closed_top1']:.2f}",
+                "top1_minus_best": _ci(paired.get("ci")) if paired else "",
+            }
+        )
         key = (lab["benchmark"], lab["pool"])
         refs.setdefault(key, (e, ci))
     for (bench, pool), (e, ci) in refs.items():
-        for name, field in (("best-single@test (" + e["best_single_model"] + ")", "best_single"),
-                            ("random", "random"), ("pool-vote", "pool_vote"), ("oracle", "oracle")):
-            rows.append({"benchmark": bench, "pool": pool, "source": "-", "router": name, "n": e["n_questions"],
-                         "top1": _pct(e[field]), "top1_ci": _ci(ci.get(field)), "top3": "", "top3_ci": "",
-                         "gap_closed_top1": "", "top1_minus_best": ""})
-    return sorted(rows, key=lambda r: (r["benchmark"], r["pool"], r["source"] == "-", r["source"], r["router"]))
+        for name, field in (
+            ("best-single@test (" + e["best_single_model"] + ")", "best_single"),
+            ("random", "random"),
+            ("pool-vote", "pool_vote"),
+            ("oracle", "oracle"),
+        ):
+            rows.append(
+                {
+                    "benchmark": bench,
+                    "pool": pool,
+                    "source": "-",
+                    "router": name,
+                    "n": e["n_questions"],
+                    "top1": _pct(e[field]),
+                    "top1_ci": _ci(ci.get(field)),
+                    "top3": "",
+                    "top3_ci": "",
+                    "gap_closed_top1": "",
+                    "top1_minus_best": "",
+                }
+            )
+    return sorted(
+        rows, key=lambda r: (r["benchmark"], r["pool"], r["source"] == "-", r["source"], r["router"])
+    )
 
 
 def markdown(rows: list[dict]) -> str:
@@ -69,7 +106,7 @@ def _signed(x: float) -> str:
 
 def verdict(e: dict) -> str:
     """'beats', 'matches' or 'trails': where the paired CI of (Top-1 - best single) lies against 0."""
-    lo, hi = (e.get("paired", {}).get("top1_vs_best_single", {}).get("ci") or [None, None])
+    lo, hi = e.get("paired", {}).get("top1_vs_best_single", {}).get("ci") or [None, None]
     if lo is None or hi is None:
         return "undefined"
     return "beats" if lo > 0 else "trails" if hi < 0 else "matches"
@@ -82,30 +119,47 @@ def sentence(e: dict) -> str:
     p = e["paired"]["top1_vs_best_single"]
     v = verdict(e)
     source = "the real training split" if lab["source"] == "train" else lab["source"]
-    head = (f"{lab['benchmark']} / {lab['pool']}, trained on {source}: {name} (Top-1 {_pct(e['top1'])}%) "
-            f"{v if v != 'undefined' else 'cannot be compared with'} the best single model on the test set "
-            f"({e['best_single_model']}, {_pct(e['best_single'])}%, an optimistic baseline chosen on the "
-            f"{e['n_questions']} test questions themselves)")
+    head = (
+        f"{lab['benchmark']} / {lab['pool']}, trained on {source}: {name} (Top-1 {_pct(e['top1'])}%) "
+        f"{v if v != 'undefined' else 'cannot be compared with'} the best single model on the test set "
+        f"({e['best_single_model']}, {_pct(e['best_single'])}%, an optimistic baseline chosen on the "
+        f"{e['n_questions']} test questions themselves)"
+    )
     if v == "undefined":
         return head + ": the paired bootstrap interval is undefined."
     lo, hi = p["ci"]
     ci = f"paired 95% CI of Top-1 minus best single [{_signed(lo)}, {_signed(hi)}] points"
-    head += (f": {ci}, which contains 0." if v == "matches" else f": {ci}, entirely {'above' if v == 'beats' else 'below'} 0.")
+    head += (
+        f": {ci}, which contains 0."
+        if v == "matches"
+        else f": {ci}, entirely {'above' if v == 'beats' else 'below'} 0."
+    )
     g, gci = e.get("gap_closed_top1"), (e.get("ci", {}).get("gap_closed_top1") or [None, None])
     if g is None:
-        return head + " The oracle is no better than the best single model here: there is no oracle gap to close."
+        return (
+            head
+            + " The oracle is no better than the best single model here: there is no oracle gap to close."
+        )
     gci_txt = "" if gci[0] is None else f", 95% CI [{100 * gci[0]:.0f}%, {100 * gci[1]:.0f}%]"
     # the share is reported, never read as progress: its CI says whether it differs from 0
-    return head + (f" Share of the gap from the best single model to the oracle that it closes: {100 * g:.0f}%"
-                   f"{gci_txt} (0% = the best single model, 100% = the oracle, below 0 = worse than the best single "
-                   "model).")
+    return head + (
+        f" Share of the gap from the best single model to the oracle that it closes: {100 * g:.0f}%"
+        f"{gci_txt} (0% = the best single model, 100% = the oracle, below 0 = worse than the best single "
+        "model)."
+    )
 
 
 def verdicts(evals: list[dict]) -> list[str]:
     """One sentence per (benchmark, pool, training source) for the headline router, sorted."""
     heads = [e for e in evals if e["labels"]["router"] == HEADLINE]
-    heads.sort(key=lambda e: (e["labels"]["benchmark"], e["labels"]["pool"], e["labels"]["source"] != "train",
-                              e["labels"]["source"]))
+    heads.sort(
+        key=lambda e: (
+            e["labels"]["benchmark"],
+            e["labels"]["pool"],
+            e["labels"]["source"] != "train",
+            e["labels"]["source"],
+        )
+    )
     return [sentence(e) for e in heads]
 
 
@@ -122,16 +176,43 @@ def diagnostics_text(analysis: dict) -> str:
     d, lab = analysis["diagnostics"], analysis.get("labels", {})
     letters = list(next(iter(d["per_expert"].values()))["shares"]) if d["per_expert"] else []
     cols = ["expert", "answered", "abstained"] + letters + ["top letter", "mean kappa with the others"]
-    rows = [[e, str(v["answered"]), str(v["abstained"])] + [_pct(v["shares"][x]) for x in letters]
-            + [f"{v['top_letter']} {_pct(v['top_share'])}%" if v["top_letter"] else "", _k(v["mean_kappa_with_rest"])]
-            for e, v in ((e, d["per_expert"][e]) for e in d["experts"])]
-    pair_cols = ["pair", "questions", "agreement", "above the rest (points)", "Cohen's kappa", "kappa above the rest"]
-    pair_rows = [[" / ".join(p["experts"]), str(p["n"]), _pct(p["agreement"]), _points(p["agreement_excess"]),
-                  _k(p["kappa"]), _k(p["kappa_excess"])] for p in d["pairs"]]
-    out = [f"### Pool diagnostics: {lab.get('benchmark', '?')} / {lab.get('pool', '?')}", "",
-           f"Label-free: the experts' chosen letters on the {d['n_questions']} real training questions "
-           f"(% of each expert's answers). Fleiss' kappa of the pool: {_k(d['fleiss_kappa'])}.", "",
-           _md_table(cols, rows), _md_table(pair_cols, pair_rows)]
+    rows = [
+        [e, str(v["answered"]), str(v["abstained"])]
+        + [_pct(v["shares"][x]) for x in letters]
+        + [
+            f"{v['top_letter']} {_pct(v['top_share'])}%" if v["top_letter"] else "",
+            _k(v["mean_kappa_with_rest"]),
+        ]
+        for e, v in ((e, d["per_expert"][e]) for e in d["experts"])
+    ]
+    pair_cols = [
+        "pair",
+        "questions",
+        "agreement",
+        "above the rest (points)",
+        "Cohen's kappa",
+        "kappa above the rest",
+    ]
+    pair_rows = [
+        [
+            " / ".join(p["experts"]),
+            str(p["n"]),
+            _pct(p["agreement"]),
+            _points(p["agreement_excess"]),
+            _k(p["kappa"]),
+            _k(p["kappa_excess"]),
+        ]
+        for p in d["pairs"]
+    ]
+    out = [
+        f"### Pool diagnostics: {lab.get('benchmark', '?')} / {lab.get('pool', '?')}",
+        "",
+        f"Label-free: the experts' chosen letters on the {d['n_questions']} real training questions "
+        f"(% of each expert's answers). Fleiss' kappa of the pool: {_k(d['fleiss_kappa'])}.",
+        "",
+        _md_table(cols, rows),
+        _md_table(pair_cols, pair_rows),
+    ]
     thresholds = Thresholds(**d["thresholds"])
     if d["warnings"]:
         out.append("Warnings: consensus may not rank these experts by skill.")
@@ -143,10 +224,13 @@ def diagnostics_text(analysis: dict) -> str:
     if r:
         per = ", ".join(f"{s} {_k(v)}" for s, v in zip(r["subjects"], r["spearman"]))
         same = sum(r.get("same_best_model", []))
-        out += ["", f"After the fact, against the keys: Spearman correlation between the experts' mean consensus "
-                f"and their accuracy, per subject: {per}; question-weighted mean {_k(r['mean_spearman'])} "
-                f"(Kendall {_k(r['mean_kendall'])}); over all questions {_k(r['overall']['spearman'])}. "
-                f"Consensus names the keys' best expert in {same} of {len(r['subjects'])} subjects."]
+        out += [
+            "",
+            f"After the fact, against the keys: Spearman correlation between the experts' mean consensus "
+            f"and their accuracy, per subject: {per}; question-weighted mean {_k(r['mean_spearman'])} "
+            f"(Kendall {_k(r['mean_kendall'])}); over all questions {_k(r['overall']['spearman'])}. "
+            f"Consensus names the keys' best expert in {same} of {len(r['subjects'])} subjects.",
+        ]
     return "\n".join(out) + "\n"
 
 
@@ -168,7 +252,9 @@ def _read_analyses(paths: list[Path]) -> list[dict]:
     return sorted(out, key=lambda a: (a["labels"]["benchmark"], a["labels"]["pool"]))
 
 
-def summarise(eval_paths: list[Path], out_csv: Path, out_md: Path, analysis_paths: list[Path] | None = None) -> str:
+def summarise(
+    eval_paths: list[Path], out_csv: Path, out_md: Path, analysis_paths: list[Path] | None = None
+) -> str:
     """Write the summary table (CSV, Markdown); the Markdown adds the verdicts and the diagnostics."""
     from .report.files import read_eval
 
@@ -179,8 +265,10 @@ def summarise(eval_paths: list[Path], out_csv: Path, out_md: Path, analysis_path
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    md = ("Accuracy in percent; CIs are seeded 95% bootstrap intervals; `top1_minus_best` is the paired "
-          "bootstrap CI of (router Top-1 - best single model on the test set).\n\n" + markdown(rows))
+    md = (
+        "Accuracy in percent; CIs are seeded 95% bootstrap intervals; `top1_minus_best` is the paired "
+        "bootstrap CI of (router Top-1 - best single model on the test set).\n\n" + markdown(rows)
+    )
     said = verdicts(evals)
     if said:
         md += "\n## CASCAL against the best single model\n\n" + "".join(f"- {t}\n" for t in said)

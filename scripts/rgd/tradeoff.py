@@ -44,8 +44,12 @@ def load_test(questions, keys, responses: dict[str, str]):
             n_in[i, j], n_out[i, j] = r.get("n_prompt_tokens") or 0, r.get("n_output_tokens") or 0
         if not seen[:, j].all():
             missing = [ids[i] for i in np.flatnonzero(~seen[:, j])[:3]]
-            raise InputError(path, None, "id", f"no response of {e} for {int((~seen[:, j]).sum())} test questions, "
-                             f"e.g. {missing}")
+            raise InputError(
+                path,
+                None,
+                "id",
+                f"no response of {e} for {int((~seen[:, j]).sum())} test questions, e.g. {missing}",
+            )
     return ids, correct, n_in, n_out
 
 
@@ -60,8 +64,16 @@ def route_scores(path, ids: list[str], experts: list[str]) -> np.ndarray:
         raise InputError(path, None, "scores", f"no score for expert {e}") from None
 
 
-def run(routes: dict[str, str], questions, keys, responses: dict[str, str], costs: dict, labels: dict,
-        seed: int = 0, n_points: int = 25) -> dict:
+def run(
+    routes: dict[str, str],
+    questions,
+    keys,
+    responses: dict[str, str],
+    costs: dict,
+    labels: dict,
+    seed: int = 0,
+    n_points: int = 25,
+) -> dict:
     from . import cost
 
     experts = list(responses)
@@ -76,10 +88,21 @@ def run(routes: dict[str, str], questions, keys, responses: dict[str, str], cost
     if not ids:
         raise InputError(questions, None, None, "no test questions")
     scores = {name: route_scores(p, ids, experts) for name, p in routes.items()}
-    out = cost.tradeoff(scores, cost.expected_costs(parsed), correct, cost.realised_costs(parsed, n_in, n_out),
-                        experts, seed=seed, n_points=n_points)
-    return {"labels": labels, "unit": cost.common_unit(parsed, experts),
-            "costs": {e: c.to_dict() for e, c in zip(experts, parsed)}, **out}
+    out = cost.tradeoff(
+        scores,
+        cost.expected_costs(parsed),
+        correct,
+        cost.realised_costs(parsed, n_in, n_out),
+        experts,
+        seed=seed,
+        n_points=n_points,
+    )
+    return {
+        "labels": labels,
+        "unit": cost.common_unit(parsed, experts),
+        "costs": {e: c.to_dict() for e, c in zip(experts, parsed)},
+        **out,
+    }
 
 
 # --------------------------------------------------------------------------- figure and table
@@ -95,11 +118,15 @@ def figure(tradeoffs: list[dict], path) -> None:
     from .report.tables import router_key, source_order
 
     by_source = {t["labels"].get("source", ""): t for t in tradeoffs}
-    sources = source_order(sorted(by_source)) + sorted(s for s in by_source if s not in source_order(sorted(by_source)))
+    sources = source_order(sorted(by_source)) + sorted(
+        s for s in by_source if s not in source_order(sorted(by_source))
+    )
     routers = sorted({r for t in tradeoffs for r in t["routers"]}, key=router_key)
     colors = _colors(routers)
     with plt.rc_context(RC):
-        fig, axes = plt.subplots(1, len(sources), figsize=(4.2 * len(sources), 3.4), squeeze=False, sharey=True)
+        fig, axes = plt.subplots(
+            1, len(sources), figsize=(4.2 * len(sources), 3.4), squeeze=False, sharey=True
+        )
         for ax, src in zip(axes[0], sources):
             t = by_source[src]
             xs = [PER * v["cost"] for v in t["models"].values()] + [PER * t["oracle"]["cost"]]
@@ -108,14 +135,29 @@ def figure(tradeoffs: list[dict], path) -> None:
                 if name not in t["routers"]:
                     continue
                 front = t["routers"][name]["frontier"]
-                ax.step([PER * p["cost"] for p in front], [p["accuracy"] for p in front], where="post",
-                        color=colors[name], marker=".", ms=3, lw=1.2, label=name)
+                ax.step(
+                    [PER * p["cost"] for p in front],
+                    [p["accuracy"] for p in front],
+                    where="post",
+                    color=colors[name],
+                    marker=".",
+                    ms=3,
+                    lw=1.2,
+                    label=name,
+                )
                 q = t["routers"][name]["quality"]
                 ax.plot([PER * q["cost"]], [q["accuracy"]], "o", mfc="none", color=colors[name], ms=6)
             for m, v in t["models"].items():
                 ax.plot([PER * v["cost"]], [v["accuracy"]], ".", color="0.6", ms=5)
             b, r, o = t["best_single"], t["random"], t["oracle"]
-            ax.plot([PER * b["cost"]], [b["accuracy"]], "*", color="black", ms=9, label=f"best single ({b['model']})")
+            ax.plot(
+                [PER * b["cost"]],
+                [b["accuracy"]],
+                "*",
+                color="black",
+                ms=9,
+                label=f"best single ({b['model']})",
+            )
             ax.plot([PER * r["cost"]], [r["accuracy"]], "x", color="black", ms=6, label="random model")
             ax.plot([PER * o["cost"]], [o["accuracy"]], "D", color="black", mfc="none", ms=5, label="oracle")
             ax.axhline(b["accuracy"], color="black", lw=0.5, ls=":")
@@ -125,8 +167,11 @@ def figure(tradeoffs: list[dict], path) -> None:
             ax.set_xlabel(f"cost per {PER:,} questions ({t['unit']})")
         axes[0][0].set_ylabel("Top-1 accuracy")
         lab = tradeoffs[0]["labels"]
-        fig.suptitle(f"{lab.get('benchmark', '')} / {lab.get('pool', '')}: accuracy against cost "
-                     "(lines: Pareto frontiers; circles: quality-only routing; grey: single models)", fontsize=8)
+        fig.suptitle(
+            f"{lab.get('benchmark', '')} / {lab.get('pool', '')}: accuracy against cost "
+            "(lines: Pareto frontiers; circles: quality-only routing; grey: single models)",
+            fontsize=8,
+        )
         handles, names = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, names, loc="lower center", ncol=min(6, len(names)), bbox_to_anchor=(0.5, -0.12))
         save(fig, path)
@@ -135,25 +180,61 @@ def figure(tradeoffs: list[dict], path) -> None:
 def table(tradeoffs: list[dict]):
     from .report.tables import Table, pct, router_key
 
-    t = Table("cost", "Accuracy-cost trade-off: each router's Top-1 with quality-only routing and the lowest cost "
-              f"on its frontier that matches the best single model (cost per {PER:,} test questions; empty: never; the frontier "
-              "and the best single model are both read off the test keys).",
-              ["benchmark", "pool", "source", "router", "unit", "top-1 (quality)", "cost (quality)",
-               "cost to match best single", "best single", "best single top-1", "best single cost",
-               "match / best single cost", "oracle top-1", "oracle cost"])
+    t = Table(
+        "cost",
+        "Accuracy-cost trade-off: each router's Top-1 with quality-only routing and the lowest cost "
+        f"on its frontier that matches the best single model (cost per {PER:,} test questions; empty: never; the frontier "
+        "and the best single model are both read off the test keys).",
+        [
+            "benchmark",
+            "pool",
+            "source",
+            "router",
+            "unit",
+            "top-1 (quality)",
+            "cost (quality)",
+            "cost to match best single",
+            "best single",
+            "best single top-1",
+            "best single cost",
+            "match / best single cost",
+            "oracle top-1",
+            "oracle cost",
+        ],
+    )
     rows = []
     for d in tradeoffs:
         lab, b, o = d["labels"], d["best_single"], d["oracle"]
         for name, r in d["routers"].items():
             match = r["cost_to_match_best_single"]
             ratio = match / b["cost"] if match is not None and b["cost"] > 0 else None
-            rows.append(((lab.get("benchmark", ""), lab.get("pool", ""), lab.get("source", "") != "train",
-                          lab.get("source", ""), router_key(name)),
-                         [lab.get("benchmark", ""), lab.get("pool", ""), lab.get("source", ""), name, d["unit"],
-                          pct(r["quality"]["accuracy"]), _fmt(PER * r["quality"]["cost"]),
-                          _fmt(None if match is None else PER * match), b["model"], pct(b["accuracy"]),
-                          _fmt(PER * b["cost"]), "" if ratio is None else f"{ratio:.2f}", pct(o["accuracy"]),
-                          _fmt(PER * o["cost"])]))
+            rows.append(
+                (
+                    (
+                        lab.get("benchmark", ""),
+                        lab.get("pool", ""),
+                        lab.get("source", "") != "train",
+                        lab.get("source", ""),
+                        router_key(name),
+                    ),
+                    [
+                        lab.get("benchmark", ""),
+                        lab.get("pool", ""),
+                        lab.get("source", ""),
+                        name,
+                        d["unit"],
+                        pct(r["quality"]["accuracy"]),
+                        _fmt(PER * r["quality"]["cost"]),
+                        _fmt(None if match is None else PER * match),
+                        b["model"],
+                        pct(b["accuracy"]),
+                        _fmt(PER * b["cost"]),
+                        "" if ratio is None else f"{ratio:.2f}",
+                        pct(o["accuracy"]),
+                        _fmt(PER * o["cost"]),
+                    ],
+                )
+            )
     t.rows = [r for _, r in sorted(rows)]
     return t
 
@@ -165,17 +246,20 @@ def cmd_tradeoff(a):
     write_json(a.out, out)
     for name, r in out["routers"].items():
         match = r["cost_to_match_best_single"]
-        print(f"{name}: top-1 {r['quality']['accuracy']:.3f} at cost {PER * r['quality']['cost']:.4g}/{PER} q; "
-              f"matches best single ({out['best_single']['accuracy']:.3f} at {PER * out['best_single']['cost']:.4g}) "
-              f"{'at ' + format(PER * match, '.4g') if match is not None else 'never'}")
+        print(
+            f"{name}: top-1 {r['quality']['accuracy']:.3f} at cost {PER * r['quality']['cost']:.4g}/{PER} q; "
+            f"matches best single ({out['best_single']['accuracy']:.3f} at {PER * out['best_single']['cost']:.4g}) "
+            f"{'at ' + format(PER * match, '.4g') if match is not None else 'never'}"
+        )
 
 
 def _read_all(paths) -> list[dict]:
     out = []
     for p in sorted(paths):
         d = read_json(p)
-        if not isinstance(d, dict) or not all(k in d for k in ("routers", "best_single", "random", "oracle", "models",
-                                                               "labels", "unit")):
+        if not isinstance(d, dict) or not all(
+            k in d for k in ("routers", "best_single", "random", "oracle", "models", "labels", "unit")
+        ):
             raise InputError(p, None, None, "not an `rgd tradeoff` file")
         out.append(d)
     return out
@@ -188,8 +272,13 @@ def cmd_tradeoff_report(a):
     if a.figure:
         pairs = {(d["labels"].get("benchmark"), d["labels"].get("pool")) for d in data}
         if len(pairs) > 1:
-            raise InputError("<command line>", None, "--tradeoffs", f"--figure draws one (benchmark, pool), got "
-                             f"{', '.join(f'{b}/{p}' for b, p in sorted(pairs, key=str))}")
+            raise InputError(
+                "<command line>",
+                None,
+                "--tradeoffs",
+                f"--figure draws one (benchmark, pool), got "
+                f"{', '.join(f'{b}/{p}' for b, p in sorted(pairs, key=str))}",
+            )
         figure(data, Path(a.figure))
         print(f"figure {a.figure}")
     if a.tables_dir:
@@ -203,21 +292,41 @@ def register(add) -> None:
     from .args import IN, OUT, OUT_DIR, PAIRS, count, json_object
     from .cost import COSTS
 
-    s = add("tradeoff", cmd_tradeoff, "accuracy against cost of every router of one (benchmark, pool, source)")
-    s.add_argument("--routes", nargs="+", required=True, path=PAIRS, metavar="ROUTER=FILE",
-                   help="`rgd route` outputs (quality scores) of the real test set")
+    s = add(
+        "tradeoff", cmd_tradeoff, "accuracy against cost of every router of one (benchmark, pool, source)"
+    )
+    s.add_argument(
+        "--routes",
+        nargs="+",
+        required=True,
+        path=PAIRS,
+        metavar="ROUTER=FILE",
+        help="`rgd route` outputs (quality scores) of the real test set",
+    )
     s.add_argument("--questions", required=True, path=IN, help="the test questions")
     s.add_argument("--keys", required=True, path=IN, help="the test keys")
-    s.add_argument("--responses", nargs="+", required=True, path=PAIRS, metavar="EXPERT=FILE",
-                   help="every pool expert's test responses (choices and token counts), in pool order")
+    s.add_argument(
+        "--responses",
+        nargs="+",
+        required=True,
+        path=PAIRS,
+        metavar="EXPERT=FILE",
+        help="every pool expert's test responses (choices and token counts), in pool order",
+    )
     s.add_argument("--costs", type=json_object, required=True, help=COSTS)
     s.add_argument("--labels", help="BENCH/POOL/SOURCE, copied into the output")
     s.add_argument("--seed", type=int, default=0, help="seed of the ranking tie-break (default %(default)s)")
-    s.add_argument("--grid-points", type=count(2), default=25, help="objective values per sweep (default %(default)s)")
+    s.add_argument(
+        "--grid-points", type=count(2), default=25, help="objective values per sweep (default %(default)s)"
+    )
     s.add_argument("--out", required=True, path=OUT, help="the JSON file to write")
 
-    s = add("tradeoff-report", cmd_tradeoff_report, "the accuracy-cost figure of one (benchmark, pool) and the "
-            "table of each router's cost to match the best single model")
+    s = add(
+        "tradeoff-report",
+        cmd_tradeoff_report,
+        "the accuracy-cost figure of one (benchmark, pool) and the "
+        "table of each router's cost to match the best single model",
+    )
     s.add_argument("--tradeoffs", nargs="+", required=True, path=IN, help="`rgd tradeoff` files")
     s.add_argument("--figure", path=OUT, help="the SVG to write (the files of one benchmark and pool)")
     s.add_argument("--tables-dir", path=OUT_DIR, help="where cost.md, cost.csv and cost.tex are written")

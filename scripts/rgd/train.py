@@ -32,12 +32,22 @@ def check_router_settings(kind: str, spec: TrainSpec, where: str = "--spec"):
         return routers.make(kind, spec.params, spec.seed)
     except ValueError as e:  # the routers' own constructors check their hyperparameters
         field_, sep, msg = str(e).partition(": ")
-        raise SpecError(where, f"params.{field_}" if sep and " " not in field_ else "params",
-                        msg if sep else str(e)) from None
+        raise SpecError(
+            where, f"params.{field_}" if sep and " " not in field_ else "params", msg if sep else str(e)
+        ) from None
 
 
-def run(kind: str, questions, embeddings, consensus, experts: list[str], out_dir, keys=None,
-        spec: dict | None = None, threads: int | None = None) -> int:
+def run(
+    kind: str,
+    questions,
+    embeddings,
+    consensus,
+    experts: list[str],
+    out_dir,
+    keys=None,
+    spec: dict | None = None,
+    threads: int | None = None,
+) -> int:
     from .embed import aligned
     from .matrices import consensus_matrices, correctness
     from .records import read_consensus, read_keys, read_questions
@@ -47,8 +57,13 @@ def run(kind: str, questions, embeddings, consensus, experts: list[str], out_dir
         raise SpecError("--experts", None, f"an expert is listed twice: {experts}")
     qs = read_questions(questions, allow_empty=True)
     if not qs:
-        raise InputError(questions, None, None, "training source has no questions (for a generated set, every "
-                         "output was rejected: see its .rejects.jsonl and .meta.json)")
+        raise InputError(
+            questions,
+            None,
+            None,
+            "training source has no questions (for a generated set, every "
+            "output was rejected: see its .rejects.jsonl and .meta.json)",
+        )
     ids = [q.id for q in qs]
     X, embedder = aligned(embeddings, ids)
     choices, cons = consensus_matrices(read_consensus(consensus), ids, experts, consensus)
@@ -57,11 +72,19 @@ def run(kind: str, questions, embeddings, consensus, experts: list[str], out_dir
 
     check_router_settings(kind, settings)
     if routers.needs_keys(kind) and keys is None:
-        raise InputError("<command line>", None, "--keys", f"router {kind!r} is a query-answer router: "
-                         "it needs the training source's keys")
+        raise InputError(
+            "<command line>",
+            None,
+            "--keys",
+            f"router {kind!r} is a query-answer router: it needs the training source's keys",
+        )
     if not routers.needs_keys(kind) and keys is not None:
-        raise InputError("<command line>", None, "--keys", f"router {kind!r} is query-only: it must not be given "
-                         "answer keys")
+        raise InputError(
+            "<command line>",
+            None,
+            "--keys",
+            f"router {kind!r} is query-only: it must not be given answer keys",
+        )
     # the key file is read only for a query-answer router
     correct = correctness(choices, ids, read_keys(keys, qs), keys) if keys else None
     data = routers.TrainingSet(X, experts, [q.category for q in qs], choices, cons, correct, ids, embedder)

@@ -36,8 +36,19 @@ import importlib
 # that registers rgd.archive.commands, and should not pay for tarfile, gzip and the scanner.
 _EXPORTS = {
     "building": ("build", "collect", "config_members", "git_info", "package_versions"),
-    "layout": ("CHUNK", "CONFIG_JSON", "FORMAT", "MANIFEST", "MAX_METADATA_BYTES", "SUMS", "ArchiveError",
-               "archive_name", "canonical_config", "config_hash", "sums_text"),
+    "layout": (
+        "CHUNK",
+        "CONFIG_JSON",
+        "FORMAT",
+        "MANIFEST",
+        "MAX_METADATA_BYTES",
+        "SUMS",
+        "ArchiveError",
+        "archive_name",
+        "canonical_config",
+        "config_hash",
+        "sums_text",
+    ),
     "scan": ("SecretScanner", "is_secret_name", "secret_values"),
     "verifying": ("Verified", "verify"),
 }

@@ -27,6 +27,7 @@ from .layout import (
 )
 from .scan import SecretScanner, is_secret_name, secret_values
 
+
 # --------------------------------------------------------------------------- provenance
 def git_info(repo: Path) -> dict:
     def git(*args):
@@ -68,8 +69,10 @@ def _step_metadata(files: list[tuple[str, Path]]) -> tuple[dict[str, list[str]],
             continue
         run = run_keys_in(meta)
         if run:
-            warnings.append(f"{arc} records figures of the run that made it ({', '.join(run[:4])}): two runs of "
-                            "the same inputs will not give the same archive digest (rerun its step with this rgd)")
+            warnings.append(
+                f"{arc} records figures of the run that made it ({', '.join(run[:4])}): two runs of "
+                "the same inputs will not give the same archive digest (rerun its step with this rgd)"
+            )
         if arc.endswith(".meta.json") and isinstance(meta, dict) and isinstance(meta.get("versions"), dict):
             for k, v in meta["versions"].items():
                 seen.setdefault(k, set()).add(str(v))
@@ -98,7 +101,9 @@ class Member:
     path: Path
 
 
-def collect(include: list[str | Path], results: Path, prefix: str = "results/") -> tuple[list[Member], list[str]]:
+def collect(
+    include: list[str | Path], results: Path, prefix: str = "results/"
+) -> tuple[list[Member], list[str]]:
     """Files under `include` (files or folders, all inside the results folder `results`), named
     `prefix` + their path relative to it. Hidden temporary files are left out; secret-named files
     are left out and returned as the second list; a symbolic link is an error (its target could be
@@ -109,8 +114,11 @@ def collect(include: list[str | Path], results: Path, prefix: str = "results/") 
         p = Path(inc)
         if not p.exists() and not p.is_symlink():
             raise ArchiveError(f"{p}: file not found")
-        files = [p] if not p.is_dir() or p.is_symlink() else sorted(
-            f for f in p.rglob("*") if f.is_file() or f.is_symlink())
+        files = (
+            [p]
+            if not p.is_dir() or p.is_symlink()
+            else sorted(f for f in p.rglob("*") if f.is_file() or f.is_symlink())
+        )
         for f in files:
             if f.is_symlink():
                 raise ArchiveError(f"{f}: symbolic links are not archived")
@@ -156,9 +164,17 @@ def _tarinfo(name: str, size: int, mtime: int) -> tarfile.TarInfo:
     return ti
 
 
-def build(out: str | Path, config_json: str | Path, include: list[str | Path], *, results: str | Path = "results",
-          config_files: list[str | Path] = (), models: dict[str, str | Path] | None = None,
-          repo: str | Path | None = None, env_files: list[str | Path] = ()) -> dict:
+def build(
+    out: str | Path,
+    config_json: str | Path,
+    include: list[str | Path],
+    *,
+    results: str | Path = "results",
+    config_files: list[str | Path] = (),
+    models: dict[str, str | Path] | None = None,
+    repo: str | Path | None = None,
+    env_files: list[str | Path] = (),
+) -> dict:
     """Write the archive `out` and `out.sha256`; return the MANIFEST (plus `_skipped` files, run
     `_warnings` and `_archive_sha256`). See rgd.archive."""
     out, results = Path(out), Path(results)
@@ -172,8 +188,12 @@ def build(out: str | Path, config_json: str | Path, include: list[str | Path], *
     files[CONFIG_JSON] = {"sha256": chash, "size": len(raw)}
     manifest, warnings = _manifest(config, chash, files, members, models, repo)
     manifest_bytes = _manifest_bytes(manifest, files, scanner, out)
-    _write_tar(out, [(MANIFEST, manifest_bytes), (SUMS, sums_text(files).encode()), (CONFIG_JSON, raw)], members,
-               files)
+    _write_tar(
+        out,
+        [(MANIFEST, manifest_bytes), (SUMS, sums_text(files).encode()), (CONFIG_JSON, raw)],
+        members,
+        files,
+    )
     digest = sha256_file(out)
     write_text(Path(f"{out}.sha256"), f"{digest}  {out.name}\n")
     manifest["_skipped"] = cfg_skipped + skipped
@@ -200,7 +220,9 @@ def _read_config(config_json: str | Path, out: Path) -> tuple[bytes, dict, str]:
 
 def _env_scanner(env_files: list[str | Path], repo: str | Path | None) -> SecretScanner:
     """A scanner for the values of the given .env files and of those in this folder and the repository."""
-    candidates = [Path(p) for p in env_files] + [Path.cwd() / ".env"] + ([Path(repo) / ".env"] if repo else [])
+    candidates = (
+        [Path(p) for p in env_files] + [Path.cwd() / ".env"] + ([Path(repo) / ".env"] if repo else [])
+    )
     return SecretScanner(secret_values([p for p in candidates if p.is_file()]))
 
 
@@ -213,8 +235,14 @@ def _hash_members(members: list[Member], scanner: SecretScanner) -> dict[str, di
     return files
 
 
-def _manifest(config: dict, chash: str, files: dict[str, dict], members: list[Member],
-              models: dict[str, str | Path] | None, repo: str | Path | None) -> tuple[dict, list[str]]:
+def _manifest(
+    config: dict,
+    chash: str,
+    files: dict[str, dict],
+    members: list[Member],
+    models: dict[str, str | Path] | None,
+    repo: str | Path | None,
+) -> tuple[dict, list[str]]:
     """The MANIFEST's content, and the run-record warnings of the archived JSON files."""
     model_info = {name: read_json(p) for name, p in sorted((models or {}).items())}
     step_versions, warnings = _step_metadata([(m.arcname, m.path) for m in members])
@@ -222,7 +250,7 @@ def _manifest(config: dict, chash: str, files: dict[str, dict], members: list[Me
         "format": FORMAT,
         "config_sha256": chash,
         "config_hash_rule": "sha256 of json.dumps(config, sort_keys=True, ensure_ascii=False, "
-                            "separators=(',', ':')) of the loaded config (config/config.json)",
+        "separators=(',', ':')) of the loaded config (config/config.json)",
         "git": git_info(Path(repo)) if repo else {"commit": None, "dirty": None},
         "python": _python(),
         "packages": package_versions(),
@@ -239,12 +267,16 @@ def _manifest_bytes(manifest: dict, files: dict[str, dict], scanner: SecretScann
     manifest_bytes = (json.dumps(manifest, sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode()
     scanner.scan_bytes(manifest_bytes, MANIFEST)
     if len(manifest_bytes) > MAX_METADATA_BYTES or len(sums_text(files)) > MAX_METADATA_BYTES:
-        raise ArchiveError(f"{out}: {len(files)} files make a {MANIFEST} of {len(manifest_bytes)} bytes, more than "
-                           f"the {MAX_METADATA_BYTES >> 20} MiB `rgd verify` reads: archive fewer, larger files")
+        raise ArchiveError(
+            f"{out}: {len(files)} files make a {MANIFEST} of {len(manifest_bytes)} bytes, more than "
+            f"the {MAX_METADATA_BYTES >> 20} MiB `rgd verify` reads: archive fewer, larger files"
+        )
     return manifest_bytes
 
 
-def _write_tar(out: Path, metadata: list[tuple[str, bytes]], members: list[Member], files: dict[str, dict]) -> None:
+def _write_tar(
+    out: Path, metadata: list[tuple[str, bytes]], members: list[Member], files: dict[str, dict]
+) -> None:
     """The tar.gz, atomically: the metadata files first, then the members, all under one top folder,
     with fixed owners, modes and mtimes (SOURCE_DATE_EPOCH, else 0) so equal inputs give equal bytes."""
     top = out.name.removesuffix(".tar.gz")

@@ -11,8 +11,25 @@ from ..io import InputError
 from ..secrets import parse_env_file
 from .layout import CHUNK, ArchiveError
 
-SECRET_NAMES = (".env", ".env.*", "*.env", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*", "id_ed25519*", "id_ecdsa*",
-                ".netrc", ".pypirc", ".npmrc", "*credentials*", "*.secret", "*.secrets", "secrets.*")
+SECRET_NAMES = (
+    ".env",
+    ".env.*",
+    "*.env",
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "id_rsa*",
+    "id_ed25519*",
+    "id_ecdsa*",
+    ".netrc",
+    ".pypirc",
+    ".npmrc",
+    "*credentials*",
+    "*.secret",
+    "*.secrets",
+    "secrets.*",
+)
 SECRET_ENV = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
 KEY_PATTERNS = {
     "a Google API key": rb"AIza[0-9A-Za-z_\-]{35}",
@@ -36,7 +53,9 @@ def env_file_values(path: Path) -> list[str]:
     try:
         values = parse_env_file(path).values()
     except OSError as e:
-        raise ArchiveError(f"{path}: cannot read it to keep its values out of the archive ({e.strerror})") from None
+        raise ArchiveError(
+            f"{path}: cannot read it to keep its values out of the archive ({e.strerror})"
+        ) from None
     except InputError as e:
         raise ArchiveError(f"{e}: cannot keep its values out of the archive") from None
     return [v for v in values if len(v) >= MIN_SECRET_LEN]
@@ -45,7 +64,9 @@ def env_file_values(path: Path) -> list[str]:
 def secret_values(env_files: list[Path] = (), environ: dict | None = None) -> list[bytes]:
     """Known secret strings: secret-named environment variables and every value in `env_files`."""
     environ = os.environ if environ is None else environ
-    vals = {v.strip() for k, v in environ.items() if SECRET_ENV.search(k) and len(v.strip()) >= MIN_SECRET_LEN}
+    vals = {
+        v.strip() for k, v in environ.items() if SECRET_ENV.search(k) and len(v.strip()) >= MIN_SECRET_LEN
+    }
     for f in env_files:
         vals.update(env_file_values(Path(f)))
     return sorted(v.encode() for v in vals)
@@ -65,8 +86,10 @@ class SecretScanner:
             m = rx.search(buf)
             if m:
                 line = first_line + buf.count(b"\n", 0, m.start())
-                raise ArchiveError(f"{where}:{line}: looks like {what}: refusing to archive a secret "
-                                   "(remove it from the results, or the file from the archive)")
+                raise ArchiveError(
+                    f"{where}:{line}: looks like {what}: refusing to archive a secret "
+                    "(remove it from the results, or the file from the archive)"
+                )
 
     def scan_bytes(self, data: bytes, where: str) -> None:
         self._check(data, where, 1)
@@ -81,6 +104,6 @@ class SecretScanner:
                 size += len(block)
                 buf = tail + block
                 self._check(buf, str(path), line)
-                tail = buf[-self.overlap:]
+                tail = buf[-self.overlap :]
                 line += buf.count(b"\n", 0, len(buf) - len(tail))
         return size

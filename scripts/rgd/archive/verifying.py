@@ -72,8 +72,10 @@ class Verified:
         if self.digest == PUBLISHED:
             return "its sha256 equals the published one given with --sha256: it is the published archive"
         if self.digest == SIDECAR:
-            return (f"its sha256 equals {Path(self.archive).name}.sha256 beside it: intact since that file was "
-                    "written, not proof that it is the published archive")
+            return (
+                f"its sha256 equals {Path(self.archive).name}.sha256 beside it: intact since that file was "
+                "written, not proof that it is the published archive"
+            )
         return "no independent digest was checked: the files agree with the MANIFEST, which an editor can rewrite"
 
 
@@ -89,8 +91,9 @@ def _sidecar_digest(sidecar: Path, archive: Path, problems: list[str], warnings:
     return want
 
 
-def _check_digest(archive: Path, digest: str, expected: str | None, strict: bool, problems: list[str],
-                  warnings: list[str]) -> str | None:
+def _check_digest(
+    archive: Path, digest: str, expected: str | None, strict: bool, problems: list[str], warnings: list[str]
+) -> str | None:
     """Compare the archive's sha256 with the independent digest at hand; return which one it was."""
     if expected is not None:
         want = expected.strip().lower()
@@ -104,16 +107,22 @@ def _check_digest(archive: Path, digest: str, expected: str | None, strict: bool
         want = _sidecar_digest(sidecar, archive, problems, warnings)
         if want is not None and want != digest:
             problems.append(f"{archive.name}: sha256 {digest} differs from {sidecar.name} ({want})")
-        how = (f"the archive's sha256 was checked only against {sidecar.name}, the file beside it, which whoever "
-               "edited the archive can regenerate")
+        how = (
+            f"the archive's sha256 was checked only against {sidecar.name}, the file beside it, which whoever "
+            "edited the archive can regenerate"
+        )
         (problems if strict else warnings).append(
             f"{'strict: ' if strict else ''}{how}; check it against the published digest: "
-            f"rgd verify {archive} --sha256 HEX")
+            f"rgd verify {archive} --sha256 HEX"
+        )
         return SIDECAR
-    how = (f"no independent digest (no --sha256, no {sidecar.name}): only the archive's internal consistency was "
-           "checked, and a member edited together with its MANIFEST and SHA256SUMS entries would pass")
+    how = (
+        f"no independent digest (no --sha256, no {sidecar.name}): only the archive's internal consistency was "
+        "checked, and a member edited together with its MANIFEST and SHA256SUMS entries would pass"
+    )
     (problems if strict else warnings).append(
-        f"{'strict: ' if strict else ''}{how}; give the published digest: rgd verify {archive} --sha256 HEX")
+        f"{'strict: ' if strict else ''}{how}; give the published digest: rgd verify {archive} --sha256 HEX"
+    )
     return None
 
 
@@ -128,8 +137,15 @@ def _no_duplicates(pairs):
 
 
 def _kind(v) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
-            int: "an integer", float: "a number"}.get(type(v), type(v).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+        int: "an integer",
+        float: "a number",
+    }.get(type(v), type(v).__name__)
 
 
 def _want(ok: bool, where: str, expected: str, v) -> None:
@@ -146,8 +162,13 @@ def _str_map(m: dict, key: str, value_ok, expected: str) -> None:
 
 def _safe_member_path(rel: str) -> bool:
     p = PurePosixPath(rel)
-    return bool(rel) and not p.is_absolute() and ".." not in p.parts and p.as_posix() == rel \
+    return (
+        bool(rel)
+        and not p.is_absolute()
+        and ".." not in p.parts
+        and p.as_posix() == rel
         and rel not in (MANIFEST, SUMS)
+    )
 
 
 def parse_manifest(raw: bytes) -> dict:
@@ -165,8 +186,18 @@ def parse_manifest(raw: bytes) -> dict:
     _want(isinstance(m, dict), "top level", "an object", m)
     if m.get("format") != FORMAT:
         raise ArchiveError(f"{MANIFEST}: format: {m.get('format')!r}, this rgd reads {FORMAT!r}")
-    known = {"format", "config_sha256", "config_hash_rule", "git", "python", "packages", "step_versions", "models",
-             "datasets", "files"}
+    known = {
+        "format",
+        "config_sha256",
+        "config_hash_rule",
+        "git",
+        "python",
+        "packages",
+        "step_versions",
+        "models",
+        "datasets",
+        "files",
+    }
     unknown = sorted(set(m) - known)
     if unknown:
         raise ArchiveError(f"{MANIFEST}: {unknown[0]}: unknown key in a {FORMAT} MANIFEST")
@@ -174,18 +205,26 @@ def parse_manifest(raw: bytes) -> dict:
         if key not in m:
             raise ArchiveError(f"{MANIFEST}: {key}: missing")
     v = m["config_sha256"]
-    _want(isinstance(v, str) and bool(HEX64.match(v)), "config_sha256", "a sha256 (64 lowercase hex digits)", v)
+    _want(
+        isinstance(v, str) and bool(HEX64.match(v)), "config_sha256", "a sha256 (64 lowercase hex digits)", v
+    )
     for key in ("config_hash_rule", "python"):
         _want(isinstance(m.get(key, ""), str), key, "a string", m.get(key))
     git = m.get("git", {})
     _want(isinstance(git, dict), "git", "an object", git)
-    for key, types, expected in (("commit", (str, type(None)), "a string or null"),
-                                 ("describe", (str, type(None)), "a string or null"),
-                                 ("dirty", (bool, type(None)), "a boolean or null")):
+    for key, types, expected in (
+        ("commit", (str, type(None)), "a string or null"),
+        ("describe", (str, type(None)), "a string or null"),
+        ("dirty", (bool, type(None)), "a boolean or null"),
+    ):
         _want(isinstance(git.get(key), types), f"git.{key}", expected, git.get(key))
     _str_map(m, "packages", lambda x: isinstance(x, str), "a version string")
-    _str_map(m, "step_versions", lambda x: isinstance(x, list) and all(isinstance(s, str) for s in x),
-             "a list of version strings")
+    _str_map(
+        m,
+        "step_versions",
+        lambda x: isinstance(x, list) and all(isinstance(s, str) for s in x),
+        "a list of version strings",
+    )
     _str_map(m, "models", lambda x: isinstance(x, dict), "an object")
     _str_map(m, "datasets", lambda x: isinstance(x, dict), "an object")
     files = m["files"]
@@ -196,16 +235,26 @@ def parse_manifest(raw: bytes) -> dict:
             raise ArchiveError(f"{MANIFEST}: files[{rel!r}]: not a safe relative member path")
         where = f"files[{rel!r}]"
         _want(isinstance(e, dict) and set(e) == {"sha256", "size"}, where, entry, e)
-        _want(isinstance(e["sha256"], str) and bool(HEX64.match(e["sha256"])), f"{where}.sha256",
-              "64 lowercase hex digits", e["sha256"])
+        _want(
+            isinstance(e["sha256"], str) and bool(HEX64.match(e["sha256"])),
+            f"{where}.sha256",
+            "64 lowercase hex digits",
+            e["sha256"],
+        )
         size = e["size"]
-        _want(isinstance(size, int) and not isinstance(size, bool) and size >= 0, f"{where}.size",
-              "an integer >= 0", size)
+        _want(
+            isinstance(size, int) and not isinstance(size, bool) and size >= 0,
+            f"{where}.size",
+            "an integer >= 0",
+            size,
+        )
     return m
 
 
 # --------------------------------------------------------------------------- the members
-def _read_members(archive: Path, problems: list[str]) -> tuple[dict[str, tuple[str, int]], bytes | None, str | None]:
+def _read_members(
+    archive: Path, problems: list[str]
+) -> tuple[dict[str, tuple[str, int]], bytes | None, str | None]:
     """(relative name -> (sha256, size)) of every regular member, the MANIFEST's bytes, the top folder."""
     found: dict[str, tuple[str, int]] = {}
     manifest_raw, top, n = None, None, 0
@@ -214,7 +263,9 @@ def _read_members(archive: Path, problems: list[str]) -> tuple[dict[str, tuple[s
             for ti in tar:
                 n += 1
                 if n > MAX_MEMBERS:
-                    raise ArchiveError(f"{archive}: more than {MAX_MEMBERS} members: not an rgd results archive")
+                    raise ArchiveError(
+                        f"{archive}: more than {MAX_MEMBERS} members: not an rgd results archive"
+                    )
                 name = PurePosixPath(ti.name)
                 if name.is_absolute() or ".." in name.parts or len(name.parts) < 2:
                     problems.append(f"{ti.name}: unsafe or top-level member path")
@@ -225,12 +276,16 @@ def _read_members(archive: Path, problems: list[str]) -> tuple[dict[str, tuple[s
                     continue
                 rel = "/".join(name.parts[1:])
                 if not ti.isfile():
-                    problems.append(f"{rel}: not a regular file ({'link' if ti.issym() or ti.islnk() else 'other'})")
+                    problems.append(
+                        f"{rel}: not a regular file ({'link' if ti.issym() or ti.islnk() else 'other'})"
+                    )
                     continue
                 if rel in METADATA and ti.size > MAX_METADATA_BYTES:
                     cap = MAX_METADATA_BYTES >> 20
-                    raise ArchiveError(f"{archive}: {rel}: {ti.size} bytes, more than the {cap} MiB a metadata "
-                                       "member may hold: not read")
+                    raise ArchiveError(
+                        f"{archive}: {rel}: {ti.size} bytes, more than the {cap} MiB a metadata "
+                        "member may hold: not read"
+                    )
                 data = tar.extractfile(ti)
                 h, size = hashlib.sha256(), 0
                 chunks = [] if rel == MANIFEST else None
@@ -254,7 +309,9 @@ def verify(archive: str | Path, expected_sha256: str | None = None, strict: bool
     independent digest at hand (see the module docstring); raise ArchiveError listing each problem."""
     archive = Path(archive)
     if not archive.is_file():
-        raise ArchiveError(f"{archive}: {'a directory, not an archive' if archive.is_dir() else 'file not found'}")
+        raise ArchiveError(
+            f"{archive}: {'a directory, not an archive' if archive.is_dir() else 'file not found'}"
+        )
     problems: list[str] = []
     warnings: list[str] = []
     digest = sha256_file(archive)
@@ -274,8 +331,10 @@ def verify(archive: str | Path, expected_sha256: str | None = None, strict: bool
         if got is None:
             problems.append(f"{rel}: listed in {MANIFEST} but missing from the archive")
         elif got != (want["sha256"], want["size"]):
-            problems.append(f"{rel}: changed (sha256 {got[0][:12]}…, {got[1]} bytes; "
-                            f"{MANIFEST} says {want['sha256'][:12]}…, {want['size']} bytes)")
+            problems.append(
+                f"{rel}: changed (sha256 {got[0][:12]}…, {got[1]} bytes; "
+                f"{MANIFEST} says {want['sha256'][:12]}…, {want['size']} bytes)"
+            )
     for rel in sorted(set(found) - set(listed) - {MANIFEST, SUMS}):
         problems.append(f"{rel}: in the archive but not listed in {MANIFEST}")
     if SUMS not in found:
@@ -288,9 +347,15 @@ def verify(archive: str | Path, expected_sha256: str | None = None, strict: bool
         problems.append(f"{CONFIG_JSON}: its sha256 is not the config hash {chash[:12]}… of {MANIFEST}")
     if archive.name.startswith("rgd-results-") and archive.name != archive_name(chash):
         problems.append(f"{archive.name}: name does not carry the config hash {chash[:12]}")
-    if top and archive.name.endswith(".tar.gz") and archive.name.startswith("rgd-results-") \
-            and top != archive.name.removesuffix(".tar.gz"):
+    if (
+        top
+        and archive.name.endswith(".tar.gz")
+        and archive.name.startswith("rgd-results-")
+        and top != archive.name.removesuffix(".tar.gz")
+    ):
         problems.append(f"{top}/: top folder does not match the archive name")
     if problems:
         raise ArchiveError(f"{archive}: {len(problems)} problem(s):\n  " + "\n  ".join(problems))
-    return Verified(str(archive), digest, chash, len(listed), manifest.get("git", {}).get("commit"), source, warnings)
+    return Verified(
+        str(archive), digest, chash, len(listed), manifest.get("git", {}).get("commit"), source, warnings
+    )

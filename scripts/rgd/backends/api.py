@@ -134,7 +134,9 @@ class _APIBackend(Backend):
         if not cfg.get("model_id"):
             raise ValueError(f"model_id: the {kind} backend needs the API's model id")
         if cfg.get("guided"):
-            raise ValueError(f"guided: rgd writes the tags around a local model's text; the {kind} backend cannot")
+            raise ValueError(
+                f"guided: rgd writes the tags around a local model's text; the {kind} backend cannot"
+            )
         style = cfg.get("style", "chat")
         if style == "chat-fewshot" or (not cls.completions and style != "chat"):
             raise ValueError(
@@ -203,7 +205,9 @@ class _APIBackend(Backend):
         if not prompts:
             return []
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool:
-            futures = [pool.submit(self._one, p, sampling, sampling.seed + j, stop) for j, p in enumerate(prompts)]
+            futures = [
+                pool.submit(self._one, p, sampling, sampling.seed + j, stop) for j, p in enumerate(prompts)
+            ]
             try:
                 return [f.result() for f in futures]
             except BaseException:
@@ -228,7 +232,6 @@ class _APIBackend(Backend):
             "cost_usd": cost_usd(total, self.prices),
             "this_run": dict(self.stats),
         }
-
 
     def _check_prompt(self, prompt: dict) -> None:
         if "assistant_prefix" in prompt:
@@ -266,10 +269,17 @@ class OpenAICompatible(_APIBackend):
     @classmethod
     def _from_config(cls, cfg, key_env, common):
         if not cfg.get("base_url"):
-            raise ValueError("base_url: the openai backend needs the server's base URL, e.g. http://host:8000/v1")
+            raise ValueError(
+                "base_url: the openai backend needs the server's base URL, e.g. http://host:8000/v1"
+            )
         # a local server may need no key; a service that does answers 401, and the error says so
-        return cls(cfg["base_url"], cfg["model_id"], read_key(key_env, required=False),
-                   prices=cfg.get("price_per_million"), **common)
+        return cls(
+            cfg["base_url"],
+            cfg["model_id"],
+            read_key(key_env, required=False),
+            prices=cfg.get("price_per_million"),
+            **common,
+        )
 
     def _session(self):
         import requests
@@ -357,9 +367,14 @@ class Gemini(_APIBackend):
 
     @classmethod
     def _from_config(cls, cfg, key_env, common):
-        return cls(cfg["model_id"], read_key(key_env), base_url=cfg.get("base_url"),
-                   prices=cfg.get("price_per_million", GEMINI_PRICES), thinking_budget=cfg.get("thinking_budget"),
-                   **common)
+        return cls(
+            cfg["model_id"],
+            read_key(key_env),
+            base_url=cfg.get("base_url"),
+            prices=cfg.get("price_per_million", GEMINI_PRICES),
+            thinking_budget=cfg.get("thinking_budget"),
+            **common,
+        )
 
     @property
     def identity(self) -> dict:
@@ -375,7 +390,9 @@ class Gemini(_APIBackend):
             for m in prompt["messages"]
             if m["role"] != "system"
         ]
-        thinking = None if self.thinking_budget is None else t.ThinkingConfig(thinking_budget=self.thinking_budget)
+        thinking = (
+            None if self.thinking_budget is None else t.ThinkingConfig(thinking_budget=self.thinking_budget)
+        )
         config = t.GenerateContentConfig(
             system_instruction=system,
             temperature=sampling.temperature,
@@ -395,15 +412,21 @@ class Gemini(_APIBackend):
 
         def call() -> APIGeneration:
             try:
-                resp = self.client.models.generate_content(model=self.model_id, contents=contents, config=config)
+                resp = self.client.models.generate_content(
+                    model=self.model_id, contents=contents, config=config
+                )
             except errors.APIError as e:
                 if retryable(e.code):
-                    raise _Transient(f"HTTP {e.code} {e.status or ''}".strip(), _gemini_retry_after(e)) from None
+                    raise _Transient(
+                        f"HTTP {e.code} {e.status or ''}".strip(), _gemini_retry_after(e)
+                    ) from None
                 raise self._fail(what, f"HTTP {e.code} {e.status or ''}: {str(e.message)[:300]!r}") from None
             except self._transport as e:
                 timeout = "Timeout" in type(e).__name__
                 raise _Transient(
-                    f"no reply within {self.timeout_s:g} s" if timeout else f"connection failed ({type(e).__name__})"
+                    f"no reply within {self.timeout_s:g} s"
+                    if timeout
+                    else f"connection failed ({type(e).__name__})"
                 ) from None
             except ValueError:  # a 200 whose body is not JSON (json.JSONDecodeError, pydantic errors)
                 raise _Transient("HTTP 200 with a malformed body") from None

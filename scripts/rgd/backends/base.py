@@ -111,8 +111,9 @@ class Backend(ABC):
         """The backend a step's settings ask for (rgd.backends.make calls this)."""
 
     @abstractmethod
-    def generate(self, prompts: list[dict], sampling: Sampling, logprobs: bool = False,
-                 stop: list[str] | None = None) -> list[Generation]:
+    def generate(
+        self, prompts: list[dict], sampling: Sampling, logprobs: bool = False, stop: list[str] | None = None
+    ) -> list[Generation]:
         """One reply per prompt dict (rgd.prompts, rgd.generate), in prompt order, each cut before
         the first `stop` string. Seeded: the same prompts and sampling give the same replies.
         `logprobs=True` asks for each reply's mean_logprob (local backends; an API raises ValueError)."""
@@ -126,9 +127,14 @@ class Backend(ABC):
         """Backends that `reports_usage`: the metadata of a whole run from every prompt's usage."""
         raise NotImplementedError(f"{self.name}: reports no token usage")
 
-    def stream_generate(self, prompts: list[dict], sampling: Sampling, seeds: list[int],
-                        logprobs: bool = True, stop: list[str] | None = None
-                        ) -> Iterator[tuple[int, Generation]]:
+    def stream_generate(
+        self,
+        prompts: list[dict],
+        sampling: Sampling,
+        seeds: list[int],
+        logprobs: bool = True,
+        stop: list[str] | None = None,
+    ) -> Iterator[tuple[int, Generation]]:
         """Streaming backends: generate for every prompt at once, request i seeded with seeds[i]
         (from request_seed: independent of what else is in flight), yielding (index, reply)."""
         raise NotImplementedError(f"{self.name}: does not stream")
@@ -152,12 +158,14 @@ class LocalBackend(Backend):
         the prompt's token count)."""
 
     @abstractmethod
-    def generate(self, prompts: list[dict], sampling: Sampling, logprobs: bool = True,
-                 stop: list[str] | None = None) -> list[Generation]:
+    def generate(
+        self, prompts: list[dict], sampling: Sampling, logprobs: bool = True, stop: list[str] | None = None
+    ) -> list[Generation]:
         """Backend.generate; the confidence is on by default."""
 
-    def stream_letters(self, prompts: list[dict], n_options: list[int]
-                       ) -> Iterator[tuple[int, tuple[list[float], int]]]:
+    def stream_letters(
+        self, prompts: list[dict], n_options: list[int]
+    ) -> Iterator[tuple[int, tuple[list[float], int]]]:
         """Streaming backends: score_letters for every prompt at once, yielding (index, result) as
         each finishes."""
         raise NotImplementedError(f"{self.name}: does not stream")
@@ -213,15 +221,17 @@ class NoChatTemplate(SetupError, ValueError):
     """A chat prompt for a model without a chat template: the expert's or generator's style is wrong."""
 
 
-
 def render_prompt(tok, prompt: dict, template_kwargs: dict) -> str:
     """The exact text a backend feeds the model: the model's own chat template for chat prompts
     (plus any assistant prefill), or the completion text as is."""
     if "messages" in prompt:
         if not getattr(tok, "chat_template", None):
-            raise NoChatTemplate("this model has no chat template; use a completion prompt style (plain or fewshot)")
-        text = tok.apply_chat_template(prompt["messages"], tokenize=False, add_generation_prompt=True,
-                                       **template_kwargs)
+            raise NoChatTemplate(
+                "this model has no chat template; use a completion prompt style (plain or fewshot)"
+            )
+        text = tok.apply_chat_template(
+            prompt["messages"], tokenize=False, add_generation_prompt=True, **template_kwargs
+        )
         return text + prompt.get("assistant_prefix", "")
     return prompt["text"]
 

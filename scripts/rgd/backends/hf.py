@@ -15,9 +15,15 @@ import time
 import numpy as np
 
 from ..records import LETTERS
-from .base import (DTYPES, Generation, LocalBackend, Sampling, Settings, cpu_bf16_flags, letter_token_ids,
-                   render_prompt, resolve_dtype)
-
+from .base import (
+    Generation,
+    LocalBackend,
+    Sampling,
+    Settings,
+    letter_token_ids,
+    render_prompt,
+    resolve_dtype,
+)
 
 # a batch whose rows share fewer leading tokens than this runs every row whole
 MIN_SHARED_PREFIX = 16
@@ -37,13 +43,26 @@ class HFBackend(LocalBackend):
 
     @classmethod
     def create(cls, model_dir: str, settings: Settings, log=None) -> HFBackend:
-        return cls(model_dir, threads=settings.threads, batch_size=settings.batch_size,
-                   max_prompt_tokens=settings.max_prompt_tokens, template_kwargs=settings.template_kwargs,
-                   dtype=settings.engine.get("dtype"))
+        return cls(
+            model_dir,
+            threads=settings.threads,
+            batch_size=settings.batch_size,
+            max_prompt_tokens=settings.max_prompt_tokens,
+            template_kwargs=settings.template_kwargs,
+            dtype=settings.engine.get("dtype"),
+        )
 
-    def __init__(self, model_dir: str, threads: int = 1, batch_size: int = 4, max_prompt_tokens: int = 2048,
-                 template_kwargs: dict | None = None, device: str = "auto", dtype: str | None = None,
-                 letter_batching: str | None = None):
+    def __init__(
+        self,
+        model_dir: str,
+        threads: int = 1,
+        batch_size: int = 4,
+        max_prompt_tokens: int = 2048,
+        template_kwargs: dict | None = None,
+        device: str = "auto",
+        dtype: str | None = None,
+        letter_batching: str | None = None,
+    ):
         """`device`: "auto" takes a CUDA GPU when torch sees one, else the CPU. `dtype` (the model
         registry's `dtype`): float32, bfloat16, float16 or auto (resolve_dtype: bfloat16 on CPUs with
         native bf16, else float32); by default float32 on a CPU, bfloat16 on a GPU. The weights are
@@ -60,8 +79,11 @@ class HFBackend(LocalBackend):
         requested = dtype
         dtype, why = resolve_dtype(dtype, device)
         if requested == "auto":
-            print(f"[{self.name}] dtype {dtype} ({why}; torch CPU capability "
-                  f"{torch.backends.cpu.get_cpu_capability()})", flush=True)
+            print(
+                f"[{self.name}] dtype {dtype} ({why}; torch CPU capability "
+                f"{torch.backends.cpu.get_cpu_capability()})",
+                flush=True,
+            )
         t0 = time.perf_counter()
         self.tok = AutoTokenizer.from_pretrained(model_dir)
         self.tok.padding_side = "left"
@@ -85,8 +107,13 @@ class HFBackend(LocalBackend):
 
     def describe(self) -> dict:
         """What a record's numbers depend on beyond the model: kept in each job's metadata."""
-        d = {"backend": self.name, "device": self.device, "dtype": self.dtype,
-             "letter_batching": self.letter_batching, "batch_size": self.batch_size}
+        d = {
+            "backend": self.name,
+            "device": self.device,
+            "dtype": self.dtype,
+            "letter_batching": self.letter_batching,
+            "batch_size": self.batch_size,
+        }
         if self.dtype_choice:  # registry dtype auto: why this machine got this dtype
             d["dtype_auto"] = self.dtype_choice
         return d
@@ -97,8 +124,14 @@ class HFBackend(LocalBackend):
 
     def _encode(self, texts: list[str]):
         """Token ids and attention mask, left-padded, on the model's device."""
-        enc = self.tok(texts, return_tensors="pt", padding=True, truncation=True,
-                       max_length=self.max_prompt_tokens, add_special_tokens=not self._has_bos(texts))
+        enc = self.tok(
+            texts,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=self.max_prompt_tokens,
+            add_special_tokens=not self._has_bos(texts),
+        )
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
 
     def _has_bos(self, texts: list[str]) -> bool:
@@ -118,11 +151,15 @@ class HFBackend(LocalBackend):
 
         out: list[tuple[list[float], int]] = []
         for start in range(0, len(prompts), self.batch_size):
-            texts = [self.render(p) for p in prompts[start:start + self.batch_size]]
+            texts = [self.render(p) for p in prompts[start : start + self.batch_size]]
             ids, mask = self._encode(texts)
             rows = [r[m.bool()] for r, m in zip(ids, mask)]  # each row's own tokens (left padding dropped)
             with torch.inference_mode():
-                logits = self._padded_logits(ids, mask) if self.letter_batching == "padded" else self._last_logits(rows)
+                logits = (
+                    self._padded_logits(ids, mask)
+                    if self.letter_batching == "padded"
+                    else self._last_logits(rows)
+                )
             logp = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
             for row, k, n_tok in zip(logp, n_options[start:], [len(r) for r in rows]):
                 letters = [float(np.logaddexp.reduce(row[self._letter_ids[i]])) for i in range(k)]
@@ -133,7 +170,9 @@ class HFBackend(LocalBackend):
         """Next-token logits after each row of a left-padded batch, in one forward pass; explicit
         positions, so that left padding does not shift a row's positions."""
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1]
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[
+            :, -1
+        ]
 
     def _last_logits(self, rows: list):
         """Next-token logits (len(rows), vocab) after each row of token ids. The rows' common leading
@@ -153,14 +192,20 @@ class HFBackend(LocalBackend):
         self.model(input_ids=rows[0][None, :shared], use_cache=True, logits_to_keep=1, **{arg: prefix})
         out = []
         for r in rows:
-            res = self.model(input_ids=r[None, shared:], position_ids=torch.arange(shared, len(r), device=r.device)[None],
-                             use_cache=True, logits_to_keep=1, **{arg: copy.deepcopy(prefix)})
+            res = self.model(
+                input_ids=r[None, shared:],
+                position_ids=torch.arange(shared, len(r), device=r.device)[None],
+                use_cache=True,
+                logits_to_keep=1,
+                **{arg: copy.deepcopy(prefix)},
+            )
             out.append(res.logits[:, -1])
         return torch.cat(out)
 
     # -- generation --------------------------------------------------------------------------
-    def generate(self, prompts: list[dict], sampling: Sampling, logprobs: bool = True,
-                 stop: list[str] | None = None) -> list[Generation]:
+    def generate(
+        self, prompts: list[dict], sampling: Sampling, logprobs: bool = True, stop: list[str] | None = None
+    ) -> list[Generation]:
         """Sample a continuation per prompt; `logprobs=False` skips the confidence (and the
         memory for per-step logits, large with a 262k vocabulary). Text is cut at the first
         `stop` string."""
@@ -168,20 +213,25 @@ class HFBackend(LocalBackend):
 
         out: list[Generation] = []
         for start in range(0, len(prompts), self.batch_size):
-            texts = [self.render(p) for p in prompts[start:start + self.batch_size]]
+            texts = [self.render(p) for p in prompts[start : start + self.batch_size]]
             ids, mask = self._encode(texts)
             # one seed per batch, derived from the run seed and the batch's position in the
             # plan: a resumed run regenerates a missing batch exactly as the first run would
             torch.manual_seed(sampling.seed * 1_000_003 + start)
             with torch.inference_mode():
                 res = self.model.generate(
-                    input_ids=ids, attention_mask=mask, do_sample=sampling.temperature > 0,
+                    input_ids=ids,
+                    attention_mask=mask,
+                    do_sample=sampling.temperature > 0,
                     temperature=sampling.temperature if sampling.temperature > 0 else None,
-                    top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens,
-                    return_dict_in_generate=True, output_logits=logprobs, pad_token_id=self.tok.pad_token_id,
+                    top_p=sampling.top_p,
+                    max_new_tokens=sampling.max_new_tokens,
+                    return_dict_in_generate=True,
+                    output_logits=logprobs,
+                    pad_token_id=self.tok.pad_token_id,
                     **self._stop_kwargs(stop),
                 )
-            new = res.sequences[:, ids.shape[1]:]
+            new = res.sequences[:, ids.shape[1] :]
             if logprobs:
                 raw = torch.stack(res.logits, dim=1).float()  # raw (temperature-1) logits
                 lp = torch.log_softmax(raw, dim=-1).gather(-1, new[:, : raw.shape[1], None])[..., 0]
@@ -219,4 +269,3 @@ class HFBackend(LocalBackend):
             eos = self.tok.eos_token_id
             return {"eos_token_id": sorted({*self._stop_ids[key], *([eos] if eos is not None else [])})}
         return {"stop_strings": stop, "tokenizer": self.tok}
-

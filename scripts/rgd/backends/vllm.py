@@ -38,8 +38,10 @@ import numpy as np
 from ..records import LETTERS
 from .base import Generation, LocalBackend, Sampling, Settings, letter_token_ids, render_prompt, resolve_dtype
 
-CONFIDENCE = ("mean raw (temperature-1, pre-top-p) log-probability of the sampled tokens, "
-              "final end-of-sequence token excluded")
+CONFIDENCE = (
+    "mean raw (temperature-1, pre-top-p) log-probability of the sampled tokens, "
+    "final end-of-sequence token excluded"
+)
 TOP_K_FALLBACK = 20
 
 
@@ -56,7 +58,13 @@ class EngineSpec:
     @classmethod
     def from_config(cls, cfg: dict | None) -> EngineSpec:
         cfg = dict(cfg or {})
-        unknown = set(cfg) - {"dtype", "max_model_len", "tensor_parallel", "gpu_memory_utilization", "engine_args"}
+        unknown = set(cfg) - {
+            "dtype",
+            "max_model_len",
+            "tensor_parallel",
+            "gpu_memory_utilization",
+            "engine_args",
+        }
         if unknown:
             raise ValueError(f"engine: unknown setting(s) {sorted(unknown)}")
         return cls(**cfg)
@@ -93,9 +101,9 @@ def start_engine(model: str, engine: EngineSpec, max_model_len: int | None, seed
     dtype = engine.dtype or ("float32" if on_cpu else "auto")
     if on_cpu and dtype == "auto":  # the registry's auto: per machine (rgd.backends.base.resolve_dtype)
         dtype = resolve_dtype("auto", "cpu")[0]
-    kwargs = dict(model=model, dtype=dtype,
-                  tensor_parallel_size=engine.tensor_parallel, seed=seed,
-                  enforce_eager=on_cpu)  # CPU: no graph capture to pay for
+    kwargs = dict(
+        model=model, dtype=dtype, tensor_parallel_size=engine.tensor_parallel, seed=seed, enforce_eager=on_cpu
+    )  # CPU: no graph capture to pay for
     if engine.max_model_len or max_model_len:  # else the model's own maximum
         kwargs["max_model_len"] = engine.max_model_len or max_model_len
     if engine.gpu_memory_utilization is not None:
@@ -113,12 +121,25 @@ class VLLMBackend(LocalBackend):
 
     @classmethod
     def create(cls, model_dir: str, settings: Settings, log=None) -> VLLMBackend:
-        return cls(model_dir, engine=settings.engine, max_prompt_tokens=settings.max_prompt_tokens,
-                   max_new_tokens=settings.max_new_tokens, template_kwargs=settings.template_kwargs,
-                   seed=settings.seed)
+        return cls(
+            model_dir,
+            engine=settings.engine,
+            max_prompt_tokens=settings.max_prompt_tokens,
+            max_new_tokens=settings.max_new_tokens,
+            template_kwargs=settings.template_kwargs,
+            seed=settings.seed,
+        )
 
-    def __init__(self, model_dir: str, *, engine: dict | None = None, max_prompt_tokens: int = 2048,
-                 max_new_tokens: int = 256, template_kwargs: dict | None = None, seed: int = 0):
+    def __init__(
+        self,
+        model_dir: str,
+        *,
+        engine: dict | None = None,
+        max_prompt_tokens: int = 2048,
+        max_new_tokens: int = 256,
+        template_kwargs: dict | None = None,
+        seed: int = 0,
+    ):
         from transformers import AutoTokenizer
 
         self.engine = EngineSpec.from_config(engine)
@@ -136,8 +157,15 @@ class VLLMBackend(LocalBackend):
             # offset" kills the CPU engine). Whole prompts per step avoid it, as vLLM itself
             # does for MLA models on CPU.
             extra = {"enable_chunked_prefill": False, "max_num_batched_tokens": max(4096, self.max_model_len)}
-        self.llm, _ = start_engine(model_dir, self.engine, self.max_model_len, seed=seed,
-                                   logprobs_mode="raw_logprobs", max_logprobs=TOP_K_FALLBACK, **extra)
+        self.llm, _ = start_engine(
+            model_dir,
+            self.engine,
+            self.max_model_len,
+            seed=seed,
+            logprobs_mode="raw_logprobs",
+            max_logprobs=TOP_K_FALLBACK,
+            **extra,
+        )
         self.load_seconds = time.perf_counter() - t0
         self.device = device_name(self.engine.tensor_parallel)
         self._letter_ids = [letter_token_ids(self.tok, L) for L in LETTERS]
@@ -147,16 +175,28 @@ class VLLMBackend(LocalBackend):
         self._exact_letters = hasattr(SamplingParams(), "logprob_token_ids")  # not in every release
         self.version = __version__
         # everything about the engine that changes results: part of every record's cache key
-        self.cache_identity = {"backend": self.name, "vllm": __version__,
-                               "dtype": str(self.llm.model_config.dtype).removeprefix("torch."),
-                               "logprobs_mode": "raw_logprobs", "letters": "exact" if self._exact_letters else "top20"}
+        self.cache_identity = {
+            "backend": self.name,
+            "vllm": __version__,
+            "dtype": str(self.llm.model_config.dtype).removeprefix("torch."),
+            "logprobs_mode": "raw_logprobs",
+            "letters": "exact" if self._exact_letters else "top20",
+        }
 
     def describe(self) -> dict:
         """Recorded in every job's meta: what the numbers mean and what made them."""
-        return {**self.cache_identity, "device": self.device, "max_model_len": self.max_model_len,
-                "tensor_parallel": self.engine.tensor_parallel, "confidence": CONFIDENCE,
-                "letter_logprobs": ("exact (logprob_token_ids)" if self._exact_letters
-                                    else f"top-{TOP_K_FALLBACK}; letters outside it are -inf")}
+        return {
+            **self.cache_identity,
+            "device": self.device,
+            "max_model_len": self.max_model_len,
+            "tensor_parallel": self.engine.tensor_parallel,
+            "confidence": CONFIDENCE,
+            "letter_logprobs": (
+                "exact (logprob_token_ids)"
+                if self._exact_letters
+                else f"top-{TOP_K_FALLBACK}; letters outside it are -inf"
+            ),
+        }
 
     # -- prompts (rendered by the helpers every local backend shares, in rgd.backends.base) -------------
     def render(self, prompt: dict) -> str:
@@ -215,8 +255,9 @@ class VLLMBackend(LocalBackend):
             letters.append(float(np.logaddexp.reduce(vals)) if vals else -math.inf)
         return letters, len(out.prompt_token_ids)
 
-    def stream_letters(self, prompts: list[dict], n_options: list[int]
-                       ) -> Iterator[tuple[int, tuple[list[float], int]]]:
+    def stream_letters(
+        self, prompts: list[dict], n_options: list[int]
+    ) -> Iterator[tuple[int, tuple[list[float], int]]]:
         params = [self._letter_params(k) for k in n_options]
         for i, out in self._run(prompts, params):
             yield i, self._letters(out, n_options[i])
@@ -229,16 +270,26 @@ class VLLMBackend(LocalBackend):
     def _gen_params(self, sampling: Sampling, seed: int, logprobs: bool, stop: list[str] | None):
         from vllm import SamplingParams
 
-        return SamplingParams(temperature=sampling.temperature, top_p=sampling.top_p,
-                              max_tokens=sampling.max_new_tokens, seed=seed, logprobs=0 if logprobs else None,
-                              stop=stop or None, detokenize=bool(stop))
+        return SamplingParams(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+            seed=seed,
+            logprobs=0 if logprobs else None,
+            stop=stop or None,
+            detokenize=bool(stop),
+        )
 
     def _generation(self, out, logprobs: bool, stop: list[str] | None) -> Generation:
         o = out.outputs[0]
         toks = list(o.token_ids)
         n = len(toks)
-        if n and o.finish_reason == "stop" and not isinstance(o.stop_reason, str) and toks[-1] in (
-                self._end_ids | ({o.stop_reason} if isinstance(o.stop_reason, int) else set())):
+        if (
+            n
+            and o.finish_reason == "stop"
+            and not isinstance(o.stop_reason, str)
+            and toks[-1] in (self._end_ids | ({o.stop_reason} if isinstance(o.stop_reason, int) else set()))
+        ):
             n -= 1  # the end-of-sequence token: neither text nor confidence (as in the hf backend)
         mean = None
         if logprobs and n:
@@ -248,21 +299,32 @@ class VLLMBackend(LocalBackend):
             text = text.split(st, 1)[0]
         return Generation(text, mean, len(out.prompt_token_ids), n)
 
-    def stream_generate(self, prompts: list[dict], sampling: Sampling, seeds: list[int], logprobs: bool = True,
-                        stop: list[str] | None = None) -> Iterator[tuple[int, Generation]]:
+    def stream_generate(
+        self,
+        prompts: list[dict],
+        sampling: Sampling,
+        seeds: list[int],
+        logprobs: bool = True,
+        stop: list[str] | None = None,
+    ) -> Iterator[tuple[int, Generation]]:
         """Sample one continuation per prompt, request i seeded with seeds[i]."""
         params = [self._gen_params(sampling, s, logprobs, stop) for s in seeds]
         for i, out in self._run(prompts, params):
             yield i, self._generation(out, logprobs, stop)
 
-    def generate(self, prompts: list[dict], sampling: Sampling, logprobs: bool = True,
-                 stop: list[str] | None = None, seeds: list[int] | None = None) -> list[Generation]:
+    def generate(
+        self,
+        prompts: list[dict],
+        sampling: Sampling,
+        logprobs: bool = True,
+        stop: list[str] | None = None,
+        seeds: list[int] | None = None,
+    ) -> list[Generation]:
         """LocalBackend.generate; request i is seeded with seeds[i], by default with a seed derived
         from `sampling.seed` and i."""
         if seeds is None:
             seeds = [sampling.seed * 1_000_003 + i for i in range(len(prompts))]
         return _in_order(self.stream_generate(prompts, sampling, seeds, logprobs, stop), len(prompts))
-
 
 
 def _in_order(stream, n: int) -> list:
@@ -282,7 +344,9 @@ class VLLMEmbedder:
     def __init__(self, spec: dict):
         model = spec.get("path") or spec["model"]
         tp = int(spec.get("resources", {}).get("tensor_parallel", 1))
-        engine = EngineSpec(dtype=spec.get("dtype"), max_model_len=spec.get("max_model_len"), tensor_parallel=tp)
+        engine = EngineSpec(
+            dtype=spec.get("dtype"), max_model_len=spec.get("max_model_len"), tensor_parallel=tp
+        )
         extra = {"runner": "pooling"}
         if spec.get("revision"):
             extra["revision"] = spec["revision"]

@@ -65,7 +65,9 @@ def load_router(cls, directory: str | Path):
     if not isinstance(h, dict) or h.get("format") != FORMAT:
         raise ValueError(f"{d / HEADER}: not a CASCAL router artifact")
     if h.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{d / HEADER}: format_version {h.get('format_version')!r}, this rgd reads {FORMAT_VERSION}")
+        raise ValueError(
+            f"{d / HEADER}: format_version {h.get('format_version')!r}, this rgd reads {FORMAT_VERSION}"
+        )
     npz = d / h["arrays"]["file"]
     if sha256_file(npz) != h["arrays"]["sha256"]:
         raise ValueError(f"{npz}: checksum differs from {HEADER}; the artifact is inconsistent")

@@ -135,7 +135,10 @@ def _kmeans_fits(
     largest = {k: max(j for j in ks if trials(j) == trials(k)) for k in ks}
     shared = {}
     if n_init == 1:
-        shared = {top: seeding(top, np.random.RandomState(cfg.random_state)) for top in sorted(set(largest.values()))}
+        shared = {
+            top: seeding(top, np.random.RandomState(cfg.random_state))
+            for top in sorted(set(largest.values()))
+        }
     out = []
     for k in ks:
         if n_init == 1:
@@ -148,7 +151,9 @@ def _kmeans_fits(
             labels, inertia, centres, _ = _kmeans_single_lloyd(
                 X, sw, centers, max_iter=cfg.kmeans_max_iter, tol=tol, n_threads=1
             )
-            if best_inertia is None or (inertia < best_inertia and not _is_same_clustering(labels, best[0], k)):
+            if best_inertia is None or (
+                inertia < best_inertia and not _is_same_clustering(labels, best[0], k)
+            ):
                 best, best_inertia = (labels, centres + X_mean), inertia
         out.append(best)
     return out
@@ -168,7 +173,9 @@ def _kmeans_estimator(
     from sklearn.cluster import KMeans
     from threadpoolctl import threadpool_limits
 
-    km = KMeans(n_clusters=k, n_init=cfg.kmeans_n_init, max_iter=cfg.kmeans_max_iter, random_state=cfg.random_state)
+    km = KMeans(
+        n_clusters=k, n_init=cfg.kmeans_n_init, max_iter=cfg.kmeans_max_iter, random_state=cfg.random_state
+    )
     # One OpenMP thread (a per-thread limit): sklearn's multi-threaded Lloyd step adds per-thread
     # partial sums in lock-acquisition order, so its labels would depend on timing.
     with threadpool_limits(limits=1, user_api="openmp"):
@@ -304,7 +311,10 @@ def merge_centroids(C: np.ndarray, seeds: np.ndarray, threshold: float) -> Merge
     groups = [np.flatnonzero(root_of == r) for r in roots]
     # A group of one keeps its vector untouched, as in the original.
     merged = np.stack(
-        [C[g[0]] if len(g) == 1 else l2_normalize((seeds[g, None] * C[g]).sum(axis=0) / seeds[g].sum()) for g in groups]
+        [
+            C[g[0]] if len(g) == 1 else l2_normalize((seeds[g, None] * C[g]).sum(axis=0) / seeds[g].sum())
+            for g in groups
+        ]
     )
     out_seeds = np.array([int(seeds[g].sum()) for g in groups], dtype=np.int64)
     return Merge(roots, groups, merged, out_seeds)

@@ -81,7 +81,9 @@ class CascalConfig:
                     f"{name}: compat='original' sets {value!r}, got {given!r} (leave {name} out, or use compat='rgd')"
                 )
         if self.compat == "original" and self.kmeans_max_rows != 0:
-            raise ValueError(f"kmeans_max_rows: compat='original' clusters every row (0), got {self.kmeans_max_rows!r}")
+            raise ValueError(
+                f"kmeans_max_rows: compat='original' clusters every row (0), got {self.kmeans_max_rows!r}"
+            )
         _choice("signal", self.signal, SIGNALS)
         _choice("agreement", self.agreement, AGREEMENTS)
         _choice("silhouette", self.silhouette, SILHOUETTES)
@@ -100,7 +102,9 @@ class CascalConfig:
         _int("k_min", self.k_min, low=2)
         _int("kmeans_max_rows", self.kmeans_max_rows, low=0)
         if 0 < self.kmeans_max_rows <= self.k_max:
-            raise ValueError(f"kmeans_max_rows: 0 (no limit) or more than k_max={self.k_max}, got {self.kmeans_max_rows}")
+            raise ValueError(
+                f"kmeans_max_rows: 0 (no limit) or more than k_max={self.k_max}, got {self.kmeans_max_rows}"
+            )
         _int("k_max", self.k_max, low=self.k_min)
         for name in ("random_state", "seed"):
             _int(name, getattr(self, name), low=0)

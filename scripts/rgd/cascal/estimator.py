@@ -95,7 +95,9 @@ class Cascal(Router):
         self.n_features_in_ = X.shape[1]
         self.centroids_ = np.concatenate([f.centroids for _, f in blocks]).reshape(-1, X.shape[1])
         self.cluster_ids_ = [cid for _, f in blocks for cid in f.ids]
-        self.cluster_subject_ = np.concatenate([np.full(len(f.ids), s, np.int64) for s, (_, f) in enumerate(blocks)])
+        self.cluster_subject_ = np.concatenate(
+            [np.full(len(f.ids), s, np.int64) for s, (_, f) in enumerate(blocks)]
+        )
         self.cluster_seeds_ = np.concatenate([f.seeds for _, f in blocks]).astype(np.int64)
         self.cluster_sizes_ = np.array([len(idx) for _, f in blocks for idx in f.members], dtype=np.int64)
         self.rankings_ = np.concatenate([f.rankings for _, f in blocks]).reshape(-1, m)
@@ -105,7 +107,9 @@ class Cascal(Router):
         self.assigned_ = None
         if ids is not None:
             self.assigned_ = {
-                cid: [_plain(ids[i]) for i in rows[idx]] for rows, f in blocks for cid, idx in zip(f.ids, f.members)
+                cid: [_plain(ids[i]) for i in rows[idx]]
+                for rows, f in blocks
+                for cid, idx in zip(f.ids, f.members)
             }
         self.embedder_ = data.embedder
         self._tables = None
@@ -154,8 +158,12 @@ class Cascal(Router):
         r.rankings_ = np.asarray(rankings, dtype=np.float64)
         r.subject_reps_ = np.asarray(subject_reps, dtype=np.float64)
         r.global_scores_ = np.asarray(global_scores, dtype=np.float64)
-        r.cluster_seeds_ = np.zeros(K, np.int64) if cluster_seeds is None else np.asarray(cluster_seeds, np.int64)
-        r.cluster_sizes_ = np.zeros(K, np.int64) if cluster_sizes is None else np.asarray(cluster_sizes, np.int64)
+        r.cluster_seeds_ = (
+            np.zeros(K, np.int64) if cluster_seeds is None else np.asarray(cluster_seeds, np.int64)
+        )
+        r.cluster_sizes_ = (
+            np.zeros(K, np.int64) if cluster_sizes is None else np.asarray(cluster_sizes, np.int64)
+        )
         r.counters_ = dict(counters or {})
         r.assigned_ = assigned
         r.embedder_ = embedder
@@ -204,8 +212,12 @@ class Cascal(Router):
         n = len(X)
         subj = np.full(n, -1, np.int64)
         cluster = np.full(n, -1, np.int64)
-        out = {"nearest_distance": np.empty(n), "used_fallback": np.empty(n, bool), "fallback_alpha": np.empty(n),
-               "n_centroids_used": np.empty(n, np.int64)}
+        out = {
+            "nearest_distance": np.empty(n),
+            "used_fallback": np.empty(n, bool),
+            "fallback_alpha": np.empty(n),
+            "n_centroids_used": np.empty(n, np.int64),
+        }
         for rows, _, diag in self._blocks(X, diagnose=True):
             subj[rows], cluster[rows] = diag["subject"], diag["nearest_cluster"]
             for name, arr in out.items():
@@ -264,7 +276,13 @@ def _plain(x):
 
 def _check_fit(cfg: CascalConfig, data: TrainingSet):
     """(X, subjects, choices, signal, correct, experts, ids) checked; signal is what rankings average."""
-    X, subjects, choices, consensus, correct = data.X, data.subjects, data.choices, data.consensus, data.correct
+    X, subjects, choices, consensus, correct = (
+        data.X,
+        data.subjects,
+        data.choices,
+        data.consensus,
+        data.correct,
+    )
     experts, ids, embedder = data.experts, data.ids, data.embedder
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
@@ -303,7 +321,10 @@ def _check_fit(cfg: CascalConfig, data: TrainingSet):
         if correct is None:
             raise ValueError("correct: required when signal='correctness' (CASCAL-GT)")
         correct = matrix("correct", correct, "flag")
-        if not (correct.dtype == bool or (np.issubdtype(correct.dtype, np.number) and np.isin(correct, (0, 1)).all())):
+        if not (
+            correct.dtype == bool
+            or (np.issubdtype(correct.dtype, np.number) and np.isin(correct, (0, 1)).all())
+        ):
             raise ValueError("correct: expected booleans or 0/1 values")
         signal = correct.astype(np.float64)
     else:
@@ -324,6 +345,9 @@ def _check_fit(cfg: CascalConfig, data: TrainingSet):
 
 # help(Cascal) and inspect show every hyperparameter with its default (they live in CascalConfig).
 Cascal.__signature__ = inspect.Signature(
-    [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default) for f in fields(CascalConfig)]
+    [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)
+        for f in fields(CascalConfig)
+    ]
     + [inspect.Parameter("n_jobs", inspect.Parameter.KEYWORD_ONLY, default=None)]
 )

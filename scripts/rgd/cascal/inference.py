@@ -72,7 +72,9 @@ class RoutingTables:
         )
 
 
-def route_block(cfg: CascalConfig, t: RoutingTables, X: np.ndarray, diagnose: bool) -> tuple[np.ndarray, dict]:
+def route_block(
+    cfg: CascalConfig, t: RoutingTables, X: np.ndarray, diagnose: bool
+) -> tuple[np.ndarray, dict]:
     """(P (n, m) float64: the blended scores of §9 step 6, diagnostics or {}) for one block of questions."""
     X = np.asarray(X, dtype=np.float32)
     subj, dist = _subjects_and_distances(cfg, t, X)
@@ -95,7 +97,9 @@ def route_block(cfg: CascalConfig, t: RoutingTables, X: np.ndarray, diagnose: bo
     }
 
 
-def _subjects_and_distances(cfg: CascalConfig, t: RoutingTables, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _subjects_and_distances(
+    cfg: CascalConfig, t: RoutingTables, X: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(subject of each question (n,), -1 when there is none; cosine distances to every centroid (n, K))."""
     n, S, K = len(X), len(t.reps), len(t.cluster_subject)
     # One pass over X: similarities to every representative and centroid (unit rows), divided by
@@ -112,8 +116,9 @@ def _subjects_and_distances(cfg: CascalConfig, t: RoutingTables, X: np.ndarray) 
     return subj, dist
 
 
-def _nearest_centroids(t: RoutingTables, subj: np.ndarray, dist: np.ndarray, k_max: int
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def _nearest_centroids(
+    t: RoutingTables, subj: np.ndarray, dist: np.ndarray, k_max: int
+) -> tuple[np.ndarray, np.ndarray]:
     """(ids (n, k_max), -1 where unused; distances (n, k_max), inf where unused) of each question's k
     nearest centroids among its subject's, nearest first."""
     n, S, K = len(subj), len(t.reps), len(t.cluster_subject)
@@ -133,8 +138,9 @@ def _nearest_centroids(t: RoutingTables, subj: np.ndarray, dist: np.ndarray, k_m
     return near, d_k
 
 
-def _cluster_blend(cfg: CascalConfig, t: RoutingTables, near: np.ndarray, d_k: np.ndarray, valid: np.ndarray,
-                   has: np.ndarray) -> np.ndarray:
+def _cluster_blend(
+    cfg: CascalConfig, t: RoutingTables, near: np.ndarray, d_k: np.ndarray, valid: np.ndarray, has: np.ndarray
+) -> np.ndarray:
     """(n, m) sum of the nearest clusters' model scores, weighted by a softmax over -distance."""
     n, m, K, k_max = len(near), len(t.global_scores), len(t.cluster_subject), cfg.k_nearest
     logits = np.where(valid, -d_k / cfg.distance_temp, -np.inf)
@@ -146,8 +152,9 @@ def _cluster_blend(cfg: CascalConfig, t: RoutingTables, near: np.ndarray, d_k: n
     return np.einsum("nk,nkm->nm", a, t.scores[np.where(valid, near, 0)]) if k_max and K else np.zeros((n, m))
 
 
-def _global_fallback(cfg: CascalConfig, t: RoutingTables, P: np.ndarray, d_near: np.ndarray, has: np.ndarray
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _global_fallback(
+    cfg: CascalConfig, t: RoutingTables, P: np.ndarray, d_near: np.ndarray, has: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(P with the global scores ramped in past the distance threshold and in place of rows without a
     centroid; the global share alpha (n,); the rows beyond the threshold (n,) bool)."""
     n = len(P)

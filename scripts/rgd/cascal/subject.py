@@ -33,7 +33,9 @@ def cluster_scores(cfg: CascalConfig, members: list[np.ndarray], signal: np.ndar
     """(K, m) mean signal of each cluster's assigned questions (step E), rounded."""
     if not members:
         return np.zeros((0, signal.shape[1]))
-    return round_scores(np.stack([signal[idx].mean(axis=0) for idx in members]), cfg.rank_decimals, cfg.compat)
+    return round_scores(
+        np.stack([signal[idx].mean(axis=0) for idx in members]), cfg.rank_decimals, cfg.compat
+    )
 
 
 @dataclass
@@ -76,7 +78,12 @@ def _prune(cfg: CascalConfig, order: np.ndarray, experts: list[str], members: li
 
 
 def fit_subject(
-    cfg: CascalConfig, subject: str, X: np.ndarray, weights: np.ndarray, signal: np.ndarray, experts: list[str]
+    cfg: CascalConfig,
+    subject: str,
+    X: np.ndarray,
+    weights: np.ndarray,
+    signal: np.ndarray,
+    experts: list[str],
 ) -> SubjectFit:
     """Train one subject. X: (n_s, d) unit rows (float64); weights: step-A (n_s, m); signal: (n_s, m)."""
     counters: Counter = Counter()
@@ -98,7 +105,9 @@ def fit_subject(
         counters["subjects_without_clusters"] += 1
         rep = l2_normalize(X.mean(axis=0)) if len(X) else np.zeros(X.shape[1])
         m = weights.shape[1]
-        return SubjectFit(np.zeros((0, X.shape[1])), [], np.zeros(0, np.int64), [], np.zeros((0, m)), rep, counters)
+        return SubjectFit(
+            np.zeros((0, X.shape[1])), [], np.zeros(0, np.int64), [], np.zeros((0, m)), rep, counters
+        )
     C, S = np.concatenate(cents), np.concatenate(seeds)
     counters["centroids_fitted"] += len(C)
 

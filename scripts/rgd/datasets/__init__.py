@@ -17,7 +17,6 @@ from . import bbeh, medmcqa, mmlu_pro, supergpqa
 from .common import DownloadError, format_to_files
 
 
-
 @dataclass(frozen=True)
 class Benchmark:
     name: str
@@ -32,7 +31,14 @@ class Benchmark:
 
 def _hf(mod) -> Benchmark:
     return Benchmark(
-        mod.NAME, "huggingface", mod.REPO, mod.REVISION, mod.SPLIT, tuple(mod.CATEGORIES), mod.download, mod.format
+        mod.NAME,
+        "huggingface",
+        mod.REPO,
+        mod.REVISION,
+        mod.SPLIT,
+        tuple(mod.CATEGORIES),
+        mod.download,
+        mod.format,
     )
 
 
@@ -41,7 +47,14 @@ BENCHMARKS: dict[str, Benchmark] = {
     "supergpqa": _hf(supergpqa),
     "medmcqa": _hf(medmcqa),
     "bbeh": Benchmark(
-        bbeh.NAME, "github", bbeh.REPO, bbeh.REVISION, None, tuple(bbeh.CATEGORIES), bbeh.download, bbeh.format
+        bbeh.NAME,
+        "github",
+        bbeh.REPO,
+        bbeh.REVISION,
+        None,
+        tuple(bbeh.CATEGORIES),
+        bbeh.download,
+        bbeh.format,
     ),
 }
 

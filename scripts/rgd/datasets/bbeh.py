@@ -26,7 +26,16 @@ from typing import Any
 
 from ..io import read_json
 from ..records import LETTERS
-from .common import DownloadError, Row, clean_text, need_str, require_pinned, staged_dir, verify_stamp, write_stamp
+from .common import (
+    DownloadError,
+    Row,
+    clean_text,
+    need_str,
+    require_pinned,
+    staged_dir,
+    verify_stamp,
+    write_stamp,
+)
 
 NAME = "bbeh"
 REPO = "google-deepmind/bbeh"
@@ -131,7 +140,9 @@ def download(
             if expected_sha256 and rel in expected_sha256:
                 got = hashlib.sha256(body).hexdigest()
                 if got != expected_sha256[rel]:
-                    raise DownloadError(f"{url}: sha256 {got} differs from the expected {expected_sha256[rel]}")
+                    raise DownloadError(
+                        f"{url}: sha256 {got} differs from the expected {expected_sha256[rel]}"
+                    )
             (stage / subset).mkdir()
             (stage / rel).write_bytes(body)
             files.append(rel)
@@ -149,7 +160,9 @@ def download(
 def _check_subsets(subsets) -> None:
     unknown = [s for s in subsets if s not in SUBSETS]
     if unknown or not subsets:
-        raise ValueError(f"subsets: only the multiple-choice tasks {list(SUBSETS)} are supported, got {list(subsets)}")
+        raise ValueError(
+            f"subsets: only the multiple-choice tasks {list(SUBSETS)} are supported, got {list(subsets)}"
+        )
 
 
 # ------------------------------------------------------------------------------------------
@@ -205,9 +218,7 @@ def _examples(path: Path) -> list:
     return ex
 
 
-def format(
-    raw_dir: Path, *, subsets: tuple[str, ...] | list[str] = SUBSETS
-) -> tuple[list[dict], list[dict]]:  # noqa: A001
+def format(raw_dir: Path, *, subsets: tuple[str, ...] | list[str] = SUBSETS) -> tuple[list[dict], list[dict]]:  # noqa: A001
     """Raw BBEH task files -> (questions, keys) over the MC subsets, in order."""
     _check_subsets(subsets)
     raw_dir = Path(raw_dir)
@@ -242,7 +253,13 @@ def format(
                     raise at.error("target", f"{target!r} is outside the {len(options)} parsed options")
             qid = str(len(questions))
             questions.append(
-                {"id": qid, "category": subset, "question": question, "options": options, "meta": {"example": i}}
+                {
+                    "id": qid,
+                    "category": subset,
+                    "question": question,
+                    "options": options,
+                    "meta": {"example": i},
+                }
             )
             keys.append({"id": qid, "answer": answer})
     return questions, keys

@@ -64,7 +64,9 @@ class Row:
 
     __slots__ = ("path", "line", "row", "item")
 
-    def __init__(self, path: Path, *, line: int | None = None, row: int | None = None, item: str | None = None):
+    def __init__(
+        self, path: Path, *, line: int | None = None, row: int | None = None, item: str | None = None
+    ):
         self.path, self.line, self.row, self.item = path, line, row, item
 
     def error(self, field: str, message: str) -> InputError:
@@ -130,7 +132,11 @@ def upstream_id(value: Any, key: str, at: Row) -> str:
     """An upstream identifier (int or non-empty string) as a string."""
     if value is None:
         raise at.error(key, "missing")
-    if isinstance(value, bool) or not isinstance(value, (int, str)) or (isinstance(value, str) and not value.strip()):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, str))
+        or (isinstance(value, str) and not value.strip())
+    ):
         raise at.error(key, f"expected an integer or a non-empty string, got {value!r}")
     return str(value)
 
@@ -174,7 +180,9 @@ def find_files(raw_dir: Path, patterns: Sequence[str]) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def iter_parquet(path: Path, required: Sequence[str] = (), batch_size: int = 4096) -> Iterator[tuple[Row, dict]]:
+def iter_parquet(
+    path: Path, required: Sequence[str] = (), batch_size: int = 4096
+) -> Iterator[tuple[Row, dict]]:
     """Yield (location, row dict) for each row of a parquet file, in file order; every column
     named in `required` must exist (values may still be null: callers check them)."""
     import pyarrow as pa
@@ -229,13 +237,19 @@ def verify_stamp(raw_dir: Path) -> dict | None:
     if not isinstance(files, list):
         raise InputError(stamp_path, None, "files", "missing or not a list")
     for i, f in enumerate(files):
-        if not isinstance(f, dict) or not isinstance(f.get("path"), str) or not isinstance(f.get("sha256"), str):
+        if (
+            not isinstance(f, dict)
+            or not isinstance(f.get("path"), str)
+            or not isinstance(f.get("sha256"), str)
+        ):
             raise InputError(stamp_path, None, f"files[{i}]", "expected {path, sha256}")
         p = Path(raw_dir) / f["path"]
         if not p.is_file():
             raise InputError(stamp_path, None, f"files[{i}]", f"{f['path']} is listed but missing")
         if sha256_file(p) != f["sha256"]:
-            raise InputError(p, None, None, f"sha256 differs from {STAMP}: the raw file changed after download")
+            raise InputError(
+                p, None, None, f"sha256 differs from {STAMP}: the raw file changed after download"
+            )
     return stamp
 
 
@@ -299,7 +313,12 @@ def check_sha256(path: Path, rel: str, expected: dict[str, str] | None, origin: 
 
 
 def hub_downloader(
-    repo: str, revision: str, patterns: Sequence[str], split: str | None, known_sha256: dict[str, str], what: str
+    repo: str,
+    revision: str,
+    patterns: Sequence[str],
+    split: str | None,
+    known_sha256: dict[str, str],
+    what: str,
 ):
     """The `download` function of one Hugging Face benchmark: `hf_download` with the module's pinned
     defaults, checking `known_sha256` only when the default repo and revision are fetched."""
@@ -360,7 +379,9 @@ def hf_download(
         raise DownloadError(f"{origin}: cannot list the repository files: {type(e).__name__}: {e}") from e
     chosen = sorted(f for f in listing if any(fnmatch.fnmatchcase(f, p) for p in patterns))
     if not chosen:
-        raise DownloadError(f"{origin}: no file matches {list(patterns)}; the repository has {sorted(listing)}")
+        raise DownloadError(
+            f"{origin}: no file matches {list(patterns)}; the repository has {sorted(listing)}"
+        )
 
     with staged_dir(out_dir) as stage:
         for rel in chosen:
@@ -374,7 +395,15 @@ def hf_download(
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
             check_sha256(dst, rel, expected_sha256, origin)
-        write_stamp(stage, chosen, source="huggingface", repo=repo, repo_type="dataset", revision=revision, split=split)
+        write_stamp(
+            stage,
+            chosen,
+            source="huggingface",
+            repo=repo,
+            repo_type="dataset",
+            revision=revision,
+            split=split,
+        )
     return Path(out_dir)
 
 
@@ -408,7 +437,9 @@ def format_options(benchmark: str, options: dict, where: str = "--options") -> d
     params = [p for p in inspect.signature(fmt).parameters.values() if p.kind is p.KEYWORD_ONLY]
     ann = inspect.get_annotations(fmt, eval_str=True)
     cls = dataclasses.make_dataclass(
-        f"{benchmark}_options", [(p.name, ann.get(p.name, Any), dataclasses.field(default=p.default)) for p in params])
+        f"{benchmark}_options",
+        [(p.name, ann.get(p.name, Any), dataclasses.field(default=p.default)) for p in params],
+    )
     parsed = parse(cls, options, where)
     return {k: getattr(parsed, k) for k in options}
 
@@ -434,7 +465,10 @@ def check_records(questions: list[dict], keys: list[dict], origin: str | Path) -
             raise InputError(origin, None, "id", f"key #{i} is for {k['id']!r}, question #{i} is {q['id']!r}")
         if LETTERS.index(k["answer"]) >= len(q["options"]):
             raise InputError(
-                origin, None, "answer", f"{q['id']!r}: {k['answer']!r} is outside the {len(q['options'])} options"
+                origin,
+                None,
+                "answer",
+                f"{q['id']!r}: {k['answer']!r} is outside the {len(q['options'])} options",
             )
 
 

@@ -43,9 +43,7 @@ CATEGORIES = (
 download = hub_downloader(REPO, REVISION, PATTERNS, SPLIT, EXPECTED_SHA256, "train-split parquet file(s)")
 
 
-def format(
-    raw_dir: Path, *, n: int | None = DEFAULT_N, patterns=PATTERNS
-) -> tuple[list[dict], list[dict]]:  # noqa: A001
+def format(raw_dir: Path, *, n: int | None = DEFAULT_N, patterns=PATTERNS) -> tuple[list[dict], list[dict]]:  # noqa: A001
     """Raw MedMCQA train parquet -> (questions, keys) for the first `n` rows in file order."""
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"n: expected a positive integer or None, got {n!r}")

@@ -38,8 +38,9 @@ class PoolSet:
     n_options: int | None = None  # the most options of any question (letters of the distribution)
 
 
-def load_pool_set(questions: str | Path, consensus: str | Path, experts: list[str],
-                  keys: str | Path | None = None) -> PoolSet:
+def load_pool_set(
+    questions: str | Path, consensus: str | Path, experts: list[str], keys: str | Path | None = None
+) -> PoolSet:
     from ..matrices import consensus_matrices, gold_indices
 
     qs = read_questions(questions, allow_empty=True)  # a generated set may be empty: analysed as such
@@ -70,22 +71,36 @@ def skills(ps: PoolSet) -> dict:
         acc_tab.append([float(v) for v in correct[rows].mean(axis=0)])
     # first index of the maximum = first in pool order on ties, for both tables alike
     same = [int(np.argmax(c)) == int(np.argmax(a)) for c, a in zip(cons_tab, acc_tab)]
-    return {"subjects": subjects, "experts": ps.experts, "n": n, "consensus": cons_tab, "accuracy": acc_tab,
-            "same_best_model": same, "n_same_best_model": int(sum(same))}
+    return {
+        "subjects": subjects,
+        "experts": ps.experts,
+        "n": n,
+        "consensus": cons_tab,
+        "accuracy": acc_tab,
+        "same_best_model": same,
+        "n_same_best_model": int(sum(same)),
+    }
 
 
 # --------------------------------------------------------------------------- pool diagnostics
 def pool_diagnostics(ps: PoolSet, sk: dict | None = None) -> tuple[dict, dict | None]:
     """(label-free diagnostics, consensus ranking against the keys or None without keys)."""
-    from ..diagnostics import consensus_ranking, pool_diagnostics as diagnose
+    from ..diagnostics import consensus_ranking
+    from ..diagnostics import pool_diagnostics as diagnose
 
     diag = diagnose(ps.choices, ps.experts, ps.n_options)
     if ps.gold is None:
         return diag, None
     sk = sk or skills(ps)
     overall_acc = (ps.choices == ps.gold[:, None]).mean(axis=0)
-    ranking = consensus_ranking(sk["subjects"], sk["n"], np.array(sk["consensus"]), np.array(sk["accuracy"]),
-                                ps.consensus.mean(axis=0), overall_acc)
+    ranking = consensus_ranking(
+        sk["subjects"],
+        sk["n"],
+        np.array(sk["consensus"]),
+        np.array(sk["accuracy"]),
+        ps.consensus.mean(axis=0),
+        overall_acc,
+    )
     ranking["same_best_model"] = sk["same_best_model"]
     return diag, ranking
 
@@ -117,7 +132,9 @@ def reliability(scores: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> di
         sel = which == b
         k = int(sel.sum())
         conf, acc = _mean(scores[sel]), _mean(correct[sel])
-        bins.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": k, "mean_score": conf, "accuracy": acc})
+        bins.append(
+            {"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": k, "mean_score": conf, "accuracy": acc}
+        )
         if k:
             ece += k / len(scores) * abs(acc - conf)
     return {"bins": bins, "ece": float(ece) if len(scores) else None}
@@ -132,11 +149,22 @@ def calibration(ps: PoolSet, n_bins: int = 10) -> dict:
     for j, e in enumerate(ps.experts):
         sel = answered[:, j]
         s, c = ps.consensus[sel, j], correct[sel, j]
-        out[e] = {"n": int(sel.sum()), "n_abstained": int((~sel).sum()), "accuracy": _mean(c),
-                  "mean_score": _mean(s), "auroc": auroc(s, c), **reliability(s, c, n_bins)}
+        out[e] = {
+            "n": int(sel.sum()),
+            "n_abstained": int((~sel).sum()),
+            "accuracy": _mean(c),
+            "mean_score": _mean(s),
+            "auroc": auroc(s, c),
+            **reliability(s, c, n_bins),
+        }
     s, c = ps.consensus[answered], correct[answered]
-    pooled = {"n": int(answered.sum()), "accuracy": _mean(c), "mean_score": _mean(s), "auroc": auroc(s, c),
-              **reliability(s, c, n_bins)}
+    pooled = {
+        "n": int(answered.sum()),
+        "accuracy": _mean(c),
+        "mean_score": _mean(s),
+        "auroc": auroc(s, c),
+        **reliability(s, c, n_bins),
+    }
     return {"n_bins": n_bins, "experts": out, "pooled": pooled}
 
 
@@ -147,8 +175,13 @@ def set_properties(ps: PoolSet) -> dict:
         raise ValueError("set_properties: needs the answer keys of the question set")
     n = len(ps.ids)
     if n == 0:
-        return {"n_questions": 0, "consensus_key_match": None, "key_agreement": None, "differentiation": None,
-                "n_categories": 0}
+        return {
+            "n_questions": 0,
+            "consensus_key_match": None,
+            "key_agreement": None,
+            "differentiation": None,
+            "n_categories": 0,
+        }
     answered = ps.choices >= 0
     # the consensus answer: the letter chosen by the model with the highest consensus score (all
     # models on one letter share its posterior, so any of them gives the same letter)
@@ -160,17 +193,25 @@ def set_properties(ps: PoolSet) -> dict:
     lo = np.where(answered, ps.choices, np.iinfo(np.int64).max).min(axis=1)
     hi = np.where(answered, ps.choices, -1).max(axis=1)
     split = (answered.sum(axis=1) >= 2) & (lo != hi)
-    return {"n_questions": n, "consensus_key_match": float(np.mean(top == ps.gold)),
-            "key_agreement": float(agree.mean()), "differentiation": float(split.mean()),
-            "n_categories": len(set(ps.categories))}
+    return {
+        "n_questions": n,
+        "consensus_key_match": float(np.mean(top == ps.gold)),
+        "key_agreement": float(agree.mean()),
+        "differentiation": float(split.mean()),
+        "n_categories": len(set(ps.categories)),
+    }
 
 
 def generator_quality(ps: PoolSet, meta_path: str | Path | None) -> dict:
     props = set_properties(ps)
     if meta_path is not None:
         meta = read_json(meta_path)
-        props.update(acceptance_rate=meta.get("acceptance_rate"), n_prompts=meta.get("n_prompts"),
-                     n_rejects=meta.get("n_rejects"), generator_model=(meta.get("model") or {}).get("name"))
+        props.update(
+            acceptance_rate=meta.get("acceptance_rate"),
+            n_prompts=meta.get("n_prompts"),
+            n_rejects=meta.get("n_rejects"),
+            generator_model=(meta.get("model") or {}).get("name"),
+        )
     return props
 
 
@@ -187,5 +228,12 @@ def analyse(experts: list[str], real: dict, generated: dict[str, dict], n_bins: 
         sources[name] = generator_quality(gs, g.get("meta"))
     sk = skills(ps)
     diag, ranking = pool_diagnostics(ps, sk)
-    return {"experts": experts, "question_set": "train", "skills": sk, "calibration": calibration(ps, n_bins),
-            "sources": sources, "diagnostics": diag, "consensus_ranking": ranking}
+    return {
+        "experts": experts,
+        "question_set": "train",
+        "skills": sk,
+        "calibration": calibration(ps, n_bins),
+        "sources": sources,
+        "diagnostics": diag,
+        "consensus_ranking": ranking,
+    }

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..args import IN, IN_ANY, IN_DIR, OUT, OUT_DIR, PAIRS, PAIRS_DIR, count, fraction, json_object
+from ..args import IN, OUT, OUT_DIR, PAIRS, PAIRS_DIR, count, fraction, json_object
 from ..io import InputError, read_json, write_json
-from ..spec import SpecError, parse_pairs
+from ..spec import SpecError
 from .files import read_analysis, read_eval, read_router_header, read_scaling
 
 
@@ -43,16 +43,22 @@ def cmd_analyse(a):
     labels = _labels(a.labels, 2)
     gen_q, gen_k, gen_c, gen_m = (x or {} for x in (a.gen_questions, a.gen_keys, a.gen_consensus, a.gen_meta))
     if not (set(gen_q) == set(gen_k) == set(gen_c)) or not set(gen_m) <= set(gen_q):
-        raise InputError("<command line>", None, "gen-*", "every generated set needs questions, keys and consensus")
-    generated = {s: {"questions": gen_q[s], "keys": gen_k[s], "consensus": gen_c[s], "meta": gen_m.get(s)}
-                 for s in sorted(gen_q)}
+        raise InputError(
+            "<command line>", None, "gen-*", "every generated set needs questions, keys and consensus"
+        )
+    generated = {
+        s: {"questions": gen_q[s], "keys": gen_k[s], "consensus": gen_c[s], "meta": gen_m.get(s)}
+        for s in sorted(gen_q)
+    }
     real = {"questions": a.questions, "keys": a.keys, "consensus": a.consensus}
     out = analyse(a.experts, real, generated, a.bins)
     out["labels"] = dict(zip(("benchmark", "pool"), labels))
     write_json(a.out, out)
     cal = out["calibration"]["pooled"]
-    print(f"AUROC (all models) {cal['auroc']}, same best model in {out['skills']['n_same_best_model']} "
-          f"of {len(out['skills']['subjects'])} subjects")
+    print(
+        f"AUROC (all models) {cal['auroc']}, same best model in {out['skills']['n_same_best_model']} "
+        f"of {len(out['skills']['subjects'])} subjects"
+    )
 
 
 def cmd_scaling(a):
@@ -68,7 +74,9 @@ def cmd_scaling(a):
     out["labels"] = dict(zip(("benchmark", "pool", "source"), labels))
     write_json(a.out, out)
     for r in out["summary"]:
-        print(f"fraction {r['fraction']:g} (n={r['n_train']:g}): top1 {r['top1_mean']:.3f} ± {r['top1_std']:.3f}")
+        print(
+            f"fraction {r['fraction']:g} (n={r['n_train']:g}): top1 {r['top1_mean']:.3f} ± {r['top1_std']:.3f}"
+        )
 
 
 def cmd_figures(a):
@@ -97,16 +105,25 @@ def cmd_tables(a):
     for p in a.analyses:
         d = read_analysis(p)
         analyses[(d["labels"]["benchmark"], d["labels"]["pool"])] = d
-    quality = {bp: {s: v.get("consensus_key_match") for s, v in d["sources"].items()} for bp, d in analyses.items()}
+    quality = {
+        bp: {s: v.get("consensus_key_match") for s, v in d["sources"].items()} for bp, d in analyses.items()
+    }
     scaling = {}
     for p in a.scaling:
         d = read_scaling(p)
         lab = d["labels"]
         scaling[(lab["benchmark"], lab["pool"], lab["source"])] = d
     routers = {_labels(k, 3, "--cascal"): read_router_header(v) for k, v in a.cascal.items()}
-    made = [tables.main_table(evals, quality), tables.generators_table(analyses), tables.calibration_table(analyses),
-            tables.scaling_table(scaling), tables.clusters_table(routers), tables.diagnostics_table(analyses),
-            tables.agreement_table(analyses), tables.ranking_table(analyses)]
+    made = [
+        tables.main_table(evals, quality),
+        tables.generators_table(analyses),
+        tables.calibration_table(analyses),
+        tables.scaling_table(scaling),
+        tables.clusters_table(routers),
+        tables.diagnostics_table(analyses),
+        tables.agreement_table(analyses),
+        tables.ranking_table(analyses),
+    ]
     for t in made:
         t.write(a.out_dir)
     print(", ".join(f"{t.name} ({len(t.rows)} rows)" for t in made))
@@ -115,7 +132,9 @@ def cmd_tables(a):
 # --------------------------------------------------------------------------- parser
 def register(add) -> None:
     """Add the subcommands with rgd.cli's `add(name, fn, help)`."""
-    s = add("config-snapshot", cmd_config_snapshot, "write the loaded config as canonical JSON, print its hash")
+    s = add(
+        "config-snapshot", cmd_config_snapshot, "write the loaded config as canonical JSON, print its hash"
+    )
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--config", type=json_object, help="the config as JSON text")
     g.add_argument("--config-file", help="the config as a JSON file")
@@ -127,25 +146,46 @@ def register(add) -> None:
     s.add_argument("--questions", required=True, path=IN, help="real training split")
     s.add_argument("--keys", required=True, path=IN, help="its answer keys")
     s.add_argument("--consensus", required=True, path=IN, help="the pool's consensus rows on it")
-    for x, what in (("questions", "questions"), ("keys", "keys"), ("consensus", "consensus rows"),
-                    ("meta", ".meta.json")):
-        s.add_argument(f"--gen-{x}", nargs="*", metavar="SOURCE=FILE", path=PAIRS,
-                       help=f"each generated set's {what}")
+    for x, what in (
+        ("questions", "questions"),
+        ("keys", "keys"),
+        ("consensus", "consensus rows"),
+        ("meta", ".meta.json"),
+    ):
+        s.add_argument(
+            f"--gen-{x}", nargs="*", metavar="SOURCE=FILE", path=PAIRS, help=f"each generated set's {what}"
+        )
     s.add_argument("--bins", type=count(1), default=10, help="reliability-diagram bins (default %(default)s)")
     s.add_argument("--labels", required=True, help="BENCH/POOL")
     s.add_argument("--out", required=True, path=OUT, help="analysis JSON to write")
 
     s = add("scaling", cmd_scaling, "CASCAL accuracy against the number of training questions")
-    for x, what in (("questions", "the training source's questions"), ("embeddings", "their embeddings (.npz)"),
-                    ("consensus", "the pool's consensus rows on them"), ("test-questions", "the test questions"),
-                    ("test-keys", "the test keys"), ("test-embeddings", "the test embeddings (.npz)"),
-                    ("stats", "consensus stats of the training source (tie-break z)")):
+    for x, what in (
+        ("questions", "the training source's questions"),
+        ("embeddings", "their embeddings (.npz)"),
+        ("consensus", "the pool's consensus rows on them"),
+        ("test-questions", "the test questions"),
+        ("test-keys", "the test keys"),
+        ("test-embeddings", "the test embeddings (.npz)"),
+        ("stats", "consensus stats of the training source (tie-break z)"),
+    ):
         s.add_argument(f"--{x}", required=True, path=IN, help=what)
     s.add_argument("--experts", nargs="+", required=True, help="the pool, in order")
-    s.add_argument("--test-responses", nargs="+", required=True, metavar="EXPERT=FILE", path=PAIRS,
-                   help="each pool expert's test responses")
-    s.add_argument("--fractions", nargs="+", type=fraction(include_one=True), required=True,
-                   help="training fractions in (0, 1]")
+    s.add_argument(
+        "--test-responses",
+        nargs="+",
+        required=True,
+        metavar="EXPERT=FILE",
+        path=PAIRS,
+        help="each pool expert's test responses",
+    )
+    s.add_argument(
+        "--fractions",
+        nargs="+",
+        type=fraction(include_one=True),
+        required=True,
+        help="training fractions in (0, 1]",
+    )
     s.add_argument("--seeds", nargs="+", type=int, required=True, help="replicate seeds")
     s.add_argument("--spec", type=json_object, help="the cascal router's config entry (JSON)")
     s.add_argument("--labels", required=True, help="BENCH/POOL/SOURCE")
@@ -154,17 +194,34 @@ def register(add) -> None:
     s = add("figures", cmd_figures, "the report's figures of one (benchmark, pool)")
     s.add_argument("--analysis", required=True, path=IN, help="the `rgd analyse` output")
     s.add_argument("--evals", nargs="+", required=True, path=IN, help="evaluation JSON files")
-    s.add_argument("--scaling", nargs="+", required=True, metavar="SOURCE=FILE", path=PAIRS,
-                   help="each source's `rgd scaling` output")
-    s.add_argument("--cascal", nargs="+", required=True, metavar="SOURCE=DIR", path=PAIRS_DIR,
-                   help="each source's CASCAL router directory")
+    s.add_argument(
+        "--scaling",
+        nargs="+",
+        required=True,
+        metavar="SOURCE=FILE",
+        path=PAIRS,
+        help="each source's `rgd scaling` output",
+    )
+    s.add_argument(
+        "--cascal",
+        nargs="+",
+        required=True,
+        metavar="SOURCE=DIR",
+        path=PAIRS_DIR,
+        help="each source's CASCAL router directory",
+    )
     s.add_argument("--out-dir", required=True, path=OUT_DIR, help="folder for the SVG figures")
 
     s = add("tables", cmd_tables, "paper-style tables in Markdown, CSV and LaTeX")
     s.add_argument("--evals", nargs="+", required=True, path=IN, help="evaluation JSON files")
     s.add_argument("--analyses", nargs="+", required=True, path=IN, help="`rgd analyse` outputs")
     s.add_argument("--scaling", nargs="+", required=True, path=IN, help="`rgd scaling` outputs")
-    s.add_argument("--cascal", nargs="+", required=True, metavar="BENCH/POOL/SOURCE=DIR", path=PAIRS_DIR,
-                   help="CASCAL router directories")
+    s.add_argument(
+        "--cascal",
+        nargs="+",
+        required=True,
+        metavar="BENCH/POOL/SOURCE=DIR",
+        path=PAIRS_DIR,
+        help="CASCAL router directories",
+    )
     s.add_argument("--out-dir", required=True, path=OUT_DIR, help="folder for the tables")
-

@@ -84,14 +84,30 @@ def accuracy_figure(evals: list[dict], quality: dict[str, float | None], path: s
                 lo = np.array([_nan(c[0]) if c else math.nan for c in ci])
                 hi = np.array([_nan(c[1]) if c else math.nan for c in ci])
                 q_only = r in QUERY_ONLY
-                ax.errorbar(x + off, 100 * y, yerr=100 * np.abs(np.vstack([y - lo, hi - y])), color=colors[r],
-                            marker="o" if q_only else "s", ms=4, lw=2.0 if q_only else 1.0,
-                            ls="-" if q_only else "--", capsize=2, label=f"{r} ({'query-only' if q_only else 'query-answer'})")
-            for field, style, name in (("oracle", "-.", "oracle"), ("best_single", ":", "best single (test)"),
-                                       ("random", (0, (1, 3)), "random model")):
+                ax.errorbar(
+                    x + off,
+                    100 * y,
+                    yerr=100 * np.abs(np.vstack([y - lo, hi - y])),
+                    color=colors[r],
+                    marker="o" if q_only else "s",
+                    ms=4,
+                    lw=2.0 if q_only else 1.0,
+                    ls="-" if q_only else "--",
+                    capsize=2,
+                    label=f"{r} ({'query-only' if q_only else 'query-answer'})",
+                )
+            for field, style, name in (
+                ("oracle", "-.", "oracle"),
+                ("best_single", ":", "best single (test)"),
+                ("random", (0, (1, 3)), "random model"),
+            ):
                 ax.axhline(100 * ref[field], color="0.35", ls=style, lw=1, label=name)
-            labels = ["real train" if s == "train" else
-                      (f"{s}\nq={quality[s]:.2f}" if quality.get(s) is not None else s) for s in sources]
+            labels = [
+                "real train"
+                if s == "train"
+                else (f"{s}\nq={quality[s]:.2f}" if quality.get(s) is not None else s)
+                for s in sources
+            ]
             ax.set_xticks(x, labels)
             ax.set_title(title)
             ax.set_xlabel("training source (generators ordered by quality q)")
@@ -106,24 +122,36 @@ def skills_figure(sk: dict, path: str | Path) -> None:
     with plt.rc_context({**RC, "axes.grid": False}):
         subjects, experts = sk["subjects"], sk["experts"]
         S, m = len(subjects), len(experts)
-        fig, axes = plt.subplots(1, 2, figsize=(2.2 + 1.5 * m, 1.2 + 0.38 * S), sharey=True,
-                                 constrained_layout=True)
-        for ax, key, title in ((axes[0], "consensus", "mean consensus score (no keys)"),
-                               (axes[1], "accuracy", "accuracy against the keys")):
+        fig, axes = plt.subplots(
+            1, 2, figsize=(2.2 + 1.5 * m, 1.2 + 0.38 * S), sharey=True, constrained_layout=True
+        )
+        for ax, key, title in (
+            (axes[0], "consensus", "mean consensus score (no keys)"),
+            (axes[1], "accuracy", "accuracy against the keys"),
+        ):
             a = np.array(sk[key], dtype=np.float64).reshape(S, m)
             im = ax.imshow(a, vmin=0, vmax=1, cmap="viridis", aspect="auto")
             best = a.argmax(axis=1) if m else []
             for i in range(S):
                 for j in range(m):
-                    ax.text(j, i, f"{a[i, j]:.2f}", ha="center", va="center", fontsize=6.5,
-                            color="black" if a[i, j] > 0.55 else "white",
-                            fontweight="bold" if j == best[i] else "normal")
+                    ax.text(
+                        j,
+                        i,
+                        f"{a[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=6.5,
+                        color="black" if a[i, j] > 0.55 else "white",
+                        fontweight="bold" if j == best[i] else "normal",
+                    )
             ax.set_xticks(range(m), experts, rotation=30, ha="right")
             ax.set_yticks(range(S), [f"{_short(s)} (n={n})" for s, n in zip(subjects, sk["n"])])
             ax.set_title(title)
         fig.colorbar(im, ax=axes, shrink=0.8, label="score / accuracy")
-        fig.suptitle(f"bold: best model per subject; same best model in {sk['n_same_best_model']} of {S} subjects",
-                     fontsize=8)
+        fig.suptitle(
+            f"bold: best model per subject; same best model in {sk['n_same_best_model']} of {S} subjects",
+            fontsize=8,
+        )
         save(fig, path)
 
 
@@ -138,16 +166,19 @@ def diagnostics_figure(analysis: dict, path: str | Path) -> None:
     with plt.rc_context({**RC, "axes.grid": False}):
         S = len(r["subjects"]) if r else 0
         ncols = 3 if r else 2
-        fig, axes = plt.subplots(1, ncols, figsize=(3.4 * ncols + 1.0, 1.6 + 0.34 * max(m, S, 3)),
-                                 constrained_layout=True)
+        fig, axes = plt.subplots(
+            1, ncols, figsize=(3.4 * ncols + 1.0, 1.6 + 0.34 * max(m, S, 3)), constrained_layout=True
+        )
         _letter_shares(axes[0], d, names)
         _agreement(fig, axes[1], d, names)
         if r:
             _consensus_ranking(axes[2], r)
         kinds = sorted({w["kind"] for w in d["warnings"]})
-        fig.suptitle(f"{d['n_questions']} real training questions; "
-                     + (f"warnings: {', '.join(kinds)}; (!) marks the experts named" if kinds else "no warning"),
-                     fontsize=8)
+        fig.suptitle(
+            f"{d['n_questions']} real training questions; "
+            + (f"warnings: {', '.join(kinds)}; (!) marks the experts named" if kinds else "no warning"),
+            fontsize=8,
+        )
         save(fig, path)
 
 
@@ -186,10 +217,22 @@ def _agreement(fig, bx, d: dict, names: list[str]) -> None:
     for i in range(m):
         for j in range(m):
             if i != j:
-                txt = "n/a" if math.isnan(agree[i, j]) else (
-                    f"{100 * agree[i, j]:.0f}%\nκ " + ("n/a" if math.isnan(k[i, j]) else f"{k[i, j]:.2f}"))
-                bx.text(j, i, txt, ha="center", va="center", fontsize=6.5,
-                        color="black" if math.isnan(agree[i, j]) or agree[i, j] > 0.55 else "white")
+                txt = (
+                    "n/a"
+                    if math.isnan(agree[i, j])
+                    else (
+                        f"{100 * agree[i, j]:.0f}%\nκ " + ("n/a" if math.isnan(k[i, j]) else f"{k[i, j]:.2f}")
+                    )
+                )
+                bx.text(
+                    j,
+                    i,
+                    txt,
+                    ha="center",
+                    va="center",
+                    fontsize=6.5,
+                    color="black" if math.isnan(agree[i, j]) or agree[i, j] > 0.55 else "white",
+                )
     bx.set_xticks(range(m), names, rotation=30, ha="right")
     bx.set_yticks(range(m), names)
     fk = d["fleiss_kappa"]
@@ -203,8 +246,13 @@ def _consensus_ranking(cx, r: dict) -> None:
     ys = np.arange(len(r["subjects"]))[::-1]
     cx.barh(ys, np.nan_to_num(rho), color=["0.6" if math.isnan(v) else "tab:blue" for v in rho], height=0.7)
     for yi, v in zip(ys, rho):
-        cx.text(0.02 if math.isnan(v) or v < 0 else v + 0.02, yi, "n/a" if math.isnan(v) else f"{v:.2f}",
-                va="center", fontsize=6.5)
+        cx.text(
+            0.02 if math.isnan(v) or v < 0 else v + 0.02,
+            yi,
+            "n/a" if math.isnan(v) else f"{v:.2f}",
+            va="center",
+            fontsize=6.5,
+        )
     cx.axvline(0, color="0.2", lw=0.8)
     if r["mean_spearman"] is not None:
         cx.axvline(r["mean_spearman"], color="tab:red", ls="--", lw=1)
@@ -230,8 +278,15 @@ def calibration_figure(cal: dict, path: str | Path) -> None:
                 continue
             xs, ys, ns = map(np.array, zip(*pts))
             auc = "n/a" if c["auroc"] is None else f"{c['auroc']:.2f}"
-            ax.plot(xs, ys, color=colors[e], marker="o", ms=3, lw=1.2,
-                    label=f"{e} (AUROC {auc}, ECE {c['ece']:.2f})")
+            ax.plot(
+                xs,
+                ys,
+                color=colors[e],
+                marker="o",
+                ms=3,
+                lw=1.2,
+                label=f"{e} (AUROC {auc}, ECE {c['ece']:.2f})",
+            )
         ax.set_xlim(0, 1)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("consensus score (bin mean)")
@@ -265,7 +320,9 @@ def clusters_figure(routers: dict[str, dict], path: str | Path, quality: dict | 
             cl = sorted(routers[s]["clusters"], key=lambda c: (c["subject"], -int(c["assigned"]), c["id"]))
             y = np.arange(len(cl))[::-1]
             tops = [c["ranking"][0][0] if c["ranking"] else None for c in cl]
-            ax.barh(y, [int(c["assigned"]) for c in cl], color=[colors.get(t, "0.7") for t in tops], height=0.8)
+            ax.barh(
+                y, [int(c["assigned"]) for c in cl], color=[colors.get(t, "0.7") for t in tops], height=0.8
+            )
             # one label per subject, at its first cluster
             ticks, labels, prev = [], [], None
             for yi, c in zip(y, cl):
@@ -278,8 +335,14 @@ def clusters_figure(routers: dict[str, dict], path: str | Path, quality: dict | 
             ax.set_title(f"{s}: {len(cl)} clusters, {n} questions")
             ax.set_xlabel("questions assigned")
             ax.set_ylim(-0.7, max(len(cl), 1) - 0.3)
-        fig.legend(handles=[Patch(color=colors[e], label=e) for e in experts], title="ranked first",
-                   loc="upper center", ncol=min(len(experts), 6), frameon=False, bbox_to_anchor=(0.5, 1.0))
+        fig.legend(
+            handles=[Patch(color=colors[e], label=e) for e in experts],
+            title="ranked first",
+            loc="upper center",
+            ncol=min(len(experts), 6),
+            frameon=False,
+            bbox_to_anchor=(0.5, 1.0),
+        )
         fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / height))
         save(fig, path)
 
@@ -298,8 +361,15 @@ def scaling_figure(scaling: dict[str, dict], path: str | Path, quality: dict | N
                 n = np.array([r["n_train"] for r in rows])
                 mu = 100 * np.array([r[f"{metric}_mean"] for r in rows])
                 sd = 100 * np.array([r[f"{metric}_std"] for r in rows])
-                ax.plot(n, mu, color=colors[s], marker="o", ms=3, lw=1.5,
-                        label=f"{s} ({scaling[s]['n_source']} questions)")
+                ax.plot(
+                    n,
+                    mu,
+                    color=colors[s],
+                    marker="o",
+                    ms=3,
+                    lw=1.5,
+                    label=f"{s} ({scaling[s]['n_source']} questions)",
+                )
                 ax.fill_between(n, mu - sd, mu + sd, color=colors[s], alpha=0.2, lw=0)
             ax.axhline(100 * first["best_single"], color="0.35", ls=":", lw=1, label="best single (test)")
             ax.axhline(100 * first["oracle"], color="0.35", ls="-.", lw=1, label="oracle")

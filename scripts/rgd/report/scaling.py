@@ -14,7 +14,6 @@ evaluation reads the test keys.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -55,9 +54,17 @@ def load_test_set(questions, keys, embeddings, responses: dict[str, str], stats)
     return TestSet(t.choices, t.gold, t.z, aligned(embeddings, t.ids)[0])
 
 
-def scaling_curve(X: np.ndarray, categories: list[str], choices: np.ndarray, consensus: np.ndarray,
-                  experts: list[str], test: TestSet, fractions: list[float], seeds: list[int],
-                  params: dict | None = None) -> dict:
+def scaling_curve(
+    X: np.ndarray,
+    categories: list[str],
+    choices: np.ndarray,
+    consensus: np.ndarray,
+    experts: list[str],
+    test: TestSet,
+    fractions: list[float],
+    seeds: list[int],
+    params: dict | None = None,
+) -> dict:
     """Every (fraction, seed) run and the per-fraction summary; see the module docstring."""
     from .. import routers
 
@@ -67,29 +74,58 @@ def scaling_curve(X: np.ndarray, categories: list[str], choices: np.ndarray, con
     for f in sorted(set(fractions)):
         for s in seeds:
             idx = balanced_subsample(categories, f, s)
-            router = routers.make("cascal", {**(params or {}), "random_state": s}, s, n_jobs=1)  # a 1-thread job
-            router.fit(routers.TrainingSet(X[idx], experts, [categories[i] for i in idx], choices[idx], consensus[idx]))
+            router = routers.make(
+                "cascal", {**(params or {}), "random_state": s}, s, n_jobs=1
+            )  # a 1-thread job
+            router.fit(
+                routers.TrainingSet(
+                    X[idx], experts, [categories[i] for i in idx], choices[idx], consensus[idx]
+                )
+            )
             order = metrics.rank(routers.scores(router, test.X), s)
             top1 = metrics.top1_correct(order, test.choices, test.gold).mean()
             top3 = metrics.top3_vote_correct(order, test.choices, test.gold, test.z).mean()
-            runs.append({"fraction": f, "seed": s, "n_train": len(idx), "top1": float(top1), "top3_vote": float(top3)})
+            runs.append(
+                {"fraction": f, "seed": s, "n_train": len(idx), "top1": float(top1), "top3_vote": float(top3)}
+            )
     summary = []
     for f in sorted(set(fractions)):
         rs = [r for r in runs if r["fraction"] == f]
         row = {"fraction": f, "n_train": float(np.mean([r["n_train"] for r in rs])), "n_seeds": len(rs)}
         for m in ("top1", "top3_vote"):
             v = np.array([r[m] for r in rs])
-            row.update({f"{m}_mean": float(v.mean()), f"{m}_std": float(v.std()),
-                        f"{m}_min": float(v.min()), f"{m}_max": float(v.max())})
+            row.update(
+                {
+                    f"{m}_mean": float(v.mean()),
+                    f"{m}_std": float(v.std()),
+                    f"{m}_min": float(v.min()),
+                    f"{m}_max": float(v.max()),
+                }
+            )
         summary.append(row)
     correct = test.choices == test.gold[:, None]
-    return {"experts": list(experts), "n_test": len(test.gold), "fractions": sorted(set(fractions)),
-            "seeds": list(seeds), "runs": runs, "summary": summary,
-            "best_single": float(correct.mean(axis=0).max()), "oracle": float(correct.any(axis=1).mean())}
+    return {
+        "experts": list(experts),
+        "n_test": len(test.gold),
+        "fractions": sorted(set(fractions)),
+        "seeds": list(seeds),
+        "runs": runs,
+        "summary": summary,
+        "best_single": float(correct.mean(axis=0).max()),
+        "oracle": float(correct.any(axis=1).mean()),
+    }
 
 
-def run(questions, embeddings, consensus, experts: list[str], test: TestSet, fractions, seeds,
-        params: dict | None = None) -> dict:
+def run(
+    questions,
+    embeddings,
+    consensus,
+    experts: list[str],
+    test: TestSet,
+    fractions,
+    seeds,
+    params: dict | None = None,
+) -> dict:
     from .analysis import load_pool_set
 
     ps = load_pool_set(questions, consensus, experts)

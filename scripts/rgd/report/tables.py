@@ -41,11 +41,24 @@ class Table:
         align = "".join("r" if _numeric_col(c, self) else "l" for c in self.columns)
         body = [" & ".join(latex_escape(c) for c in self.columns) + r" \\", r"\midrule"]
         body += [" & ".join(latex_escape(c) for c in r) + r" \\" for r in self.rows]
-        return "\n".join([
-            r"\begin{table}[t]", r"\centering", r"\small",
-            rf"\caption{{{latex_escape(self.caption)}}}", rf"\label{{tab:rgd-{self.name}}}",
-            rf"\begin{{tabular}}{{{align}}}", r"\toprule", *body, r"\bottomrule", r"\end{tabular}", r"\end{table}",
-        ]) + "\n"
+        return (
+            "\n".join(
+                [
+                    r"\begin{table}[t]",
+                    r"\centering",
+                    r"\small",
+                    rf"\caption{{{latex_escape(self.caption)}}}",
+                    rf"\label{{tab:rgd-{self.name}}}",
+                    rf"\begin{{tabular}}{{{align}}}",
+                    r"\toprule",
+                    *body,
+                    r"\bottomrule",
+                    r"\end{tabular}",
+                    r"\end{table}",
+                ]
+            )
+            + "\n"
+        )
 
     def write(self, directory: str | Path) -> list[Path]:
         d = Path(directory)
@@ -69,8 +82,19 @@ def _is_number(s: str) -> bool:
         return False
 
 
-_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$"}
+_LATEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+}
 
 
 def latex_escape(text: str) -> str:
@@ -115,7 +139,9 @@ def router_key(name: str) -> tuple:
 
 
 # --------------------------------------------------------------------------- the tables
-def main_table(evals: list[dict], quality: dict[tuple[str, str], dict[str, float | None]] | None = None) -> Table:
+def main_table(
+    evals: list[dict], quality: dict[tuple[str, str], dict[str, float | None]] | None = None
+) -> Table:
     """Routers x training sources, Top-1 and Top-3 (the paper's main comparison), per benchmark and pool.
 
     `quality[(bench, pool)][source]` orders the generated sources (best generator first).
@@ -128,9 +154,13 @@ def main_table(evals: list[dict], quality: dict[tuple[str, str], dict[str, float
     q0 = next(iter((quality or {}).values()), {})
     order = source_order(all_sources, q0)
     cols = ["benchmark", "pool", "router", "type"] + [f"{s} {m}" for s in order for m in ("Top-1", "Top-3")]
-    t = Table("main", "Routing accuracy (%) on the real test set by training source: the real training split, "
-              "then generated sets from the best to the weakest generator. Reference rows do not depend on "
-              "the training source.", cols)
+    t = Table(
+        "main",
+        "Routing accuracy (%) on the real test set by training source: the real training split, "
+        "then generated sets from the best to the weakest generator. Reference rows do not depend on "
+        "the training source.",
+        cols,
+    )
     for (bench, pool), d in sorted(by_bp.items()):
         for router in sorted({r for _, r in d}, key=router_key):
             kind = "query-only" if router in QUERY_ONLY else "query-answer"
@@ -140,50 +170,115 @@ def main_table(evals: list[dict], quality: dict[tuple[str, str], dict[str, float
                 cells += [pct(e["top1"]), pct(e["top3_vote"])] if e else ["", ""]
             t.rows.append([bench, pool, router, kind] + cells)
         ref = next(iter(d.values()))
-        for name, field_ in (("best single (test)", "best_single"), ("random model", "random"),
-                             ("pool vote", "pool_vote"), ("oracle", "oracle")):
+        for name, field_ in (
+            ("best single (test)", "best_single"),
+            ("random model", "random"),
+            ("pool vote", "pool_vote"),
+            ("oracle", "oracle"),
+        ):
             label = name + (f": {ref['best_single_model']}" if field_ == "best_single" else "")
             t.rows.append([bench, pool, label, "reference"] + [pct(ref[field_]), ""] * len(order))
     return t
 
 
 def generators_table(analyses: dict[tuple[str, str], dict]) -> Table:
-    cols = ["benchmark", "pool", "source", "questions", "acceptance", "consensus = key", "key agreement",
-            "differentiation"]
-    t = Table("generators", "Training sources and the paper's generator properties, measured with the pool: "
-              "acceptance rate of generated questions, share of questions whose consensus answer equals the "
-              "generator's key, mean share of pool models choosing the key, and share of questions on which "
-              "the pool disagrees (all in %).", cols)
+    cols = [
+        "benchmark",
+        "pool",
+        "source",
+        "questions",
+        "acceptance",
+        "consensus = key",
+        "key agreement",
+        "differentiation",
+    ]
+    t = Table(
+        "generators",
+        "Training sources and the paper's generator properties, measured with the pool: "
+        "acceptance rate of generated questions, share of questions whose consensus answer equals the "
+        "generator's key, mean share of pool models choosing the key, and share of questions on which "
+        "the pool disagrees (all in %).",
+        cols,
+    )
     for (bench, pool), a in sorted(analyses.items()):
         q = {s: p.get("consensus_key_match") for s, p in a["sources"].items()}
         for s in source_order(list(a["sources"]), q):
             p = a["sources"][s]
-            t.rows.append([bench, pool, s, str(p["n_questions"]), pct(p.get("acceptance_rate")),
-                           pct(p["consensus_key_match"]), pct(p["key_agreement"]), pct(p["differentiation"])])
+            t.rows.append(
+                [
+                    bench,
+                    pool,
+                    s,
+                    str(p["n_questions"]),
+                    pct(p.get("acceptance_rate")),
+                    pct(p["consensus_key_match"]),
+                    pct(p["key_agreement"]),
+                    pct(p["differentiation"]),
+                ]
+            )
     return t
 
 
 def calibration_table(analyses: dict[tuple[str, str], dict]) -> Table:
-    cols = ["benchmark", "pool", "model", "answered", "abstained", "accuracy", "mean consensus", "AUROC", "ECE"]
-    t = Table("calibration", "Consensus scores against true correctness on the real training split: accuracy "
-              "and mean consensus score (%), AUROC of the consensus score for telling right from wrong "
-              "answers, expected calibration error.", cols)
+    cols = [
+        "benchmark",
+        "pool",
+        "model",
+        "answered",
+        "abstained",
+        "accuracy",
+        "mean consensus",
+        "AUROC",
+        "ECE",
+    ]
+    t = Table(
+        "calibration",
+        "Consensus scores against true correctness on the real training split: accuracy "
+        "and mean consensus score (%), AUROC of the consensus score for telling right from wrong "
+        "answers, expected calibration error.",
+        cols,
+    )
     for (bench, pool), a in sorted(analyses.items()):
         cal = a["calibration"]
         for name, c in list(cal["experts"].items()) + [("all models", cal["pooled"])]:
-            t.rows.append([bench, pool, name, str(c["n"]), str(c.get("n_abstained", "")), pct(c["accuracy"]),
-                           pct(c["mean_score"]), num(c["auroc"]), num(c["ece"])])
+            t.rows.append(
+                [
+                    bench,
+                    pool,
+                    name,
+                    str(c["n"]),
+                    str(c.get("n_abstained", "")),
+                    pct(c["accuracy"]),
+                    pct(c["mean_score"]),
+                    num(c["auroc"]),
+                    num(c["ece"]),
+                ]
+            )
     return t
 
 
 def scaling_table(scaling: dict[tuple[str, str, str], dict]) -> Table:
     cols = ["benchmark", "pool", "source", "fraction", "questions", "seeds", "Top-1", "Top-3"]
-    t = Table("scaling", "CASCAL accuracy (%, mean ± population std over seeds) against the number of training "
-              "questions (category-balanced subsamples of each training source).", cols)
+    t = Table(
+        "scaling",
+        "CASCAL accuracy (%, mean ± population std over seeds) against the number of training "
+        "questions (category-balanced subsamples of each training source).",
+        cols,
+    )
     for (bench, pool, source), sc in sorted(scaling.items(), key=_source_first):
         for row in sc["summary"]:
-            t.rows.append([bench, pool, source, f"{row['fraction']:g}", f"{row['n_train']:g}", str(row["n_seeds"]),
-                           pm(row["top1_mean"], row["top1_std"]), pm(row["top3_vote_mean"], row["top3_vote_std"])])
+            t.rows.append(
+                [
+                    bench,
+                    pool,
+                    source,
+                    f"{row['fraction']:g}",
+                    f"{row['n_train']:g}",
+                    str(row["n_seeds"]),
+                    pm(row["top1_mean"], row["top1_std"]),
+                    pm(row["top3_vote_mean"], row["top3_vote_std"]),
+                ]
+            )
     return t
 
 
@@ -201,15 +296,20 @@ def cluster_niches(router_json: dict) -> dict:
 
 def clusters_table(routers: dict[tuple[str, str, str], dict]) -> Table:
     cols = ["benchmark", "pool", "source", "model", "clusters ranked first", "questions in them", "share"]
-    t = Table("clusters", "CASCAL niches: for each training source, the clusters in which each model is ranked "
-              "first and the training questions assigned to them (share in %).", cols)
+    t = Table(
+        "clusters",
+        "CASCAL niches: for each training source, the clusters in which each model is ranked "
+        "first and the training questions assigned to them (share in %).",
+        cols,
+    )
     for (bench, pool, source), r in sorted(routers.items(), key=_source_first):
         niches = cluster_niches(r)
         total = sum(v["questions"] for v in niches.values()) or 1
         for e in r["experts"]:
             v = niches[e]
-            t.rows.append([bench, pool, source, e, str(v["clusters"]), str(v["questions"]),
-                           pct(v["questions"] / total)])
+            t.rows.append(
+                [bench, pool, source, e, str(v["clusters"]), str(v["questions"]), pct(v["questions"] / total)]
+            )
     return t
 
 
@@ -237,55 +337,108 @@ def _flags(diag: dict) -> dict[str, list[str]]:
 
 def diagnostics_table(analyses: dict[tuple[str, str], dict]) -> Table:
     """Label-free, per expert: letter shares, abstentions, mean kappa with the others, warnings."""
-    letters = sorted({x for a in analyses.values() for v in a["diagnostics"]["per_expert"].values()
-                      for x in v["shares"]})
-    cols = (["benchmark", "pool", "expert", "answered", "abstained"] + letters
-            + ["top letter share", "mean kappa with the others", "warnings"])
-    t = Table("diagnostics", "Label-free pool diagnostics on the real training split: the share (%) of each "
-              "expert's answers per letter, its abstentions, its mean Cohen's kappa with the other experts, and "
-              "the warnings that argue against trusting consensus; the pool row gives Fleiss' kappa. Warnings: "
-              + "; ".join(_thresholds(analyses).describe()) + ".", cols)
+    letters = sorted(
+        {x for a in analyses.values() for v in a["diagnostics"]["per_expert"].values() for x in v["shares"]}
+    )
+    cols = (
+        ["benchmark", "pool", "expert", "answered", "abstained"]
+        + letters
+        + ["top letter share", "mean kappa with the others", "warnings"]
+    )
+    t = Table(
+        "diagnostics",
+        "Label-free pool diagnostics on the real training split: the share (%) of each "
+        "expert's answers per letter, its abstentions, its mean Cohen's kappa with the other experts, and "
+        "the warnings that argue against trusting consensus; the pool row gives Fleiss' kappa. Warnings: "
+        + "; ".join(_thresholds(analyses).describe())
+        + ".",
+        cols,
+    )
     for (bench, pool), a in sorted(analyses.items()):
         d = a["diagnostics"]
         flags = _flags(d)
         for e, v in ((e, d["per_expert"][e]) for e in d["experts"]):  # pool order
-            t.rows.append([bench, pool, e, str(v["answered"]), str(v["abstained"])]
-                          + [pct(v["shares"].get(x)) for x in letters]
-                          + [f"{v['top_letter']} {pct(v['top_share'])}" if v["top_letter"] else "",
-                             num(v["mean_kappa_with_rest"], 2), "; ".join(flags[e])])
+            t.rows.append(
+                [bench, pool, e, str(v["answered"]), str(v["abstained"])]
+                + [pct(v["shares"].get(x)) for x in letters]
+                + [
+                    f"{v['top_letter']} {pct(v['top_share'])}" if v["top_letter"] else "",
+                    num(v["mean_kappa_with_rest"], 2),
+                    "; ".join(flags[e]),
+                ]
+            )
         pool_flags = [w["kind"].replace("-", " ") for w in d["warnings"] if not w["experts"]]
-        t.rows.append([bench, pool, "pool (Fleiss' kappa)", str(d["n_questions"]), ""] + [""] * len(letters)
-                      + ["", num(d["fleiss_kappa"], 2), "; ".join(pool_flags)])
+        t.rows.append(
+            [bench, pool, "pool (Fleiss' kappa)", str(d["n_questions"]), ""]
+            + [""] * len(letters)
+            + ["", num(d["fleiss_kappa"], 2), "; ".join(pool_flags)]
+        )
     return t
 
 
 def agreement_table(analyses: dict[tuple[str, str], dict]) -> Table:
-    cols = ["benchmark", "pool", "expert pair", "questions", "agreement", "agreement above the rest",
-            "Cohen's kappa", "kappa above the rest"]
-    t = Table("agreement", "Pairwise agreement on the real training split (label-free): questions both experts "
-              "answered, raw agreement (%), Cohen's kappa (chance-corrected), and how far each lies above the two "
-              "experts' mean with the other experts (percentage points, kappa units; high for prompt-twins of one "
-              "model).", cols)
+    cols = [
+        "benchmark",
+        "pool",
+        "expert pair",
+        "questions",
+        "agreement",
+        "agreement above the rest",
+        "Cohen's kappa",
+        "kappa above the rest",
+    ]
+    t = Table(
+        "agreement",
+        "Pairwise agreement on the real training split (label-free): questions both experts "
+        "answered, raw agreement (%), Cohen's kappa (chance-corrected), and how far each lies above the two "
+        "experts' mean with the other experts (percentage points, kappa units; high for prompt-twins of one "
+        "model).",
+        cols,
+    )
     for (bench, pool), a in sorted(analyses.items()):
         for p in a["diagnostics"]["pairs"]:
             ae = p["agreement_excess"]
-            t.rows.append([bench, pool, " / ".join(p["experts"]), str(p["n"]), pct(p["agreement"]),
-                           "" if ae is None else signed(100 * ae), num(p["kappa"], 2),
-                           num(p["kappa_excess"], 2)])
+            t.rows.append(
+                [
+                    bench,
+                    pool,
+                    " / ".join(p["experts"]),
+                    str(p["n"]),
+                    pct(p["agreement"]),
+                    "" if ae is None else signed(100 * ae),
+                    num(p["kappa"], 2),
+                    num(p["kappa_excess"], 2),
+                ]
+            )
     return t
 
 
 def ranking_table(analyses: dict[tuple[str, str], dict]) -> Table:
     cols = ["benchmark", "pool", "subject", "questions", "Spearman", "Kendall", "same best expert"]
-    t = Table("ranking", "After the fact, against the keys: how well the experts' mean consensus score on the real "
-              "training split ranks them by their key accuracy, per subject and overall (rank correlations; "
-              "empty where one side is constant), and whether both name the same best expert.", cols)
+    t = Table(
+        "ranking",
+        "After the fact, against the keys: how well the experts' mean consensus score on the real "
+        "training split ranks them by their key accuracy, per subject and overall (rank correlations; "
+        "empty where one side is constant), and whether both name the same best expert.",
+        cols,
+    )
     for (bench, pool), a in sorted(analyses.items()):
         r = a.get("consensus_ranking")
         if not r:
             continue
-        for s, n, rho, tau, same in zip(r["subjects"], r["n"], r["spearman"], r["kendall"], r["same_best_model"]):
+        for s, n, rho, tau, same in zip(
+            r["subjects"], r["n"], r["spearman"], r["kendall"], r["same_best_model"]
+        ):
             t.rows.append([bench, pool, s, str(n), num(rho, 2), num(tau, 2), "yes" if same else "no"])
-        t.rows.append([bench, pool, "all questions", str(sum(r["n"])), num(r["overall"]["spearman"], 2),
-                       num(r["overall"]["kendall"], 2), f"{sum(r['same_best_model'])} of {len(r['subjects'])}"])
+        t.rows.append(
+            [
+                bench,
+                pool,
+                "all questions",
+                str(sum(r["n"])),
+                num(r["overall"]["spearman"], 2),
+                num(r["overall"]["kendall"], 2),
+                f"{sum(r['same_best_model'])} of {len(r['subjects'])}",
+            ]
+        )
     return t

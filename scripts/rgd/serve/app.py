@@ -67,8 +67,11 @@ def user_text(body: dict, kind: str) -> str:
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
     if not isinstance(prompt, str) or not prompt.strip():
-        raise ClientError(400, "prompt: expected one non-empty string (rgd serve routes one prompt per request)",
-                          "invalid_prompt")
+        raise ClientError(
+            400,
+            "prompt: expected one non-empty string (rgd serve routes one prompt per request)",
+            "invalid_prompt",
+        )
     return prompt
 
 
@@ -86,8 +89,15 @@ class Ranker:
     not depend on which other requests shared its batch.
     """
 
-    def __init__(self, score, n_experts: int, objective: Objective, costs: np.ndarray | None, seed: int = 0,
-                 max_batch: int = 64):
+    def __init__(
+        self,
+        score,
+        n_experts: int,
+        objective: Objective,
+        costs: np.ndarray | None,
+        seed: int = 0,
+        max_batch: int = 64,
+    ):
         self._score, self.m = score, n_experts
         self.objective, self.costs, self.seed, self.max_batch = objective, costs, seed, max_batch
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rgd-embed")
@@ -110,7 +120,9 @@ class Ranker:
         S = np.asarray(self._score(texts), dtype=np.float64)
         if S.shape != (len(texts), self.m):
             raise RuntimeError(f"router returned scores of shape {S.shape}, expected {(len(texts), self.m)}")
-        return [(S[i], order(S[i : i + 1], self.costs, self.objective, self.seed)[0]) for i in range(len(texts))]
+        return [
+            (S[i], order(S[i : i + 1], self.costs, self.objective, self.seed)[0]) for i in range(len(texts))
+        ]
 
     async def rank(self, text: str) -> tuple[np.ndarray, np.ndarray]:
         fut = asyncio.get_running_loop().create_future()
@@ -142,18 +154,32 @@ class Metrics:
 
         prometheus_client.disable_created_metrics()  # no `*_created` series: counters and histograms only
         self.registry = r = CollectorRegistry()
-        self.requests = Counter("rgd_requests", "client requests by path and HTTP status", ["path", "status"],
-                                registry=r)
-        self.routed = Counter("rgd_routed", "requests whose top-ranked expert this was", ["expert"], registry=r)
+        self.requests = Counter(
+            "rgd_requests", "client requests by path and HTTP status", ["path", "status"], registry=r
+        )
+        self.routed = Counter(
+            "rgd_routed", "requests whose top-ranked expert this was", ["expert"], registry=r
+        )
         self.answered = Counter("rgd_answered", "requests this expert answered", ["expert"], registry=r)
-        self.upstream_errors = Counter("rgd_upstream_errors", "failed upstream calls by expert and kind "
-                                       "(connection, timeout, http_5xx, invalid_response, stream)", ["expert", "kind"],
-                                       registry=r)
-        self.failovers = Counter("rgd_failovers", "requests answered by another than their first expert", registry=r)
-        self.routing = Histogram("rgd_routing_seconds", "time to embed and rank one request (queueing included)",
-                                 buckets=(.001, .0025, .005, .01, .02, .03, .05, .1, .25, .5, 1, 2.5), registry=r)
-        self.total = Histogram("rgd_request_seconds", "time to the answer (a stream: to its first event)",
-                               ["path"], registry=r)
+        self.upstream_errors = Counter(
+            "rgd_upstream_errors",
+            "failed upstream calls by expert and kind "
+            "(connection, timeout, http_5xx, invalid_response, stream)",
+            ["expert", "kind"],
+            registry=r,
+        )
+        self.failovers = Counter(
+            "rgd_failovers", "requests answered by another than their first expert", registry=r
+        )
+        self.routing = Histogram(
+            "rgd_routing_seconds",
+            "time to embed and rank one request (queueing included)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.total = Histogram(
+            "rgd_request_seconds", "time to the answer (a stream: to its first event)", ["path"], registry=r
+        )
         for e in experts:  # every series exists from the start, at 0
             self.routed.labels(e)
             self.answered.labels(e)
@@ -184,13 +210,18 @@ class Attempt:
 
     def to_dict(self) -> dict:
         d = {"expert": self.expert, "outcome": self.outcome}
-        return d | ({"status": self.status} if self.status is not None else {}) | ({"detail": self.detail} if self.detail else {})
+        return (
+            d
+            | ({"status": self.status} if self.status is not None else {})
+            | ({"detail": self.detail} if self.detail else {})
+        )
 
 
 @dataclass
 class _Call:
     """One attempt at one expert, as its steps share it: the request id, the expert, its endpoint and
     the request's attempts so far (this one is added once its outcome is known)."""
+
     rid: str
     expert: str
     ep: Endpoint
@@ -198,26 +229,37 @@ class _Call:
 
     def headers(self) -> dict:
         """The rgd headers of an answer from this expert (after its attempt is recorded)."""
-        return {"x-rgd-expert": self.expert, "x-rgd-request-id": self.rid,
-                "x-rgd-attempts": str(len(self.attempts))}
+        return {
+            "x-rgd-expert": self.expert,
+            "x-rgd-request-id": self.rid,
+            "x-rgd-attempts": str(len(self.attempts)),
+        }
 
 
 class Service:
-    def __init__(self, ranker: Ranker, experts: list[str], endpoints: dict[str, Endpoint], settings: ServeSettings):
+    def __init__(
+        self, ranker: Ranker, experts: list[str], endpoints: dict[str, Endpoint], settings: ServeSettings
+    ):
         self.ranker, self.experts, self.endpoints, self.s = ranker, experts, endpoints, settings
         self.metrics = Metrics(experts)
         self.client = None
         self._ids = itertools.count(1)
-        self._costs = expected_costs([endpoints[e].cost for e in experts]) if all(
-            endpoints[e].cost for e in experts) else None
+        self._costs = (
+            expected_costs([endpoints[e].cost for e in experts])
+            if all(endpoints[e].cost for e in experts)
+            else None
+        )
 
     # ---- lifecycle
     async def startup(self) -> None:
         import httpx2
 
         # no proxies from the environment: the fleet is addressed directly
-        self.client = httpx2.AsyncClient(trust_env=False, follow_redirects=False,
-                                         limits=httpx2.Limits(max_connections=None, max_keepalive_connections=256))
+        self.client = httpx2.AsyncClient(
+            trust_env=False,
+            follow_redirects=False,
+            limits=httpx2.Limits(max_connections=None, max_keepalive_connections=256),
+        )
         self.ranker.start()
 
     async def shutdown(self) -> None:
@@ -231,14 +273,18 @@ class Service:
             return True
         got = request.headers.get("authorization", "")
         scheme, _, token = got.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self.s.api_key.encode())
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), self.s.api_key.encode()
+        )
 
     def _json(self, obj, status: int = 200, headers: dict | None = None, path: str | None = None):
         from starlette.responses import Response
 
         if path:
             self.metrics.requests.labels(path, str(status)).inc()
-        return Response(json.dumps(obj, ensure_ascii=False).encode(), status, headers, media_type="application/json")
+        return Response(
+            json.dumps(obj, ensure_ascii=False).encode(), status, headers, media_type="application/json"
+        )
 
     def _scrub(self, data: bytes, ep: Endpoint) -> bytes:
         key = ep.api_key()
@@ -246,17 +292,39 @@ class Service:
 
     # ---- endpoints
     async def health(self, request):
-        return self._json({"status": "ok", "router": self.s.router_kind, "experts": self.experts,
-                           "objective": str(self.ranker.objective), "embedder": self.s.embedder})
+        return self._json(
+            {
+                "status": "ok",
+                "router": self.s.router_kind,
+                "experts": self.experts,
+                "objective": str(self.ranker.objective),
+                "embedder": self.s.embedder,
+            }
+        )
 
     async def models(self, request):
         if not self._authorised(request):
             return self._unauthorised("/v1/models")
         created = 0
-        data = [{"id": self.s.model_name, "object": "model", "created": created, "owned_by": "rgd",
-                 "rgd": {"routed": True, "experts": self.experts}}]
-        data += [{"id": e, "object": "model", "created": created, "owned_by": "rgd",
-                  "rgd": {"routed": False, "upstream_model": self.endpoints[e].model}} for e in self.experts]
+        data = [
+            {
+                "id": self.s.model_name,
+                "object": "model",
+                "created": created,
+                "owned_by": "rgd",
+                "rgd": {"routed": True, "experts": self.experts},
+            }
+        ]
+        data += [
+            {
+                "id": e,
+                "object": "model",
+                "created": created,
+                "owned_by": "rgd",
+                "rgd": {"routed": False, "upstream_model": self.endpoints[e].model},
+            }
+            for e in self.experts
+        ]
         return self._json({"object": "list", "data": data}, path="/v1/models")
 
     async def metrics_endpoint(self, request):
@@ -268,9 +336,16 @@ class Service:
         return Response(body, 200, media_type=ctype)
 
     def _unauthorised(self, path: str):
-        return self._json(error_body("missing or wrong API key: send `Authorization: Bearer <key>`",
-                                     "invalid_request_error", "invalid_api_key"), 401,
-                          {"www-authenticate": "Bearer"}, path)
+        return self._json(
+            error_body(
+                "missing or wrong API key: send `Authorization: Bearer <key>`",
+                "invalid_request_error",
+                "invalid_api_key",
+            ),
+            401,
+            {"www-authenticate": "Bearer"},
+            path,
+        )
 
     async def chat(self, request):
         return await self._complete(request, "chat")
@@ -299,8 +374,11 @@ class Service:
             try:
                 scores, ranked = await self.ranker.rank(text)
             except Exception as e:  # noqa: BLE001 - reported to the client as a server error
-                return self._json(error_body(f"routing failed: {type(e).__name__}: {e}", "server_error",
-                                             "routing_failed"), 500, path=path)
+                return self._json(
+                    error_body(f"routing failed: {type(e).__name__}: {e}", "server_error", "routing_failed"),
+                    500,
+                    path=path,
+                )
             routing_s = time.perf_counter() - t_route
             candidates, info = self._ranking(scores, ranked, routing_s)
         info["routing_ms"] = round(1000 * routing_s, 3)
@@ -322,8 +400,12 @@ class Service:
             log.info("%s body %s", rid, raw.decode("utf-8", "replace"))
         model = body.get("model")
         if model is not None and model != self.s.model_name and model not in self.endpoints:
-            raise ClientError(404, f"model {model!r}: ask for {self.s.model_name!r} to be routed, or one of "
-                              f"the experts {', '.join(self.experts)}", "model_not_found")
+            raise ClientError(
+                404,
+                f"model {model!r}: ask for {self.s.model_name!r} to be routed, or one of "
+                f"the experts {', '.join(self.experts)}",
+                "model_not_found",
+            )
         text = None if model in self.endpoints else user_text(body, kind)  # a pinned request is not routed
         return body, model, text
 
@@ -332,10 +414,18 @@ class Service:
         self.metrics.routing.observe(routing_s)
         names = [self.experts[j] for j in ranked]
         self.metrics.routed.labels(names[0]).inc()
-        info = {"router": self.s.router_kind, "objective": str(self.ranker.objective),
-                "ranking": [{"expert": self.experts[j], "score": _finite(scores[j]),
-                             **({"cost": float(self._costs[j])} if self._costs is not None else {})}
-                            for j in ranked]}
+        info = {
+            "router": self.s.router_kind,
+            "objective": str(self.ranker.objective),
+            "ranking": [
+                {
+                    "expert": self.experts[j],
+                    "score": _finite(scores[j]),
+                    **({"cost": float(self._costs[j])} if self._costs is not None else {}),
+                }
+                for j in ranked
+            ],
+        }
         return names[: self.s.max_attempts], info
 
     async def _first_answer(self, rid, path, kind, body, candidates, info, routing_s, t0):
@@ -350,15 +440,33 @@ class Service:
                     self.metrics.failovers.inc()
                 self.metrics.total.labels(path).observe(time.perf_counter() - t0)
                 self.metrics.requests.labels(path, str(resp.status_code)).inc()
-                log.info("%s %s -> %d expert=%s attempts=%d routing_ms=%.1f total_ms=%.1f%s", rid, path,
-                         resp.status_code, expert, len(attempts), 1000 * routing_s, 1000 * (time.perf_counter() - t0),
-                         " (stream)" if stream else "")
+                log.info(
+                    "%s %s -> %d expert=%s attempts=%d routing_ms=%.1f total_ms=%.1f%s",
+                    rid,
+                    path,
+                    resp.status_code,
+                    expert,
+                    len(attempts),
+                    1000 * routing_s,
+                    1000 * (time.perf_counter() - t0),
+                    " (stream)" if stream else "",
+                )
                 return resp
-        tried = "; ".join(f"{a.expert}: {a.outcome}" + (f" ({a.detail})" if a.detail else "") for a in attempts)
+        tried = "; ".join(
+            f"{a.expert}: {a.outcome}" + (f" ({a.detail})" if a.detail else "") for a in attempts
+        )
         log.warning("%s %s -> 502 no expert answered: %s", rid, path, tried)
-        return self._json(error_body(f"no expert answered ({len(attempts)} tried: {tried})", "upstream_error",
-                                     "no_expert_answered", rgd=info | {"attempts": [a.to_dict() for a in attempts]}),
-                          502, {"x-rgd-attempts": str(len(attempts))}, path)
+        return self._json(
+            error_body(
+                f"no expert answered ({len(attempts)} tried: {tried})",
+                "upstream_error",
+                "no_expert_answered",
+                rgd=info | {"attempts": [a.to_dict() for a in attempts]},
+            ),
+            502,
+            {"x-rgd-attempts": str(len(attempts))},
+            path,
+        )
 
     # ---- one attempt at one expert
     async def _forward(self, rid, kind, body, expert, stream, info, attempts):
@@ -391,14 +499,18 @@ class Service:
 
         ep = call.ep
         url = f"{ep.base_url}/{'chat/completions' if kind == 'chat' else 'completions'}"
-        headers = {"content-type": "application/json", "accept": "text/event-stream" if stream else "application/json"}
+        headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream" if stream else "application/json",
+        }
         key = ep.api_key()
         if key:
             headers["authorization"] = f"Bearer {key}"
         payload = json.dumps({**body, "model": ep.model}, ensure_ascii=False).encode()
         try:
-            req = self.client.build_request("POST", url, content=payload, headers=headers,
-                                            timeout=httpx2.Timeout(ep.timeout))
+            req = self.client.build_request(
+                "POST", url, content=payload, headers=headers, timeout=httpx2.Timeout(ep.timeout)
+            )
             return await self.client.send(req, stream=True)
         except httpx2.TimeoutException:
             self._failed(call, "timeout", f"no answer within {ep.timeout:g} s")
@@ -415,14 +527,19 @@ class Service:
             data = await resp.aread()
         except httpx2.HTTPError as e:
             await resp.aclose()
-            self._failed(call, "invalid_response",
-                         f"HTTP {resp.status_code}, body cut off ({type(e).__name__})")
+            self._failed(
+                call, "invalid_response", f"HTTP {resp.status_code}, body cut off ({type(e).__name__})"
+            )
             return None
         await resp.aclose()
         outcome = f"http_{resp.status_code // 100}xx"
         call.attempts.append(Attempt(call.expert, outcome, status=resp.status_code))
-        return Response(self._scrub(data, call.ep), resp.status_code, call.headers(),
-                        media_type=resp.headers.get("content-type", "application/json"))
+        return Response(
+            self._scrub(data, call.ep),
+            resp.status_code,
+            call.headers(),
+            media_type=resp.headers.get("content-type", "application/json"),
+        )
 
     async def _commit_stream(self, call: _Call, resp, extra: dict):
         """Relay an SSE stream, committed to this expert only once its first event has arrived: a
@@ -441,15 +558,22 @@ class Service:
                 raise httpx2.RemoteProtocolError("stream ended before its first event")
         except (httpx2.HTTPError, httpx2.StreamError) as e:
             await resp.aclose()
-            self._failed(call, "timeout" if isinstance(e, httpx2.TimeoutException) else "stream",
-                         f"before the first event: {type(e).__name__}")
+            self._failed(
+                call,
+                "timeout" if isinstance(e, httpx2.TimeoutException) else "stream",
+                f"before the first event: {type(e).__name__}",
+            )
             return None
         call.attempts.append(Attempt(call.expert, "answered", status=resp.status_code))
         extra["attempts"] = [a.to_dict() for a in call.attempts]
         self.metrics.answered.labels(call.expert).inc()
         events = self._relay(call.rid, resp, lines, head, call.expert, extra)
-        return StreamingResponse(events, resp.status_code, call.headers() | {"cache-control": "no-cache"},
-                                 media_type="text/event-stream")
+        return StreamingResponse(
+            events,
+            resp.status_code,
+            call.headers() | {"cache-control": "no-cache"},
+            media_type="text/event-stream",
+        )
 
     async def _whole_answer(self, call: _Call, resp, extra: dict):
         """A non-streamed answer: a JSON object, returned with `model` set to the expert and the rgd
@@ -478,8 +602,12 @@ class Service:
         self.metrics.answered.labels(call.expert).inc()
         obj["model"] = call.expert
         obj["rgd"] = extra | {"attempts": [a.to_dict() for a in call.attempts]}
-        return Response(json.dumps(obj, ensure_ascii=False).encode(), resp.status_code, call.headers(),
-                        media_type="application/json")
+        return Response(
+            json.dumps(obj, ensure_ascii=False).encode(),
+            resp.status_code,
+            call.headers(),
+            media_type="application/json",
+        )
 
     def _event(self, line: str, expert: str, extra: dict | None) -> str:
         """One SSE line with `model` set to the expert (and, on the first event, the rgd field)."""
@@ -517,9 +645,15 @@ class Service:
         except (httpx2.HTTPError, httpx2.StreamError) as e:
             why = "stalled" if isinstance(e, httpx2.TimeoutException) else "broke off"
             self.metrics.upstream_errors.labels(expert, "stream").inc()
-            log.warning("%s expert %s: stream %s after %d events (%s)", rid, expert, why, n_events, type(e).__name__)
-            err = error_body(f"expert {expert}: the stream {why} after {n_events} events ({type(e).__name__}); "
-                             "the answer is incomplete", "upstream_error", "stream_interrupted")
+            log.warning(
+                "%s expert %s: stream %s after %d events (%s)", rid, expert, why, n_events, type(e).__name__
+            )
+            err = error_body(
+                f"expert {expert}: the stream {why} after {n_events} events ({type(e).__name__}); "
+                "the answer is incomplete",
+                "upstream_error",
+                "stream_interrupted",
+            )
             yield "\ndata: " + json.dumps(err) + "\n\n"
         finally:
             await resp.aclose()
@@ -543,8 +677,10 @@ def create_app(service: Service):
 
     async def http_error(request, exc: HTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return service._json(error_body(f"{request.method} {request.url.path}: {exc.detail}",
-                                        "invalid_request_error", code), exc.status_code)
+        return service._json(
+            error_body(f"{request.method} {request.url.path}: {exc.detail}", "invalid_request_error", code),
+            exc.status_code,
+        )
 
     routes = [
         Route("/v1/chat/completions", service.chat, methods=["POST"]),

@@ -10,8 +10,10 @@ from pathlib import Path
 
 from ..io import InputError
 
-KEY_HELP = ("name of an environment variable holding the key clients must send as `Authorization: Bearer "
-            "KEY` (default: no key; then bind to localhost only)")
+KEY_HELP = (
+    "name of an environment variable holding the key clients must send as `Authorization: Bearer "
+    "KEY` (default: no key; then bind to localhost only)"
+)
 
 
 def _loopback(host: str) -> bool:
@@ -23,9 +25,18 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def build_service(router_dir, endpoints_file, objective: str = "quality", seed: int = 0, threads: int = 1,
-                  max_attempts: int | None = None, api_key_env: str | None = None, log_bodies: bool = False,
-                  model_name: str | None = None, env: dict | None = None):
+def build_service(
+    router_dir,
+    endpoints_file,
+    objective: str = "quality",
+    seed: int = 0,
+    threads: int = 1,
+    max_attempts: int | None = None,
+    api_key_env: str | None = None,
+    log_bodies: bool = False,
+    model_name: str | None = None,
+    env: dict | None = None,
+):
     """Check every input, then load the router and its embedder once: the Service to serve.
     Everything a user can get wrong fails here, with one located line, before the embedder loads."""
     from . import endpoints as E
@@ -45,9 +56,14 @@ def build_service(router_dir, endpoints_file, objective: str = "quality", seed: 
     if model_name is not None and model_name in experts:
         raise _option_error("--model-name", f"{model_name!r} is an expert's name")
     ranker = _ranker(router, prov, router_dir, threads, obj, [eps[e].cost for e in experts], seed)
-    settings = ServeSettings(max_attempts=min(max_attempts or DEFAULT_MAX_ATTEMPTS, len(experts)),
-                             api_key=key, log_bodies=log_bodies, model_name=model_name or ROUTER_MODEL,
-                             router_kind=prov.get("kind", ""), embedder=dict(prov["embedder"]))
+    settings = ServeSettings(
+        max_attempts=min(max_attempts or DEFAULT_MAX_ATTEMPTS, len(experts)),
+        api_key=key,
+        log_bodies=log_bodies,
+        model_name=model_name or ROUTER_MODEL,
+        router_kind=prov.get("kind", ""),
+        embedder=dict(prov["embedder"]),
+    )
     return Service(ranker, experts, eps, settings)
 
 
@@ -72,8 +88,12 @@ def _load_router(router_dir: Path):
         raise InputError(router_dir, None, None, f"not a trained router directory (no {routers.PROVENANCE})")
     router, prov = routers.load(router_dir)
     if not prov.get("embedder"):
-        raise InputError(router_dir / routers.PROVENANCE, None, "embedder", "router records no embedder: "
-                         "rgd serve embeds each request with the router's own embedder")
+        raise InputError(
+            router_dir / routers.PROVENANCE,
+            None,
+            "embedder",
+            "router records no embedder: rgd serve embeds each request with the router's own embedder",
+        )
     return router, prov
 
 
@@ -83,8 +103,12 @@ def _check_costs(eps: dict, experts: list[str], endpoints_file, obj) -> None:
 
     lacking = [e for e in experts if eps[e].cost is None]
     if lacking:
-        raise InputError(endpoints_file, None, f"experts.{lacking[0]}.cost",
-                         f"missing: the objective {obj} needs every expert's cost")
+        raise InputError(
+            endpoints_file,
+            None,
+            f"experts.{lacking[0]}.cost",
+            f"missing: the objective {obj} needs every expert's cost",
+        )
     try:
         common_unit([eps[e].cost for e in experts], experts)
     except ValueError as e:
@@ -110,7 +134,8 @@ def _ranker(router, prov: dict, router_dir: Path, threads: int, obj, expert_cost
     from .app import Ranker
 
     embedder_spec(prov["embedder"], str(router_dir / routers.PROVENANCE)).check_available(
-        str(router_dir / routers.PROVENANCE))
+        str(router_dir / routers.PROVENANCE)
+    )
     embedder = Embedder(prov["embedder"], threads=threads)
 
     def score(texts):
@@ -128,20 +153,44 @@ def cmd_serve(a):
     from .app import create_app
 
     if not _loopback(a.host) and not a.api_key_env:
-        print(f"rgd serve: warning: binding to {a.host} without --api-key-env: anyone who can reach this port "
-              "can use the pool", file=sys.stderr)
-    service = build_service(a.router, a.endpoints, a.objective, a.seed, a.threads, a.max_attempts, a.api_key_env,
-                            a.log_bodies, a.model_name)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        stream=sys.stderr)
-    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one line per upstream call is ours, not the client's
+        print(
+            f"rgd serve: warning: binding to {a.host} without --api-key-env: anyone who can reach this port "
+            "can use the pool",
+            file=sys.stderr,
+        )
+    service = build_service(
+        a.router,
+        a.endpoints,
+        a.objective,
+        a.seed,
+        a.threads,
+        a.max_attempts,
+        a.api_key_env,
+        a.log_bodies,
+        a.model_name,
+    )
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+    logging.getLogger("httpx2").setLevel(
+        logging.WARNING
+    )  # one line per upstream call is ours, not the client's
     s = service.s
-    print(f"rgd serve: router {s.router_kind} over {', '.join(service.experts)}; objective "
-          f"{service.ranker.objective}; at most {s.max_attempts} experts per request; "
-          f"{'bearer key required' if s.api_key else 'no client key'}; bodies {'logged' if s.log_bodies else 'not logged'}",
-          file=sys.stderr, flush=True)
-    uvicorn.run(create_app(service), host=a.host, port=a.port, log_level="info", access_log=False,
-                timeout_graceful_shutdown=5)
+    print(
+        f"rgd serve: router {s.router_kind} over {', '.join(service.experts)}; objective "
+        f"{service.ranker.objective}; at most {s.max_attempts} experts per request; "
+        f"{'bearer key required' if s.api_key else 'no client key'}; bodies {'logged' if s.log_bodies else 'not logged'}",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(
+        create_app(service),
+        host=a.host,
+        port=a.port,
+        log_level="info",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
 
 
 def register(add) -> None:
@@ -157,19 +206,40 @@ def register(add) -> None:
         return v
 
     s = add("serve", cmd_serve, "an OpenAI-compatible routing endpoint in front of the pool's model servers")
-    s.add_argument("--router", required=True, path=IN_DIR, help="a trained router directory (rgd train --out-dir)")
-    s.add_argument("--endpoints", required=True, path=IN, help="YAML/JSON file mapping every pool expert to its "
-                   "OpenAI-compatible endpoint (docs/SERVING.md)")
-    s.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
+    s.add_argument(
+        "--router", required=True, path=IN_DIR, help="a trained router directory (rgd train --out-dir)"
+    )
+    s.add_argument(
+        "--endpoints",
+        required=True,
+        path=IN,
+        help="YAML/JSON file mapping every pool expert to its OpenAI-compatible endpoint (docs/SERVING.md)",
+    )
+    s.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)"
+    )
     s.add_argument("--port", type=port, default=8000, help="port to bind (default %(default)s)")
-    s.add_argument("--objective", default="quality", help="quality (default), tolerance=T (the cheapest expert "
-                   "within T of the best score) or lambda=L (score - L * cost / max cost); costs come from the "
-                   "endpoints file")
-    s.add_argument("--max-attempts", type=count(1), help="experts tried per request when one fails (default: "
-                   "3, at most the pool)")
+    s.add_argument(
+        "--objective",
+        default="quality",
+        help="quality (default), tolerance=T (the cheapest expert "
+        "within T of the best score) or lambda=L (score - L * cost / max cost); costs come from the "
+        "endpoints file",
+    )
+    s.add_argument(
+        "--max-attempts",
+        type=count(1),
+        help="experts tried per request when one fails (default: 3, at most the pool)",
+    )
     s.add_argument("--api-key-env", help=KEY_HELP)
-    s.add_argument("--model-name", help="the `model` clients ask for to be routed (default: rgd); an expert's "
-                   "name pins that expert")
+    s.add_argument(
+        "--model-name",
+        help="the `model` clients ask for to be routed (default: rgd); an expert's name pins that expert",
+    )
     s.add_argument("--log-bodies", action="store_true", help="log every request body (default: never)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the ranking's tie-break (default %(default)s)")
-    s.add_argument("--threads", type=count(1), default=1, help="CPU threads of the embedder (default %(default)s)")
+    s.add_argument(
+        "--seed", type=int, default=0, help="seed of the ranking's tie-break (default %(default)s)"
+    )
+    s.add_argument(
+        "--threads", type=count(1), default=1, help="CPU threads of the embedder (default %(default)s)"
+    )

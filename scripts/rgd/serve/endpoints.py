@@ -43,8 +43,13 @@ class Endpoint:
 
     def describe(self) -> dict:
         """What /health shows: never the key, only the variable's name."""
-        return {"base_url": self.base_url, "model": self.model, "timeout": self.timeout,
-                "api_key_env": self.api_key_env, "cost": self.cost.to_dict() if self.cost else None}
+        return {
+            "base_url": self.base_url,
+            "model": self.model,
+            "timeout": self.timeout,
+            "api_key_env": self.api_key_env,
+            "cost": self.cost.to_dict() if self.cost else None,
+        }
 
 
 def _lines(path: Path, text: str) -> dict[tuple, int]:
@@ -89,7 +94,9 @@ def load(path: str | os.PathLike, pool: list[str], env: dict | None = None) -> d
     entries = doc["experts"]
     missing = [e for e in pool if e not in entries]
     if missing:
-        raise err(("experts",), f"no endpoint for pool expert {missing[0]!r} (the router's pool: {', '.join(pool)})")
+        raise err(
+            ("experts",), f"no endpoint for pool expert {missing[0]!r} (the router's pool: {', '.join(pool)})"
+        )
     out = {}
     for expert in pool:
         spec = entries[expert]
@@ -104,10 +111,15 @@ def load(path: str | os.PathLike, pool: list[str], env: dict | None = None) -> d
                 raise err(key + (f,), "missing" if f not in spec else "expected a non-empty string")
         url = urlsplit(spec["base_url"])
         if url.scheme not in ("http", "https") or not url.netloc:
-            raise err(key + ("base_url",), f"expected an http(s) URL such as http://host:8000/v1, got {spec['base_url']!r}")
+            raise err(
+                key + ("base_url",),
+                f"expected an http(s) URL such as http://host:8000/v1, got {spec['base_url']!r}",
+            )
         if url.username or url.password:
-            raise err(key + ("base_url",), "credentials in the URL: put the key in an environment variable "
-                      "and name it in api_key_env")
+            raise err(
+                key + ("base_url",),
+                "credentials in the URL: put the key in an environment variable and name it in api_key_env",
+            )
         var = spec.get("api_key_env")
         if var is not None:
             if not isinstance(var, str) or not var.strip():
@@ -121,9 +133,14 @@ def load(path: str | os.PathLike, pool: list[str], env: dict | None = None) -> d
             except ValueError as e:
                 field, _, msg = str(e).partition(": ")
                 raise err(key + tuple(field.split(".")), msg) from None
-        out[expert] = Endpoint(expert, spec["base_url"].rstrip("/"), spec["model"],
-                               _timeout(spec.get("timeout", default_timeout), lambda m: err(key + ("timeout",), m)),
-                               var, cost)
+        out[expert] = Endpoint(
+            expert,
+            spec["base_url"].rstrip("/"),
+            spec["model"],
+            _timeout(spec.get("timeout", default_timeout), lambda m: err(key + ("timeout",), m)),
+            var,
+            cost,
+        )
     return out
 
 
