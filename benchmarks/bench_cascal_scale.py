@@ -184,14 +184,16 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{m} models b = {v['exponent']:.2f}" for m, v in pools.items())
         + f"; {big['n_train']:,} x {plan['dim']}-d, {big['models']} models: train {big['train_s']:.0f} s, "
         f"peak {big['maxrss_gib']:.1f} GiB; routing {fmt_rate(fig['route_qps_min'], 'q')} (slowest point, "
-        f"{plan['stream']:,} questions streamed in blocks of {BLOCK:,}, <= {fig['route_block_peak_mib_max']:.0f} MiB "
+        f"{plan['stream']:,} questions streamed in blocks of {BLOCK:,}, <= "
+        f"{fig['route_block_peak_mib_max']:.0f} MiB "
         "per block)",
         f"linear growth from {plan['sizes'][0]:,}: {big['models']} models "
         f"{pools[str(big['models'])]['linear_from_smallest_s']:.0f} s at {big['n_train']:,}",
         fig,
         pools[str(big["models"])]["largest_over_linear"],
         "measured / linear-extrapolated training time at the largest size",
-        f"b <= {T['exponent']} (about n log n), peak <= {T['peak_gib']:g} GiB, route >= {T['route_qps']:,.0f} q/s",
+        f"b <= {T['exponent']} (about n log n), peak <= {T['peak_gib']:g} GiB, route >= "
+        f"{T['route_qps']:,.0f} q/s",
         missed,
         args.quick,
     )

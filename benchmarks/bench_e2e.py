@@ -11,7 +11,8 @@ warm  the same command immediately again: a no-op rerun (Snakemake builds the DA
 
 Same-run baseline: the sum of the jobs' own wall times (each rule's `benchmark:` file). The ratio
 Σ job time / cold wall time is the parallel speed-up Snakemake gets from --cores 2 (at most 2).
-Takes 7-20 minutes on a 2-core machine (6.9 min quiet, 20.8 min at load average ~5); `make bench BENCH_E2E=0` skips it.
+Takes 7-20 minutes on a 2-core machine (6.9 min quiet, 20.8 min at load average ~5);
+`make bench BENCH_E2E=0` skips it.
 
     .venv/bin/python benchmarks/bench_e2e.py [--out result.json] [--keep]
 
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         missed.append("the cold run wrote no results/tables/summary.md")
     res = result(
         "e2e",
-        f"cold {cold_s / 60:.1f} min ({figures['jobs']} jobs, --cores {args.cores}), warm (no-op) {warm_s:.1f} s",
+        f"cold {cold_s / 60:.1f} min ({figures['jobs']} jobs, --cores {args.cores}), warm (no-op) "
+        f"{warm_s:.1f} s",
         f"sum of the jobs' own times: {total / 60:.1f} min",
         figures,
         total / cold_s if cold_s > 0 else None,

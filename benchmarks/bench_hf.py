@@ -12,9 +12,10 @@ Target: batched >= 2x one at a time.
 What batching can gain is measured in the same run, so that a miss can be told apart from a
 slow backend: `batch_gain` is how much cheaper a row is inside a batch of identical rows than
 alone (the device's batching headroom: 1.1-1.2x measured on this project's CPU, where a forward
-pass costs per token; on a GPU it should be several x, not measured yet), and `sharing_ceiling` is the ratio the tokens shared within the
-backend's batches allow at a per-token cost. `ceiling` is the better of the two strategies'
-bounds (padded rows: batch_gain x padding efficiency; shared prefix: sharing_ceiling).
+pass costs per token; on a GPU it should be several x, not measured yet), and `sharing_ceiling`
+is the ratio the tokens shared within the backend's batches allow at a per-token cost.
+`ceiling` is the better of the two strategies' bounds
+(padded rows: batch_gain x padding efficiency; shared prefix: sharing_ceiling).
 
     .venv/bin/python benchmarks/bench_hf.py [--out result.json] [--quick] [--batch-size 8] [--threads 1]
     python benchmarks/bench_hf.py --device cuda      # on a GPU node (padded batches there)
@@ -235,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     res = result(
         "hf",
         f"{fmt_rate(n / batched_s, 'q')} letter mode, batch {args.batch_size} (SmolLM2-135M, {len(qs)} MMLU "
-        f"questions x {'/'.join(styles)}, {backend.device}, {args.threads} thread{'s' if args.threads > 1 else ''}, "
+        f"questions x {'/'.join(styles)}, {backend.device}, {args.threads} "
+        f"thread{'s' if args.threads > 1 else ''}, "
         f"{backend.letter_batching}; {per_style}); measured ceiling {ceiling:.2f}x (batch gain "
         f"{gain:.2f}x, shared tokens {shared_bound:.2f}x)",
         f"one question at a time: {fmt_rate(n / one_s, 'q')}",

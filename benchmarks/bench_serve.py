@@ -8,8 +8,8 @@ questions with planted niches), forwarding over a kept-alive connection and rela
 The router is the real `rgd serve` command in its own process. Rounds alternate direct, pinned
 (`model` = an expert: the proxy without embedding or ranking) and routed calls, so a change in
 machine load hits all alike; the pinned arm splits the overhead into the HTTP proxy's share and
-the embedder's (MiniLM's forward pass is ~27 ms of CPU per question on one thread of this CPU). Targets (issue 16): at most 10 ms added at the
-median and 30 ms at p99, at each concurrency.
+the embedder's (MiniLM's forward pass is ~27 ms of CPU per question on one thread of this CPU).
+Targets (issue 16): at most 10 ms added at the median and 30 ms at p99, at each concurrency.
 
     python benchmarks/bench_serve.py [--out results.json] [--quick]
 """
@@ -43,7 +43,8 @@ from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 BODY = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "fake",
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "B"}, "finish_reason": "stop"}],
+                   "choices": [{"index": 0, "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": "B"}}],
                    "usage": {"prompt_tokens": 60, "completion_tokens": 1, "total_tokens": 61}}).encode()
 async def chat(request):
     await request.body()
@@ -284,8 +285,10 @@ def main(argv=None) -> int:
     res = result(
         "serve",
         f"added by rgd serve: 1 client p50 {one['added_p50_ms']:.1f} ms, p99 {one['added_p99_ms']:.1f} ms; "
-        f"32 clients p50 {many['added_p50_ms']:.1f} ms, p99 {many['added_p99_ms']:.1f} ms (of which the HTTP proxy "
-        f"alone, an expert pinned: p50 {one['proxy_added_p50_ms']:.1f} / {many['proxy_added_p50_ms']:.1f} ms)",
+        f"32 clients p50 {many['added_p50_ms']:.1f} ms, p99 {many['added_p99_ms']:.1f} ms (of which the HTTP "
+        "proxy "
+        f"alone, an expert pinned: p50 {one['proxy_added_p50_ms']:.1f} / {many['proxy_added_p50_ms']:.1f} "
+        "ms)",
         f"the fake expert called directly: p50 {one['direct_ms']['p50']:.1f} ms (1 client), "
         f"{many['direct_ms']['p50']:.1f} ms (32 clients)",
         {"levels": levels, "threads": a.threads, "embedder": "all-MiniLM-L6-v2", "router": "cascal"},

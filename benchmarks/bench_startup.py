@@ -171,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(fig, indent=2))
     res = result(
         "startup",
-        f"rgd route (500 questions, given embeddings) {route_s:.2f} s wall; --help of {len(help_s)} subcommands "
+        f"rgd route (500 questions, given embeddings) {route_s:.2f} s wall; --help of {len(help_s)} "
+        "subcommands "
         f"<= {fig['help_max_s']:.2f} s; floor (python + numpy) {floor_s:.2f} s",
         f"the same rgd route with scikit-learn imported first: {sklearn_s:.2f} s",
         fig,

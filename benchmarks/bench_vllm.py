@@ -9,9 +9,9 @@
 Modes: `cot` (sampled reasoning, decode-bound) and `letter` (one next-token step, prefill-bound;
 raw asks for the top-20 logprobs, rgd for the option letters' exact logprobs). Each mode warms
 both paths up, then runs raw and rgd back to back `--reps` times, alternating which goes first,
-the prefix cache reset before every run. The ratio is the median over those pairs of rgd's tokens/s over raw's: a pair shares
-the machine's state, which matters on shared machines. Exits 1 if it is below --min-ratio
-(issue 8: >= 0.9) in any mode.
+the prefix cache reset before every run. The ratio is the median over those pairs of rgd's
+tokens/s over raw's: a pair shares the machine's state, which matters on shared machines.
+Exits 1 if it is below --min-ratio (issue 8: >= 0.9) in any mode.
 
 Run it in the vLLM venv (CPU: `make venv-vllm`; clusters: envs/vllm.yaml), with questions from
 `rgd embedded-data` or any workflow output, e.g.:

@@ -83,7 +83,8 @@ def finish(res: dict, out: str | None) -> int:
 
     ratio = "-" if res["ratio"] is None else f"{res['ratio']:.2f}x ({res['ratio_meaning']})"
     print(
-        f"[{res['name']}] {res['summary']} | baseline: {res['baseline']} | ratio {ratio} | target {res['target']}"
+        f"[{res['name']}] {res['summary']} | baseline: {res['baseline']} | ratio {ratio} | target "
+        f"{res['target']}"
     )
     if out:
         write_json(out, res)

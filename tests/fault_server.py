@@ -62,7 +62,8 @@ def fake_reply(prompt: str, seed, n: int, continuation: bool = False) -> str:
         )
         tag = "" if continuation and k == 0 else "[QUESTION] "
         blocks.append(
-            f"{tag}Which statement about {topic} holds in case {h[:10]}?\n{opts}\n[ANSWER] {'ABCD'[int(h[40], 16) % 4]}"
+            f"{tag}Which statement about {topic} holds in case {h[:10]}?\n{opts}\n[ANSWER] "
+            f"{'ABCD'[int(h[40], 16) % 4]}"
         )
     return "\n#####\n".join(blocks)
 

@@ -1356,7 +1356,10 @@ case(
 )
 
 # archive (its checks of members and secrets: tests/test_archive.py)
-ARCH = "archive --out {o}/rgd-results-x.tar.gz --config-json {config_json} --results {results} --include {results}/a.txt"
+ARCH = (
+    "archive --out {o}/rgd-results-x.tar.gz --config-json {config_json} --results {results} "
+    "--include {results}/a.txt"
+)
 case(
     "archive", "config-json-missing", ARCH.replace("{config_json}", "{missing}"), "missing", "file not found"
 )

@@ -56,7 +56,7 @@ def run_cli(capsys, *args) -> tuple[int, str]:
 
 def assert_one_line_error(code: int, err: str, path: Path, fragment: str):
     assert code == 2, err
-    lines = [l for l in err.splitlines() if l.strip()]
+    lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert str(path) in lines[0] and fragment in lines[0], lines[0]
 

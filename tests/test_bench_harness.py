@@ -122,7 +122,8 @@ def test_failures_timeouts_and_inconsistent_results(tmp_path):
     liar = tmp_path / "liar.py"  # writes a passing result but exits 1
     liar.write_text(
         "import json, sys\nout = sys.argv[sys.argv.index('--out') + 1]\n"
-        "json.dump({'name': 'liar', 'passed': True, 'missed': [], 'figures': {'x': 1}, 'ratio': 2.0}, open(out, 'w'))\n"
+        "json.dump({'name': 'liar', 'passed': True, 'missed': [], 'figures': {'x': 1}, 'ratio': 2.0}, "
+        "open(out, 'w'))\n"
         "sys.exit(1)\n"
     )
     r = harness.run_one("liar", [sys.executable, str(liar)], timeout=60)

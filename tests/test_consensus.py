@@ -21,7 +21,7 @@ def fixed_stats(median: float, sigma: float = 1.0, n_m: int = N_M) -> ModelStats
     return ModelStats(np.full(n_m, median), np.full(n_m, sigma))
 
 
-# --- docs/METHOD.md §6: the reference values -----------------------------------------------------------------------
+# --- docs/METHOD.md §6: the reference values ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from rgd.records import read_keys, read_questions, slug
 
 
 def _write(path, lines):
-    path.write_bytes(b"".join(l if isinstance(l, bytes) else (l + "\n").encode() for l in lines))
+    path.write_bytes(b"".join(x if isinstance(x, bytes) else (x + "\n").encode() for x in lines))
     return path
 
 

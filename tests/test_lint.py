@@ -1,4 +1,5 @@
-"""Workflow style: `snakemake --lint` has no findings and `snakefmt --check` passes (run by `make test`)."""
+"""Style: `snakemake --lint` has no findings, `snakefmt --check` passes, and ruff (check and format) has
+no findings in scripts, tests and benchmarks (run by `make test`)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,20 @@ def test_snakemake_lint_has_no_findings(config, tmp_path):
 def test_snakefmt_check_passes():
     res = subprocess.run(
         [str(BIN / "snakefmt"), "--check", "--diff", "workflow"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
+
+
+@pytest.mark.parametrize("check", [["check"], ["format", "--check", "--diff"]], ids=["check", "format"])
+def test_ruff_has_no_findings(check):
+    # the rules and the line length live in pyproject.toml ([tool.ruff]); nothing is silenced inline
+    res = subprocess.run(
+        [str(BIN / "ruff"), *check, "scripts", "tests", "benchmarks"],
         cwd=ROOT,
         env=ENV,
         capture_output=True,

@@ -1,4 +1,4 @@
-"""Model sources (rgd.models) and the per-machine dtype (rgd.backends.hf.resolve_dtype).
+"""Model sources (rgd.models) and the per-machine dtype (rgd.backends.base.resolve_dtype).
 
 The chunk-package source is tested on real files: packages laid out as pip installs them (a
 package folder with data/partNN.bin and a dist-info) in a temporary site directory, whose
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rgd.backends.hf import cpu_bf16_flags, resolve_dtype
+from rgd.backends.base import cpu_bf16_flags, resolve_dtype
 from rgd.models import join_parts, materialise
 
 ROOT = Path(__file__).resolve().parents[1]

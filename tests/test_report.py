@@ -376,7 +376,7 @@ def test_tables_three_formats(world, tmp_path):
     )
     for name in ("main", "generators", "calibration", "scaling", "clusters"):
         rows = list(csv.reader(io.StringIO((tmp_path / f"{name}.csv").read_text())))
-        md = [l for l in (tmp_path / f"{name}.md").read_text().splitlines() if l.startswith("|")]
+        md = [row for row in (tmp_path / f"{name}.md").read_text().splitlines() if row.startswith("|")]
         tex = (tmp_path / f"{name}.tex").read_text()
         assert len(md) == len(rows) + 1  # + the |---| line
         assert "\\toprule" in tex and "\\bottomrule" in tex and tex.count("\\\\") == len(rows)

@@ -138,9 +138,7 @@ def test_sigkill_then_resume_is_byte_identical(tmp_path, tiny_model):
     assert 0 < done_before < N, "the kill must land mid-run"
     assert not (tmp_path / "run.jsonl").exists()  # no half-written output
 
-    out = subprocess.run(
-        _cmd(tmp_path, tiny_model, q, "run", spec), check=True, capture_output=True, text=True
-    )
+    subprocess.run(_cmd(tmp_path, tiny_model, q, "run", spec), check=True, capture_output=True, text=True)
     meta = _run_record(tmp_path, "run")
     assert meta["n_cached"] >= done_before - 1 and meta["n_cached"] + meta["n_computed"] == N
     assert (tmp_path / "run.jsonl").read_bytes() == (tmp_path / "ref.jsonl").read_bytes()

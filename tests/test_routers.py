@@ -37,7 +37,8 @@ def test_importing_the_door_and_building_routers_stays_light():
     code = (
         "import sys; from rgd import routers\n"
         "for k in routers.KINDS: routers.check_params(k, {})\n"
-        "print(sorted(m for m in ('sklearn', 'threadpoolctl', 'torch', 'transformers', 'scipy') if m in sys.modules))"
+        "print(sorted(m for m in ('sklearn', 'threadpoolctl', 'torch', 'transformers', 'scipy') if m in "
+        "sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -84,7 +84,9 @@ def test_summary_table(run):
         assert int(r["n"]) > 0 and 0 <= float(r["top1"]) <= 100
     oracle = float(next(r["top1"] for r in rows if r["router"] == "oracle"))
     assert all(float(r["top1"]) <= oracle + 1e-9 for r in rows)
-    gen = [l for l in (results / "data/mmlu/gen-gemma.questions.jsonl").read_text().splitlines() if l]
+    gen = [
+        line for line in (results / "data/mmlu/gen-gemma.questions.jsonl").read_text().splitlines() if line
+    ]
     assert gen, "the real generator produced no valid question"
     assert (results / "tables/summary.md").read_text().count("|") > 20
 
@@ -154,15 +156,15 @@ def test_a_models_dtype_reaches_its_transformers_jobs(run, tmp_path):
     res = snakemake("-n", "-p", config=changed)
     responds = set(RESPONSE.findall(res.stdout))
     assert responds == {"b-plain", "b-fewshot"}
-    shells = [l for l in (res.stdout + res.stderr).splitlines() if "rgd respond " in l]
-    assert len(shells) == 6 and all('"engine": {"dtype": "bfloat16"}' in l for l in shells)
+    shells = [line for line in (res.stdout + res.stderr).splitlines() if "rgd respond " in line]
+    assert len(shells) == 6 and all('"engine": {"dtype": "bfloat16"}' in s for s in shells)
 
 
 def _summary_inputs(config: Path) -> dict[str, list[str]]:
     """output file -> input files, for every train_router job, from Snakemake's own DAG."""
     res = snakemake("--detailed-summary", config=config)
     lines = res.stdout.splitlines()
-    header = lines.index(next(l for l in lines if l.startswith("output_file")))
+    header = lines.index(next(line for line in lines if line.startswith("output_file")))
     cols = lines[header].split("\t")
     out = {}
     for line in lines[header + 1 :]:

@@ -459,7 +459,8 @@ def cmd_evaluate(a):
 
     rep = run(a.routes, a.questions, a.keys, a.responses, a.stats, a.out, a.labels, a.seed, a.n_boot)
     print(
-        f"top1 {rep.top1:.3f}  top3 {rep.top3_vote:.3f}  best single {rep.best_single:.3f}  oracle {rep.oracle:.3f}"
+        f"top1 {rep.top1:.3f}  top3 {rep.top3_vote:.3f}  best single {rep.best_single:.3f}  oracle "
+        f"{rep.oracle:.3f}"
     )
 
 

@@ -141,14 +141,16 @@ def _reference_problems(c: dict) -> list[str]:
             elif c["experts"][expert]["model"] != g.get("model"):
                 p.append(
                     f"{where}: {expert!r} runs model {c['experts'][expert]['model']!r}, not the generator's "
-                    f"{g.get('model')!r} (the generator must answer its own questions; an API generator cannot)"
+                    f"{g.get('model')!r} (the generator must answer its own questions; an API generator "
+                    "cannot)"
                 )
         pool = f.get("differentiation", {}).get("pool")
         if pool is not None and pool not in c["pools"]:
             p.append(f"generators.{name}.filter.differentiation.pool: unknown pool {pool!r}")
     if "cascal" not in c["routers"]:
         p.append(
-            "routers: the report needs routers.cascal (the scaling curve and the cluster figures are CASCAL's)"
+            "routers: the report needs routers.cascal (the scaling curve and the cluster figures are "
+            "CASCAL's)"
         )
     return p
 

@@ -198,7 +198,9 @@ COSTS = (
 def from_options(
     objective: str, costs: Mapping | None, experts: Sequence[str]
 ) -> tuple[Objective, np.ndarray | None]:
-    """(Objective, (m,) expected costs or None) from `--objective` and `--costs`; one located line on error."""
+    """(Objective, (m,) expected costs or None) from `--objective` and `--costs`.
+
+    Errors are one located line."""
     from .io import InputError
 
     try:

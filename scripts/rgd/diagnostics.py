@@ -48,7 +48,8 @@ class Thresholds:
     def describe(self) -> list[str]:
         t = self
         return [
-            f"prompt-twins: a pair's raw agreement >= {100 * t.twin_agreement:g} points and its Cohen's kappa "
+            f"prompt-twins: a pair's raw agreement >= {100 * t.twin_agreement:g} points and its Cohen's "
+            "kappa "
             f">= {t.twin_kappa:g} above the two experts' mean agreement and kappa with the other experts "
             f"(needs 3 or more experts)",
             f"at chance: an expert's mean kappa with the other experts <= {t.chance_kappa:g} "
@@ -232,7 +233,8 @@ def warnings(diag: dict, t: Thresholds = THRESHOLDS) -> list[dict]:
                     "kind": "twins",
                     "experts": [a, b],
                     "value": ae,
-                    "message": f"{a} and {b} agree far beyond the rest ({p['agreement']:.0%} of their answers, "
+                    "message": f"{a} and {b} agree far beyond the rest "
+                    f"({p['agreement']:.0%} of their answers, "
                     f"{100 * ae:.0f} points above their mean with the others; kappa {p['kappa']:.2f}, "
                     f"{ke:+.2f}): consensus rewards agreement, so it favours the two together, right or "
                     "wrong; prompt variants of one model look like this (so do two distinct models "
@@ -250,7 +252,8 @@ def warnings(diag: dict, t: Thresholds = THRESHOLDS) -> list[dict]:
                     "kind": "chance",
                     "experts": [e],
                     "value": r,
-                    "message": f"{e} agrees with the others no better than chance (mean kappa {r:.2f}): its consensus "
+                    "message": f"{e} agrees with the others no better than chance (mean kappa {r:.2f}): "
+                    "its consensus "
                     "scores say little about its skill",
                 }
             )
@@ -273,7 +276,8 @@ def warnings(diag: dict, t: Thresholds = THRESHOLDS) -> list[dict]:
                 "kind": "pool-chance",
                 "experts": [],
                 "value": f,
-                "message": f"the pool as a whole agrees no better than chance (Fleiss' kappa {f:.2f}): consensus "
+                "message": f"the pool as a whole agrees no better than chance (Fleiss' kappa {f:.2f}): "
+                "consensus "
                 "scores are mostly noise",
             }
         )

@@ -40,7 +40,8 @@ def system_prompt(per_call: int = 1) -> str:
         "one new, challenging question of that kind, with exactly four answer options A to D, exactly one of "
         "which is correct."
         if per_call == 1
-        else f"{per_call} new, challenging questions of that kind, each with exactly four answer options A to D, "
+        else f"{per_call} new, challenging questions of that kind, "
+        "each with exactly four answer options A to D, "
         "exactly one of which is correct. Make the questions differ from each other."
     )
     sep = "" if per_call == 1 else "Separate consecutive questions with a line that contains only #####.\n"
@@ -49,7 +50,8 @@ def system_prompt(per_call: int = 1) -> str:
         f"a category of exam questions. Write {what} Do not use JSON or markdown code "
         "fences. Use this tagged format, each tag at the start of its own line:\n"
         "[QUESTION] the question\n[OPTION A] first option\n[OPTION B] second option\n"
-        "[OPTION C] third option\n[OPTION D] fourth option\n[ANSWER] the single letter of the correct option\n"
+        "[OPTION C] third option\n[OPTION D] fourth option\n[ANSWER] the single letter of the correct "
+        "option\n"
         f"{sep}Write mathematics in LaTeX between $ signs. Always include all six tags."
     )
 
@@ -444,7 +446,9 @@ def _plan(
 
 
 def _manifest(spec: GeneratorSpec, model_dir) -> dict:
-    """A local model's identity, its manifest: read first, so a wrong directory fails before the model loads."""
+    """A local model's identity, its manifest.
+
+    Read first, so a wrong directory fails before the model loads."""
     from pathlib import Path
 
     from .io import InputError, read_json
@@ -460,7 +464,9 @@ def _manifest(spec: GeneratorSpec, model_dir) -> dict:
 def _prompt_keys(
     identity, sampling: Sampling, spec: GeneratorSpec, prompts: list[dict], engine_id
 ) -> list[str]:
-    """Each prompt's cache key: everything that changes its reply (vLLM adds version, dtype, logprobs mode)."""
+    """Each prompt's cache key: everything that changes its reply.
+
+    vLLM adds its version, dtype and logprobs mode."""
     from .cache import content_key
 
     engine = [engine_id] if engine_id else []

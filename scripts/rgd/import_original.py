@@ -187,7 +187,9 @@ def load_original_embeddings(path: str | Path) -> dict:
 
 
 def embedding_rows(obj: dict, path: str | Path, question_ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The rows of `question_ids` in a loaded embeddings dict -> (ids (n,) str, X (n, d) float32, unit rows)."""
+    """The rows of `question_ids` in a loaded embeddings dict.
+
+    Returns (ids (n,) str, X (n, d) float32, unit rows)."""
     import torch
 
     path = Path(path)

@@ -187,7 +187,8 @@ def _size_culprit(parts: list[tuple[str, Path]], sizes: list[int], want: int) ->
         if odd:
             pkg, n = odd[0]
             return f"{pkg} holds {n:,} bytes where the other parts hold {common:,} ({total})"
-        return f"{parts[-1][0]} (the last part) holds {sizes[-1]:,} bytes, {want - common * (len(sizes) - 1):,} expected ({total})"
+        expected = want - common * (len(sizes) - 1)
+        return f"{parts[-1][0]} (the last part) holds {sizes[-1]:,} bytes, {expected:,} expected ({total})"
     return total
 
 

@@ -183,7 +183,8 @@ def table(tradeoffs: list[dict]):
     t = Table(
         "cost",
         "Accuracy-cost trade-off: each router's Top-1 with quality-only routing and the lowest cost "
-        f"on its frontier that matches the best single model (cost per {PER:,} test questions; empty: never; the frontier "
+        f"on its frontier that matches the best single model (cost per {PER:,} test questions; empty: never; "
+        "the frontier "
         "and the best single model are both read off the test keys).",
         [
             "benchmark",
@@ -248,7 +249,8 @@ def cmd_tradeoff(a):
         match = r["cost_to_match_best_single"]
         print(
             f"{name}: top-1 {r['quality']['accuracy']:.3f} at cost {PER * r['quality']['cost']:.4g}/{PER} q; "
-            f"matches best single ({out['best_single']['accuracy']:.3f} at {PER * out['best_single']['cost']:.4g}) "
+            f"matches best single ({out['best_single']['accuracy']:.3f} at "
+            f"{PER * out['best_single']['cost']:.4g}) "
             f"{'at ' + format(PER * match, '.4g') if match is not None else 'never'}"
         )
 

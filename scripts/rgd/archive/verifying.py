@@ -76,7 +76,10 @@ class Verified:
                 f"its sha256 equals {Path(self.archive).name}.sha256 beside it: intact since that file was "
                 "written, not proof that it is the published archive"
             )
-        return "no independent digest was checked: the files agree with the MANIFEST, which an editor can rewrite"
+        return (
+            "no independent digest was checked: the files agree with the MANIFEST, "
+            "which an editor can rewrite"
+        )
 
 
 def _sidecar_digest(sidecar: Path, archive: Path, problems: list[str], warnings: list[str]) -> str | None:
@@ -108,7 +111,8 @@ def _check_digest(
         if want is not None and want != digest:
             problems.append(f"{archive.name}: sha256 {digest} differs from {sidecar.name} ({want})")
         how = (
-            f"the archive's sha256 was checked only against {sidecar.name}, the file beside it, which whoever "
+            f"the archive's sha256 was checked only against {sidecar.name}, the file beside it, which "
+            "whoever "
             "edited the archive can regenerate"
         )
         (problems if strict else warnings).append(
@@ -117,7 +121,8 @@ def _check_digest(
         )
         return SIDECAR
     how = (
-        f"no independent digest (no --sha256, no {sidecar.name}): only the archive's internal consistency was "
+        f"no independent digest (no --sha256, no {sidecar.name}): only the archive's internal consistency "
+        "was "
         "checked, and a member edited together with its MANIFEST and SHA256SUMS entries would pass"
     )
     (problems if strict else warnings).append(

@@ -129,7 +129,8 @@ class _APIBackend(Backend):
         cfg, kind = settings.config, cls.name
         if "api_key" in cfg:
             raise ValueError(
-                f"api_key: keys are never read from config; set {DEFAULT_ENV[kind]} in the environment or .env"
+                f"api_key: keys are never read from config; set {DEFAULT_ENV[kind]} in the environment or "
+                ".env"
             )
         if not cfg.get("model_id"):
             raise ValueError(f"model_id: the {kind} backend needs the API's model id")
@@ -141,7 +142,8 @@ class _APIBackend(Backend):
         if style == "chat-fewshot" or (not cls.completions and style != "chat"):
             raise ValueError(
                 f"style: {style!r} is not available with the {kind} backend (chat APIs cannot continue "
-                f"a prefilled reply{'' if cls.completions else f'; the {kind} API has no completions endpoint'})"
+                "a prefilled "
+                f"reply{'' if cls.completions else f'; the {kind} API has no completions endpoint'})"
             )
         retry = Retry(
             max_retries=cfg.get("max_retries", 5),
@@ -236,7 +238,8 @@ class _APIBackend(Backend):
     def _check_prompt(self, prompt: dict) -> None:
         if "assistant_prefix" in prompt:
             raise ValueError(
-                f"{self.name}: a chat API cannot continue a prefilled reply (style chat-fewshot); use style chat"
+                f"{self.name}: a chat API cannot continue a prefilled reply (style chat-fewshot); use style "
+                "chat"
             )
         if "messages" not in prompt and not self.completions:
             raise ValueError(
@@ -456,7 +459,8 @@ def _gemini_retry_after(e) -> float | None:
     ra = parse_retry_after(headers.get("Retry-After"))
     if ra is not None:
         return ra
-    # the Gemini API says it in the body: {"error": {"details": [{"@type": "...RetryInfo", "retryDelay": "30s"}]}}
+    # the Gemini API says it in the body:
+    # {"error": {"details": [{"@type": "...RetryInfo", "retryDelay": "30s"}]}}
     body = e.details if isinstance(e.details, dict) else {}
     for d in (body.get("error") or body).get("details") or []:
         delay = d.get("retryDelay") if isinstance(d, dict) else None

@@ -78,7 +78,8 @@ class CascalConfig:
                 object.__setattr__(self, name, value)
             elif self.compat == "original" and given != value:
                 raise ValueError(
-                    f"{name}: compat='original' sets {value!r}, got {given!r} (leave {name} out, or use compat='rgd')"
+                    f"{name}: compat='original' sets {value!r}, got {given!r} (leave {name} out, or use "
+                    "compat='rgd')"
                 )
         if self.compat == "original" and self.kmeans_max_rows != 0:
             raise ValueError(

@@ -1,5 +1,5 @@
-"""The CASCAL router as an estimator (rgd.routers.Router): fit (docs/METHOD.md §8), route (§9), diagnostics, and
-its artifact (save / load)."""
+"""The CASCAL router as an estimator (rgd.routers.Router): fit (docs/METHOD.md §8), route (§9),
+diagnostics, and its artifact (save / load)."""
 
 from __future__ import annotations
 

@@ -75,7 +75,8 @@ def cmd_scaling(a):
     write_json(a.out, out)
     for r in out["summary"]:
         print(
-            f"fraction {r['fraction']:g} (n={r['n_train']:g}): top1 {r['top1_mean']:.3f} ± {r['top1_std']:.3f}"
+            f"fraction {r['fraction']:g} (n={r['n_train']:g}): top1 {r['top1_mean']:.3f} ± "
+            f"{r['top1_std']:.3f}"
         )
 
 

@@ -1,4 +1,5 @@
-"""Data scaling (docs/METHOD.md §10 "scaling statistics"): CASCAL accuracy against the number of training questions.
+"""Data scaling (docs/METHOD.md §10 "scaling statistics"): CASCAL accuracy against the number of
+training questions.
 
 For each fraction f and replicate seed s, CASCAL is trained on a category-balanced subsample of the
 training source (in every category, round(f * n_category) questions, at least one, drawn with

@@ -179,7 +179,8 @@ def cmd_serve(a):
     print(
         f"rgd serve: router {s.router_kind} over {', '.join(service.experts)}; objective "
         f"{service.ranker.objective}; at most {s.max_attempts} experts per request; "
-        f"{'bearer key required' if s.api_key else 'no client key'}; bodies {'logged' if s.log_bodies else 'not logged'}",
+        f"{'bearer key required' if s.api_key else 'no client key'}; bodies "
+        f"{'logged' if s.log_bodies else 'not logged'}",
         file=sys.stderr,
         flush=True,
     )
