@@ -52,7 +52,7 @@ def driver(model_dir: str, questions_path: str, resume_cache: str, killed_flag: 
     from rgd.respond import Expert, respond
 
     qs = read_questions(questions_path)
-    expert = Expert.from_config("smol-cot", {k: v for k, v in RESUME_SPEC.items() if k != "backend"})
+    expert = Expert.from_config("smol-cot", RESUME_SPEC)
     t0 = time.perf_counter()
     settings = replace(expert.backend_settings(), engine={"max_model_len": 1024})
     backend = backends.make("vllm", model_dir, settings)
