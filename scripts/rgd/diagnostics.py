@@ -211,76 +211,70 @@ def pool_diagnostics(
 
 def warnings(diag: dict, t: Thresholds = THRESHOLDS) -> list[dict]:
     """Reasons not to trust the pool's consensus, each {kind, experts, value, message}."""
-    out = []
     enough = [p for p in diag["pairs"] if p["n"] >= t.min_questions]
-    if diag["pairs"] and len(enough) < len(diag["pairs"]):
-        few = min(p["n"] for p in diag["pairs"])
-        out.append(
-            {
-                "kind": "few-questions",
-                "experts": [],
-                "value": few,
-                "message": f"some expert pairs share only {few} answered questions (< {t.min_questions}): "
-                "their kappas are too noisy for the agreement warnings, which skip them",
-            }
+    out = _few_questions(diag, enough, t) + _twins(enough, t) + _chance(diag, t)
+    for e, d in ((e, diag["per_expert"][e]) for e in diag["experts"]):  # pool order
+        if d["top_share"] is not None and d["top_share"] > t.letter_share:
+            msg = (
+                f"{e} answers {d['top_letter']} on {d['top_share']:.0%} of its answers: "
+                "its agreements are mostly that letter, not knowledge"
+            )
+            out.append(_warning("letter-bias", [e], d["top_share"], msg, letter=d["top_letter"]))
+    f = diag["fleiss_kappa"]
+    if f is not None and f <= t.chance_kappa and diag["n_questions"] >= t.min_questions:
+        msg = (
+            f"the pool as a whole agrees no better than chance (Fleiss' kappa {f:.2f}): "
+            "consensus scores are mostly noise"
         )
+        out.append(_warning("pool-chance", [], f, msg))
+    return out
+
+
+def _warning(kind: str, experts: list[str], value, message: str, **extra) -> dict:
+    return {"kind": kind, "experts": experts, "value": value, **extra, "message": message}
+
+
+def _few_questions(diag: dict, enough: list[dict], t: Thresholds) -> list[dict]:
+    if not diag["pairs"] or len(enough) == len(diag["pairs"]):
+        return []
+    few = min(p["n"] for p in diag["pairs"])
+    msg = (
+        f"some expert pairs share only {few} answered questions (< {t.min_questions}): "
+        "their kappas are too noisy for the agreement warnings, which skip them"
+    )
+    return [_warning("few-questions", [], few, msg)]
+
+
+def _twins(enough: list[dict], t: Thresholds) -> list[dict]:
+    out = []
     for p in enough:
         ae, ke = p["agreement_excess"], p["kappa_excess"]
         if ae is not None and ke is not None and ae >= t.twin_agreement and ke >= t.twin_kappa:
             a, b = p["experts"]
-            out.append(
-                {
-                    "kind": "twins",
-                    "experts": [a, b],
-                    "value": ae,
-                    "message": f"{a} and {b} agree far beyond the rest "
-                    f"({p['agreement']:.0%} of their answers, "
-                    f"{100 * ae:.0f} points above their mean with the others; kappa {p['kappa']:.2f}, "
-                    f"{ke:+.2f}): consensus rewards agreement, so it favours the two together, right or "
-                    "wrong; prompt variants of one model look like this (so do two distinct models "
-                    "that are both often right, which only keys tell apart)",
-                }
+            msg = (
+                f"{a} and {b} agree far beyond the rest ({p['agreement']:.0%} of their answers, "
+                f"{100 * ae:.0f} points above their mean with the others; kappa {p['kappa']:.2f}, "
+                f"{ke:+.2f}): consensus rewards agreement, so it favours the two together, right or "
+                "wrong; prompt variants of one model look like this (so do two distinct models "
+                "that are both often right, which only keys tell apart)"
             )
+            out.append(_warning("twins", [a, b], ae, msg))
+    return out
+
+
+def _chance(diag: dict, t: Thresholds) -> list[dict]:
+    out = []
     n_ok = {
         e: sum(p["n"] >= t.min_questions for p in diag["pairs"] if e in p["experts"]) for e in diag["experts"]
     }
-    for e, d in ((e, diag["per_expert"][e]) for e in diag["experts"]):  # pool order
-        r = d["mean_kappa_with_rest"]
+    for e in diag["experts"]:  # pool order
+        r = diag["per_expert"][e]["mean_kappa_with_rest"]
         if r is not None and n_ok[e] and r <= t.chance_kappa:
-            out.append(
-                {
-                    "kind": "chance",
-                    "experts": [e],
-                    "value": r,
-                    "message": f"{e} agrees with the others no better than chance (mean kappa {r:.2f}): "
-                    "its consensus "
-                    "scores say little about its skill",
-                }
+            msg = (
+                f"{e} agrees with the others no better than chance (mean kappa {r:.2f}): "
+                "its consensus scores say little about its skill"
             )
-    for e, d in ((e, diag["per_expert"][e]) for e in diag["experts"]):
-        if d["top_share"] is not None and d["top_share"] > t.letter_share:
-            out.append(
-                {
-                    "kind": "letter-bias",
-                    "experts": [e],
-                    "value": d["top_share"],
-                    "letter": d["top_letter"],
-                    "message": f"{e} answers {d['top_letter']} on {d['top_share']:.0%} of its answers: "
-                    "its agreements are mostly that letter, not knowledge",
-                }
-            )
-    f = diag["fleiss_kappa"]
-    if f is not None and f <= t.chance_kappa and diag["n_questions"] >= t.min_questions:
-        out.append(
-            {
-                "kind": "pool-chance",
-                "experts": [],
-                "value": f,
-                "message": f"the pool as a whole agrees no better than chance (Fleiss' kappa {f:.2f}): "
-                "consensus "
-                "scores are mostly noise",
-            }
-        )
+            out.append(_warning("chance", [e], r, msg))
     return out
 
 

@@ -281,33 +281,34 @@ def import_splits(
     spec = dumps(ORIGINAL_EMBEDDER if embedder is None else embedder)
 
     # Read everything before writing anything, so bad input leaves out_dir untouched.
-    summaries = []
-    for split in splits:
-        questions, keys, dropped, names, responses = read[split]
-        d = out_dir if len(splits) == 1 else out_dir / split
-        write_jsonl(d / "questions.jsonl", questions)
-        write_jsonl(d / "keys.jsonl", keys)
-        for m, recs in responses.items():
-            write_jsonl(d / "responses" / f"{m}.jsonl", recs)
-        X = None
-        if split in emb:
-            ids, X = emb[split]
-            save_npz(d / "embeddings.npz", ids=ids, X=X, embedder=np.array(spec))
-        summaries.append(
-            {
-                "task": task,
-                "split": split,
-                "n_questions": len(questions),
-                "dropped_bad_keys": dropped,
-                "models": names,
-                "status": {
-                    m: dict(sorted(Counter(r["status"] for r in recs).items()))
-                    for m, recs in responses.items()
-                },
-                "embedding_dim": None if X is None else int(X.shape[1]),
-            }
-        )
-    return summaries
+    return [
+        _write_split(out_dir if len(splits) == 1 else out_dir / s, task, s, read[s], emb.get(s), spec)
+        for s in splits
+    ]
+
+
+def _write_split(d: Path, task: str, split: str, read: tuple, emb: tuple | None, spec: str) -> dict:
+    """One split's files in rgd's layout; its summary."""
+    questions, keys, dropped, names, responses = read
+    write_jsonl(d / "questions.jsonl", questions)
+    write_jsonl(d / "keys.jsonl", keys)
+    for m, recs in responses.items():
+        write_jsonl(d / "responses" / f"{m}.jsonl", recs)
+    X = None
+    if emb is not None:
+        ids, X = emb
+        save_npz(d / "embeddings.npz", ids=ids, X=X, embedder=np.array(spec))
+    return {
+        "task": task,
+        "split": split,
+        "n_questions": len(questions),
+        "dropped_bad_keys": dropped,
+        "models": names,
+        "status": {
+            m: dict(sorted(Counter(r["status"] for r in recs).items())) for m, recs in responses.items()
+        },
+        "embedding_dim": None if X is None else int(X.shape[1]),
+    }
 
 
 def import_original(

@@ -138,23 +138,31 @@ def respond(
     for b, batch in enumerate(batches):
         if all(keys[i] in cache for i in batch):
             stats["cached"] += len(batch)
-            progress.update(stats["computed"], stats["cached"])
-            continue
-        qs = [questions[i] for i in batch]
-        if expert.mode == "letter":
-            scored = backend.score_letters([prompts[i] for i in batch], [len(q.options) for q in qs])
-            resp = [_letter_response(q, expert.name, lp, n) for q, (lp, n) in zip(qs, scored)]
         else:
-            sampling = Sampling(**{**vars(expert.sampling), "seed": expert.sampling.seed + b})
-            gens = backend.generate([prompts[i] for i in batch], sampling)
-            resp = [_cot_response(q, expert.name, g) for q, g in zip(qs, gens)]
-        cache.add((keys[i], r.to_dict()) for i, r in zip(batch, resp))
-        stats["computed"] += len(batch)
-        stats["computed_tokens"] += sum(r.n_prompt_tokens + r.n_output_tokens for r in resp)
+            resp = _answer_batch(
+                [questions[i] for i in batch], [prompts[i] for i in batch], b, expert, backend
+            )
+            cache.add((keys[i], r.to_dict()) for i, r in zip(batch, resp))
+            stats["computed"] += len(batch)
+            stats["computed_tokens"] += sum(r.n_prompt_tokens + r.n_output_tokens for r in resp)
         progress.update(stats["computed"], stats["cached"])
     progress.finish()
-    seconds = time.perf_counter() - t0
     results = [Response(**cache.get(k)) for k in keys]
+    return results, _run_meta(expert, backend, identity, results, stats, time.perf_counter() - t0)
+
+
+def _answer_batch(qs: list[Question], prompts: list, b: int, expert: Expert, backend: LocalBackend):
+    """One batch's responses; a generated batch is seeded by its position in the plan."""
+    if expert.mode == "letter":
+        scored = backend.score_letters(prompts, [len(q.options) for q in qs])
+        return [_letter_response(q, expert.name, lp, n) for q, (lp, n) in zip(qs, scored)]
+    sampling = Sampling(**{**vars(expert.sampling), "seed": expert.sampling.seed + b})
+    gens = backend.generate(prompts, sampling)
+    return [_cot_response(q, expert.name, g) for q, g in zip(qs, gens)]
+
+
+def _run_meta(expert, backend, identity, results: list[Response], stats: Counter, seconds: float) -> dict:
+    """The job's run record: what ran, how many records were computed or cached, throughput."""
     n_prompt = sum(r.n_prompt_tokens for r in results)
     n_out = sum(r.n_output_tokens for r in results)
     meta = {
@@ -185,7 +193,7 @@ def respond(
     }
     if engine := backend.describe():  # vLLM: version, dtype, device, what the confidence means
         meta["engine"] = engine
-    return results, meta
+    return meta
 
 
 def _respond_streaming(questions, prompts, keys, order, expert, backend, cache, stats, progress) -> None:

@@ -174,6 +174,37 @@ def diagnostics_text(analysis: dict) -> str:
     from .diagnostics import Thresholds, warning_lines
 
     d, lab = analysis["diagnostics"], analysis.get("labels", {})
+    out = [
+        f"### Pool diagnostics: {lab.get('benchmark', '?')} / {lab.get('pool', '?')}",
+        "",
+        f"Label-free: the experts' chosen letters on the {d['n_questions']} real training questions "
+        f"(% of each expert's answers). Fleiss' kappa of the pool: {_k(d['fleiss_kappa'])}.",
+        "",
+        *_diagnostics_tables(d),
+    ]
+    thresholds = Thresholds(**d["thresholds"])
+    if d["warnings"]:
+        out.append("Warnings: consensus may not rank these experts by skill.")
+        out += [f"- {line}" for line in warning_lines(d["warnings"], thresholds)]
+    else:
+        out.append("No warning: nothing in the pool's agreement pattern argues against its consensus.")
+    out += ["", "Thresholds: " + "; ".join(thresholds.describe()) + "."]
+    r = analysis.get("consensus_ranking")
+    if r:
+        per = ", ".join(f"{s} {_k(v)}" for s, v in zip(r["subjects"], r["spearman"]))
+        same = sum(r.get("same_best_model", []))
+        out += [
+            "",
+            f"After the fact, against the keys: Spearman correlation between the experts' mean consensus "
+            f"and their accuracy, per subject: {per}; question-weighted mean {_k(r['mean_spearman'])} "
+            f"(Kendall {_k(r['mean_kendall'])}); over all questions {_k(r['overall']['spearman'])}. "
+            f"Consensus names the keys' best expert in {same} of {len(r['subjects'])} subjects.",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def _diagnostics_tables(d: dict) -> list[str]:
+    """The per-expert letter table and the pairwise agreement table, as Markdown."""
     letters = list(next(iter(d["per_expert"].values()))["shares"]) if d["per_expert"] else []
     cols = ["expert", "answered", "abstained"] + letters + ["top letter", "mean kappa with the others"]
     rows = [
@@ -204,34 +235,7 @@ def diagnostics_text(analysis: dict) -> str:
         ]
         for p in d["pairs"]
     ]
-    out = [
-        f"### Pool diagnostics: {lab.get('benchmark', '?')} / {lab.get('pool', '?')}",
-        "",
-        f"Label-free: the experts' chosen letters on the {d['n_questions']} real training questions "
-        f"(% of each expert's answers). Fleiss' kappa of the pool: {_k(d['fleiss_kappa'])}.",
-        "",
-        _md_table(cols, rows),
-        _md_table(pair_cols, pair_rows),
-    ]
-    thresholds = Thresholds(**d["thresholds"])
-    if d["warnings"]:
-        out.append("Warnings: consensus may not rank these experts by skill.")
-        out += [f"- {line}" for line in warning_lines(d["warnings"], thresholds)]
-    else:
-        out.append("No warning: nothing in the pool's agreement pattern argues against its consensus.")
-    out += ["", "Thresholds: " + "; ".join(thresholds.describe()) + "."]
-    r = analysis.get("consensus_ranking")
-    if r:
-        per = ", ".join(f"{s} {_k(v)}" for s, v in zip(r["subjects"], r["spearman"]))
-        same = sum(r.get("same_best_model", []))
-        out += [
-            "",
-            f"After the fact, against the keys: Spearman correlation between the experts' mean consensus "
-            f"and their accuracy, per subject: {per}; question-weighted mean {_k(r['mean_spearman'])} "
-            f"(Kendall {_k(r['mean_kendall'])}); over all questions {_k(r['overall']['spearman'])}. "
-            f"Consensus names the keys' best expert in {same} of {len(r['subjects'])} subjects.",
-        ]
-    return "\n".join(out) + "\n"
+    return [_md_table(cols, rows), _md_table(pair_cols, pair_rows)]
 
 
 def _points(x) -> str:

@@ -128,43 +128,7 @@ def figure(tradeoffs: list[dict], path) -> None:
             1, len(sources), figsize=(4.2 * len(sources), 3.4), squeeze=False, sharey=True
         )
         for ax, src in zip(axes[0], sources):
-            t = by_source[src]
-            xs = [PER * v["cost"] for v in t["models"].values()] + [PER * t["oracle"]["cost"]]
-            lo, hi = min(xs), max(xs)
-            for name in routers:
-                if name not in t["routers"]:
-                    continue
-                front = t["routers"][name]["frontier"]
-                ax.step(
-                    [PER * p["cost"] for p in front],
-                    [p["accuracy"] for p in front],
-                    where="post",
-                    color=colors[name],
-                    marker=".",
-                    ms=3,
-                    lw=1.2,
-                    label=name,
-                )
-                q = t["routers"][name]["quality"]
-                ax.plot([PER * q["cost"]], [q["accuracy"]], "o", mfc="none", color=colors[name], ms=6)
-            for m, v in t["models"].items():
-                ax.plot([PER * v["cost"]], [v["accuracy"]], ".", color="0.6", ms=5)
-            b, r, o = t["best_single"], t["random"], t["oracle"]
-            ax.plot(
-                [PER * b["cost"]],
-                [b["accuracy"]],
-                "*",
-                color="black",
-                ms=9,
-                label=f"best single ({b['model']})",
-            )
-            ax.plot([PER * r["cost"]], [r["accuracy"]], "x", color="black", ms=6, label="random model")
-            ax.plot([PER * o["cost"]], [o["accuracy"]], "D", color="black", mfc="none", ms=5, label="oracle")
-            ax.axhline(b["accuracy"], color="black", lw=0.5, ls=":")
-            if lo > 0 and hi / lo > 10:
-                ax.set_xscale("log")
-            ax.set_title(f"trained on {src}")
-            ax.set_xlabel(f"cost per {PER:,} questions ({t['unit']})")
+            _panel(ax, by_source[src], src, routers, colors)
         axes[0][0].set_ylabel("Top-1 accuracy")
         lab = tradeoffs[0]["labels"]
         fig.suptitle(
@@ -177,15 +141,54 @@ def figure(tradeoffs: list[dict], path) -> None:
         save(fig, path)
 
 
+def _panel(ax, t: dict, src: str, routers: list[str], colors: dict) -> None:
+    """One training source: each router's frontier and quality point, the single models, the oracle."""
+    xs = [PER * v["cost"] for v in t["models"].values()] + [PER * t["oracle"]["cost"]]
+    lo, hi = min(xs), max(xs)
+    for name in routers:
+        if name not in t["routers"]:
+            continue
+        front = t["routers"][name]["frontier"]
+        ax.step(
+            [PER * p["cost"] for p in front],
+            [p["accuracy"] for p in front],
+            where="post",
+            color=colors[name],
+            marker=".",
+            ms=3,
+            lw=1.2,
+            label=name,
+        )
+        q = t["routers"][name]["quality"]
+        ax.plot([PER * q["cost"]], [q["accuracy"]], "o", mfc="none", color=colors[name], ms=6)
+    for m, v in t["models"].items():
+        ax.plot([PER * v["cost"]], [v["accuracy"]], ".", color="0.6", ms=5)
+    b, r, o = t["best_single"], t["random"], t["oracle"]
+    ax.plot(
+        [PER * b["cost"]],
+        [b["accuracy"]],
+        "*",
+        color="black",
+        ms=9,
+        label=f"best single ({b['model']})",
+    )
+    ax.plot([PER * r["cost"]], [r["accuracy"]], "x", color="black", ms=6, label="random model")
+    ax.plot([PER * o["cost"]], [o["accuracy"]], "D", color="black", mfc="none", ms=5, label="oracle")
+    ax.axhline(b["accuracy"], color="black", lw=0.5, ls=":")
+    if lo > 0 and hi / lo > 10:
+        ax.set_xscale("log")
+    ax.set_title(f"trained on {src}")
+    ax.set_xlabel(f"cost per {PER:,} questions ({t['unit']})")
+
+
 def table(tradeoffs: list[dict]):
-    from .report.tables import Table, pct, router_key
+    from .report.tables import Table
 
     t = Table(
         "cost",
         "Accuracy-cost trade-off: each router's Top-1 with quality-only routing and the lowest cost "
         f"on its frontier that matches the best single model (cost per {PER:,} test questions; empty: never; "
-        "the frontier "
-        "and the best single model are both read off the test keys).",
+        "the frontier and the best single model are both read off the test keys).",
         [
             "benchmark",
             "pool",
@@ -203,41 +206,36 @@ def table(tradeoffs: list[dict]):
             "oracle cost",
         ],
     )
-    rows = []
-    for d in tradeoffs:
-        lab, b, o = d["labels"], d["best_single"], d["oracle"]
-        for name, r in d["routers"].items():
-            match = r["cost_to_match_best_single"]
-            ratio = match / b["cost"] if match is not None and b["cost"] > 0 else None
-            rows.append(
-                (
-                    (
-                        lab.get("benchmark", ""),
-                        lab.get("pool", ""),
-                        lab.get("source", "") != "train",
-                        lab.get("source", ""),
-                        router_key(name),
-                    ),
-                    [
-                        lab.get("benchmark", ""),
-                        lab.get("pool", ""),
-                        lab.get("source", ""),
-                        name,
-                        d["unit"],
-                        pct(r["quality"]["accuracy"]),
-                        _fmt(PER * r["quality"]["cost"]),
-                        _fmt(None if match is None else PER * match),
-                        b["model"],
-                        pct(b["accuracy"]),
-                        _fmt(PER * b["cost"]),
-                        "" if ratio is None else f"{ratio:.2f}",
-                        pct(o["accuracy"]),
-                        _fmt(PER * o["cost"]),
-                    ],
-                )
-            )
+    rows = [_row(d, name, r) for d in tradeoffs for name, r in d["routers"].items()]
     t.rows = [r for _, r in sorted(rows)]
     return t
+
+
+def _row(d: dict, name: str, r: dict) -> tuple:
+    """(sort key, cells) of one router in one trade-off."""
+    from .report.tables import pct, router_key
+
+    lab, b, o = d["labels"], d["best_single"], d["oracle"]
+    bench, pool, src = lab.get("benchmark", ""), lab.get("pool", ""), lab.get("source", "")
+    match = r["cost_to_match_best_single"]
+    ratio = match / b["cost"] if match is not None and b["cost"] > 0 else None
+    cells = [
+        bench,
+        pool,
+        src,
+        name,
+        d["unit"],
+        pct(r["quality"]["accuracy"]),
+        _fmt(PER * r["quality"]["cost"]),
+        _fmt(None if match is None else PER * match),
+        b["model"],
+        pct(b["accuracy"]),
+        _fmt(PER * b["cost"]),
+        "" if ratio is None else f"{ratio:.2f}",
+        pct(o["accuracy"]),
+        _fmt(PER * o["cost"]),
+    ]
+    return (bench, pool, src != "train", src, router_key(name)), cells
 
 
 # --------------------------------------------------------------------------- commands

@@ -178,6 +178,13 @@ def _safe_member_path(rel: str) -> bool:
 
 def parse_manifest(raw: bytes) -> dict:
     """The MANIFEST's JSON, every field type-checked; one-line ArchiveError on the first bad one."""
+    m = _manifest_json(raw)
+    _check_header(m)
+    _check_files(m["files"])
+    return m
+
+
+def _manifest_json(raw: bytes):
     try:
         m = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except UnicodeDecodeError as e:
@@ -188,6 +195,11 @@ def parse_manifest(raw: bytes) -> dict:
         raise ArchiveError(f"{MANIFEST}: {e}") from None
     except RecursionError:
         raise ArchiveError(f"{MANIFEST}: nested too deeply to be a MANIFEST") from None
+    return m
+
+
+def _check_header(m) -> None:
+    """Every field but the file list."""
     _want(isinstance(m, dict), "top level", "an object", m)
     if m.get("format") != FORMAT:
         raise ArchiveError(f"{MANIFEST}: format: {m.get('format')!r}, this rgd reads {FORMAT!r}")
@@ -232,7 +244,9 @@ def parse_manifest(raw: bytes) -> dict:
     )
     _str_map(m, "models", lambda x: isinstance(x, dict), "an object")
     _str_map(m, "datasets", lambda x: isinstance(x, dict), "an object")
-    files = m["files"]
+
+
+def _check_files(files) -> None:
     _want(isinstance(files, dict), "files", "an object of path -> {sha256, size}", files)
     entry = 'an object {"sha256": 64 lowercase hex digits, "size": integer >= 0}'
     for rel, e in files.items():
@@ -253,7 +267,6 @@ def parse_manifest(raw: bytes) -> dict:
             "an integer >= 0",
             size,
         )
-    return m
 
 
 # --------------------------------------------------------------------------- the members

@@ -60,7 +60,7 @@ class Cascal(Router):
 
         cfg = self.config
         X, subjects, choices, signal, correct, experts, ids = _check_fit(cfg, data)
-        n, m = len(X), len(experts)
+        n = len(X)
         weights, skipped = proficiency(cfg, choices, correct)
 
         names = sorted(set(subjects.tolist()))
@@ -89,11 +89,19 @@ class Cascal(Router):
                 blocks = [one_subject(s) for s in range(len(names))]
         for _, fit in blocks:
             counters.update(fit.counters)
+        self._store(blocks, experts, names, X.shape[1], ids, counters)
+        self.global_scores_ = round_scores(signal.mean(axis=0), cfg.global_rank_decimals, cfg.compat)
+        self.embedder_ = data.embedder
+        self._tables = None
+        return self
 
+    def _store(self, blocks: list, experts: list[str], names: list[str], d: int, ids, counters) -> None:
+        """The fitted tables from the subjects' (rows, SubjectFit) blocks, in subject order."""
+        m = len(experts)
         self.experts_ = list(experts)
         self.subjects_ = names
-        self.n_features_in_ = X.shape[1]
-        self.centroids_ = np.concatenate([f.centroids for _, f in blocks]).reshape(-1, X.shape[1])
+        self.n_features_in_ = d
+        self.centroids_ = np.concatenate([f.centroids for _, f in blocks]).reshape(-1, d)
         self.cluster_ids_ = [cid for _, f in blocks for cid in f.ids]
         self.cluster_subject_ = np.concatenate(
             [np.full(len(f.ids), s, np.int64) for s, (_, f) in enumerate(blocks)]
@@ -102,7 +110,6 @@ class Cascal(Router):
         self.cluster_sizes_ = np.array([len(idx) for _, f in blocks for idx in f.members], dtype=np.int64)
         self.rankings_ = np.concatenate([f.rankings for _, f in blocks]).reshape(-1, m)
         self.subject_reps_ = np.stack([f.representative for _, f in blocks])
-        self.global_scores_ = round_scores(signal.mean(axis=0), cfg.global_rank_decimals, cfg.compat)
         self.counters_ = {k: int(v) for k, v in sorted(counters.items())}
         self.assigned_ = None
         if ids is not None:
@@ -111,9 +118,6 @@ class Cascal(Router):
                 for rows, f in blocks
                 for cid, idx in zip(f.ids, f.members)
             }
-        self.embedder_ = data.embedder
-        self._tables = None
-        return self
 
     @classmethod
     def from_tables(
@@ -276,71 +280,72 @@ def _plain(x):
 
 def _check_fit(cfg: CascalConfig, data: TrainingSet):
     """(X, subjects, choices, signal, correct, experts, ids) checked; signal is what rankings average."""
-    X, subjects, choices, consensus, correct = (
-        data.X,
-        data.subjects,
-        data.choices,
-        data.consensus,
-        data.correct,
-    )
-    experts, ids, embedder = data.experts, data.ids, data.embedder
-    X = np.asarray(X)
+    X = np.asarray(data.X)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"X: expected a non-empty 2-D (questions, dim) array, got shape {X.shape}")
     if not np.issubdtype(X.dtype, np.floating) or not np.isfinite(X).all():
         raise ValueError("X: expected finite floating-point embeddings")
     n = len(X)
-    experts = list(experts)
+    experts = list(data.experts)
     m = len(experts)
     if m == 0 or len(set(experts)) != m or not all(isinstance(e, str) and e for e in experts):
         raise ValueError(f"experts: expected distinct non-empty names, got {experts}")
-    if subjects is None:
+    if data.subjects is None:
         raise ValueError("subjects: CASCAL needs each training question's subject")
-    subjects = np.asarray(subjects, dtype=object)
+    subjects = np.asarray(data.subjects, dtype=object)
     if subjects.shape != (n,) or not all(isinstance(s, str) for s in subjects):
         raise ValueError(f"subjects: expected {n} strings")
-    subjects = subjects.astype(str)
+    choices, signal, correct = _check_signal(cfg, data, n, m)
+    _check_embedder(data.embedder)
+    ids = data.ids
+    if ids is not None and len(ids) != n:
+        raise ValueError(f"ids: expected {n} ids, got {len(ids)}")
+    return X, subjects.astype(str), choices, signal, correct, experts, None if ids is None else list(ids)
 
-    def matrix(name, a, kind):
-        a = np.asarray(a)
-        if a.shape != (n, m):
-            raise ValueError(f"{name}: expected shape ({n}, {m}), got {a.shape}")
-        if kind == "int" and not np.issubdtype(a.dtype, np.integer):
-            raise ValueError(f"{name}: expected integers, got {a.dtype}")
-        if kind == "float" and not (np.issubdtype(a.dtype, np.number) and np.isfinite(a).all()):
-            raise ValueError(f"{name}: expected finite numbers")
-        return a
 
+def _matrix(name: str, a, kind: str, n: int, m: int) -> np.ndarray:
+    a = np.asarray(a)
+    if a.shape != (n, m):
+        raise ValueError(f"{name}: expected shape ({n}, {m}), got {a.shape}")
+    if kind == "int" and not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{name}: expected integers, got {a.dtype}")
+    if kind == "float" and not (np.issubdtype(a.dtype, np.number) and np.isfinite(a).all()):
+        raise ValueError(f"{name}: expected finite numbers")
+    return a
+
+
+def _check_signal(cfg: CascalConfig, data: TrainingSet, n: int, m: int):
+    """(choices, signal, correct): the (n, m) matrices, checked; signal is consensus or correctness."""
+    choices, consensus, correct = data.choices, data.consensus, data.correct
     if choices is not None:
-        choices = matrix("choices", choices, "int").astype(np.int64)
+        choices = _matrix("choices", choices, "int", n, m).astype(np.int64)
         if choices.min() < -1:
             raise ValueError("choices: values below -1 (abstention) are not allowed")
     if consensus is not None:
-        consensus = matrix("consensus", consensus, "float").astype(np.float64)
-    if cfg.signal == "correctness":
-        if correct is None:
-            raise ValueError("correct: required when signal='correctness' (CASCAL-GT)")
-        correct = matrix("correct", correct, "flag")
-        if not (
-            correct.dtype == bool
-            or (np.issubdtype(correct.dtype, np.number) and np.isin(correct, (0, 1)).all())
-        ):
-            raise ValueError("correct: expected booleans or 0/1 values")
-        signal = correct.astype(np.float64)
-    else:
+        consensus = _matrix("consensus", consensus, "float", n, m).astype(np.float64)
+    if cfg.signal != "correctness":
         if choices is None or consensus is None:
             raise ValueError("choices and consensus: required when signal='consensus'")
-        signal = consensus
-    if embedder is not None:
-        try:
-            dumps(embedder)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"embedder: must be a JSON-serialisable dict ({e})") from None
-        if not isinstance(embedder, dict):
-            raise ValueError(f"embedder: expected a dict, got {type(embedder).__name__}")
-    if ids is not None and len(ids) != n:
-        raise ValueError(f"ids: expected {n} ids, got {len(ids)}")
-    return X, subjects, choices, signal, correct, experts, None if ids is None else list(ids)
+        return choices, consensus, correct
+    if correct is None:
+        raise ValueError("correct: required when signal='correctness' (CASCAL-GT)")
+    correct = _matrix("correct", correct, "flag", n, m)
+    if not (
+        correct.dtype == bool or (np.issubdtype(correct.dtype, np.number) and np.isin(correct, (0, 1)).all())
+    ):
+        raise ValueError("correct: expected booleans or 0/1 values")
+    return choices, correct.astype(np.float64), correct
+
+
+def _check_embedder(embedder) -> None:
+    if embedder is None:
+        return
+    try:
+        dumps(embedder)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"embedder: must be a JSON-serialisable dict ({e})") from None
+    if not isinstance(embedder, dict):
+        raise ValueError(f"embedder: expected a dict, got {type(embedder).__name__}")
 
 
 # help(Cascal) and inspect show every hyperparameter with its default (they live in CascalConfig).

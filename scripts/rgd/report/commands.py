@@ -131,8 +131,7 @@ def cmd_tables(a):
 
 
 # --------------------------------------------------------------------------- parser
-def register(add) -> None:
-    """Add the subcommands with rgd.cli's `add(name, fn, help)`."""
+def _add_config_snapshot(add) -> None:
     s = add(
         "config-snapshot", cmd_config_snapshot, "write the loaded config as canonical JSON, print its hash"
     )
@@ -142,6 +141,8 @@ def register(add) -> None:
     s.path_kinds["config_file"] = IN  # a group's add_argument does not take path=
     s.add_argument("--out", required=True, path=OUT, help="canonical JSON to write")
 
+
+def _add_analyse(add) -> None:
     s = add("analyse", cmd_analyse, "skills, calibration and generator quality of one (benchmark, pool)")
     s.add_argument("--experts", nargs="+", required=True, help="the pool, in order")
     s.add_argument("--questions", required=True, path=IN, help="real training split")
@@ -160,6 +161,8 @@ def register(add) -> None:
     s.add_argument("--labels", required=True, help="BENCH/POOL")
     s.add_argument("--out", required=True, path=OUT, help="analysis JSON to write")
 
+
+def _add_scaling(add) -> None:
     s = add("scaling", cmd_scaling, "CASCAL accuracy against the number of training questions")
     for x, what in (
         ("questions", "the training source's questions"),
@@ -192,6 +195,8 @@ def register(add) -> None:
     s.add_argument("--labels", required=True, help="BENCH/POOL/SOURCE")
     s.add_argument("--out", required=True, path=OUT, help="scaling JSON to write")
 
+
+def _add_figures(add) -> None:
     s = add("figures", cmd_figures, "the report's figures of one (benchmark, pool)")
     s.add_argument("--analysis", required=True, path=IN, help="the `rgd analyse` output")
     s.add_argument("--evals", nargs="+", required=True, path=IN, help="evaluation JSON files")
@@ -213,6 +218,8 @@ def register(add) -> None:
     )
     s.add_argument("--out-dir", required=True, path=OUT_DIR, help="folder for the SVG figures")
 
+
+def _add_tables(add) -> None:
     s = add("tables", cmd_tables, "paper-style tables in Markdown, CSV and LaTeX")
     s.add_argument("--evals", nargs="+", required=True, path=IN, help="evaluation JSON files")
     s.add_argument("--analyses", nargs="+", required=True, path=IN, help="`rgd analyse` outputs")
@@ -226,3 +233,9 @@ def register(add) -> None:
         help="CASCAL router directories",
     )
     s.add_argument("--out-dir", required=True, path=OUT_DIR, help="folder for the tables")
+
+
+def register(add) -> None:
+    """Add the subcommands with rgd.cli's `add(name, fn, help)`."""
+    for one in (_add_config_snapshot, _add_analyse, _add_scaling, _add_figures, _add_tables):
+        one(add)

@@ -97,51 +97,52 @@ def load(path: str | os.PathLike, pool: list[str], env: dict | None = None) -> d
         raise err(
             ("experts",), f"no endpoint for pool expert {missing[0]!r} (the router's pool: {', '.join(pool)})"
         )
-    out = {}
-    for expert in pool:
-        spec = entries[expert]
-        key = ("experts", expert)
-        if not isinstance(spec, dict):
-            raise err(key, "expected a mapping with base_url and model")
-        extra = sorted(set(spec) - set(FIELDS))
-        if extra:
-            raise err(key + (extra[0],), f"unknown field (known: {', '.join(FIELDS)})")
-        for f in ("base_url", "model"):
-            if not isinstance(spec.get(f), str) or not spec[f].strip():
-                raise err(key + (f,), "missing" if f not in spec else "expected a non-empty string")
-        url = urlsplit(spec["base_url"])
-        if url.scheme not in ("http", "https") or not url.netloc:
-            raise err(
-                key + ("base_url",),
-                f"expected an http(s) URL such as http://host:8000/v1, got {spec['base_url']!r}",
-            )
-        if url.username or url.password:
-            raise err(
-                key + ("base_url",),
-                "credentials in the URL: put the key in an environment variable and name it in api_key_env",
-            )
-        var = spec.get("api_key_env")
-        if var is not None:
-            if not isinstance(var, str) or not var.strip():
-                raise err(key + ("api_key_env",), "expected the name of an environment variable")
-            if not env.get(var):
-                raise err(key + ("api_key_env",), f"environment variable {var} is not set (or empty)")
-        cost = None
-        if spec.get("cost") is not None:
-            try:
-                cost = Cost.parse(spec["cost"])
-            except ValueError as e:
-                field, _, msg = str(e).partition(": ")
-                raise err(key + tuple(field.split(".")), msg) from None
-        out[expert] = Endpoint(
-            expert,
-            spec["base_url"].rstrip("/"),
-            spec["model"],
-            _timeout(spec.get("timeout", default_timeout), lambda m: err(key + ("timeout",), m)),
-            var,
-            cost,
+    return {expert: _endpoint(expert, entries[expert], default_timeout, env, err) for expert in pool}
+
+
+def _endpoint(expert: str, spec, default_timeout: float, env, err) -> Endpoint:
+    """One expert's entry, checked field by field; `err(key, message)` makes the located error."""
+    key = ("experts", expert)
+    if not isinstance(spec, dict):
+        raise err(key, "expected a mapping with base_url and model")
+    extra = sorted(set(spec) - set(FIELDS))
+    if extra:
+        raise err(key + (extra[0],), f"unknown field (known: {', '.join(FIELDS)})")
+    for f in ("base_url", "model"):
+        if not isinstance(spec.get(f), str) or not spec[f].strip():
+            raise err(key + (f,), "missing" if f not in spec else "expected a non-empty string")
+    url = urlsplit(spec["base_url"])
+    if url.scheme not in ("http", "https") or not url.netloc:
+        raise err(
+            key + ("base_url",),
+            f"expected an http(s) URL such as http://host:8000/v1, got {spec['base_url']!r}",
         )
-    return out
+    if url.username or url.password:
+        raise err(
+            key + ("base_url",),
+            "credentials in the URL: put the key in an environment variable and name it in api_key_env",
+        )
+    var = spec.get("api_key_env")
+    if var is not None:
+        if not isinstance(var, str) or not var.strip():
+            raise err(key + ("api_key_env",), "expected the name of an environment variable")
+        if not env.get(var):
+            raise err(key + ("api_key_env",), f"environment variable {var} is not set (or empty)")
+    cost = None
+    if spec.get("cost") is not None:
+        try:
+            cost = Cost.parse(spec["cost"])
+        except ValueError as e:
+            field, _, msg = str(e).partition(": ")
+            raise err(key + tuple(field.split(".")), msg) from None
+    return Endpoint(
+        expert,
+        spec["base_url"].rstrip("/"),
+        spec["model"],
+        _timeout(spec.get("timeout", default_timeout), lambda m: err(key + ("timeout",), m)),
+        var,
+        cost,
+    )
 
 
 def _timeout(v, err) -> float:
