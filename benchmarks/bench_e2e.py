@@ -11,7 +11,7 @@ warm  the same command immediately again: a no-op rerun (Snakemake builds the DA
 
 Same-run baseline: the sum of the jobs' own wall times (each rule's `benchmark:` file). The ratio
 Σ job time / cold wall time is the parallel speed-up Snakemake gets from --cores 2 (at most 2).
-Takes 7-20 minutes on a 2-core machine (6.9 min quiet, 20.8 min at load average ~5);
+Takes 12 minutes on a quiet 2-core machine (150 jobs, 2026-12-01), more under load;
 `make bench BENCH_E2E=0` skips it.
 
     .venv/bin/python benchmarks/bench_e2e.py [--out result.json] [--keep]
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="rgd-bench-e2e-"))
     log = work / "bench-e2e.log"
-    print(f"cold run in {work} (7-20 minutes on 2 cores)", flush=True)
+    print(f"cold run in {work} (about 12 minutes on 2 quiet cores)", flush=True)
     try:
         cold_s, _ = run_workflow(work, args.cores, log, args.timeout)
         print(f"cold: {cold_s:.1f} s", flush=True)

@@ -7,7 +7,7 @@ docs/BENCHMARKS.md is regenerated from this run. Exit status 1 if a benchmark mi
 failed, naming them; skipped benchmarks (no .venv-vllm, BENCH_E2E=0, --quick) are listed, not failed.
 
     .venv/bin/python benchmarks/run.py                    # what `make bench` runs
-    .venv/bin/python benchmarks/run.py --e2e 0            # without the 7-20 min end-to-end run
+    .venv/bin/python benchmarks/run.py --e2e 0            # without the 12-min end-to-end run
     .venv/bin/python benchmarks/run.py --only hf embed    # a subset (the table then has only these)
     .venv/bin/python benchmarks/run.py --quick            # tiny sizes, no vLLM or e2e (tests)
 """
