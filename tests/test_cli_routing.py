@@ -25,6 +25,13 @@ TOPICS = {
 }
 
 
+def train(d, kind, *args, check=True):
+    """`rgd train` of one router kind on the fixture's training source."""
+    common = ["--questions", d / "train.questions.jsonl", "--embeddings", d / "train.npz"]
+    common += ["--consensus", d / "cons.jsonl", "--experts", *EXPERTS]
+    return rgd("train", "--kind", kind, *common, *args, check=check)
+
+
 def rgd(*args, check=True):
     res = subprocess.run([sys.executable, "-m", "rgd.cli", *map(str, args)], capture_output=True, text=True)
     if check and res.returncode:
@@ -87,21 +94,7 @@ def setup(tmp_path_factory):
 
 def test_train_route_evaluate(setup):
     d = setup
-    rgd(
-        "train",
-        "--kind",
-        "cascal",
-        "--questions",
-        d / "train.questions.jsonl",
-        "--embeddings",
-        d / "train.npz",
-        "--consensus",
-        d / "cons.jsonl",
-        "--experts",
-        *EXPERTS,
-        "--out-dir",
-        d / "router",
-    )
+    train(d, "cascal", "--out-dir", d / "router")
     rgd(
         "route",
         "--router",
@@ -154,24 +147,7 @@ def test_train_route_evaluate(setup):
 
 def test_query_only_router_refuses_keys(setup):
     d = setup
-    res = rgd(
-        "train",
-        "--kind",
-        "cascal",
-        "--questions",
-        d / "train.questions.jsonl",
-        "--embeddings",
-        d / "train.npz",
-        "--consensus",
-        d / "cons.jsonl",
-        "--experts",
-        *EXPERTS,
-        "--keys",
-        d / "train.keys.jsonl",
-        "--out-dir",
-        d / "bad",
-        check=False,
-    )
+    res = train(d, "cascal", "--keys", d / "train.keys.jsonl", "--out-dir", d / "bad", check=False)
     assert res.returncode == 2 and "query-only: it must not be given answer keys" in res.stderr
     assert "Traceback" not in res.stderr
 
@@ -180,23 +156,7 @@ def test_query_only_router_refuses_keys(setup):
 def test_query_answer_routers_train_and_route(setup, kind):
     d = setup
     out = d / f"r-{kind}"
-    rgd(
-        "train",
-        "--kind",
-        kind,
-        "--questions",
-        d / "train.questions.jsonl",
-        "--embeddings",
-        d / "train.npz",
-        "--consensus",
-        d / "cons.jsonl",
-        "--experts",
-        *EXPERTS,
-        "--keys",
-        d / "train.keys.jsonl",
-        "--out-dir",
-        out,
-    )
+    train(d, kind, "--keys", d / "train.keys.jsonl", "--out-dir", out)
     rgd(
         "route",
         "--router",
@@ -210,22 +170,7 @@ def test_query_answer_routers_train_and_route(setup, kind):
     )
     routes = read_jsonl(d / f"{kind}.jsonl")
     assert len(routes) == 24 and all(sorted(r["ranking"]) == EXPERTS for r in routes)
-    res = rgd(
-        "train",
-        "--kind",
-        kind,
-        "--questions",
-        d / "train.questions.jsonl",
-        "--embeddings",
-        d / "train.npz",
-        "--consensus",
-        d / "cons.jsonl",
-        "--experts",
-        *EXPERTS,
-        "--out-dir",
-        d / "nokeys",
-        check=False,
-    )
+    res = train(d, kind, "--out-dir", d / "nokeys", check=False)
     assert res.returncode == 2 and "needs the training source's keys" in res.stderr
 
 
@@ -235,21 +180,7 @@ def test_route_plain_prompts_and_chat_messages(setup):
     d = setup
     router = d / "router-plain"
     if not router.exists():
-        rgd(
-            "train",
-            "--kind",
-            "cascal",
-            "--questions",
-            d / "train.questions.jsonl",
-            "--embeddings",
-            d / "train.npz",
-            "--consensus",
-            d / "cons.jsonl",
-            "--experts",
-            *EXPERTS,
-            "--out-dir",
-            router,
-        )
+        train(d, "cascal", "--out-dir", router)
     text = d / "prompts.txt"
     text.write_text("Question 3 about photosynthesis in bio?\n\nQuestion 1 about contract breach in law?\n")
     chat = d / "prompts.chat.jsonl"
@@ -284,22 +215,6 @@ def test_route_plain_prompts_and_chat_messages(setup):
         assert all(isinstance(r["used_fallback"], bool) and r["nearest_distance"] >= 0 for r in routes)
         assert all(set(r["scores"]) == set(EXPERTS) for r in routes)
     # baselines have no diagnostics: their routes carry ranking and scores only
-    rgd(
-        "train",
-        "--kind",
-        "knn",
-        "--questions",
-        d / "train.questions.jsonl",
-        "--embeddings",
-        d / "train.npz",
-        "--consensus",
-        d / "cons.jsonl",
-        "--experts",
-        *EXPERTS,
-        "--keys",
-        d / "train.keys.jsonl",
-        "--out-dir",
-        d / "knn-plain",
-    )
+    train(d, "knn", "--keys", d / "train.keys.jsonl", "--out-dir", d / "knn-plain")
     rgd("route", "--router", d / "knn-plain", "--prompts", text, "--out", d / "knn-plain.jsonl")
     assert [set(r) for r in read_jsonl(d / "knn-plain.jsonl")] == [{"id", "ranking", "scores"}] * 2
