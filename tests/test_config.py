@@ -173,6 +173,18 @@ def test_paths_refuse_braces_and_line_breaks(key, value):
 
 
 # --------------------------------------------------------------------------- bounds, once
+def _patched_tiny(patch: dict) -> dict:
+    """tests/config/tiny.yaml with each dotted `path: value` of `patch` set."""
+    cfg = yaml.safe_load(TINY.read_text())
+    for path, value in patch.items():
+        node = cfg
+        *parents, last = path.split(".")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    return cfg
+
+
 @pytest.mark.parametrize(
     "patch, message",
     [
@@ -186,13 +198,7 @@ def test_paths_refuse_braces_and_line_breaks(key, value):
     ],
 )
 def test_bounds_are_the_steps_and_checked_before_any_job(patch, message):
-    cfg = yaml.safe_load(TINY.read_text())
-    for path, value in patch.items():
-        node = cfg
-        *parents, last = path.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = value
+    cfg = _patched_tiny(patch)
     with pytest.raises(rgd.config.ConfigError) as e:
         rgd.config.load(copy.deepcopy(cfg), SCHEMA)
     assert any(p.startswith(message) for p in e.value.problems), e.value.problems
@@ -234,13 +240,7 @@ def test_a_key_given_twice_is_refused_with_file_and_line(tmp_path):
 )
 def test_every_steps_bounds_are_checked_before_any_job(patch, message):
     """Experts, generators, filters, sampling and the embedder: each bound once, in the step's class."""
-    cfg = yaml.safe_load(TINY.read_text())
-    for path, value in patch.items():
-        node = cfg
-        *parents, last = path.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = value
+    cfg = _patched_tiny(patch)
     with pytest.raises(rgd.config.ConfigError) as e:
         rgd.config.load(cfg, SCHEMA)
     assert any(p.startswith(message) for p in e.value.problems), e.value.problems

@@ -359,21 +359,27 @@ def test_figure_text_content(world, tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- tables
-def test_tables_three_formats(world, tmp_path):
+def _tables(world, out_dir):
+    """`rgd tables` over the synthetic world's evaluations, analysis, scaling and CASCAL routers."""
     cascal = [f"syn/p/{s}={world / 'routers' / s / 'cascal'}" for s in ("train", "gen-g")]
+    evals, scaling = sorted(world.glob("eval/*/*.json")), sorted(world.glob("scaling/*.json"))
     rgd(
         "tables",
         "--evals",
-        *sorted(world.glob("eval/*/*.json")),
+        *evals,
         "--analyses",
         world / "analysis.json",
         "--scaling",
-        *sorted(world.glob("scaling/*.json")),
+        *scaling,
         "--cascal",
         *cascal,
         "--out-dir",
-        tmp_path,
+        out_dir,
     )
+
+
+def test_tables_three_formats(world, tmp_path):
+    _tables(world, tmp_path)
     for name in ("main", "generators", "calibration", "scaling", "clusters"):
         rows = list(csv.reader(io.StringIO((tmp_path / f"{name}.csv").read_text())))
         md = [row for row in (tmp_path / f"{name}.md").read_text().splitlines() if row.startswith("|")]
@@ -565,20 +571,7 @@ def test_diagnostics_figure_deterministic_with_its_text(world, tmp_path, monkeyp
 
 
 def test_diagnostics_tables(world, tmp_path):
-    cascal = [f"syn/p/{s}={world / 'routers' / s / 'cascal'}" for s in ("train", "gen-g")]
-    rgd(
-        "tables",
-        "--evals",
-        *sorted(world.glob("eval/*/*.json")),
-        "--analyses",
-        world / "analysis.json",
-        "--scaling",
-        *sorted(world.glob("scaling/*.json")),
-        "--cascal",
-        *cascal,
-        "--out-dir",
-        tmp_path,
-    )
+    _tables(world, tmp_path)
     a = read_json(world / "analysis.json")
     d = a["diagnostics"]
     rows = list(csv.DictReader((tmp_path / "diagnostics.csv").open()))
