@@ -36,6 +36,7 @@ BEGIN, END = "<!-- bench-table:begin -->", "<!-- bench-table:end -->"
 BENCHMARKS = [
     ("consensus", "bench_consensus.py", 900),
     ("cascal", "bench_cascal.py", 900),
+    ("cascal-mmlu", "bench_cascal_mmlu.py", 600),
     ("cascal-scale", "bench_cascal_scale.py", 1500),
     ("startup", "bench_startup.py", 600),
     ("embed", "bench_embed.py", 900),

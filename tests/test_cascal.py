@@ -201,6 +201,42 @@ def test_large_skill_sets_cluster_on_a_sample():
         CascalConfig(kmeans_max_rows=5)
 
 
+def test_principal_rows_keep_the_distances_of_rows_in_few_directions():
+    # Rows spanning 5 directions of 300: 16 principal coordinates hold every pairwise distance.
+    from rgd.cascal.clustering import principal_rows
+
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(200, 5)) @ rng.normal(size=(5, 300)) + 3.0
+    Z = principal_rows(X, 16, seed=0, dtype=np.float64)
+    assert Z.shape == (200, 16) and Z.flags.c_contiguous
+    full = np.linalg.norm(X[:, None] - X[None], axis=2)
+    np.testing.assert_allclose(np.linalg.norm(Z[:, None] - Z[None], axis=2), full, atol=1e-3 * full.max())
+    np.testing.assert_allclose(Z.mean(axis=0), 0.0, atol=1e-3)  # centred
+    assert np.array_equal(Z, principal_rows(X, 16, seed=0, dtype=np.float64))  # seeded: the same rows
+    assert principal_rows(X, 16, seed=0).dtype == np.float32
+    for dims in (0, 300, 400, 200):  # nothing smaller to gain: the caller keeps the full rows
+        assert principal_rows(X, dims, seed=0) is None
+
+
+@pytest.mark.parametrize("max_rows", [0, 60])
+def test_kmeans_on_principal_rows_finds_the_planted_clusters(max_rows):
+    # Three tight groups in 512-d: k-means on 64 principal coordinates (the default) recovers them,
+    # with or without sampling, and the centroids are the full-dimension means of the groups.
+    rng = np.random.default_rng(9)
+    centres = l2_normalize(rng.normal(size=(3, 512)))
+    truth = np.repeat(np.arange(3), [90, 60, 30])
+    X = l2_normalize(centres[truth] + 0.02 * rng.normal(size=(180, 512)))
+    m = 2
+    weights = np.ones((180, m))
+    args = ("s", X, weights, np.ones((180, m)), ["a", "b"])
+    fit = fit_subject(CascalConfig(prune=False, kmeans_max_rows=max_rows), *args)  # (one top set: no prune)
+    exact = fit_subject(CascalConfig(prune=False, kmeans_dims=0), *args)
+    assert fit.counters["kmeans_sampled_fits"] == (2 if max_rows else 0)
+    groups = sorted(sorted(np.unique(truth[idx]).tolist()) for idx in fit.members)
+    assert groups == [[0], [1], [2]]
+    np.testing.assert_allclose(np.sort(fit.centroids, axis=0), np.sort(exact.centroids, axis=0), atol=1e-12)
+
+
 def test_float64_norms_of_float32_rows_are_those_of_any_block():
     # k-means++ gets the squared norms once instead of per block: they must be the blocks' own.
     from sklearn.utils.extmath import row_norms
@@ -237,9 +273,23 @@ def test_sklearn_silhouette_decides_near_ties_on_sklearn_scores(monkeypatch):
 
 def test_compat_original_sets_the_original_semantics():
     cfg = CascalConfig(compat="original")
-    assert (cfg.agreement, cfg.silhouette, cfg.kmeans_float32) == ("tied_union", "sklearn", False)
+    assert (cfg.agreement, cfg.silhouette, cfg.kmeans_float32, cfg.kmeans_dims) == (
+        "tied_union",
+        "sklearn",
+        False,
+        0,
+    )
     rgd = CascalConfig()
-    assert (rgd.agreement, rgd.silhouette, rgd.kmeans_float32) == ("plurality", "linear", True)
+    assert (rgd.agreement, rgd.silhouette, rgd.kmeans_float32, rgd.kmeans_dims) == (
+        "plurality",
+        "linear",
+        True,
+        64,
+    )
+    with pytest.raises(ValueError, match="kmeans_dims: compat='original' sets 0, got 64"):
+        CascalConfig(compat="original", kmeans_dims=64)
+    with pytest.raises(ValueError, match="kmeans_dims: must be >= 0"):
+        CascalConfig(kmeans_dims=-1)
     assert rgd.kmeans_max_rows == cfg.kmeans_max_rows == 0  # exact k-means on every row
     with pytest.raises(ValueError, match="kmeans_max_rows: compat='original' clusters every row"):
         CascalConfig(compat="original", kmeans_max_rows=4096)

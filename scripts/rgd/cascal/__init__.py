@@ -36,8 +36,10 @@ undoes the first two and the k-means precision):
   the string hash seed). Ranking ties are broken by a seeded permutation (`rgd.metrics.rank`).
 * Silhouette: exact cosine silhouette from cluster sums instead of sklearn's pairwise matrix; with
   `silhouette="sklearn"` near ties are decided on sklearn's own scores, so the k is sklearn's.
-* k-means: scikit-learn's own steps, shared across k, one thread; on a float32 copy by default
-  (`kmeans_float32`). Centroids are float64 weighted means of the members, also in the unweighted
+* k-means: scikit-learn's own steps, shared across k, one thread; by default on float32 copies of
+  each subject's rows in their top 64 principal directions (`kmeans_dims`, `kmeans_float32`):
+  faster, more accurate and independent of the k-means seed at paper scale (docs/DIFFERENCES.md).
+  Centroids are float64 weighted means of the members, also in the unweighted
   variant (the original there takes sklearn's cluster_centers_, equal up to rounding); an empty
   k-means label yields no centroid (the original would emit a zero vector).
 * Inference uses every subject the router was trained on (the original loaded only the subjects

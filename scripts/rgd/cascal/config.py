@@ -20,8 +20,13 @@ SILHOUETTES = ("linear", "sklearn")
 COMPATS = ("rgd", "original")
 # The knobs each compat mode sets, in the order they are documented.
 COMPAT = {
-    "rgd": {"agreement": "plurality", "silhouette": "linear", "kmeans_float32": True},
-    "original": {"agreement": "tied_union", "silhouette": "sklearn", "kmeans_float32": False},
+    "rgd": {"agreement": "plurality", "silhouette": "linear", "kmeans_float32": True, "kmeans_dims": 64},
+    "original": {
+        "agreement": "tied_union",
+        "silhouette": "sklearn",
+        "kmeans_float32": False,
+        "kmeans_dims": 0,
+    },
 }
 
 
@@ -51,6 +56,11 @@ class CascalConfig:
     kmeans_n_init: int | Literal["auto"] = "auto"  # sklearn's "auto" = 1 run for k-means++
     kmeans_max_iter: int = 200
     kmeans_float32: bool | None = None  # k-means on a float32 copy (speed); centroids are float64 means
+    # k-means runs on each subject's rows projected onto their top `kmeans_dims` principal directions
+    # (seeded randomized PCA, shared by the subject's models); silhouettes, centroids and routing stay
+    # in the full space. Cluster structure lives in the top directions, and a k-means pass then reads
+    # kmeans_dims numbers per row instead of d. 0: full dimension (exact; compat="original").
+    kmeans_dims: int | None = None
     # A (model, subject) with more proficient rows than this is clustered on a seeded sample of this
     # many, every row going to its nearest centre (k is still picked on all rows); 0: never (exact).
     # k-means takes more iterations to converge as rows grow; this bounds its cost, at a price in
@@ -81,6 +91,7 @@ class CascalConfig:
                     f"{name}: compat='original' sets {value!r}, got {given!r} (leave {name} out, or use "
                     "compat='rgd')"
                 )
+        _int("kmeans_dims", self.kmeans_dims, low=0)
         if self.compat == "original" and self.kmeans_max_rows != 0:
             raise ValueError(
                 f"kmeans_max_rows: compat='original' clusters every row (0), got {self.kmeans_max_rows!r}"

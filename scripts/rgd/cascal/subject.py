@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .clustering import fit_skill_centroids, l2_normalize, merge_centroids
+from .clustering import fit_skill_centroids, l2_normalize, merge_centroids, principal_rows
 from .config import CascalConfig
 
 
@@ -88,13 +88,17 @@ def fit_subject(
     """Train one subject. X: (n_s, d) unit rows (float64); weights: step-A (n_s, m); signal: (n_s, m)."""
     counters: Counter = Counter()
     cents, seeds, ids = [], [], []
-    X32 = X.astype(np.float32) if cfg.kmeans_float32 else None  # cast once; its rows are each model's copy
+    # k-means input, made once per subject; its rows are each model's copy.
+    dtype = np.float32 if cfg.kmeans_float32 else np.float64
+    Xk = principal_rows(X, cfg.kmeans_dims, cfg.random_state, dtype)
+    if Xk is None and cfg.kmeans_float32:
+        Xk = X.astype(np.float32)
     for j, expert in enumerate(experts):  # step B
         rows = np.flatnonzero(weights[:, j] > 0)
         if len(rows) == 0:
             continue
-        Xk = None if X32 is None else X32[rows]
-        fit = fit_skill_centroids(cfg, X[rows], weights[rows, j] if cfg.weighted else None, Xk)
+        own = None if Xk is None else Xk[rows]
+        fit = fit_skill_centroids(cfg, X[rows], weights[rows, j] if cfg.weighted else None, own)
         counters["skill_fits"] += 1
         counters["single_cluster_fits"] += fit.k == 1
         counters["kmeans_sampled_fits"] += fit.sampled
