@@ -107,12 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-subject", type=int, default=80, help="MMLU test questions per subject (57)")
     ap.add_argument("--workloads", type=int, default=3, help="seeded draws of skills and answers")
     ap.add_argument("--out", help="write the result as JSON here (shape: benchmarks/benchlib.py)")
-    ap.add_argument("--quick", action="store_true", help="20 subjects x 30 questions, one draw")
+    ap.add_argument("--quick", action="store_true", help="10 subjects x 20 questions, one draw")
     args = ap.parse_args(argv)
     subjects = None
     if args.quick:
-        subjects = sorted(p.name for p in mmlu_root().iterdir() if (p / "test").is_dir())[:20]
-        args.per_subject, args.workloads = 30, 1
+        subjects = sorted(p.name for p in mmlu_root().iterdir() if (p / "test").is_dir())[:10]
+        args.per_subject, args.workloads = 20, 1
     X, mmlu_subject, embed_s = embed_mmlu(args.per_subject, subjects)
     runs = [one_workload(X, mmlu_subject, seed) for seed in range(args.workloads)]
     diff = np.concatenate([r["default"]["_hits"] - r["exact"]["_hits"] for r in runs])

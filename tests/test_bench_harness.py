@@ -86,8 +86,8 @@ def test_quick_run_records_every_benchmark_in_the_common_shape(quick):
         by["startup"]["figures"]["route_questions"] == 500
         and not by["startup"]["figures"]["route_heavy_imports"]
     )
-    mmlu = by["cascal-mmlu"]["figures"]  # real embeddings of 20 subjects x 30 questions, both arms
-    assert mmlu["questions"] == 600 and mmlu["dim"] == 384 and len(mmlu["top1_diff_ci95"]) == 2
+    mmlu = by["cascal-mmlu"]["figures"]  # real embeddings of 10 subjects x 20 questions, both arms
+    assert mmlu["questions"] == 200 and mmlu["dim"] == 384 and len(mmlu["top1_diff_ci95"]) == 2
     assert by["embed"]["figures"]["max_abs_diff"] <= 1e-5
     assert by["hf"]["figures"]["styles"]["fewshot"]["max_abs_diff"] <= 1e-3
     assert by["snakemake"]["figures"]["paper_jobs"] > 5 * by["snakemake"]["figures"]["default_jobs"]
