@@ -60,17 +60,7 @@ def test_quick_run_records_every_benchmark_in_the_common_shape(quick):
     ]
     by = {b["name"]: b for b in run["benchmarks"]}
     assert by["vllm"]["skipped"] == by["e2e"]["skipped"] == "quick mode"
-    for name in (
-        "consensus",
-        "cascal",
-        "cascal-mmlu",
-        "cascal-scale",
-        "startup",
-        "embed",
-        "hf",
-        "serve",
-        "snakemake",
-    ):
+    for name in [n for n in names if n not in ("vllm", "e2e")]:  # the rows quick mode runs
         b = by[name]
         assert b["exit_status"] in (0, 1), b.get("error")
         assert isinstance(b["figures"], dict) and b["figures"] and b["quick"] is True
