@@ -35,6 +35,7 @@ def test_every_backend_implements_the_contract_and_declares_its_capabilities():
         assert issubclass(cls, LocalBackend) == cls.local == cls.scores_letters == local
     assert [n for n in backends.NAMES if backends.backend_class(n).streams] == ["vllm"]
     assert [n for n in backends.NAMES if backends.backend_class(n).reports_usage] == ["gemini", "openai"]
+    assert [n for n in backends.NAMES if backends.backend_class(n).replays] == ["recorded"]
     with pytest.raises(ValueError, match="unknown backend 'tgi' .one of transformers, vllm, gemini, openai"):
         backends.make("tgi")
 
@@ -47,8 +48,9 @@ def test_the_registry_is_the_one_list_of_backends():
         for block, spec in schema["properties"].items()
         if block in ("models", "experts", "generators")
     }
-    local, every = list(backends.LOCAL), list(backends.NAMES)
-    assert enum == {"models": local, "experts": local, "generators": every}
+    experts, writers = list(backends.EXPERT), list(backends.GENERATOR)
+    assert enum == {"models": experts, "experts": experts, "generators": writers}
+    assert set(backends.NAMES) == set(experts) | set(writers) and "recorded" not in writers
     assert config.LOCAL_BACKENDS is backends.LOCAL
     smk = (ROOT / "workflow/rules/common.smk").read_text()
     family = ast.literal_eval(re.search(r"family = (\{[^}]*\})", smk).group(1))

@@ -90,6 +90,24 @@ def cmd_embedded_data(a):
 
 
 @command(
+    "recorded-data",
+    "the questions of a recording that every given recorded model answered, and their keys",
+    need("--recording", path=IN_DIR, help="the recording directory (rgd import-responses)"),
+    need("--models", nargs="+", help="the recorded models of the benchmark's pools"),
+    need("--out-questions", path=OUT, help="questions JSONL to write"),
+    need("--out-keys", path=OUT, help="answer keys JSONL to write"),
+)
+def cmd_recorded_data(a):
+    from .datasets.recorded import benchmark
+    from .io import write_jsonl
+
+    qs, ks, summary = benchmark(a.recording, a.models)
+    write_jsonl(a.out_questions, qs)
+    write_jsonl(a.out_keys, ks)
+    print(json.dumps(summary))
+
+
+@command(
     "download",
     "download a paper benchmark at a pinned revision (needs the network)",
     need("--benchmark", help="mmlu_pro, supergpqa, medmcqa or bbeh"),
@@ -476,15 +494,14 @@ def cmd_evaluate(a):
         path=IN,
         help="`rgd analyse` files: print their pool diagnostics after the table",
     ),
+    opt("--seeds", nargs="*", path=IN, help="`rgd seed-spread` files: each router's spread over seeds"),
+    opt("--estimators", nargs="*", path=IN, help="`rgd estimators` files: the estimator comparison"),
 )
 def cmd_summarise(a):
     from .summary import summarise
 
-    print(
-        summarise(
-            [Path(p) for p in a.evals], Path(a.out_csv), Path(a.out_md), [Path(p) for p in a.analyses or []]
-        )
-    )
+    paths = {k: [Path(p) for p in getattr(a, k) or []] for k in ("analyses", "seeds", "estimators")}
+    print(summarise([Path(p) for p in a.evals], Path(a.out_csv), Path(a.out_md), **paths))
 
 
 @command(

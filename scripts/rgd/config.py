@@ -155,6 +155,67 @@ def _reference_problems(c: dict) -> list[str]:
     return p
 
 
+def _recorded(c: dict, model: str) -> bool:
+    return c["models"][model]["source"]["kind"] == "recorded"
+
+
+def _model_problems(c: dict) -> list[str]:
+    """A recorded model replays answers: backend recorded and source recorded go together, and
+    no generator can write with it."""
+    p = []
+    for name, m in c["models"].items():
+        if (m.get("backend") == "recorded") != _recorded(c, name):
+            p.append(f"models.{name}.backend: the recorded backend needs a recorded source and vice versa")
+    for name, e in c["experts"].items():
+        if e.get("backend") and _recorded(c, e["model"]) != (e["backend"] == "recorded"):
+            p.append(f"experts.{name}.backend: {e['backend']!r} cannot run the model {e['model']!r}")
+    for name, g in c.get("generators", {}).items():
+        if g.get("model") in c["models"] and _recorded(c, g["model"]):
+            p.append(
+                f"generators.{name}.model: {g['model']!r} is recorded: it replays answers, it cannot write"
+            )
+    return p
+
+
+def _benchmark_problems(c: dict) -> list[str]:
+    """Each benchmark's pools and generators exist; a recorded benchmark's pools replay its own
+    recording and get no generated source (a recording covers only the questions it was made on)."""
+    p = []
+    gens = c.get("generators", {})
+    for name, b in c["benchmarks"].items():
+        where = f"benchmarks.{name}"
+        pools = b.get("pools", list(c["pools"]))
+        p += [f"{where}.pools: unknown pool {x!r}" for x in pools if x not in c["pools"]]
+        mine = b.get("generators", list(gens))
+        p += [f"{where}.generators: unknown generator {g!r}" for g in mine if g not in gens]
+        if mine and "descriptions" not in b:
+            p.append(
+                f"{where}.descriptions: required: generators {mine} write from its category descriptions"
+            )
+        experts = [e for x in pools if x in c["pools"] for e in c["pools"][x]]
+        recorded = [e for e in experts if _recorded(c, c["experts"][e]["model"])]
+        if b["source"]["kind"] != "recorded":
+            p += [
+                f"{where}.pools: expert {e!r} replays a recording; a recorded expert answers only its "
+                "recorded benchmark (source kind recorded)"
+                for e in recorded[:1]
+            ]
+            continue
+        if mine:
+            p.append(
+                f"{where}.generators: a recorded benchmark has no generated source (its experts replay "
+                f"recorded answers and cannot answer generated questions): set generators: [] (has {mine})"
+            )
+        path = Path(b["source"]["path"])
+        for e in experts:
+            src = c["models"][c["experts"][e]["model"]]["source"]
+            if src["kind"] != "recorded" or Path(src.get("path", "")) != path:
+                p.append(
+                    f"{where}.pools: expert {e!r} does not replay this benchmark's recording {str(path)!r}"
+                )
+    return p
+
+
 # --------------------------------------------------------------------------- step settings
 def _settings(c: dict) -> list[str]:
     """Build every step's settings with the step's own class (rgd.spec.parse: types, bounds and
@@ -192,7 +253,9 @@ def _settings(c: dict) -> list[str]:
     for name, m in c["models"].items():
         build(f"models.{name}.source", ModelSource, m["source"])
     for name, e in c["experts"].items():
-        build(f"experts.{name}", Expert, {**e, "name": name})
+        src = c["models"][e["model"]]["source"]
+        engine = {"engine": {"name": src["name"]}, "backend": "recorded"} if src["kind"] == "recorded" else {}
+        build(f"experts.{name}", Expert, {**e, **engine, "name": name})
     for name, g in c.get("generators", {}).items():
         build(f"generators.{name}", GeneratorSpec, g)
         if g.get("filter"):
@@ -212,6 +275,8 @@ def load(config: dict, schema_path: str | Path, files: list[str | Path] = ()) ->
     problems += _schema_problems(config, schema_path)
     if not problems:
         problems += _reference_problems(config)
+    if not problems:
+        problems += _model_problems(config) + _benchmark_problems(config)
     if not problems:
         problems += _settings(config)
     if problems:

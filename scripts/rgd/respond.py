@@ -41,7 +41,7 @@ class Expert:
     sampling: Sampling = field(default_factory=Sampling)
     template_kwargs: dict = field(default_factory=dict)
     engine: dict = field(default_factory=dict)  # engine settings from the model registry (dtype; vLLM's)
-    backend: Literal["transformers", "vllm"] = "transformers"
+    backend: Literal["transformers", "vllm", "recorded"] = "transformers"
 
     def __post_init__(self) -> None:
         validate(self)
@@ -51,6 +51,10 @@ class Expert:
             raise ValueError(f"engine.dtype: expected one of {', '.join(DTYPES)}, got {dtype!r}")
         if self.backend == "transformers" and set(engine) - {"dtype"}:
             raise ValueError(f"engine: the transformers backend takes dtype only, got {sorted(engine)}")
+        if self.backend == "recorded" and set(engine) != {"name"}:
+            raise ValueError(
+                f"engine: the recorded backend takes name (the recorded model) only, got {sorted(engine)}"
+            )
 
     @classmethod
     def from_config(cls, name: str, cfg: dict, where: str = "spec") -> Expert:
@@ -235,6 +239,31 @@ def _respond_streaming(questions, prompts, keys, order, expert, backend, cache, 
         flush()
 
 
+def replay(questions: list[Question], expert: Expert, recording_dir, out, meta_out, run_record=None) -> dict:
+    """A recorded expert's responses: its recorded letters for exactly these questions (the recorded
+    backend refuses, in one line, a set its recording does not cover). Nothing is computed, so
+    nothing is cached: a rerun reads the same recording."""
+    t0 = time.perf_counter()
+    backend = backends.make("recorded", recording_dir, expert.backend_settings())
+    results = backend.replay(questions, expert.name)
+    write_jsonl(out, (r.to_dict() for r in results))
+    meta = {
+        "expert": expert.name,
+        "settings": expert.settings(),
+        "backend": backend.name,
+        "model": backend.identity,
+        "engine": backend.describe(),
+        "n_questions": len(results),
+        "n_computed": 0,
+        "n_cached": 0,
+        "n_replayed": len(results),
+        "status": dict(sorted(Counter(r.status for r in results).items())),
+        "throughput": {"compute_seconds": round(time.perf_counter() - t0, 3), "device": None},
+        "versions": package_versions(),
+    }
+    return write_meta(meta_out, meta, run_record, step="respond")
+
+
 def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -270,6 +299,8 @@ def run(
     gives empty responses, a warning and `warnings` in the meta, without loading the model."""
     backend_name = backend_name or expert.backend
     questions = read_questions(questions_path, allow_empty=True)  # validate before loading any model
+    if backend_name == "recorded":
+        return replay(questions, expert, model_dir, out, meta_out, run_record)
     identity = read_json(Path(model_dir) / MANIFEST)
     if not questions:
         warn(f"{questions_path}: no questions; writing empty responses")

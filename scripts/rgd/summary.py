@@ -31,6 +31,7 @@ COLUMNS = [
     "top3_ci",
     "gap_closed_top1",
     "top1_minus_best",
+    "top1_over_seeds",
 ]
 
 
@@ -42,7 +43,22 @@ def _ci(pair) -> str:
     return "" if not pair or pair[0] is None else f"[{100 * pair[0]:.1f}, {100 * pair[1]:.1f}]"
 
 
-def rows_from(evals: list[dict]) -> list[dict]:
+def _key(lab: dict) -> tuple:
+    return tuple(lab[k] for k in ("benchmark", "pool", "source", "router"))
+
+
+def _over_seeds(sp: dict | None) -> str:
+    """'mean ± sd [min, max] (n seeds)' of a seed-spread file's Top-1, in percent."""
+    if not sp:
+        return ""
+    t = sp["top1"]
+    return (
+        f"{100 * t['mean']:.1f} ± {100 * t['sd']:.1f} [{100 * t['min']:.1f}, {100 * t['max']:.1f}] "
+        f"({len(sp['seeds'])} seeds)"
+    )
+
+
+def rows_from(evals: list[dict], seeds: dict | None = None) -> list[dict]:
     rows, refs = [], {}
     for e in evals:
         lab = e["labels"]
@@ -61,6 +77,7 @@ def rows_from(evals: list[dict]) -> list[dict]:
                 "top3_ci": _ci(ci.get("top3_vote")),
                 "gap_closed_top1": "" if e.get("gap_closed_top1") is None else f"{e['gap_closed_top1']:.2f}",
                 "top1_minus_best": _ci(paired.get("ci")) if paired else "",
+                "top1_over_seeds": _over_seeds((seeds or {}).get(_key(lab))),
             }
         )
         key = (lab["benchmark"], lab["pool"])
@@ -85,6 +102,7 @@ def rows_from(evals: list[dict]) -> list[dict]:
                     "top3_ci": "",
                     "gap_closed_top1": "",
                     "top1_minus_best": "",
+                    "top1_over_seeds": "",
                 }
             )
     return sorted(
@@ -112,7 +130,20 @@ def verdict(e: dict) -> str:
     return "beats" if lo > 0 else "trails" if hi < 0 else "matches"
 
 
-def sentence(e: dict) -> str:
+def seed_note(e: dict, sp: dict | None) -> str:
+    """Whether the best single model lies inside the router's Top-1 range over seeds."""
+    if not sp:
+        return ""
+    t, best = sp["top1"], e["best_single"]
+    inside = t["min"] <= best <= t["max"]
+    return (
+        f" Over {len(sp['seeds'])} training seeds its Top-1 is {_pct(t['mean'])}% ± {_pct(t['sd'])} "
+        f"(range {_pct(t['min'])}-{_pct(t['max'])}%): the best single model's {_pct(best)}% lies "
+        + ("inside that seed spread, so the seed alone can move the verdict." if inside else "outside it.")
+    )
+
+
+def sentence(e: dict, sp: dict | None = None) -> str:
     """The honest one-sentence reading of one router's eval file against the best single model."""
     lab = e["labels"]
     name = "CASCAL" if lab["router"] == HEADLINE else lab["router"]
@@ -126,7 +157,7 @@ def sentence(e: dict) -> str:
         f"{e['n_questions']} test questions themselves)"
     )
     if v == "undefined":
-        return head + ": the paired bootstrap interval is undefined."
+        return head + ": the paired bootstrap interval is undefined." + seed_note(e, sp)
     lo, hi = p["ci"]
     ci = f"paired 95% CI of Top-1 minus best single [{_signed(lo)}, {_signed(hi)}] points"
     head += (
@@ -135,6 +166,7 @@ def sentence(e: dict) -> str:
         else f": {ci}, entirely {'above' if v == 'beats' else 'below'} 0."
     )
     g, gci = e.get("gap_closed_top1"), (e.get("ci", {}).get("gap_closed_top1") or [None, None])
+    head += seed_note(e, sp)
     if g is None:
         return (
             head
@@ -149,7 +181,7 @@ def sentence(e: dict) -> str:
     )
 
 
-def verdicts(evals: list[dict]) -> list[str]:
+def verdicts(evals: list[dict], seeds: dict | None = None) -> list[str]:
     """One sentence per (benchmark, pool, training source) for the headline router, sorted."""
     heads = [e for e in evals if e["labels"]["router"] == HEADLINE]
     heads.sort(
@@ -160,7 +192,36 @@ def verdicts(evals: list[dict]) -> list[str]:
             e["labels"]["source"],
         )
     )
-    return [sentence(e) for e in heads]
+    return [sentence(e, (seeds or {}).get(_key(e["labels"]))) for e in heads]
+
+
+def estimators_text(files: list[dict]) -> str:
+    """The estimator comparison: one Markdown table over every (benchmark, pool)."""
+    cols = [
+        "benchmark / pool",
+        "estimator",
+        "Spearman, (model, category) skill vs keys",
+        "mean per-category Spearman",
+        "estimator's label = key",
+        "CASCAL Top-1",
+        "CASCAL Top-3",
+    ]
+    rows = []
+    for f in files:
+        where = f"{f['labels']['benchmark']} / {f['labels']['pool']}"
+        for name, r in f["estimators"].items():
+            if "skipped" in r:
+                rows.append([where, name, r["skipped"], "", "", "", ""])
+                continue
+            rows.append(
+                [where, name, _k(r["spearman_model_category"]), _k(r["spearman_per_category_mean"])]
+                + [_pct(r[k]) for k in ("label_accuracy", "cascal_top1", "cascal_top3_vote")]
+            )
+    return (
+        "Label-free skill estimates on each pool's real training split, judged against its keys after "
+        "the fact; CASCAL trained on each estimator's scores, evaluated on the test set (percent).\n\n"
+        + _md_table(cols, rows)
+    )
 
 
 def _k(x) -> str:
@@ -257,14 +318,26 @@ def _read_analyses(paths: list[Path]) -> list[dict]:
 
 
 def summarise(
-    eval_paths: list[Path], out_csv: Path, out_md: Path, analysis_paths: list[Path] | None = None
+    eval_paths: list[Path],
+    out_csv: Path,
+    out_md: Path,
+    analyses: list[Path] | None = None,
+    seeds: list[Path] | None = None,
+    estimators: list[Path] | None = None,
 ) -> str:
-    """Write the summary table (CSV, Markdown); the Markdown adds the verdicts and the diagnostics."""
+    """Write the summary table (CSV, Markdown); the Markdown adds the verdicts, the estimator
+    comparison and the diagnostics."""
+    from .io import read_json
     from .report.files import read_eval
 
     evals = [read_eval(p) for p in sorted(eval_paths)]
-    analyses = _read_analyses(analysis_paths or [])  # every input checked before anything is written
-    rows = rows_from(evals)
+    analyses = _read_analyses(analyses or [])  # every input checked before anything is written
+    spreads = {_key(sp["labels"]): sp for sp in (read_json(p) for p in seeds or [])}
+    compared = sorted(
+        (read_json(p) for p in estimators or []),
+        key=lambda f: (f["labels"]["benchmark"], f["labels"]["pool"]),
+    )
+    rows = rows_from(evals, spreads)
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     w.writeheader()
@@ -273,9 +346,11 @@ def summarise(
         "Accuracy in percent; CIs are seeded 95% bootstrap intervals; `top1_minus_best` is the paired "
         "bootstrap CI of (router Top-1 - best single model on the test set).\n\n" + markdown(rows)
     )
-    said = verdicts(evals)
+    said = verdicts(evals, spreads)
     if said:
         md += "\n## CASCAL against the best single model\n\n" + "".join(f"- {t}\n" for t in said)
+    if compared:
+        md += "\n## Label-free skill estimators\n\n" + estimators_text(compared)
     if analyses:
         md += "\n## Pool diagnostics\n\n" + "\n".join(diagnostics_text(a) for a in analyses)
     write_text(out_csv, buf.getvalue())

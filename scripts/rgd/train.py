@@ -48,11 +48,24 @@ def run(
     spec: dict | None = None,
     threads: int | None = None,
 ) -> int:
+    from . import routers
+
+    settings = parse(TrainSpec, spec or {}, "--spec")
+    data = training_set(kind, settings, questions, embeddings, consensus, experts, keys)
+    router = routers.train(kind, settings.params, settings.seed, data, n_jobs=threads)
+    n = len(data.ids)
+    routers.save(router, kind, Path(out_dir), experts, data.embedder, {"questions": str(questions), "n": n})
+    return n
+
+
+def training_set(kind: str, settings: TrainSpec, questions, embeddings, consensus, experts, keys=None):
+    """The checked TrainingSet of a training source for router `kind`: every file and the router's
+    settings are checked before anything is fitted, and the key file is read only for a
+    query-answer router (a query-only router given one is refused)."""
     from .embed import aligned
     from .matrices import consensus_matrices, correctness
     from .records import read_consensus, read_keys, read_questions
 
-    settings = parse(TrainSpec, spec or {}, "--spec")
     if len(set(experts)) != len(experts):
         raise SpecError("--experts", None, f"an expert is listed twice: {experts}")
     qs = read_questions(questions, allow_empty=True)
@@ -71,23 +84,12 @@ def run(
     from . import routers
 
     check_router_settings(kind, settings)
-    if routers.needs_keys(kind) and keys is None:
-        raise InputError(
-            "<command line>",
-            None,
-            "--keys",
-            f"router {kind!r} is a query-answer router: it needs the training source's keys",
+    if routers.needs_keys(kind) != (keys is not None):
+        what = (
+            "a query-answer router: it needs the training source's keys"
+            if keys is None
+            else "query-only: it must not be given answer keys"
         )
-    if not routers.needs_keys(kind) and keys is not None:
-        raise InputError(
-            "<command line>",
-            None,
-            "--keys",
-            f"router {kind!r} is query-only: it must not be given answer keys",
-        )
-    # the key file is read only for a query-answer router
+        raise InputError("<command line>", None, "--keys", f"router {kind!r} is {what}")
     correct = correctness(choices, ids, read_keys(keys, qs), keys) if keys else None
-    data = routers.TrainingSet(X, experts, [q.category for q in qs], choices, cons, correct, ids, embedder)
-    router = routers.train(kind, settings.params, settings.seed, data, n_jobs=threads)
-    routers.save(router, kind, Path(out_dir), experts, embedder, {"questions": str(questions), "n": len(ids)})
-    return len(ids)
+    return routers.TrainingSet(X, experts, [q.category for q in qs], choices, cons, correct, ids, embedder)

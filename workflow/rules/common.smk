@@ -67,17 +67,35 @@ GENERATORS = list(config.get("generators", {}))
 ROUTERS = list(config["routers"])
 # Generators whose set is also filtered (rules/filter.smk): source gen-<g>-filtered.
 FILTERED = [g for g, c in config.get("generators", {}).items() if c.get("filter")]
-# Training sources: the real train split, each generator's question set, the filtered sets.
-SOURCES = (
-    ["train"]
-    + [f"gen-{g}" for g in GENERATORS]
-    + [f"gen-{g}-filtered" for g in FILTERED]
-)
-QSETS = ["train", "test"] + SOURCES[1:]
-EMBEDDED = [
-    b for b, c in config["benchmarks"].items() if c["source"]["kind"] == "embedded-mmlu"
-]
-DOWNLOADED = [b for b in BENCHMARKS if b not in EMBEDDED]
+
+
+def bench_pools(bench):
+    """The pools run on a benchmark (its `pools`, default every pool)."""
+    return config["benchmarks"][bench].get("pools", POOLS)
+
+
+def bench_sources(bench):
+    """A benchmark's training sources: the real train split, each of its generators' question
+    sets, their filtered sets."""
+    gens = config["benchmarks"][bench].get("generators", GENERATORS)
+    return (
+        ["train"]
+        + [f"gen-{g}" for g in gens]
+        + [f"gen-{g}-filtered" for g in gens if g in FILTERED]
+    )
+
+
+def bench_qsets(bench):
+    return ["train", "test"] + bench_sources(bench)[1:]
+
+
+# Every training source and question set of some benchmark (wildcard constraints).
+SOURCES = list(dict.fromkeys(s for b in BENCHMARKS for s in bench_sources(b)))
+QSETS = list(dict.fromkeys(q for b in BENCHMARKS for q in bench_qsets(b)))
+KINDS = {b: c["source"]["kind"] for b, c in config["benchmarks"].items()}
+EMBEDDED = [b for b in BENCHMARKS if KINDS[b] == "embedded-mmlu"]
+RECORDED = [b for b in BENCHMARKS if KINDS[b] == "recorded"]
+DOWNLOADED = [b for b in BENCHMARKS if b not in EMBEDDED + RECORDED]
 
 
 wildcard_constraints:
@@ -93,7 +111,13 @@ wildcard_constraints:
 
 def conda_env(backend):
     """The conda env of a rule family (used with --sdm conda), by backend."""
-    family = {"transformers": "torch", "vllm": "vllm", "gemini": "api", "openai": "api"}
+    family = {
+        "transformers": "torch",
+        "vllm": "vllm",
+        "gemini": "api",
+        "openai": "api",
+        "recorded": "core",
+    }
     return f"../../envs/{family[backend]}.yaml"
 
 
@@ -125,14 +149,20 @@ SCALING = results_path("scaling/{bench}/{pool}/{source}.json")
 CASCAL = results_path("routers/{bench}/{pool}/{source}/cascal")
 
 
-def every(pattern, keep=()):
-    """`pattern` for every benchmark, pool, source and router of the config; the wildcards named
-    in `keep` stay wildcards (a per-(benchmark, pool) rule keeps "bench" and "pool")."""
-    grid = {"bench": BENCHMARKS, "pool": POOLS, "source": SOURCES, "router": ROUTERS}
-    names = set(re.findall(r"{(\w+)}", pattern)) - set(keep)
-    return expand(
-        pattern, **{k: v for k, v in grid.items() if k in names}, allow_missing=True
-    )
+def every(pattern, bench=None, pool=None, pools=None):
+    """`pattern` for every (benchmark, pool, source, router) the config runs: each benchmark with
+    its own pools and sources. `bench` and `pool` fix one (a per-(benchmark, pool) job's inputs);
+    `pools` keeps only those pools. Wildcards the pattern lacks are not expanded over.
+    """
+    names = set(re.findall(r"{(\w+)}", pattern))
+    out = []
+    for b in [bench] if bench else BENCHMARKS:
+        for p in [pool] if pool else bench_pools(b):
+            for s in bench_sources(b) if "source" in names else [None]:
+                for r in ROUTERS if "router" in names else [None]:
+                    if pools is None or p in pools:
+                        out.append(pattern.format(bench=b, pool=p, source=s, router=r))
+    return list(dict.fromkeys(out))
 
 
 # --------------------------------------------------------------------------- data (data.smk)
@@ -160,11 +190,23 @@ def optional_args(settings, *names):
     ]
 
 
+def recorded_models(wildcards):
+    """The recorded models of a recorded benchmark's pools (their source names, sorted)."""
+    models = {
+        config["experts"][e]["model"]
+        for p in bench_pools(wildcards.bench)
+        for e in config["pools"][p]
+    }
+    return sorted(config["models"][m]["source"]["name"] for m in models)
+
+
 # --------------------------------------------------------------------------- experts (respond.smk)
 def model_engine(model, backend):
     """Engine settings of a registry model: vLLM's (rgd.backends.vllm.EngineSpec), or the
     transformers backend's (dtype only)."""
     m = config["models"][model]
+    if backend == "recorded":
+        return {"name": m["source"]["name"]}
     names = ("dtype", "max_model_len", "gpu_memory_utilization", "engine_args")
     e = {k: m[k] for k in (names if backend == "vllm" else names[:1]) if k in m}
     if backend == "vllm" and "tensor_parallel" in m.get("resources", {}):
@@ -185,8 +227,17 @@ def expert_spec(expert):
     return e
 
 
+def recording(model):
+    """The recording directory of a recorded model (None for a model with weights)."""
+    source = config["models"][model]["source"]
+    return project_file(source["path"]) if source["kind"] == "recorded" else None
+
+
 def expert_model(wildcards):
-    return model_manifest(config["experts"][wildcards.expert]["model"])
+    """What an expert's respond job loads: the model manifest, or a recorded model's answers."""
+    model = config["experts"][wildcards.expert]["model"]
+    rec = recording(model)
+    return os.path.join(rec, "answers.jsonl.gz") if rec else model_manifest(model)
 
 
 def pool_members(wildcards):
@@ -311,6 +362,12 @@ def labels(wildcards):
 # --------------------------------------------------------------------------- report (report.smk)
 REPORT_CFG = config.get("report", {})
 SCALING_CFG = REPORT_CFG.get("scaling", {})
+# seed stability (rule seed_spread) and the estimator comparison (rule estimators), both optional
+ROUTER_SEEDS = REPORT_CFG.get("router_seeds", [])
+SEED_SPREAD = results_path("seeds/{bench}/{pool}/{source}/{router}.json")
+SEED_FILES = every(SEED_SPREAD) if ROUTER_SEEDS else []
+ESTIMATORS = results_path("estimators/{bench}/{pool}.json")
+ESTIMATOR_FILES = every(ESTIMATORS) if REPORT_CFG.get("estimators", True) else []
 ARCHIVE = results_path(
     f"archive/rgd-results-{rgd.config.config_hash(config)[:12]}.tar.gz"
 )
@@ -328,20 +385,24 @@ TABLES = [
     "ranking",
 ]
 CAPTIONS = "../report"
-FIGURE_FILES = expand(
-    results_path("figures/{bench}/{pool}/{fig}.svg"),
-    bench=BENCHMARKS,
-    pool=POOLS,
-    fig=FIGURES,
-)
+FIGURE_FILES = [
+    f
+    for fig in FIGURES
+    for f in every(results_path(f"figures/{{bench}}/{{pool}}/{fig}.svg"))
+]
 TABLE_FILES = expand(
     results_path("tables/{t}.{ext}"), t=TABLES, ext=["md", "csv", "tex"]
 )
 SUMMARY_FILES = [results_path("tables/summary.csv"), results_path("tables/summary.md")]
 # models whose manifests (revisions) go into the archive's MANIFEST
+# (a recorded model has no manifest: its recording's digests are in each response's .meta.json)
 USED_MODELS = sorted(
-    {config["experts"][e]["model"] for p in config["pools"].values() for e in p}
+    m
+    for m in {
+        config["experts"][e]["model"] for p in config["pools"].values() for e in p
+    }
     | {g["model"] for g in config.get("generators", {}).values() if "model" in g}
+    if not recording(m)
 )
 
 
@@ -354,10 +415,14 @@ def generated_files(wildcards):
         "consensus": "consensus/{b}/{p}/{s}.jsonl",
     }
     out = {
-        kind: {s: results_path(pat.format(b=b, p=p, s=s)) for s in SOURCES[1:]}
+        kind: {s: results_path(pat.format(b=b, p=p, s=s)) for s in bench_sources(b)[1:]}
         for kind, pat in kinds.items()
     }
-    out["meta"] = {s: results_path(f"data/{b}/{s}.meta.json") for s in GEN_META}
+    out["meta"] = {
+        s: results_path(f"data/{b}/{s}.meta.json")
+        for s in bench_sources(b)
+        if s in GEN_META
+    }
     return out
 
 
@@ -380,7 +445,7 @@ def per_source(pattern):
     def files(wildcards):
         return {
             s: pattern.format(bench=wildcards.bench, pool=wildcards.pool, source=s)
-            for s in SOURCES
+            for s in bench_sources(wildcards.bench)
         }
 
     return files
@@ -404,7 +469,11 @@ def archived_results(wildcards, input):
     would make two runs of the same inputs differ; it stays beside the archive."""
     return (
         [results_path(f"data/{b}") for b in BENCHMARKS]
-        + [results_path(f"responses/{b}/{q}") for b in BENCHMARKS for q in QSETS]
+        + [
+            results_path(f"responses/{b}/{q}")
+            for b in BENCHMARKS
+            for q in bench_qsets(b)
+        ]
         + [
             *input.consensus,
             *input.routers,
@@ -412,6 +481,7 @@ def archived_results(wildcards, input):
             *input.evals,
             *input.analyses,
             *input.scaling,
+            *input.robustness,
             *input.tradeoffs,
             *input.tables,
             *input.figures,
@@ -433,12 +503,12 @@ def pool_costs(pool):
 
 
 COST_POOLS = [p for p in POOLS if pool_costs(p)]
-TRADEOFF_FIGURES = expand(
-    results_path("figures/{bench}/{pool}/cost.svg"), bench=BENCHMARKS, pool=COST_POOLS
+TRADEOFF_FIGURES = every(
+    results_path("figures/{bench}/{pool}/cost.svg"), pools=COST_POOLS
 )
 TRADEOFF_TABLES = (
     expand(results_path("tables/cost.{ext}"), ext=["md", "csv", "tex"])
-    if COST_POOLS
+    if every(TRADEOFF, pools=COST_POOLS)
     else []
 )
 

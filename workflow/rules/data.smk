@@ -25,6 +25,33 @@ rule embedded_data:
         "--out-questions {output.questions:q} --out-keys {output.keys_file:q} > {log:q} 2>&1"
 
 
+# A recorded benchmark: the questions of a recording that every recorded model of its pools answered.
+rule recorded_data:
+    input:
+        answers=lambda w: os.path.join(
+            project_file(bench_source(w)["path"]), "answers.jsonl.gz"
+        ),
+    output:
+        questions=results_path("data/{bench}/all.questions.jsonl"),
+        keys_file=results_path("data/{bench}/all.keys.jsonl"),
+    log:
+        log_path("data/{bench}"),
+    benchmark:
+        timing_path("data/{bench}")
+    wildcard_constraints:
+        bench=one_of(RECORDED),
+    conda:
+        "../../envs/core.yaml"
+    resources:
+        **rule_resources(),
+    params:
+        recording=lambda w, input: os.path.dirname(input.answers),
+        models=recorded_models,
+    shell:
+        "rgd recorded-data --recording {params.recording:q} --models {params.models:q} "
+        "--out-questions {output.questions:q} --out-keys {output.keys_file:q} > {log:q} 2>&1"
+
+
 # Paper benchmarks. `download` is the one rule that needs the network (Hugging Face hub or
 # raw.githubusercontent.com): it runs on the submitting host (localrule), as compute nodes are
 # often offline, and fetches the revision pinned in the config into resources/datasets/{bench}/

@@ -36,6 +36,8 @@ rule summary:
         evals=every(EVAL),
         # the label-free pool diagnostics and their warnings, printed after the table
         analyses=every(ANALYSIS),
+        seeds=SEED_FILES,
+        estimators=ESTIMATOR_FILES,
     output:
         csv=results_path("tables/summary.csv"),
         md=results_path("tables/summary.md"),
@@ -47,6 +49,13 @@ rule summary:
         "../../envs/core.yaml"
     resources:
         **rule_resources(),
+    params:
+        optional=lambda w, input: [
+            a
+            for name in ("seeds", "estimators")
+            if input[name]
+            for a in (f"--{name}", *input[name])
+        ],
     shell:
-        "rgd summarise --evals {input.evals:q} --analyses {input.analyses:q} "
+        "rgd summarise --evals {input.evals:q} --analyses {input.analyses:q} {params.optional:q} "
         "--out-csv {output.csv:q} --out-md {output.md:q} > {log:q} 2>&1"

@@ -83,10 +83,86 @@ rule scaling:
         "--labels {params.labels:q} --out {output:q} > {log:q} 2>&1"
 
 
+# Seed stability: each router retrained under report.router_seeds; its inputs are its train job's
+# (train_inputs: a query-only router gets no key file) plus the real test set, as in rule scaling.
+rule seed_spread:
+    input:
+        unpack(train_inputs),
+        stats=results_path("consensus/{bench}/{pool}/{source}.stats.json"),
+        test_questions=questions("test"),
+        test_keys=keys("test"),
+        test_embeddings=results_path("embeddings/{bench}/test.npz"),
+        test_responses=lambda w: list(test_responses(w).values()),
+    output:
+        SEED_SPREAD,
+    log:
+        log_path("report/seed_spread/{bench}/{pool}/{source}/{router}"),
+    benchmark:
+        timing_path("report/seed_spread/{bench}/{pool}/{source}/{router}")
+    conda:
+        "../../envs/report.yaml"
+    resources:
+        **rule_resources(),
+    params:
+        experts=pool_members,
+        key_arg=key_arg,
+        responses=lambda w: pairs(test_responses(w)),
+        seeds=ROUTER_SEEDS,
+        spec=lambda w: as_json(router_spec(w)),
+        labels=lambda w: f"{w.bench}/{w.pool}/{w.source}/{w.router}",
+    shell:
+        "rgd seed-spread --kind {wildcards.router:q} --questions {input.questions:q} "
+        "--embeddings {input.embeddings:q} --consensus {input.consensus:q} {params.key_arg:q} "
+        "--experts {params.experts:q} --stats {input.stats:q} "
+        "--test-questions {input.test_questions:q} --test-keys {input.test_keys:q} "
+        "--test-embeddings {input.test_embeddings:q} --test-responses {params.responses:q} "
+        "--seeds {params.seeds:q} --spec {params.spec:q} --labels {params.labels:q} "
+        "--out {output:q} > {log:q} 2>&1"
+
+
+# The label-free skill estimators compared on the real training split (evaluation: reads its keys).
+rule estimators:
+    input:
+        questions=questions("train"),
+        keys_file=keys("train"),
+        embeddings=results_path("embeddings/{bench}/train.npz"),
+        responses=lambda w: list(pool_responses(w, "train").values()),
+        stats=results_path("consensus/{bench}/{pool}/train.stats.json"),
+        test_questions=questions("test"),
+        test_keys=keys("test"),
+        test_embeddings=results_path("embeddings/{bench}/test.npz"),
+        test_responses=lambda w: list(test_responses(w).values()),
+    output:
+        ESTIMATORS,
+    log:
+        log_path("report/estimators/{bench}/{pool}"),
+    benchmark:
+        timing_path("report/estimators/{bench}/{pool}")
+    conda:
+        "../../envs/report.yaml"
+    resources:
+        **rule_resources(),
+    params:
+        experts=pool_members,
+        responses=lambda w: pairs(pool_responses(w, "train")),
+        test_responses=lambda w: pairs(test_responses(w)),
+        consensus=lambda w: as_json(config["consensus"]),
+        cascal=lambda w: as_json(config["routers"]["cascal"]),
+        labels=lambda w: f"{w.bench}/{w.pool}",
+    shell:
+        "rgd estimators --questions {input.questions:q} --keys {input.keys_file:q} "
+        "--embeddings {input.embeddings:q} --responses {params.responses:q} "
+        "--experts {params.experts:q} --stats {input.stats:q} "
+        "--test-questions {input.test_questions:q} --test-keys {input.test_keys:q} "
+        "--test-embeddings {input.test_embeddings:q} --test-responses {params.test_responses:q} "
+        "--consensus-spec {params.consensus:q} --cascal-spec {params.cascal:q} "
+        "--labels {params.labels:q} --out {output:q} > {log:q} 2>&1"
+
+
 rule figures:
     input:
         analysis=ANALYSIS,
-        evals=every(EVAL, keep=("bench", "pool")),
+        evals=lambda w: every(EVAL, bench=w.bench, pool=w.pool),
         scaling=lambda w: per_source(SCALING)(w).values(),
         cascal=lambda w: per_source(CASCAL)(w).values(),
     output:
@@ -192,22 +268,27 @@ rule archive:
         config=results_path("config.json"),
         config_files=[str(f) for f in workflow.configfiles],
         descriptions=sorted(
-            {project_file(b["descriptions"]) for b in config["benchmarks"].values()}
+            {
+                project_file(b["descriptions"])
+                for b in config["benchmarks"].values()
+                if "descriptions" in b
+            }
         ),
-        data=expand(questions("{q}"), bench=BENCHMARKS, q=QSETS),
-        consensus=expand(
-            results_path("consensus/{bench}/{pool}/{src}.{ext}"),
-            bench=BENCHMARKS,
-            pool=POOLS,
-            src=SOURCES,
-            ext=["jsonl", "stats.json"],
-        ),
+        data=[questions(q).format(bench=b) for b in BENCHMARKS for q in bench_qsets(b)],
+        consensus=[
+            f
+            for ext in ["jsonl", "stats.json"]
+            for f in every(
+                results_path(f"consensus/{{bench}}/{{pool}}/{{source}}.{ext}")
+            )
+        ],
         routers=every(results_path("routers/{bench}/{pool}/{source}/{router}")),
         routes=every(ROUTE),
         evals=every(EVAL),
         analyses=every(ANALYSIS),
         scaling=every(SCALING),
-        tradeoffs=expand(TRADEOFF, bench=BENCHMARKS, pool=COST_POOLS, source=SOURCES),
+        robustness=SEED_FILES + ESTIMATOR_FILES,
+        tradeoffs=every(TRADEOFF, pools=COST_POOLS),
         tables=TABLE_FILES + SUMMARY_FILES + TRADEOFF_TABLES,
         figures=FIGURE_FILES + TRADEOFF_FIGURES,
         models=[model_manifest(m) for m in USED_MODELS],

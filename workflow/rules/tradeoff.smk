@@ -54,7 +54,7 @@ rule tradeoff_figure:
 
 rule tradeoff_table:
     input:
-        expand(TRADEOFF, bench=BENCHMARKS, pool=COST_POOLS, source=SOURCES),
+        every(TRADEOFF, pools=COST_POOLS),
     output:
         TRADEOFF_TABLES,
     log:

@@ -17,10 +17,15 @@ _CLASSES = {
     "vllm": ("vllm", "VLLMBackend"),
     "gemini": ("api", "Gemini"),
     "openai": ("api", "OpenAICompatible"),
+    "recorded": ("recorded", "RecordedBackend"),
 }
 NAMES = tuple(_CLASSES)
 # backends that run a registry model here (LocalBackend): known before any backend module is imported
 LOCAL = ("transformers", "vllm")
+# an expert's backends: the local ones, and the replay of a model's recorded answers
+EXPERT = (*LOCAL, "recorded")
+# a generator's: every backend that writes text (a recording cannot)
+GENERATOR = tuple(n for n in NAMES if n != "recorded")
 
 
 def backend_class(name: str) -> type[Backend]:

@@ -95,6 +95,7 @@ class Backend(ABC):
     scores_letters: ClassVar[bool] = False  # score_letters: letter-mode experts, guided generation
     streams: ClassVar[bool] = False  # stream_letters / stream_generate: a job's prompts in one call
     reports_usage: ClassVar[bool] = False  # replies are APIGenerations; report() totals and prices them
+    replays: ClassVar[bool] = False  # replay(questions, expert): recorded answers, no model (recorded)
 
     load_seconds: float = 0.0  # time to load the model or start the engine
     device: str | None = None  # what the numbers were computed on ("cpu", "NVIDIA H100 x2"...)

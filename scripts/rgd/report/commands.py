@@ -5,6 +5,8 @@
   rgd scaling           the data-scaling curve of one (benchmark, pool, training source)
   rgd figures           the report's SVG figures of one (benchmark, pool)
   rgd tables            paper-style tables (Markdown, CSV, LaTeX)
+  rgd seed-spread       one router retrained under several seeds (seed stability)
+  rgd estimators        the label-free skill estimators compared on one (benchmark, pool)
 (`rgd archive` and `rgd verify` live in rgd/archive/commands.py.)
 """
 
@@ -162,12 +164,12 @@ def _add_analyse(add) -> None:
     s.add_argument("--out", required=True, path=OUT, help="analysis JSON to write")
 
 
-def _add_scaling(add) -> None:
-    s = add("scaling", cmd_scaling, "CASCAL accuracy against the number of training questions")
+def _add_training_and_test(s, consensus: bool = True) -> None:
+    """The options of a job that trains on a source and evaluates on the real test set."""
     for x, what in (
         ("questions", "the training source's questions"),
         ("embeddings", "their embeddings (.npz)"),
-        ("consensus", "the pool's consensus rows on them"),
+        *([("consensus", "the pool's consensus rows on them")] if consensus else []),
         ("test-questions", "the test questions"),
         ("test-keys", "the test keys"),
         ("test-embeddings", "the test embeddings (.npz)"),
@@ -183,6 +185,11 @@ def _add_scaling(add) -> None:
         path=PAIRS,
         help="each pool expert's test responses",
     )
+
+
+def _add_scaling(add) -> None:
+    s = add("scaling", cmd_scaling, "CASCAL accuracy against the number of training questions")
+    _add_training_and_test(s)
     s.add_argument(
         "--fractions",
         nargs="+",
@@ -235,7 +242,73 @@ def _add_tables(add) -> None:
     s.add_argument("--out-dir", required=True, path=OUT_DIR, help="folder for the tables")
 
 
+def cmd_seed_spread(a):
+    from ..spec import parse
+    from ..train import TrainSpec, training_set
+    from .robustness import seed_spread
+    from .scaling import load_test_set
+
+    labels = _labels(a.labels, 4)
+    spec = parse(TrainSpec, a.spec or {}, "--spec")
+    data = training_set(a.kind, spec, a.questions, a.embeddings, a.consensus, a.experts, a.keys)
+    test = load_test_set(a.test_questions, a.test_keys, a.test_embeddings, a.test_responses, a.stats)
+    out = seed_spread(a.kind, spec.params, data, test, a.seeds)
+    out["labels"] = dict(zip(("benchmark", "pool", "source", "router"), labels))
+    write_json(a.out, out)
+    t = out["top1"]
+    print(
+        f"{a.kind}: top1 over {len(a.seeds)} seeds {t['mean']:.3f} ± {t['sd']:.3f}, {t['min']:.3f}-{t['max']:.3f}"
+    )
+
+
+def _add_seed_spread(add) -> None:
+    s = add("seed-spread", cmd_seed_spread, "one router retrained under several seeds, each evaluated")
+    s.add_argument("--kind", required=True, help="the router kind")
+    _add_training_and_test(s)
+    s.add_argument("--keys", path=IN, help="the training source's keys (query-answer routers only)")
+    s.add_argument("--seeds", nargs="+", type=int, required=True, help="the seeds")
+    s.add_argument("--spec", type=json_object, help="the router's config entry (JSON)")
+    s.add_argument("--labels", required=True, help="BENCH/POOL/SOURCE/ROUTER")
+    s.add_argument("--out", required=True, path=OUT, help="seed-spread JSON to write")
+
+
+def cmd_estimators(a):
+    from .robustness import compare_estimators
+    from .scaling import load_test_set
+
+    labels = _labels(a.labels, 2)
+    test = load_test_set(a.test_questions, a.test_keys, a.test_embeddings, a.test_responses, a.stats)
+    out = compare_estimators(
+        a.questions, a.keys, a.embeddings, a.responses, a.consensus_spec or {}, a.cascal_spec or {}, test
+    )
+    out["labels"] = dict(zip(("benchmark", "pool"), labels))
+    write_json(a.out, out)
+    for name, r in out["estimators"].items():
+        print(f"{name}: spearman {r['spearman_model_category']}, cascal top1 {r['cascal_top1']:.3f}")
+
+
+def _add_estimators(add) -> None:
+    s = add("estimators", cmd_estimators, "the label-free skill estimators compared on one pool")
+    _add_training_and_test(s, consensus=False)
+    s.add_argument("--keys", required=True, path=IN, help="the training split's keys (evaluation)")
+    s.add_argument(
+        "--responses", nargs="+", required=True, metavar="EXPERT=FILE", path=PAIRS, help="training responses"
+    )
+    s.add_argument("--consensus-spec", type=json_object, help="the config's consensus block (JSON)")
+    s.add_argument("--cascal-spec", type=json_object, help="the cascal router's config entry (JSON)")
+    s.add_argument("--labels", required=True, help="BENCH/POOL")
+    s.add_argument("--out", required=True, path=OUT, help="estimators JSON to write")
+
+
 def register(add) -> None:
     """Add the subcommands with rgd.cli's `add(name, fn, help)`."""
-    for one in (_add_config_snapshot, _add_analyse, _add_scaling, _add_figures, _add_tables):
+    for one in (
+        _add_config_snapshot,
+        _add_analyse,
+        _add_scaling,
+        _add_figures,
+        _add_tables,
+        _add_seed_spread,
+        _add_estimators,
+    ):
         one(add)
