@@ -256,9 +256,7 @@ def cmd_seed_spread(a):
     out["labels"] = dict(zip(("benchmark", "pool", "source", "router"), labels))
     write_json(a.out, out)
     t = out["top1"]
-    print(
-        f"{a.kind}: top1 over {len(a.seeds)} seeds {t['mean']:.3f} ± {t['sd']:.3f}, {t['min']:.3f}-{t['max']:.3f}"
-    )
+    print(f"{a.kind}: top1 over {len(a.seeds)} seeds {t['mean']:.3f} ± {t['sd']:.3f}")
 
 
 def _add_seed_spread(add) -> None:
