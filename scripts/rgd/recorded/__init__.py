@@ -197,6 +197,6 @@ def import_responses(
         "majority_for": fallback,
         "dropped_one_option": dropped,
     }
-    prov = _provenance(fmt, parsed, chosen, [files_info[p.name] for p in inputs], gold, source or {})
+    prov = _provenance(fmt, parsed, chosen, [files_info[n] for n in sorted(files_info)], gold, source or {})
     write_recording(Path(out_dir), *_records(parsed, chosen), prov)
     return prov

@@ -59,13 +59,15 @@ def _zip_members(path: Path) -> list[Member]:
             infos = [i for i in z.infolist() if not i.is_dir()]
             for i in infos:
                 _check_name(path, i.filename)
-                mode = i.external_attr >> 16
-                if mode and not stat.S_ISREG(mode):
+                kind = stat.S_IFMT(i.external_attr >> 16)  # Unix file type, 0 when none is recorded
+                if i.create_system == 3 and kind not in (0, stat.S_IFREG):
                     raise InputError(path, None, None, f"archive member {i.filename!r}: not a regular file")
             infos = [i for i in infos if i.filename.endswith(".json")]
             _check_sizes(path, [(i.filename, i.file_size) for i in infos])
             # ZipExtFile stops at the declared size and checks the CRC
             return [Member(i.filename, f"{path}!{i.filename}", z.read(i)) for i in infos]
+    except InputError:
+        raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as e:
         raise InputError(path, None, None, f"not a readable zip archive ({e})") from None
     except OSError as e:
@@ -90,6 +92,8 @@ def _tar_members(path: Path) -> list[Member]:
                     raise InputError(path, None, None, f"archive member {i.name!r}: truncated")
                 out.append(Member(i.name, f"{path}!{i.name}", data))
             return out
+    except InputError:
+        raise
     except (tarfile.TarError, EOFError, ValueError) as e:
         raise InputError(path, None, None, f"not a readable tar archive ({e})") from None
     except OSError as e:  # lzma and gzip raise OSError subclasses on corrupt data
