@@ -1156,6 +1156,73 @@ case(
     "is a file, not a directory",
 )
 
+# import-responses
+IMPR = "import-responses --format mmlu-pro {x} --out-dir {o}/rec"
+case("import-responses", "input-missing", IMPR.replace("{x}", "{missing}"), "missing", "file not found")
+case(
+    "import-responses",
+    "input-a-directory",
+    IMPR.replace("{x}", "{dir}"),
+    "dir",
+    "is a directory, expected a file",
+)
+case(
+    "import-responses",
+    "input-not-an-archive",
+    IMPR.replace("{x}", "{file}"),
+    "file",
+    "expected a .json, .zip or tar",
+)
+case(
+    "import-responses",
+    "zip-torn",
+    IMPR.replace("{x}", "{torn_zip}"),
+    "torn_zip",
+    "not a readable zip archive",
+)
+case(
+    "import-responses",
+    "json-not-a-list",
+    IMPR.replace("{x}", "{outputs_dict}"),
+    "outputs_dict",
+    "expected a JSON list of records, got dict",
+)
+case(
+    "import-responses",
+    "record-without-answer",
+    IMPR.replace("{x}", "{outputs_noanswer}"),
+    "outputs_noanswer",
+    "[0].answer: missing",
+)
+case(
+    "import-responses",
+    "digest-differs",
+    IMPR.replace("{x}", "{outputs_noanswer}") + " --sums {sums_bad}",
+    "outputs_noanswer",
+    "differs from",
+)
+case(
+    "import-responses",
+    "lm-eval-without-model",
+    "import-responses --format lm-eval {samples_nodoc} --out-dir {o}/rec",
+    "",
+    "--model: required for --format lm-eval",
+)
+case(
+    "import-responses",
+    "lm-eval-without-doc",
+    "import-responses --format lm-eval {samples_nodoc} --model m --out-dir {o}/rec",
+    "samples_nodoc",
+    ":1: doc: missing or not an object",
+)
+case(
+    "import-responses",
+    "out-dir-under-a-file",
+    IMPR.replace("{x}", "{outputs_noanswer}").replace("{o}/rec", "{file}/rec"),
+    "file",
+    "is a file, not a directory",
+)
+
 # config-snapshot
 case(
     "config-snapshot",
@@ -1734,6 +1801,13 @@ def _world(d: Path) -> dict[str, str]:
     (P["orig"] / "Data" / "T").mkdir(parents=True)
     (P["orig"] / "Data" / "T" / "test.json").write_text('{"questions": []}')
     (P["orig"] / "Data" / "T" / "torn.json").write_text('[{"question_id": 1,')
+    # published outputs (rgd import-responses)
+    P["torn_zip"] = put("torn.zip", b"PK\x03\x04 not a whole zip")
+    P["outputs_dict"] = put("model_outputs_D_5shots.json", '{"records": []}')
+    rec = {"question_id": 1, "question": "Q?", "options": ["a", "b"], "category": "math", "pred": None}
+    P["outputs_noanswer"] = put("model_outputs_N_5shots.json", json.dumps([{**rec, "response": "A"}]))
+    put("sums_bad", "0" * 64 + "  model_outputs_N_5shots.json\n")
+    P["samples_nodoc"] = put("samples_t_2024-07-01T00-00-00.jsonl", '{"doc_id": 0, "resps": [["A"]]}\n')
     # archives
     P["results"] = d / "results"
     P["results"].mkdir()

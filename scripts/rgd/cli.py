@@ -530,6 +530,52 @@ def cmd_import_original(a):
     print(json.dumps(out[0] if len(out) == 1 else out, indent=1))
 
 
+@command(
+    "import-responses",
+    "turn published per-question outputs of real models into a recording (questions, keys, letters)",
+    opt(
+        "inputs",
+        nargs="+",
+        path=IN,
+        metavar="INPUT",
+        help="output files: MMLU-Pro .zip / .tar.xz / .json, or lm-eval --log_samples .jsonl (one per task)",
+    ),
+    need("--format", choices=("mmlu-pro", "lm-eval"), help="the files' format"),
+    need("--out-dir", path=OUT_DIR, help="the recording directory to write (its four files are replaced)"),
+    opt(
+        "--model", help="the model's name (lm-eval: required; mmlu-pro: one file only, default from its name)"
+    ),
+    opt("--rename", nargs="+", metavar="OLD=NEW", help="rename models named from their files (mmlu-pro)"),
+    opt(
+        "--gold-from",
+        help="the model whose file gives questions and keys (default: per question, most files)",
+    ),
+    opt("--gold-note", help="why that gold revision, recorded in the provenance"),
+    opt(
+        "--source", type=json_object, help="where the files come from (repository, commits), as a JSON object"
+    ),
+    opt("--sums", path=IN, help="a SHA256SUMS file: every input must be listed there with its digest"),
+)
+def cmd_import_responses(a):
+    from .recorded import import_responses
+    from .spec import parse_pairs
+
+    prov = import_responses(
+        a.format,
+        a.inputs,
+        Path(a.out_dir),
+        model=a.model,
+        rename=parse_pairs(a.rename, "--rename") if a.rename else None,
+        gold_from=a.gold_from,
+        gold_note=a.gold_note,
+        source=a.source,
+        sums=a.sums,
+    )
+    for m, s in prov["models"].items():
+        print(f"{m}: {s['answered']} answered, {s['abstained']} abstained, accuracy {s['accuracy']}")
+    print(f"{prov['questions']['n']} questions, {len(prov['models'])} models -> {a.out_dir}")
+
+
 # --------------------------------------------------------------------------- parser
 def build_parser() -> StepParser:
     p = StepParser(prog="rgd", description=__doc__.splitlines()[0])
