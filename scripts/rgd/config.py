@@ -220,7 +220,7 @@ def _benchmark_problems(c: dict) -> list[str]:
 def _settings(c: dict) -> list[str]:
     """Build every step's settings with the step's own class (rgd.spec.parse: types, bounds and
     cross-field rules live there, once); write back what the classes fill in."""
-    from .consensus import ConsensusConfig
+    from .consensus import ConsensusConfig, config_record
     from .embed import EmbedderSpec
     from .filtering import FilterSpec
     from .generate import GeneratorSpec
@@ -241,7 +241,7 @@ def _settings(c: dict) -> list[str]:
             return None
 
     if (cons := build("consensus", ConsensusConfig, c.get("consensus", {}))) is not None:
-        c["consensus"] = asdict(cons)
+        c["consensus"] = config_record(cons)  # the confidence estimator's: as before dawid-skene existed
     if (
         ev := build("evaluation", EvaluationSettings, {"seed": c["seed"], **c.get("evaluation", {})})
     ) is not None:

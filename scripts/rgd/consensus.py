@@ -41,12 +41,14 @@ from typing import Literal
 
 import numpy as np
 
+from .dawid_skene import DSFit, dawid_skene, vote_scores
 from .io import InputError
 from .records import LETTER_INDEX, LETTERS
 from .spec import bounds, parse, validate
 
 ABSTAIN = -1
 Z_MAX = 1e12
+DS_FIELDS = ("estimator", "ds_model", "ds_max_iter", "ds_tol", "ds_smoothing")  # see config_record
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,26 @@ class ConsensusConfig:
     mad_const: float = field(default=1.4826, metadata=bounds(exclusive_min=0.0, doc="MAD to sigma factor"))
     compat: Literal["rgd", "original"] = "rgd"
     seed: int = 0
+    # "confidence": the paper's confidence-weighted vote (above); "dawid-skene": rgd's latent-class
+    # estimator (rgd.dawid_skene, METHOD.md §6.1), which ignores confidences and weighs each model
+    # by the reliability EM estimates for it. The ds_* knobs are read only by the latter.
+    estimator: Literal["confidence", "dawid-skene"] = "confidence"
+    ds_model: Literal["one-coin", "full"] = "one-coin"
+    ds_max_iter: int = field(default=100, metadata=bounds(min=1, max=100_000, doc="EM iterations at most"))
+    ds_tol: float = field(
+        default=1e-6, metadata=bounds(min=0.0, max=1.0, doc="stop when no posterior moves by this much")
+    )
+    ds_smoothing: float = field(
+        default=0.01, metadata=bounds(exclusive_min=0.0, max=1e6, doc="pseudo-count added to every count")
+    )
 
     def __post_init__(self) -> None:
         validate(self)
+        if self.compat == "original" and self.estimator != "confidence":
+            raise ValueError(
+                f"estimator: compat='original' uses the paper's 'confidence' estimator, got "
+                f"{self.estimator!r} (leave estimator out, or use compat='rgd')"
+            )
         if self.clip_low > self.clip_high:
             raise ValueError(
                 f"clip_low/clip_high: need clip_low <= clip_high, got {self.clip_low}, {self.clip_high}"
@@ -103,6 +122,7 @@ class ConsensusResult:
     z: np.ndarray  # (n_q, n_m) confidence z-score; 0.0 where the confidence is missing
     weights: np.ndarray  # (n_q, n_m) the vote weight actually cast; 0.0 for an abstention
     stats: ModelStats
+    fit: DSFit | None = None  # the Dawid-Skene fit, for estimator="dawid-skene"
 
 
 def _median_inplace(v: np.ndarray) -> float:
@@ -196,35 +216,28 @@ def consensus_scores(
     logprobs: np.ndarray,
     cfg: ConsensusConfig | None = None,
     stats: ModelStats | None = None,
+    n_options: np.ndarray | list[int] | None = None,
 ) -> ConsensusResult:
     """Consensus scores for `choices` (n_q, n_m; -1 = abstain) weighted by `logprobs` (NaN allowed).
 
     `stats` fixes each model's (median, sigma), e.g. to score a test split with training statistics;
-    by default they are computed from `logprobs`.
+    by default they are computed from `logprobs`. `n_options` (each question's option count) is read
+    by the Dawid-Skene estimator only: a question's truth is one of its options. The confidence
+    estimator's scores depend on `n_classes`, not on the option count (module docstring).
     """
     cfg = cfg or ConsensusConfig()
     choices, logprobs = _check_inputs(choices, logprobs)
-    n_q, n_m = choices.shape
-    if stats is None:
-        stats = robust_stats(logprobs, cfg.mad_const)
-    elif stats.median.shape != (n_m,) or stats.sigma.shape != (n_m,):
-        raise ValueError(
-            f"stats: expected arrays of shape ({n_m},), got {stats.median.shape}, {stats.sigma.shape}"
-        )
-    elif not np.isfinite(stats.median).all():
-        raise ValueError("stats: medians must be finite")
-
+    stats = _checked_stats(stats, logprobs, cfg, choices.shape[1])
+    if cfg.estimator == "dawid-skene":
+        return _dawid_skene_scores(choices, logprobs, cfg, stats, n_options)
+    n_q = choices.shape[0]
     invalid = (choices < 0) | (choices >= cfg.n_classes)
     if cfg.compat == "original":
         # Row-major draw order over the invalid cells: the same inputs and seed give the same letters.
         choices[invalid] = np.random.default_rng(cfg.seed).integers(0, cfg.n_classes, size=int(invalid.sum()))
         invalid[:] = False
-    elif (choices >= cfg.n_classes).any():
-        q, m = np.argwhere(choices >= cfg.n_classes)[0]
-        raise ValueError(
-            f"choices: question row {q}, model column {m} chose index {choices[q, m]}, outside the "
-            f"{cfg.n_classes} consensus classes; raise n_classes"
-        )
+    else:
+        _refuse_beyond_classes(choices, cfg.n_classes)
 
     z = z_scores(logprobs, stats)
     w = stable_sigmoid(z, cfg.scale)
@@ -235,6 +248,52 @@ def consensus_scores(
     scores = _posterior(flat, w, n_q, cfg.n_classes, cfg.tau).ravel()[flat]
     scores[invalid] = 0.0
     return ConsensusResult(scores=scores, z=z, weights=w, stats=stats)
+
+
+def _checked_stats(
+    stats: ModelStats | None, logprobs: np.ndarray, cfg: ConsensusConfig, n_m: int
+) -> ModelStats:
+    if stats is None:
+        return robust_stats(logprobs, cfg.mad_const)
+    if stats.median.shape != (n_m,) or stats.sigma.shape != (n_m,):
+        raise ValueError(
+            f"stats: expected arrays of shape ({n_m},), got {stats.median.shape}, {stats.sigma.shape}"
+        )
+    if not np.isfinite(stats.median).all():
+        raise ValueError("stats: medians must be finite")
+    return stats
+
+
+def _refuse_beyond_classes(choices: np.ndarray, n_classes: int) -> None:
+    if (choices >= n_classes).any():
+        q, m = np.argwhere(choices >= n_classes)[0]
+        raise ValueError(
+            f"choices: question row {q}, model column {m} chose index {choices[q, m]}, outside the "
+            f"{n_classes} consensus classes; raise n_classes"
+        )
+
+
+def _dawid_skene_scores(
+    choices: np.ndarray, logprobs: np.ndarray, cfg: ConsensusConfig, stats: ModelStats, n_options
+) -> ConsensusResult:
+    """Scores from a Dawid-Skene fit: the posterior probability that the model's own letter is the
+    true one (0.0 for an abstention); weight = the model's estimated P(correct | it voted) (0.0 for an
+    abstention); z = the confidence z-score, as for the confidence estimator (not used by the fit)."""
+    _refuse_beyond_classes(choices, cfg.n_classes)
+    fit = dawid_skene(
+        choices,
+        cfg.n_classes,
+        n_options,
+        variant=cfg.ds_model,
+        max_iter=cfg.ds_max_iter,
+        tol=cfg.ds_tol,
+        smoothing=cfg.ds_smoothing,
+    )
+    voting = choices >= 0
+    weights = np.where(voting, fit.accuracy[None, :], 0.0)
+    return ConsensusResult(
+        vote_scores(fit.posterior, choices), z_scores(logprobs, stats), weights, stats, fit
+    )
 
 
 def z_scores(logprobs: np.ndarray, stats: ModelStats) -> np.ndarray:
@@ -284,6 +343,7 @@ def run_consensus(
     *,
     stats: dict | None = None,
     sources: dict[str, str] | None = None,
+    n_options: list[int] | None = None,
 ) -> tuple[list[dict], dict]:
     """Score every (question, expert) pair from response records.
 
@@ -293,7 +353,7 @@ def run_consensus(
     optional ``{"experts": {name: {"median", "sigma"}}}`` mapping (the stats this function returns) to
     reuse; `sources` names each expert's file in error messages. A row's "choice" is the response's
     own letter (None for an abstention), also in original mode, where the random stand-in letter only
-    exists inside the vote.
+    exists inside the vote. `n_options` gives each question's option count (Dawid-Skene reads it).
     """
     cfg = cfg or ConsensusConfig()
     experts = list(responses)
@@ -303,7 +363,7 @@ def run_consensus(
         raise ValueError("question_ids: duplicate ids")
     choices, logprobs, letters = _vote_matrices(question_ids, responses, sources or {})
     fixed = ModelStats.from_json(stats["experts"], experts) if stats is not None else None
-    res = consensus_scores(choices, logprobs, cfg, fixed)
+    res = consensus_scores(choices, logprobs, cfg, fixed, n_options)
     rows = [
         {
             "id": qid,
@@ -319,9 +379,39 @@ def run_consensus(
     out_stats = {
         "experts": res.stats.to_json(experts),
         "n_questions": len(question_ids),
-        "config": asdict(cfg),
+        "config": config_record(cfg),
     }
+    if res.fit is not None:
+        out_stats["estimator"] = _fit_record(res.fit, cfg, experts, choices)
     return rows, out_stats
+
+
+def config_record(cfg: ConsensusConfig) -> dict:
+    """The config as the stats file and the loaded workflow config record it: the confidence
+    estimator's record leaves out the Dawid-Skene knobs and `estimator` itself (absent means
+    "confidence"), so that its outputs, the rule's parameters and the config hash stay as they were
+    before rgd had a second estimator."""
+    record = asdict(cfg)
+    if cfg.estimator == "confidence":
+        for name in DS_FIELDS:
+            del record[name]
+    return record
+
+
+def _fit_record(fit: DSFit, cfg: ConsensusConfig, experts: list[str], choices: np.ndarray) -> dict:
+    """What the stats file says about a Dawid-Skene fit: `accuracy` is each model's estimated
+    P(correct | it answered), the reliability its votes were weighed by; `expected_accuracy` is its
+    expected share of all questions answered right (an abstention counts as wrong, as with keys)."""
+    expected = fit.expected_accuracy(choices)
+    return {
+        "name": cfg.estimator,
+        "model": cfg.ds_model,
+        "iterations": fit.iterations,
+        "converged": fit.converged,
+        "accuracy": {e: float(a) for e, a in zip(experts, fit.accuracy)},
+        "expected_accuracy": {e: float(a) for e, a in zip(experts, expected)},
+        "class_prior": [float(p) for p in fit.prior],
+    }
 
 
 def _vote_matrices(
@@ -371,13 +461,47 @@ def run(questions_path, responses: dict[str, str], cfg: ConsensusConfig, out, st
     from .io import warn, write_json, write_jsonl
     from .records import read_questions, read_responses
 
-    ids = [q.id for q in read_questions(questions_path, allow_empty=True)]
+    questions = read_questions(questions_path, allow_empty=True)
+    ids = [q.id for q in questions]
     if not ids:
         warn(f"{questions_path}: no questions; writing empty consensus rows")
     records = {name: read_responses(path, ids) for name, path in responses.items()}
-    rows, stats = run_consensus(ids, records, cfg, sources=responses)
+    n_options = [len(q.options) for q in questions]
+    if cfg.estimator == "dawid-skene":
+        _refuse_too_many_options(questions, cfg.n_classes, questions_path)
+    rows, stats = run_consensus(ids, records, cfg, sources=responses, n_options=n_options)
     if not ids:
         stats["warnings"] = ["no questions"]
     write_jsonl(out, rows)
     write_json(stats_out, stats)
     return {"n_questions": len(ids), "n_experts": len(responses)}
+
+
+def _refuse_too_many_options(questions: list, n_classes: int, path) -> None:
+    for q in questions:
+        if len(q.options) > n_classes:
+            raise InputError(
+                path,
+                None,
+                "options",
+                f"question {q.id!r} has {len(q.options)} options, more than consensus.n_classes "
+                f"({n_classes}); raise n_classes",
+            )
+
+
+def estimated_skill(scores: np.ndarray, categories: list[str]) -> tuple[list[str], np.ndarray]:
+    """Label-free skill per (category, model): the mean consensus score of the model's rows in the
+    category, an abstention counting 0 (its score). Returns (sorted categories, (n_cat, n_m) array).
+
+    One rule for every estimator, so their tables compare: for the confidence estimator it is the
+    signal CASCAL ranks models by; for Dawid-Skene it is the model's expected accuracy on the
+    category under the posterior, which a single pooled fit's per-model accuracy cannot give."""
+    scores = np.asarray(scores, dtype=np.float64)
+    cats = np.asarray(categories, dtype=object)
+    if scores.ndim != 2 or cats.shape != (scores.shape[0],):
+        raise ValueError(f"categories: expected one per score row ({scores.shape[0]}), got {cats.shape}")
+    names = sorted(set(categories))
+    table = np.zeros((len(names), scores.shape[1]))
+    for i, c in enumerate(names):
+        table[i] = scores[cats == c].mean(axis=0)
+    return names, table
