@@ -15,7 +15,7 @@ STAMP := $(VENV)/.rgd-installed
 VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.rgd-installed
 
-.PHONY: venv venv-vllm run test lint bench clean dry-run report archive
+.PHONY: venv venv-vllm run test lint bench clean dry-run report archive slurm-profile
 
 venv: $(STAMP)
 
@@ -62,6 +62,11 @@ report: venv
 # envs/*.yaml, to re-run the workflow without network access. Needs conda and git.
 archive: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake --sdm conda --archive rgd-workflow.tar.gz
+
+# `snakemake --profile slurm` looks for the profile in Snakemake's user profile directory
+# ($XDG_CONFIG_HOME/snakemake, default ~/.config/snakemake), not in profiles/: install it there.
+slurm-profile: venv
+	$(BIN)/rgd install-profile slurm
 
 dry-run: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake -n

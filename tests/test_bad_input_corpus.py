@@ -1578,6 +1578,31 @@ case(
     "cannot write: is a directory",
 )
 
+# install-profile: never the user's own profile directory, always --dest
+case("install-profile", "unknown-profile", "install-profile cluster --dest {o}/p", "", "no profile 'cluster'")
+case("install-profile", "no-name", "install-profile --dest {o}/p", "", "required: NAME")
+case(
+    "install-profile",
+    "dest-is-a-file",
+    "install-profile slurm --dest {q}",
+    "q",
+    "is a file, expected a directory",
+)
+case(
+    "install-profile",
+    "dest-under-a-file",
+    "install-profile slurm --dest {file}/p",
+    "file",
+    "is a file, not a directory",
+)
+case(
+    "install-profile",
+    "edited-profile-without-force",
+    "install-profile slurm --dest {installed}",
+    "installed",
+    "exists and differs from the checkout's profile: give --force to replace it",
+)
+
 
 # --------------------------------------------------------------------------- the world the cases point into
 def _world(d: Path) -> dict[str, str]:
@@ -1822,6 +1847,10 @@ def _world(d: Path) -> dict[str, str]:
     put("tgz_nomanifest", buf.getvalue())
     put("tgz_torn", buf.getvalue()[: len(buf.getvalue()) // 2])
     assert gzip.decompress(P["tgz_nomanifest"].read_bytes())
+    # an installed profile edited by hand
+    P["installed"] = d / "installed"
+    (P["installed"] / "slurm").mkdir(parents=True)
+    (P["installed"] / "slurm" / "config.yaml").write_text("jobs: 1\n")
     return {k: str(v) for k, v in P.items()}
 
 

@@ -290,3 +290,298 @@ def test_hostile_category_names_stay_safe_on_disk(capsys, tmp_path):
     header = json.loads((out / "router.json").read_text())
     assert {s["name"] for s in header["subjects"]} == {q["category"] for q in qs}
     assert all(re.fullmatch(r"[a-z0-9-]+", s["slug"]) for s in header["subjects"])
+
+
+# --------------------------------------------------------------------------- lines, nesting, size
+def test_text_prompts_are_split_at_newlines_only(tmp_path):
+    """A prompt's number is its line in the file, as an editor and `wc -l` count lines: form feeds,
+    U+2028/U+2029, NEL and vertical tabs inside a line (str.splitlines splits at each) stay in it."""
+    from rgd.records import read_prompts
+
+    lines = ["one\fstill one", "two\u2028still two", "", "four\x85\u2029\vstill four", "five"]
+    path = tmp_path / "prompts.txt"
+    path.write_bytes("\r\n".join(lines).encode() + b"\n")
+    got = read_prompts(path)
+    assert [p.id for p in got] == ["line-1", "line-2", "line-4", "line-5"]
+    assert [p.text for p in got] == [line for line in lines if line]
+    (tmp_path / "ids.txt").write_text("a\fb\nc\n")  # a test-id file is read the same way
+    from rgd.split import read_test_ids
+
+    assert read_test_ids(tmp_path / "ids.txt") == {"a\fb": 1, "c": 2}
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize(
+    "step, make_args",
+    [
+        ("questions", lambda f, t: ["split", "--questions", f, "--keys", GOOD_Q, *_split_outs(t)]),
+        (
+            "responses",
+            lambda f, t: [
+                "consensus",
+                "--questions",
+                GOOD_Q,
+                "--responses",
+                f"e1={f}",
+                f"e2={f}",
+                *_cons_outs(t),
+            ],
+        ),
+        (
+            "prompts",
+            lambda f, t: ["route", "--router", t, "--prompts", f, "--format", "jsonl", "--out", t / "r"],
+        ),
+    ],
+)
+@pytest.mark.parametrize("depth", [100_000, 150])
+def test_deeply_nested_jsonl_is_one_line(capsys, tmp_path, step, make_args, depth):
+    """100,000 levels used to end in a RecursionError traceback; 150 (under Python's limit) is
+    refused too, so no later recursive step can overflow. Either way one line, in well under a second."""
+    import time
+
+    (tmp_path / "provenance.json").write_text(json.dumps({"kind": "knn", "experts": ["e1", "e2"]}))
+    path = tmp_path / f"deep.{step}.jsonl"
+    path.write_text("\n" + '{"id": "q2", "x": ' + "[" * depth + "]" * depth + "}\n")  # line 2
+    t0 = time.perf_counter()
+    code, err = run_cli(capsys, *make_args(path, tmp_path))
+    assert time.perf_counter() - t0 < 5
+    assert_one_line_error(code, err, path, ":2: JSON nested more than 100 levels deep")
+
+
+def _split_outs(t: Path) -> list:
+    return [
+        x for k in ("train", "test") for x in (f"--{k}-questions", t / f"{k}.q", f"--{k}-keys", t / f"{k}.k")
+    ]
+
+
+def _cons_outs(t: Path) -> list:
+    return ["--out", t / "c.jsonl", "--stats", t / "s.json"]
+
+
+def test_deeply_nested_json_yaml_and_options_are_one_line(capsys, tmp_path):
+    from rgd.io import InputError, read_json, read_yaml
+
+    (tmp_path / "deep.json").write_text(DEEP)
+    (tmp_path / "deep.yaml").write_text(DEEP)
+    with pytest.raises(InputError, match="deep.json: JSON nested more than 100 levels deep"):
+        read_json(tmp_path / "deep.json")
+    with pytest.raises(InputError, match="deep.yaml: YAML nested too deeply"):
+        read_yaml(tmp_path / "deep.yaml")
+    with pytest.raises(SystemExit) as e:  # an option's value: argparse's own one-line error
+        main(["consensus", "--questions", str(GOOD_Q), "--responses", "a=x", "b=y", "--spec", DEEP])
+    err = capsys.readouterr().err
+    assert (
+        e.value.code == 2
+        and "--spec: JSON nested more than 100 levels deep" in err
+        and "Traceback" not in err
+    )
+
+
+def test_an_oversized_endpoints_file_is_refused_by_its_size_before_parsing(tmp_path):
+    """8.5 MB of endpoints took minutes and 650 MB of PyYAML before its error: now its size is
+    checked first (serve.endpoints.MAX_BYTES), so it is refused at once."""
+    import time
+
+    from rgd.io import InputError
+    from rgd.serve import endpoints
+
+    entry = "  e{i}: {{base_url: 'http://127.0.0.1:9/v1', model: m{i}}}\n"
+    body = "".join(entry.format(i=i) for i in range(150_000))
+    path = tmp_path / "endpoints.yaml"
+    path.write_text("experts:\n" + body)
+    assert path.stat().st_size > 8_000_000
+    t0 = time.perf_counter()
+    with pytest.raises(InputError, match=f"over the limit of {endpoints.MAX_BYTES:,} for an endpoints file"):
+        endpoints.load(path, ["e0"], {})
+    assert time.perf_counter() - t0 < 1
+    # a file at the limit still loads: a pool of hundreds of experts fits
+    n = (endpoints.MAX_BYTES - 100) // len(entry.format(i=99_999))
+    path.write_text("experts:\n" + "".join(entry.format(i=i) for i in range(n)))
+    assert path.stat().st_size <= endpoints.MAX_BYTES and n > 500
+    assert set(endpoints.load(path, ["e0", f"e{n - 1}"], {})) == {"e0", f"e{n - 1}"}
+
+
+# --------------------------------------------------------------------------- step errors
+# Plain ValueErrors of step code escaped the CLI's error boundary (which catches InputError,
+# SpecError and SetupError only, since the boundary stopped catching every ValueError) as
+# tracebacks. Each case is bad input a user can give; each is one located line now.
+def _responses(tmp_path: Path, name: str, letters: str) -> Path:
+    qs = read_jsonl(GOOD_Q)
+    path = tmp_path / f"{name}.jsonl"
+    write_jsonl(
+        path, [{"id": q["id"], "expert": name, "choice": c, "confidence": -0.5} for q, c in zip(qs, letters)]
+    )
+    return path
+
+
+STEP_CASES = {
+    # a letter past the consensus classes: was "ValueError: choices: question row 1, model column 1 ..."
+    "consensus-choice-outside-classes": (
+        lambda t: [
+            "consensus",
+            "--questions",
+            GOOD_Q,
+            "--responses",
+            f"e1={_responses(t, 'e1', 'AB')}",
+            f"e2={_responses(t, 'e2', 'AE')}",
+            "--spec",
+            '{"n_classes": 4}',
+            *_cons_outs(t),
+        ],
+        "e2.jsonl:2: choice: 'E' (question 'q2', expert 'e2') is outside the 4 consensus classes A-D",
+    ),
+    "consensus-one-expert": (
+        lambda t: [
+            "consensus",
+            "--questions",
+            GOOD_Q,
+            "--responses",
+            f"e1={_responses(t, 'e1', 'AB')}",
+            *_cons_outs(t),
+        ],
+        "--responses: a consensus needs a pool of at least 2 experts, got 1",
+    ),
+    "filter-self-consistency-without-own": (
+        lambda t: [
+            "filter",
+            "--questions",
+            GOOD_Q,
+            "--keys",
+            _keys(t),
+            "--spec",
+            '{"self_consistency": {}}',
+            *_filter_outs(t),
+        ],
+        "--own-responses: missing: the spec's self_consistency needs the generator's own responses",
+    ),
+    "filter-differentiation-one-expert": (
+        lambda t: [
+            "filter",
+            "--questions",
+            GOOD_Q,
+            "--keys",
+            _keys(t),
+            "--spec",
+            '{"differentiation": {}}',
+            "--pool-responses",
+            f"e1={_responses(t, 'e1', 'AB')}",
+            *_filter_outs(t),
+        ],
+        "--pool-responses: the spec's differentiation needs a pool of at least 2 experts' responses, got 1",
+    ),
+    "split-test-ids-list-everything": (
+        lambda t: [
+            "split",
+            "--questions",
+            GOOD_Q,
+            "--keys",
+            _keys(t),
+            "--test-ids",
+            _all_ids(t),
+            *_split_outs(t),
+        ],
+        "ids.txt: id: lists every question: the train split would be empty",
+    ),
+    "import-original-split-twice": (
+        lambda t: [
+            "import-original",
+            "--root",
+            t,
+            "--task",
+            "x",
+            "--split",
+            "test",
+            "test",
+            "--out-dir",
+            t / "o",
+        ],
+        "--split: expected distinct split names, got ['test', 'test']",
+    ),
+    "import-original-embedder": (
+        lambda t: [
+            "import-original",
+            "--root",
+            t,
+            "--task",
+            "x",
+            "--split",
+            "test",
+            "--out-dir",
+            t / "o",
+            "--embedder",
+            '{"model": "m"}',
+        ],
+        "--embedder: expected an embedder spec",
+    ),
+    # a consensus row's letter past its question's options: was "ValueError: choices: option index 4 ..."
+    "analyse-choice-outside-options": (
+        lambda t: [
+            "analyse",
+            "--labels",
+            "b/p",
+            "--experts",
+            "e1",
+            "e2",
+            "--questions",
+            GOOD_Q,
+            "--keys",
+            _keys(t),
+            "--consensus",
+            _consensus(t),
+            "--out",
+            t / "a.json",
+        ],
+        "c.jsonl: choice: question 'q2', expert 'e2': 'E' is outside the question's 4 options",
+    ),
+}
+
+
+def _keys(t: Path) -> Path:
+    write_jsonl(t / "keys.jsonl", [{"id": q["id"], "answer": "A"} for q in read_jsonl(GOOD_Q)])
+    return t / "keys.jsonl"
+
+
+def _all_ids(t: Path) -> Path:
+    (t / "ids.txt").write_text("".join(q["id"] + "\n" for q in read_jsonl(GOOD_Q)))
+    return t / "ids.txt"
+
+
+def _filter_outs(t: Path) -> list:
+    return ["--out-questions", t / "f.q", "--out-keys", t / "f.k", "--out-report", t / "f.json"]
+
+
+def _consensus(t: Path) -> Path:
+    main(
+        [
+            "consensus",
+            "--questions",
+            str(GOOD_Q),
+            "--responses",
+            f"e1={_responses(t, 'e1', 'AB')}",
+            f"e2={_responses(t, 'e2', 'AE')}",
+            "--out",
+            str(t / "c.jsonl"),
+            "--stats",
+            str(t / "s.json"),
+        ]
+    )
+    return t / "c.jsonl"
+
+
+@pytest.mark.parametrize("case", STEP_CASES)
+def test_step_errors_are_one_located_line(capsys, tmp_path, case):
+    make_args, fragment = STEP_CASES[case]
+    args = make_args(tmp_path)
+    capsys.readouterr()
+    code, err = run_cli(capsys, *args)
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert fragment in lines[0], lines[0]
+    assert not any(
+        p.name in ("c.jsonl", "f.q", "train.q", "o")
+        for p in tmp_path.iterdir()
+        if case != "analyse-choice-outside-options"
+    )

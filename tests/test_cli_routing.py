@@ -218,3 +218,28 @@ def test_route_plain_prompts_and_chat_messages(setup):
     train(d, "knn", "--keys", d / "train.keys.jsonl", "--out-dir", d / "knn-plain")
     rgd("route", "--router", d / "knn-plain", "--prompts", text, "--out", d / "knn-plain.jsonl")
     assert [set(r) for r in read_jsonl(d / "knn-plain.jsonl")] == [{"id", "ranking", "scores"}] * 2
+
+
+def test_route_reports_progress_while_it_embeds(setup, monkeypatch, capsys):
+    """A long `rgd route` prints progress lines as the other long steps do (rgd.progress), one per
+    embedded chunk at most every EVERY_SECONDS; here 0 s, on 600 text prompts (3 chunks)."""
+    import rgd.progress
+    from rgd.cli import main
+    from rgd.embed import CHUNK
+
+    d = setup
+    router = d / "router-progress"
+    train(d, "cascal", "--out-dir", router)
+    topics = [t for ts in TOPICS.values() for t in ts]
+    text = d / "many.txt"
+    text.write_text("".join(f"Question {i} about {topics[i % len(topics)]}?\n" for i in range(600)))
+    monkeypatch.setattr(rgd.progress, "EVERY_SECONDS", 0.0)
+    assert (
+        main(["route", "--router", str(router), "--prompts", str(text), "--out", str(d / "many.jsonl")]) == 0
+    )
+    out = capsys.readouterr().out.splitlines()
+    lines = [line for line in out if line.startswith("[route: embed]")]
+    assert len(lines) == -(-600 // CHUNK) + 1, out
+    assert lines[0].startswith(f"[route: embed] {CHUNK}/600 prompts") and "left" in lines[0]
+    assert lines[-1].startswith("[route: embed] done: 600/600 prompts")
+    assert out[-1] == "routed 600 prompts with cascal" and len(read_jsonl(d / "many.jsonl")) == 600

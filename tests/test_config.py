@@ -244,3 +244,132 @@ def test_every_steps_bounds_are_checked_before_any_job(patch, message):
     with pytest.raises(rgd.config.ConfigError) as e:
         rgd.config.load(cfg, SCHEMA)
     assert any(p.startswith(message) for p in e.value.problems), e.value.problems
+
+
+# --------------------------------------------------------------------------- what the data holds
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        (
+            {"benchmarks.mmlu.source.subjects": ["high_school_biology", "high_school_biolgy"]},
+            "benchmarks.mmlu.source.subjects[1]: the embedded MMLU has no subject 'high_school_biolgy'; "
+            "did you mean high_school_biology",
+        ),
+        (
+            {"benchmarks.mmlu.source.per_subject": 5000},
+            "benchmarks.mmlu.source.per_subject: 5000 questions asked, subject 'high_school_biology' has 310",
+        ),
+        (
+            {"benchmarks.mmlu.source.split": "train"},
+            "benchmarks.mmlu.source.split: the embedded MMLU has no split",
+        ),
+        # tiny: 2 subjects x 12 questions, 7 of each to train
+        (
+            {"routers.knn": {"params": {"k": 15}}},
+            "routers.knn.params.k: 15 neighbours, but benchmark mmlu's train",
+        ),
+    ],
+)
+def test_what_the_data_cannot_give_is_refused_before_any_job(patch, message):
+    with pytest.raises(rgd.config.ConfigError) as e:
+        rgd.config.load(_patched_tiny(patch), SCHEMA)
+    assert any(p.startswith(message) for p in e.value.problems), e.value.problems
+
+
+def test_knn_k_up_to_the_train_split_and_a_fixed_split_are_accepted(tmp_path):
+    rgd.config.load(_patched_tiny({"routers.knn": {"params": {"k": 14}}}), SCHEMA)
+    ids = tmp_path / "test-ids.txt"  # a fixed split: the train size is not known before the data job
+    ids.write_text("x\n")
+    cfg = _patched_tiny(
+        {"routers.knn": {"params": {"k": 15}}, "benchmarks.mmlu.split": {"test_ids": str(ids)}}
+    )
+    rgd.config.load(cfg, SCHEMA)
+
+
+def test_scaling_fractions_that_leave_a_subject_empty_are_warned_about(capsys):
+    rgd.config.load(_patched_tiny({"report.scaling": {"fractions": [0.05, 0.5, 1.0]}}), SCHEMA)
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1, err
+    assert (
+        "report.scaling.fractions[0]: 0.05 of benchmark mmlu's train split leaves no question in 2 of 2"
+        in err
+    )
+    rgd.config.load(_patched_tiny({}), SCHEMA)  # tiny's own 0.5 and 1.0: 4 and 7 of 7
+    assert capsys.readouterr().err == ""
+
+
+def test_a_knn_router_fitted_on_fewer_questions_than_k_says_so(capsys):
+    """A generated source's size is known only when it exists: kNN then warns and routes on all."""
+    import numpy as np
+
+    from rgd import routers
+
+    data = routers.TrainingSet(np.eye(4, 8, dtype=np.float32), ["a", "b"], correct=np.ones((4, 2)))
+    r = routers.make("knn", {"k": 10}).fit(data)
+    assert "k: 10 neighbours, but the training set has 4 questions" in capsys.readouterr().err
+    assert r.route(np.eye(2, 8, dtype=np.float32)).shape == (2, 2)
+
+
+# --------------------------------------------------------------------------- one compat line
+def test_one_line_selects_the_originals_semantics(tmp_path):
+    """`compat: original` added to the shipped config is a valid config with the original's
+    consensus and CASCAL (the shipped file pins none of the settings the switch controls)."""
+    from rgd import routers
+    from rgd.consensus import ConsensusConfig
+
+    shipped = rgd.config.load(yaml.safe_load(DEFAULT.read_text()), SCHEMA)
+    path = tmp_path / "original.yaml"
+    path.write_text(DEFAULT.read_text() + "compat: original\n")
+    original = rgd.config.load(yaml.safe_load(path.read_text()), SCHEMA, files=[path])
+    assert ConsensusConfig(**shipped["consensus"]).compat == "rgd"
+    assert ConsensusConfig(**original["consensus"]).compat == "original"
+    for name in ("cascal", "cascal-gt"):
+        rgd_params = routers.make(name, shipped["routers"][name]["params"]).get_params()
+        orig = routers.make(name, original["routers"][name]["params"]).get_params()
+        assert (rgd_params["agreement"], rgd_params["kmeans_dims"], rgd_params["silhouette"]) == (
+            "plurality",
+            64,
+            "linear",
+        )
+        assert (orig["compat"], orig["agreement"], orig["kmeans_dims"], orig["silhouette"]) == (
+            "original",
+            "tied_union",
+            0,
+            "sklearn",
+        )
+    # the same line in the paper config
+    rgd.config.load({**yaml.safe_load(PAPER.read_text()), "compat": "original"}, SCHEMA)
+
+
+def test_a_step_switch_against_the_top_level_compat_is_refused():
+    cfg = _patched_tiny({"consensus": {"compat": "rgd"}})
+    cfg["compat"] = "original"
+    with pytest.raises(rgd.config.ConfigError) as e:
+        rgd.config.load(cfg, SCHEMA)
+    assert e.value.problems == [
+        "consensus.compat: 'rgd', but the top-level compat is 'original' (set one of them)"
+    ]
+
+
+# --------------------------------------------------------------------------- the default profile
+def test_a_run_from_elsewhere_gets_the_default_profile(tmp_path):
+    """`snakemake -s CHECKOUT/workflow/Snakefile --directory ELSEWHERE` from a third folder loads
+    profiles/default (workflow/profiles/default links to it: Snakemake looks next to the
+    Snakefile), so after a kill the same command reruns the incomplete jobs."""
+    import base64
+
+    launch, work = tmp_path / "launch", tmp_path / "work"
+    launch.mkdir()
+    outputs = ["results/data/mmlu/all.questions.jsonl", "results/data/mmlu/all.keys.jsonl"]
+    (work / ".snakemake" / "incomplete").mkdir(parents=True)
+    for f in outputs:  # what a driver killed during the data job leaves
+        (work / f).parent.mkdir(parents=True, exist_ok=True)
+        (work / f).write_text("")
+        key = base64.urlsafe_b64encode(f.encode()).decode()
+        (work / ".snakemake" / "incomplete" / key).write_text('{"external_jobid": null}')
+    args = ("-s", str(ROOT / "workflow" / "Snakefile"), "--directory", str(work), "--configfile", str(TINY))
+    res = snakemake(launch, *args)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert "Using workflow specific profile" in res.stdout + res.stderr
+    res = snakemake(launch, *args, "--workflow-profile", "none")  # what it did before
+    assert res.returncode != 0 and "IncompleteFilesException" in res.stdout + res.stderr

@@ -184,6 +184,35 @@ def test_site_values_from_file_and_environment(tmp_path, clean_env):
     )
 
 
+def test_the_documented_command_works_once_the_profile_is_installed(tmp_path, clean_env):
+    """`snakemake --profile slurm` from the checkout root (the design card's command) finds the
+    profile only in Snakemake's profile directories: `rgd install-profile slurm` puts it there."""
+    home = tmp_path / "home"
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "HOME": str(home)}
+    env["XDG_CONFIG_HOME"] = str(home / ".config")
+    cmd = [str(BIN / "snakemake"), "--profile", "slurm", "-n", "--configfile", str(TINY)]
+    before = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert before.returncode != 0 and "no profile.yaml (or config.yaml) found" in before.stderr
+    rgd = [str(BIN / "rgd"), "install-profile", "slurm"]
+    inst = subprocess.run(rgd, env=env, capture_output=True, text=True, timeout=60)
+    target = home / ".config" / "snakemake" / "slurm" / "config.yaml"
+    assert inst.returncode == 0 and f"installed: {target}" in inst.stdout, inst.stderr
+    assert yaml.safe_load(target.read_text()) == yaml.safe_load(PROFILE.joinpath("config.yaml").read_text())
+    after = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    text = after.stdout + after.stderr
+    assert after.returncode == 0, text[-3000:]
+    assert "Using profiles slurm and workflow specific profile profiles/default" in text
+    assert planned(after) == planned(snakemake(tmp_path, TINY, "-n", "--profile", str(PROFILE), env=env))
+    # installing again changes nothing; a profile edited by hand is kept unless --force
+    again = subprocess.run(rgd, env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and "already installed" in again.stdout
+    target.write_text(target.read_text() + "jobs: 5\n")
+    kept = subprocess.run(rgd, env=env, capture_output=True, text=True, timeout=60)
+    assert kept.returncode == 2 and "give --force to replace it" in kept.stderr
+    forced = subprocess.run([*rgd, "--force"], env=env, capture_output=True, text=True, timeout=60)
+    assert forced.returncode == 0 and "jobs: 5" not in target.read_text()
+
+
 def test_bad_site_file_names_the_file_and_key(tmp_path, clean_env):
     config = write_config(tmp_path / "config.yaml", small_config(tmp_path / "models"))
     site = tmp_path / "site.yaml"

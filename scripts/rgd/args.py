@@ -10,7 +10,7 @@ import os
 import stat
 from pathlib import Path
 
-from .io import InputError, os_input_error
+from .io import MAX_JSON_DEPTH, InputError, nested_deeper_than, os_input_error
 from .spec import parse_pairs
 
 # path kinds of options, checked by `check_paths` before the step runs
@@ -42,9 +42,15 @@ def json_arg(text: str):
         raise ValueError(f"{name} is not a JSON number")
 
     try:
-        return json.loads(text, parse_constant=no_constant)
+        value = json.loads(text, parse_constant=no_constant)
     except (json.JSONDecodeError, ValueError) as e:
         raise argparse.ArgumentTypeError(f"not valid JSON: {getattr(e, 'msg', e)}") from None
+    except RecursionError:
+        value = None
+    else:
+        if not nested_deeper_than(value, MAX_JSON_DEPTH):
+            return value
+    raise argparse.ArgumentTypeError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
 
 
 def json_object(text: str) -> dict:

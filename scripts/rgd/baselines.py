@@ -23,7 +23,7 @@ from typing import ClassVar
 import numpy as np
 
 from . import routers
-from .io import InputError, read_json, save_npz, write_json
+from .io import InputError, read_json, save_npz, warn, write_json
 
 FORMAT = "rgd-router"
 VERSION = 1
@@ -201,6 +201,13 @@ class KNNRouter(Router):
         self.k, self.chunk, self.signal = k, chunk, signal
 
     def _fit(self, X: np.ndarray, t: np.ndarray) -> None:
+        if self.k > len(X):
+            # legal (routing takes all of them) but not what k asks for; the config check refuses
+            # it where the training set's size is known in advance (the real train split)
+            warn(
+                f"k: {self.k} neighbours, but the training set has {len(X)} questions: every prompt's "
+                f"scores average all {len(X)} of them"
+            )
         self.X_, self.target_ = X, t
 
     def _route(self, X: np.ndarray) -> np.ndarray:

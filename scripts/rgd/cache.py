@@ -46,7 +46,7 @@ class RecordCache:
                 try:
                     entry = json.loads(raw.decode("utf-8"))
                     self.records[entry["key"]] = entry["record"]
-                except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+                except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, RecursionError):
                     self.torn_lines += 1  # only a kill mid-write produces these
 
     def __contains__(self, key: str) -> bool:

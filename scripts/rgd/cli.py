@@ -365,6 +365,10 @@ def cmd_consensus(a):
     from .consensus import ConsensusConfig, run
 
     cfg = ConsensusConfig.from_spec(a.spec or {}, "--spec")
+    if len(a.responses) < 2:  # one expert's "consensus" is its own confidence, not an agreement
+        raise SpecError(
+            "--responses", None, f"a consensus needs a pool of at least 2 experts, got {len(a.responses)}"
+        )
     print(json.dumps(run(a.questions, a.responses, cfg, a.out, a.stats)))
 
 
@@ -574,6 +578,27 @@ def cmd_import_responses(a):
     for m, s in prov["models"].items():
         print(f"{m}: {s['answered']} answered, {s['abstained']} abstained, accuracy {s['accuracy']}")
     print(f"{prov['questions']['n']} questions, {len(prov['models'])} models -> {a.out_dir}")
+
+
+# --------------------------------------------------------------------------- setup
+@command(
+    "install-profile",
+    "install a profile of this checkout (slurm) where `snakemake --profile NAME` finds it",
+    (("name",), {"metavar": "NAME", "help": "the profile: a folder of profiles/, e.g. slurm"}),
+    opt(
+        "--dest",
+        path=OUT_DIR,
+        help="profile directory to install into (default: Snakemake's user profiles, "
+        "$XDG_CONFIG_HOME/snakemake or ~/.config/snakemake)",
+    ),
+    opt("--force", action="store_true", help="replace an installed profile that differs"),
+)
+def cmd_install_profile(a):
+    from .profiles import install
+
+    target, written = install(a.name, a.dest, a.force)
+    print(f"{'installed' if written else 'already installed'}: {target}")
+    print(f"run from the checkout: snakemake --profile {a.name}")
 
 
 # --------------------------------------------------------------------------- parser

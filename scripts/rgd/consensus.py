@@ -362,6 +362,8 @@ def run_consensus(
     if len(set(question_ids)) != len(question_ids):
         raise ValueError("question_ids: duplicate ids")
     choices, logprobs, letters = _vote_matrices(question_ids, responses, sources or {})
+    if cfg.compat == "rgd":
+        _check_classes(choices, question_ids, experts, cfg.n_classes, sources or {})
     fixed = ModelStats.from_json(stats["experts"], experts) if stats is not None else None
     res = consensus_scores(choices, logprobs, cfg, fixed, n_options)
     rows = [
@@ -436,6 +438,38 @@ def _vote_matrices(
             logprobs[i, j] = _confidence(rec.get("confidence"), expert, qid, source)
             letters[i][j] = rec.get("choice")
     return choices, logprobs, letters
+
+
+def _check_classes(
+    choices: np.ndarray, question_ids: list[str], experts: list[str], n_classes: int, sources: dict
+) -> None:
+    """In rgd mode a letter past the consensus classes is refused (consensus_scores would raise a
+    plain ValueError about matrix cells): the data's problem, named by file, line and field."""
+    outside = np.argwhere(choices >= n_classes)
+    if not outside.size:
+        return
+    i, j = (int(v) for v in outside[0])
+    source = sources.get(experts[j], f"<responses of {experts[j]}>")
+    letter, highest = LETTERS[choices[i, j]], int(choices.max())
+    raise InputError(
+        source,
+        _line_of(source, question_ids[i]),
+        "choice",
+        f"{letter!r} (question {question_ids[i]!r}, expert {experts[j]!r}) is outside the {n_classes} "
+        f"consensus classes A-{LETTERS[n_classes - 1]}: set consensus n_classes to {highest + 1} or more",
+    )
+
+
+def _line_of(source: str, qid: str) -> int | None:
+    """The line of question `qid`'s record in a JSONL file (None if `source` is not a file): read
+    again only to locate an error."""
+    from pathlib import Path
+
+    from .io import iter_jsonl
+
+    if not Path(source).is_file():
+        return None
+    return next((lineno for lineno, rec in iter_jsonl(source) if rec.get("id") == qid), None)
 
 
 def _by_id(records: list[dict], expert: str, source: str) -> dict[str, dict]:

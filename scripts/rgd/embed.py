@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 
 from .io import InputError, SetupError, dumps, read_npz, save_npz, warn
+from .progress import Progress
 from .records import read_questions
 from .runrecord import emit
 from .spec import SpecError, bounds, parse
@@ -61,6 +62,11 @@ def embedding_text(question: str) -> str:
     return question + "\n\n"
 
 
+# Texts per encode call when progress is reported: one progress update each (a few seconds of
+# MiniLM on a CPU core); the model still batches them by its own batch_size.
+CHUNK = 256
+
+
 class Embedder:
     def __init__(self, spec: dict, threads: int = 1, batch_size: int = 32):
         self.spec = dict(spec)
@@ -95,10 +101,17 @@ class Embedder:
             show_progress_bar=False,
         )
 
-    def encode(self, questions: list[str]) -> np.ndarray:
+    def encode(self, questions: list[str], progress: Progress | None = None) -> np.ndarray:
+        """Unit-norm float32 rows; with `progress`, in chunks of CHUNK texts, reporting each."""
         if not questions:
             return np.zeros((0, 0), dtype=np.float32)
-        X = np.asarray(self._encode([embedding_text(q) for q in questions]), dtype=np.float32)
+        step = CHUNK if progress is not None else len(questions)
+        parts = []
+        for lo in range(0, len(questions), step):
+            parts.append(np.asarray(self._encode([embedding_text(q) for q in questions[lo : lo + step]])))
+            if progress is not None:
+                progress.update(lo + len(parts[-1]))
+        X = np.concatenate(parts).astype(np.float32, copy=False)
         norms = np.linalg.norm(X, axis=1, keepdims=True)
         return X / np.where(norms > 0, norms, 1.0)
 
@@ -119,7 +132,9 @@ def run(questions_path, spec: dict, out, threads: int = 1, run_record=None) -> d
         return {"n": 0, "dim": 0, "seconds": 0.0, "warnings": ["no questions"]}
     emb = Embedder(spec, threads=threads)
     t0 = time.perf_counter()
-    X = emb.encode([q.question for q in qs])
+    progress = Progress("embed", len(qs), "question")
+    X = emb.encode([q.question for q in qs], progress)
+    progress.finish()
     seconds = time.perf_counter() - t0
     save_npz(out, ids=np.array([q.id for q in qs], dtype=str), X=X, embedder=np.array(dumps(spec)))
     # the .npz holds no timing; the run's times go to the run record
@@ -146,6 +161,8 @@ def load(path) -> tuple[list[str], np.ndarray, dict]:
         spec = json.loads(str(z["embedder"]))
     except json.JSONDecodeError as e:
         raise InputError(path, None, "embedder", f"not JSON ({e.msg})") from None
+    except RecursionError:
+        raise InputError(path, None, "embedder", "JSON nested too deeply") from None
     if not isinstance(spec, dict):
         raise InputError(path, None, "embedder", f"expected an object, got {type(spec).__name__}")
     ids = [str(i) for i in ids]

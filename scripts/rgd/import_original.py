@@ -33,6 +33,7 @@ import numpy as np
 
 from .io import InputError, dumps, read_json, save_npz, write_jsonl
 from .records import LETTERS, validate_key, validate_question
+from .spec import SpecError
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # The original's embedder (docs/METHOD.md §7), as an rgd embedder spec (rgd.embed)
@@ -266,10 +267,10 @@ def import_splits(
     """
     root, out_dir = Path(root), Path(out_dir)
     if not splits or len(set(splits)) != len(splits):
-        raise ValueError(f"split: expected distinct split names, got {list(splits)}")
+        raise SpecError("--split", None, f"expected distinct split names, got {list(splits)}")
     if embedder is not None and not (isinstance(embedder, dict) and isinstance(embedder.get("kind"), str)):
-        raise ValueError(
-            f"embedder: expected an embedder spec {{'kind': ...}} (see rgd.embed), got {embedder!r}"
+        raise SpecError(
+            "--embedder", None, f"expected an embedder spec {{'kind': ...}} (see rgd.embed), got {embedder!r}"
         )
     read = {s: _read_split(root, task, s, models, drop_bad_keys) for s in splits}
     emb = {}

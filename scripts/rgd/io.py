@@ -135,15 +135,55 @@ def read_text(path: str | os.PathLike) -> str:
         raise InputError(path, line, None, f"not UTF-8 (byte {e.start})") from None
 
 
+# JSON nested deeper than this is refused: rgd's own records nest a few levels (chat messages with
+# content parts: 4), and Python's parser, encoder and every recursive check have a stack limit
+# (about 1,000 levels), so a line nested 100,000 deep would otherwise end in a RecursionError.
+MAX_JSON_DEPTH = 100
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Is `value` (parsed JSON) nested more than `limit` levels? Iterative: no stack to overflow."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return False
+
+
+def loads_json(text: str, path: str | os.PathLike, line: int | None = None) -> Any:
+    """`json.loads`, with every failure an InputError at `path` (and `line`, for JSONL): malformed
+    JSON, and nesting over MAX_JSON_DEPTH levels (checked only when the text has that many
+    brackets, so ordinary records pay one str.count)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(path, line or e.lineno, None, f"malformed JSON: {e.msg}") from None
+    except RecursionError:
+        value, deep = None, True
+    else:
+        opening = text.count("[") + text.count("{")
+        deep = opening > MAX_JSON_DEPTH and nested_deeper_than(value, MAX_JSON_DEPTH)
+    if deep:
+        raise InputError(path, line, None, f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+    return value
+
+
+def text_lines(text: str) -> list[str]:
+    """The lines of a text file as editors and `wc -l` count them: split at "\\n" only (a "\\r"
+    before it is dropped). str.splitlines also splits at form feeds, U+2028 and other
+    separators, so line numbers would no longer match the file's."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     text = read_text(path)
     if not text.strip():
         raise InputError(path, None, None, "empty file, expected JSON")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(path, e.lineno, None, f"malformed JSON: {e.msg}") from None
+    return loads_json(text, path)
 
 
 def read_yaml(path: str | os.PathLike, unique_keys: bool = True) -> Any:
@@ -166,6 +206,8 @@ def read_yaml(path: str | os.PathLike, unique_keys: bool = True) -> Any:
         raise InputError(path, mark.line + 1 if mark else None, None, f"malformed YAML: {what}") from None
     except yaml.YAMLError as e:
         raise InputError(path, None, None, f"malformed YAML: {e}") from None
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        raise InputError(path, None, None, "YAML nested too deeply (about 1,000 levels or more)") from None
 
 
 class _DuplicateKey(Exception):
@@ -228,10 +270,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
                     line = line.removeprefix("\ufeff")
                 if not line.strip():
                     continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise InputError(path, lineno, None, f"malformed JSON: {e.msg}") from None
+                rec = loads_json(line, path, lineno)
                 if not isinstance(rec, dict):
                     raise InputError(path, lineno, None, "expected a JSON object")
                 yield lineno, rec

@@ -20,7 +20,7 @@ import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .io import InputError, read_records, read_text
+from .io import InputError, read_records, read_text, text_lines
 from .spec import bounds, validate
 
 LETTERS = string.ascii_uppercase
@@ -296,12 +296,12 @@ def read_prompts(path: str | Path, fmt: str = "auto") -> list[Prompt]:
             fmt = "text"
         else:
             text = read_text(path)
-            first = next((line for line in text.splitlines() if line.strip()), "")
+            first = next((line for line in text_lines(text) if line.strip()), "")
             fmt = "jsonl" if first.lstrip().startswith("{") else "text"
     out: list[Prompt] = []
     if fmt == "text":
         text = read_text(path) if text is None else text
-        for lineno, line in enumerate(text.splitlines(), 1):
+        for lineno, line in enumerate(text_lines(text), 1):
             if line.strip():
                 if len(line) > MAX_QUESTION_CHARS:
                     raise InputError(

@@ -83,8 +83,12 @@ def run(
     router, _ = routers.load(Path(router_dir))
     if X is None:
         from .embed import Embedder
+        from .progress import Progress
 
-        X = Embedder(prov.embedder, threads=threads).encode([p.text for p in prompts])
+        embedder = Embedder(prov.embedder, threads=threads)
+        progress = Progress("route: embed", len(prompts), "prompt")
+        X = embedder.encode([p.text for p in prompts], progress)
+        progress.finish()
     dim = router.n_features_in_
     if X.shape[1] != dim:
         raise InputError(

@@ -33,6 +33,13 @@ class SplitSettings:
         validate(self)
 
 
+def train_count(n: int, train_fraction: float) -> int:
+    """How many of a category's `n` questions go to train: round(train_fraction * n), but at
+    least one on each side when the category has two or more."""
+    k = int(round(train_fraction * n))
+    return min(max(k, 1), n - 1) if n > 1 else n
+
+
 def stratified_split(
     questions: list[dict], train_fraction: float, seed: int, test_ids: set[str] | None = None
 ) -> tuple[list[str], list[str]]:
@@ -52,9 +59,7 @@ def stratified_split(
     for cat, ids in by_cat.items():
         rng = np.random.default_rng([seed, *cat.encode()])
         order = rng.permutation(len(ids))
-        n_train = int(round(train_fraction * len(ids)))
-        n_train = min(max(n_train, 1), len(ids) - 1) if len(ids) > 1 else len(ids)
-        train.update(ids[i] for i in order[:n_train])
+        train.update(ids[i] for i in order[: train_count(len(ids), train_fraction)])
     return [q["id"] for q in questions if q["id"] in train], [
         q["id"] for q in questions if q["id"] not in train
     ]
@@ -62,10 +67,10 @@ def stratified_split(
 
 def read_test_ids(path) -> dict[str, int]:
     """A file of test ids, one per line (blank lines skipped) -> {id: line}."""
-    from .io import InputError, read_text
+    from .io import InputError, read_text, text_lines
 
     out: dict[str, int] = {}
-    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+    for lineno, line in enumerate(text_lines(read_text(path)), 1):
         i = line.strip()
         if not i:
             continue
@@ -107,6 +112,10 @@ def run(
                 f"{unknown[0][1]!r} is not in {questions_path} ({len(unknown)} unknown ids)",
             )
         test_ids = set(listed)
+        if known <= test_ids:
+            raise InputError(
+                test_ids_path, None, "id", "lists every question: the train split would be empty"
+            )
     records = [q.to_dict() for q in qs]
     train, test = stratified_split(records, train_fraction, seed, test_ids)
     by_id = {r["id"]: r for r in records}

@@ -29,7 +29,7 @@ def main() -> None:
     ]
     ids = {q.id for q in picked}
     questions = [
-        {"id": q.id, "category": q.category, "question": q.question, "options": list(q.options)} for q in picked
+        dict(id=q.id, category=q.category, question=q.question, options=list(q.options)) for q in picked
     ]
     keys = [{"id": q.id, "answer": rec.keys[q.id]} for q in picked]
     answers, counts = [], {}

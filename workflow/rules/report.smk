@@ -1,6 +1,9 @@
 # Reproducibility deliverables: report analyses, the data-scaling curve, figures, paper-style tables,
 # the HTML report and the frozen results archive. Everything here is evaluation: these rules may
 # read answer keys, and nothing they write ever feeds a router.
+import rgd.report.scaling
+
+
 rule config_snapshot:
     output:
         results_path("config.json"),
@@ -70,8 +73,10 @@ rule scaling:
     params:
         experts=pool_members,
         responses=lambda w: pairs(test_responses(w)),
-        fractions=SCALING_CFG.get("fractions", [0.25, 0.5, 1.0]),
-        seeds=SCALING_CFG.get("seeds", [0, 1, 2]),
+        fractions=SCALING_CFG.get(
+            "fractions", list(rgd.report.scaling.DEFAULT_FRACTIONS)
+        ),
+        seeds=SCALING_CFG.get("seeds", list(rgd.report.scaling.DEFAULT_SEEDS)),
         spec=lambda w: as_json(config["routers"]["cascal"]),
         labels=lambda w: f"{w.bench}/{w.pool}/{w.source}",
     shell:

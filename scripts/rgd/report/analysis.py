@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import read_json
-from ..records import read_consensus, read_keys, read_questions
+from ..io import InputError, read_json
+from ..records import LETTERS, read_consensus, read_keys, read_questions
 
 
 @dataclass
@@ -46,9 +46,26 @@ def load_pool_set(
     qs = read_questions(questions, allow_empty=True)  # a generated set may be empty: analysed as such
     ids = [q.id for q in qs]
     choices, cons = consensus_matrices(read_consensus(consensus), ids, experts, consensus)
+    _check_within_options(choices, qs, experts, consensus)
     gold = gold_indices(ids, read_keys(keys, qs), keys) if keys is not None else None
     n_options = max((len(q.options) for q in qs), default=None)
     return PoolSet(ids, [q.category for q in qs], list(experts), choices, cons, gold, n_options)
+
+
+def _check_within_options(choices: np.ndarray, qs: list, experts: list[str], source) -> None:
+    """Every answer is one of its question's options: a letter past them means the consensus file
+    belongs to another question set (the distributions below would index past the options)."""
+    n_opts = np.array([len(q.options) for q in qs], dtype=np.int64)
+    bad = np.argwhere(choices >= n_opts[:, None]) if len(qs) else np.zeros((0, 2), dtype=int)
+    if len(bad):
+        i, j = (int(v) for v in bad[0])
+        raise InputError(
+            source,
+            None,
+            "choice",
+            f"question {qs[i].id!r}, expert {experts[j]!r}: {LETTERS[choices[i, j]]!r} is outside the "
+            f"question's {n_opts[i]} options (is this the consensus of this question set?)",
+        )
 
 
 def _mean(x: np.ndarray) -> float | None:

@@ -21,6 +21,15 @@ import numpy as np
 from .. import matrices, metrics
 from ..io import InputError
 
+# The curve's points and replicates when the config's report.scaling sets none (rules/report.smk).
+DEFAULT_FRACTIONS = (0.25, 0.5, 1.0)
+DEFAULT_SEEDS = (0, 1, 2)
+
+
+def subsample_size(n: int, fraction: float) -> int:
+    """Rows a category of `n` gives at `fraction`: round(fraction * n), at least one."""
+    return n if fraction == 1 else max(1, int(round(fraction * n)))
+
 
 def balanced_subsample(categories: list[str], fraction: float, seed: int) -> np.ndarray:
     """Sorted row indices: round(fraction * n_c) rows of every category c (at least 1), seeded."""
@@ -31,8 +40,7 @@ def balanced_subsample(categories: list[str], fraction: float, seed: int) -> np.
     picked = []
     for c in sorted(set(categories)):
         rows = np.flatnonzero(cats == c)
-        k = len(rows) if fraction == 1 else max(1, int(round(fraction * len(rows))))
-        picked.append(rng.permutation(rows)[:k])
+        picked.append(rng.permutation(rows)[: subsample_size(len(rows), fraction)])
     return np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
 
 

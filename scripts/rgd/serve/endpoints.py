@@ -26,6 +26,10 @@ from ..cost import Cost
 from ..io import InputError
 
 DEFAULT_TIMEOUT_S = 60.0
+# An entry is a few lines, so this holds hundreds of experts; PyYAML reads about 60 KB/s on a
+# loaded core with these files' key lines, so an 8.5 MB file took minutes and 650 MB before
+# its error. A larger file is refused by its size, before it is parsed.
+MAX_BYTES = 128 * 1024
 FIELDS = ("base_url", "model", "api_key_env", "timeout", "cost")
 
 
@@ -78,6 +82,7 @@ def load(path: str | os.PathLike, pool: list[str], env: dict | None = None) -> d
 
     path = Path(path)
     env = os.environ if env is None else env
+    _check_size(path)
     doc = read_yaml(path)  # located errors; an expert given twice is refused, not silently replaced
     text = read_text(path)
     lines = _lines(path, text)
@@ -98,6 +103,20 @@ def load(path: str | os.PathLike, pool: list[str], env: dict | None = None) -> d
             ("experts",), f"no endpoint for pool expert {missing[0]!r} (the router's pool: {', '.join(pool)})"
         )
     return {expert: _endpoint(expert, entries[expert], default_timeout, env, err) for expert in pool}
+
+
+def _check_size(path: Path) -> None:
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return  # read_yaml names the problem
+    if size > MAX_BYTES:
+        raise InputError(
+            path,
+            None,
+            None,
+            f"{size:,} bytes, over the limit of {MAX_BYTES:,} for an endpoints file (an entry per expert)",
+        )
 
 
 def _endpoint(expert: str, spec, default_timeout: float, env, err) -> Endpoint:
