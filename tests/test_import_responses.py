@@ -319,6 +319,24 @@ def test_lm_eval_generative_and_loglikelihood_tasks(tmp_path):
     ]
 
 
+@pytest.mark.parametrize(
+    "doc, target, letter",
+    [
+        ({"answer": "C"}, None, "C"),
+        ({"answer": 2}, None, "C"),
+        ({"answer_index": 1, "answer": None}, None, "B"),
+        ({"answerKey": "3"}, None, "C"),
+        ({"label": "3"}, None, "D"),  # HellaSwag: a 0-based index as text
+        ({}, 0, "A"),
+    ],
+)
+def test_lm_eval_gold_fields(doc, target, letter):
+    from rgd.datasets.common import Row
+    from rgd.recorded.sources import _gold
+
+    assert _gold(doc, target, 4, Row(Path("f"), line=1)) == letter
+
+
 def _lm_line(tmp_path, edit) -> Path:
     src = DATA / "lm-eval" / "samples_arc_easy_2024-07-01T12-00-00.000000.jsonl"
     lines = [json.loads(x) for x in src.read_text().splitlines()]

@@ -212,8 +212,8 @@ def _gold(doc: dict, target: Any, n: int, at: Row) -> str:
         field, v = "target", target
     else:
         field = f"doc.{field}"
-    if isinstance(v, str) and v.strip().isdigit() and field == "doc.answerKey":
-        v = int(v) - 1  # ARC's numeric labels are 1-based
+    if isinstance(v, str) and v.strip().isdigit():  # an index as text; ARC's digit labels are 1-based
+        v = int(v) - (1 if field == "doc.answerKey" else 0)
     if isinstance(v, int) and not isinstance(v, bool):
         if not 0 <= v < n:
             raise at.error(field, f"index {v} is outside the {n} options")
