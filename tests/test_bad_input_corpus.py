@@ -742,6 +742,27 @@ case(
 )
 case(
     "consensus",
+    "spec-estimator-under-original",
+    CONS + ' --spec \'{{"compat": "original", "estimator": "dawid-skene"}}\'',
+    "",
+    "--spec: estimator: compat='original' uses the paper's 'confidence' estimator",
+)
+case(
+    "consensus",
+    "spec-ds-smoothing-zero",
+    CONS + ' --spec \'{{"estimator": "dawid-skene", "ds_smoothing": 0}}\'',
+    "",
+    "--spec: ds_smoothing: must be > 0",
+)
+case(
+    "consensus",
+    "dawid-skene-more-options-than-classes",
+    CONS + ' --spec \'{{"estimator": "dawid-skene", "n_classes": 2}}\'',
+    "q",
+    "options: question",
+)
+case(
+    "consensus",
     "spec-nan-literal",
     CONS + " --spec '{{\"scale\": NaN}}'",
     "",

@@ -31,6 +31,10 @@ Where rgd differs from the original (see docs/DIFFERENCES.md):
 
 Abstentions' confidences still count towards the model's median and MAD, as in the original: the
 statistics describe the model's confidence over all of its generations.
+
+`estimator="dawid-skene"` (rgd only, docs/METHOD.md §6.1) replaces steps 2-5 by a latent-class fit
+of the votes (rgd.dawid_skene); the rows keep their shape and meaning (score = probability that
+the model's own letter is right), and `estimated_skill` tabulates either estimator per category.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ Variant = Literal["full", "one-coin"]
 class DSFit:
     posterior: np.ndarray  # (n_q, n_classes): P(true class | votes); 0 beyond a question's options
     prior: np.ndarray  # (n_classes,) fitted class prior (before restricting to a question's options)
-    accuracy: np.ndarray  # (n_m,) per-model P(vote correct | it voted), the noise model's own estimate
+    accuracy: np.ndarray  # (n_m,) per-model P(vote correct | it voted) under the final posterior
     confusion: np.ndarray | None  # (n_m, n_classes, n_classes) for "full"; None for "one-coin"
     iterations: int  # EM iterations run (M-step + E-step pairs)
     converged: bool  # max |change of the posterior| fell below tol within max_iter
@@ -164,20 +164,19 @@ def dawid_skene(
     choices = _check(choices, n_classes, variant, max_iter, tol, smoothing)
     mask = option_mask(n_options, choices.shape[0], n_classes)
     t = vote_shares(choices, mask)
-    it, converged, pi, acc, prior = 0, choices.shape[0] == 0, None, None, np.full(n_classes, 1.0 / n_classes)
+    prior, pi = np.full(n_classes, 1.0 / n_classes), None
+    it, converged = 0, choices.shape[0] == 0
     while not converged and it < max_iter:
         it += 1
-        prior = t.sum(axis=0) + smoothing
+        prior = t.sum(axis=0) + smoothing  # M-step, then E-step
         prior /= prior.sum()
         if variant == "full":
             pi = _confusion(t, choices, smoothing)
             log_t = _full_log_t(pi, np.log(prior), choices)
         else:
-            acc = _one_coin_accuracy(t, choices, smoothing)
-            log_t = _one_coin_log_t(acc, np.log(prior), choices, mask)
+            log_t = _one_coin_log_t(_one_coin_accuracy(t, choices, smoothing), np.log(prior), choices, mask)
         new = _normalise_log(log_t, mask)
         converged = bool(np.abs(new - t).max() < tol)
         t = new
-    if variant == "full" or acc is None:  # P(correct | voted) under the final posterior
-        acc = _one_coin_accuracy(t, choices, smoothing)
-    return DSFit(t, prior, acc, pi, it, converged)
+    # P(correct | voted) under the final posterior: one-coin's a_m, also for "full"
+    return DSFit(t, prior, _one_coin_accuracy(t, choices, smoothing), pi, it, converged)
