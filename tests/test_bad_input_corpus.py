@@ -1177,6 +1177,68 @@ case(
     "is a file, not a directory",
 )
 
+# recorded-data: a recording directory and the models of the benchmark's pools
+RECD = "recorded-data --recording {x} --models m1 m2 --out-questions {o}/q --out-keys {o}/k"
+case("recorded-data", "recording-missing", RECD.replace("{x}", "{missing}"), "missing", "directory not found")
+case("recorded-data", "recording-is-a-file", RECD.replace("{x}", "{q}"), "q", "expected a directory")
+case("recorded-data", "recording-empty", RECD.replace("{x}", "{dir}"), "dir", "questions.jsonl.gz")
+case(
+    "recorded-data",
+    "out-under-a-file",
+    RECD.replace("{x}", "{dir}").replace("{o}/q", "{file}/q"),
+    "file",
+    "cannot write",
+)
+
+# seed-spread: one router retrained under several seeds
+SEEDS = (
+    "seed-spread --kind cascal --questions {q} --embeddings {emb} --consensus {cons} --test-questions {q} "
+    "--test-keys {k} --test-embeddings {emb} --stats {stats} --experts e1 e2 e3 "
+    "--test-responses e1={r1} e2={r2} e3={r3} --seeds 0 1 --labels b/p/s/r --out {o}/s.json"
+)
+case("seed-spread", "keys-for-a-query-only-router", SEEDS + " --keys {k}", "", "is query-only")
+case(
+    "seed-spread",
+    "query-answer-router-without-keys",
+    SEEDS.replace("cascal", "knn", 1),
+    "",
+    "needs the training",
+)
+case("seed-spread", "unknown-kind", SEEDS.replace("cascal", "oracle", 1), "", "unknown router kind 'oracle'")
+case("seed-spread", "labels-short", SEEDS.replace("b/p/s/r", "b/p"), "", "--labels: expected 4 names")
+case(
+    "seed-spread",
+    "questions-malformed",
+    SEEDS.replace("--questions {q}", "--questions {torn}"),
+    "torn",
+    ":2:",
+)
+
+# estimators: the label-free estimators compared on one pool
+ESTS = (
+    "estimators --questions {q} --keys {k} --embeddings {emb} --responses e1={r1} e2={r2} e3={r3} "
+    "--experts e1 e2 e3 --stats {stats} --test-questions {q} --test-keys {k} --test-embeddings {emb} "
+    "--test-responses e1={r1} e2={r2} e3={r3} --labels b/p --out {o}/e.json"
+)
+case("estimators", "labels-long", ESTS.replace("b/p", "b/p/s"), "", "--labels: expected 2 names")
+case(
+    "estimators", "keys-malformed", ESTS.replace("--keys {k}", "--keys {torn}"), "torn", ":2: malformed JSON"
+)
+case(
+    "estimators",
+    "consensus-spec-wrong-type",
+    ESTS + ' --consensus-spec \'{{"n_classes": "20"}}\'',
+    "",
+    "n_classes: expected an integer",
+)
+case(
+    "estimators",
+    "responses-missing",
+    ESTS.replace("e1={r1} e2", "e1={missing} e2", 1),
+    "missing",
+    "not found",
+)
+
 # import-responses
 IMPR = "import-responses --format mmlu-pro {x} --out-dir {o}/rec"
 case("import-responses", "input-missing", IMPR.replace("{x}", "{missing}"), "missing", "file not found")
