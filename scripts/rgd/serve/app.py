@@ -733,7 +733,7 @@ class Service:
             async for raw in lines:
                 size += len(raw) + 1
                 if size > cap:
-                    raise OutOfBounds(f"over {cap} bytes before the first event")
+                    raise OutOfBounds(f"over {cap} bytes (--max-event-bytes)")
                 head.append(raw.decode("utf-8", "replace"))
                 if head[-1].startswith("data:"):
                     break
@@ -894,6 +894,8 @@ class Guard:
         self.active = 0
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and _head_bytes(scope) > self.service.limits.max_head_bytes:
+            return await self._refuse_head(scope, receive, send)
         if scope["type"] != "http" or scope["path"] not in PATHS.values():
             return await self._last_resort(scope, receive, send)
         limits = self.service.limits
@@ -910,6 +912,13 @@ class Guard:
             )
         finally:
             self.active -= 1
+
+    async def _refuse_head(self, scope, receive, send):
+        """A head that came whole in one read (h11 bounds only the heads that arrive in pieces)."""
+        n = self.service.limits.max_head_bytes
+        err = ClientError(431, f"request head over {n} bytes (--max-head-bytes)", "head_too_large")
+        resp = self.service._json(err.body(), 431, {"connection": "close"}, scope["path"])
+        await resp(scope, receive, send)
 
     async def _overloaded(self, scope, receive, send):
         n = self.service.limits.max_concurrent
@@ -947,6 +956,12 @@ class Guard:
                     exc_info=e,
                 )
                 await internal_error()(scope, receive, send)
+
+
+def _head_bytes(scope) -> int:
+    """About the size of a request's head: its target and its headers."""
+    target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    return target + sum(len(k) + len(v) + 4 for k, v in scope.get("headers", ()))
 
 
 def internal_error():
