@@ -832,8 +832,8 @@ class Service:
                     done = done or line[5:].strip() == "[DONE]"
                 yield self._event(line, call.expert, None)
             if not done:
-                raise httpx2.RemoteProtocolError("the stream ended without [DONE]")
-        except (httpx2.HTTPError, httpx2.StreamError, OutOfBounds, TimeoutError) as e:
+                raise _NoDone()
+        except (httpx2.HTTPError, httpx2.StreamError, OutOfBounds, TimeoutError, _NoDone) as e:
             yield self._interrupted(call, e, n_events)
         finally:
             await resp.aclose()
@@ -848,6 +848,8 @@ class Service:
             what, code = f"the request deadline of {s:g} s (--deadline) passed", "deadline_exceeded"
         elif isinstance(e, OutOfBounds):
             what, code = f"the stream sent {e}", "stream_interrupted"
+        elif isinstance(e, _NoDone):
+            what, code = "the stream ended without [DONE]", "stream_interrupted"
         else:
             why = "stalled" if isinstance(e, httpx2.TimeoutException) else "broke off"
             what, code = f"the stream {why}", "stream_interrupted"
@@ -861,6 +863,10 @@ class Service:
             code,
         )
         return "\ndata: " + json.dumps(err) + "\n\n"
+
+
+class _NoDone(Exception):
+    """An upstream stream that ended properly but without its `data: [DONE]`."""
 
 
 def _tried(attempts: list[Attempt]) -> str:
