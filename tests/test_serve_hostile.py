@@ -609,25 +609,29 @@ def test_an_upstream_key_that_cannot_be_a_header_is_refused_unseen(router, fleet
     assert key.strip() not in err and "sk-" not in err
 
 
-def test_an_occupied_port_fails_in_one_line_before_anything_loads(fleet, tmp_path):
+def test_an_occupied_port_fails_in_one_line_before_anything_loads(router, fleet, tmp_path):
+    broken = tmp_path / "router"
+    shutil.copytree(router[0], broken)
+    for f in broken.iterdir():  # the router's arrays cut in half: loading them would fail
+        if f.name != "provenance.json" and f.is_file():
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    ep = write_endpoints(
+        tmp_path / "endpoints.yaml", {e: {"base_url": fleet[e].url + "/v1", "model": e} for e in EXPERTS}
+    )
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     port = taken.getsockname()[1]
-    empty = tmp_path / "not-a-router"
-    empty.mkdir()  # loading it would fail: the port's error comes first
-    ep = write_endpoints(
-        tmp_path / "endpoints.yaml", {"bio": {"base_url": fleet["bio"].url + "/v1", "model": "m"}}
-    )
     try:
         t0 = time.perf_counter()
-        rc, err = refused(["--router", empty, "--endpoints", ep, "--port", port])
+        rc, err = refused(["--router", broken, "--endpoints", ep, "--port", port])
         secs = time.perf_counter() - t0
     finally:
         taken.close()
-    assert rc == 2 and err.count("\n") == 1, err
     want = f"--port: cannot listen on 127.0.0.1:{port}: Address already in use"
-    assert err == f"rgd serve: error: <command line>: {want}\n"
+    assert rc == 2 and err == f"rgd serve: error: <command line>: {want}\n", err
+    rc, err = refused(["--router", broken, "--endpoints", ep, "--port", port])  # the port free again
+    assert rc == 2 and "router.json:" in err and err.count("\n") == 1, err  # loading it fails
     print(f"\noccupied port: refused in {secs:.2f} s")
 
 

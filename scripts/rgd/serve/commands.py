@@ -37,9 +37,12 @@ def build_service(
     model_name: str | None = None,
     env: dict | None = None,
     limits=None,
+    bind=None,
 ):
     """Check every input, then load the router and its embedder once: the Service to serve.
-    Everything a user can get wrong fails here, with one located line, before the embedder loads."""
+    Everything a user can get wrong fails here, with one located line, before the router and its
+    embedder load; `bind()` (the listening socket) is called between the two, so that a port in
+    use fails as early, after the cheap checks."""
     from . import endpoints as E
     from .app import DEFAULT_MAX_ATTEMPTS, ROUTER_MODEL, ServeSettings, Service
     from .limits import Limits
@@ -48,7 +51,7 @@ def build_service(
     limits = limits or Limits()
     obj = _objective(objective)
     router_dir = Path(router_dir)
-    router, prov = _load_router(router_dir)
+    prov = _read_provenance(router_dir)
     experts = list(prov["experts"])
     _check_header_names(experts, router_dir)
     eps = E.load(endpoints_file, experts, env)
@@ -59,6 +62,9 @@ def build_service(
         raise _option_error("--max-attempts", f"must be >= 1, got {max_attempts}")
     if model_name is not None and model_name in experts:
         raise _option_error("--model-name", f"{model_name!r} is an expert's name")
+    if bind is not None:
+        bind()
+    router, prov = _load_router(router_dir)
     ranker, max_tokens = _ranker(router, prov, router_dir, threads, obj, [eps[e].cost for e in experts], seed)
     settings = ServeSettings(
         max_attempts=min(max_attempts or DEFAULT_MAX_ATTEMPTS, len(experts)),
@@ -86,13 +92,14 @@ def _objective(text: str):
         raise _option_error("--objective", str(e).partition(": ")[2]) from None
 
 
-def _load_router(router_dir: Path):
-    """(router, provenance) of a trained router directory that records its embedder."""
+def _read_provenance(router_dir: Path) -> dict:
+    """The provenance of a trained router directory that records its embedder (nothing loaded)."""
     from .. import routers
+    from ..records import read_provenance
 
     if not (router_dir / routers.PROVENANCE).is_file():
         raise InputError(router_dir, None, None, f"not a trained router directory (no {routers.PROVENANCE})")
-    router, prov = routers.load(router_dir)
+    _, prov = read_provenance(router_dir)
     if not prov.get("embedder"):
         raise InputError(
             router_dir / routers.PROVENANCE,
@@ -100,7 +107,14 @@ def _load_router(router_dir: Path):
             "embedder",
             "router records no embedder: rgd serve embeds each request with the router's own embedder",
         )
-    return router, prov
+    return prov
+
+
+def _load_router(router_dir: Path):
+    """(router, provenance) of a router directory whose provenance has been read."""
+    from .. import routers
+
+    return routers.load(router_dir)
 
 
 def _check_header_names(experts: list[str], router_dir: Path) -> None:
@@ -188,7 +202,7 @@ def cmd_serve(a):
             "can use the pool",
             file=sys.stderr,
         )
-    sock = _bind(a.host, a.port)  # an occupied port fails here, before the router and embedder load
+    sockets = []  # an occupied port fails after the checks of the inputs, before anything loads
     service = build_service(
         a.router,
         a.endpoints,
@@ -200,6 +214,7 @@ def cmd_serve(a):
         a.log_bodies,
         a.model_name,
         limits=limits,
+        bind=lambda: sockets.append(_bind(a.host, a.port)),
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
@@ -217,7 +232,7 @@ def cmd_serve(a):
         file=sys.stderr,
         flush=True,
     )
-    _run(service, sock)
+    _run(service, sockets[0])
 
 
 def _bind(host: str, port: int):
