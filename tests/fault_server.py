@@ -112,6 +112,10 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # many clients at once (the default 5 drops connections: 1 s retries)
     daemon_threads = True
 
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up is no error
+            super().handle_error(request, client_address)
+
 
 class FaultServer:
     def __init__(
