@@ -656,6 +656,35 @@ def test_a_refusals_retry_after_is_passed_on(server, router, fresh):
 
 
 # --------------------------------------------------------------------------- soak
+def hostile_once(server, qs: list[str], i: int) -> None:
+    """One of five hostile requests: malformed, a lone surrogate, over the body cap, a client that
+    hangs up before its answer, half a head."""
+    kind = i % 5
+    if kind == 0:
+        assert post(server, MALFORMED[i % len(MALFORMED)][0])[0] == 400
+    elif kind == 1:
+        assert post(server, chat_body("bad \ud800"))[0] == 400
+    elif kind == 2:
+        try:  # over the body cap: refused from its length, perhaps while it is still sent
+            assert post(server, b"{" + b" " * (9 << 20) + b"}")[0] == 413
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    elif kind == 3:
+        sock = raw_socket(server)
+        body = json.dumps(chat_body(qs[i % len(qs)])).encode()
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+        sock.close()  # gone before the answer
+    else:
+        sock = raw_socket(server)
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHo")
+        sock.close()
+
+
 def test_soak_good_clients_all_succeed_beside_hostile_ones(server, router, fresh):
     """6 s: 16 good clients in a loop (chat, streams, completions) and 3 hostile ones (malformed
     bodies, lone surrogates, a body over the cap, clients that go mid-request, half heads)."""
@@ -677,30 +706,7 @@ def test_soak_good_clients_all_succeed_beside_hostile_ones(server, router, fresh
     def hostile_client(k):
         i = k
         while time.time() < stop:
-            kind = i % 5
-            if kind == 0:
-                assert post(server, MALFORMED[i % len(MALFORMED)][0])[0] == 400
-            elif kind == 1:
-                assert post(server, chat_body("bad \ud800"))[0] == 400
-            elif kind == 2:
-                try:  # over the body cap: refused from its length, perhaps while it is still sent
-                    assert post(server, b"{" + b" " * (9 << 20) + b"}")[0] == 413
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-            elif kind == 3:
-                sock = raw_socket(server)
-                body = json.dumps(chat_body(qs[i % len(qs)])).encode()
-                sock.sendall(
-                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "
-                    + str(len(body)).encode()
-                    + b"\r\n\r\n"
-                    + body
-                )
-                sock.close()  # gone before the answer
-            else:
-                sock = raw_socket(server)
-                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHo")
-                sock.close()
+            hostile_once(server, qs, i)
             with lock:
                 hostile_n[0] += 1
             i += 1
