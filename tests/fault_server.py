@@ -21,6 +21,17 @@ word, then `data: [DONE]`), with these faults for streams:
   "cut:K"         K events, then the connection is closed mid-body
   "stall:K:S"     K events, then S seconds of silence, then the rest
   "trickle:S"     S seconds between events (a slow stream that never stalls for long)
+Hostile upstreams (`rgd serve`'s bounds; each ends when its client goes, and after HOSTILE_S at most):
+  "comments" / "comments:S"   a 200 stream of SSE comment lines and never an event: 1 KB lines as
+                  fast as they go, or one every S seconds
+  "endless:S"     a 200 stream of events, one every S seconds, never [DONE]
+  "nodone"        the reply's events without [DONE], the stream ended properly
+  "longline"      the first event, then one line that never ends (64 KiB chunks)
+  "huge:N"        HTTP 200 whose JSON body is N bytes, chunked (no Content-Length)
+  "drip:S"        HTTP 200 whose JSON body comes one byte every S seconds
+  "nonjson"       HTTP 200 with an HTML body
+  "deep"          HTTP 200 whose JSON body is nested 10,000 levels deep
+A request's record gets `gone_at` (time.time()) when a write finds its client gone.
 
 Run it by hand: `python tests/fault_server.py [PORT]`.
 """
@@ -36,6 +47,7 @@ import time
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+HOSTILE_S = 30.0  # no hostile answer lasts longer, client or not
 _GEMINI = re.compile(r"^/v1(?:beta|alpha)?\d*/models/([^/:]+):generateContent$")
 _ERRORS = {
     400: "INVALID_ARGUMENT",
@@ -96,6 +108,15 @@ def stream_events(reply: dict) -> list[str]:
     return out + ["[DONE]"]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # many clients at once (the default 5 drops connections: 1 s retries)
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up is no error
+            super().handle_error(request, client_address)
+
+
 class FaultServer:
     def __init__(
         self, faults=(), default=None, delay_s: float = 0.0, cached_tokens: int = 0, thoughts_tokens: int = 0
@@ -107,8 +128,7 @@ class FaultServer:
         self.cached_tokens, self.thoughts_tokens = cached_tokens, thoughts_tokens
         self.requests: list[dict] = []  # path, headers, body, fault of every request received
         self._lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.httpd.daemon_threads = True
+        self.httpd = _Server(("127.0.0.1", 0), self._handler())
         # a short poll interval: shutdown() waits up to one interval
         self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
 
@@ -128,6 +148,7 @@ class FaultServer:
     def script(self, faults=(), default=None) -> None:
         with self._lock:
             self.faults, self.default = deque(faults), default
+            self._released = threading.Event()  # "hold" holds again
 
     def release(self) -> None:
         self._released.set()
@@ -195,10 +216,71 @@ class FaultServer:
                 try:
                     self._answer(fault, body)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout) before the reply
+                    rec["gone_at"] = time.time()  # the client gave up (timeout) before the reply
+
+            def _chunked(self, status: int, ctype: str):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+
+            def _chunk(self, data: bytes):
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+            def _hostile(self, kind: str, arg: str, body) -> None:
+                """The hostile answers (module docstring); every loop ends by HOSTILE_S."""
+                until = time.time() + HOSTILE_S
+                if kind in ("huge", "drip", "nonjson", "deep"):
+                    return self._hostile_body(kind, arg, until)
+                self._chunked(200, "text/event-stream")
+                events = stream_events(server._openai(self.path, body))
+                if kind in ("nodone", "longline"):
+                    for event in events[:-1] if kind == "nodone" else events[:1]:
+                        self._chunk(f"data: {event}\n\n".encode())
+                while kind != "nodone" and time.time() < until:
+                    if kind == "comments":
+                        self._chunk(b": " + b"x" * 1000 + b"\n" if not arg else b": keep-alive\n")
+                    elif kind == "endless":
+                        self._chunk(f"data: {events[0]}\n\n".encode())
+                    else:  # longline
+                        self._chunk(b"y" * 65536)
+                    time.sleep(float(arg or 0))
+                self._chunk(b"")
+
+            def _hostile_body(self, kind: str, arg: str, until: float) -> None:
+                if kind == "nonjson":
+                    return self._send(
+                        200, b"<html><body>Bad gateway</body></html>", {"Content-Type": "text/html"}
+                    )
+                if kind == "deep":
+                    return self._send(200, b"[" * 10000 + b"]" * 10000)
+                if kind == "drip":
+                    data = json.dumps({"choices": [{"message": {"content": "x" * 1000}}]}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    for k in range(len(data)):
+                        if time.time() > until:
+                            return
+                        self.wfile.write(data[k : k + 1])
+                        self.wfile.flush()
+                        time.sleep(float(arg))
+                    return
+                self._chunked(200, "application/json")  # huge: a JSON string of N bytes, 64 KiB at a time
+                n = int(arg)
+                self._chunk(b'{"choices": [{"message": {"content": "')
+                for _ in range(n // 65536):
+                    self._chunk(b"z" * 65536)
+                self._chunk(b'"}}]}')
+                self._chunk(b"")
 
             def _answer(self, fault, body):
                 gemini = _GEMINI.match(self.path)
+                kind, _, arg = (fault or "").partition(":")
+                if kind in ("comments", "endless", "nodone", "longline", "huge", "drip", "nonjson", "deep"):
+                    return self._hostile(kind, arg, body)
                 if fault == "drop":
                     self.close_connection = True
                     self.connection.shutdown(2)
@@ -227,9 +309,8 @@ class FaultServer:
                             "status": _ERRORS.get(code, ""),
                         }
                     }
-                    return self._send(
-                        code, json.dumps(err).encode(), {"Retry-After": after} if after else None
-                    )
+                    limits = {"Retry-After": after, "x-ratelimit-remaining-requests": "0"}
+                    return self._send(code, json.dumps(err).encode(), limits if after else None)
                 if server.delay_s:
                     time.sleep(server.delay_s)
                 if gemini:

@@ -109,6 +109,53 @@ def planted_router(work: Path) -> tuple[Path, dict[str, list[dict]]]:
     return work / "router", held
 
 
+_ROUTERS: dict = {}
+
+
+def shared_router(tmp_path_factory) -> tuple[Path, dict[str, list[dict]]]:
+    """planted_router, built once per test session for every module that serves it."""
+    if "router" not in _ROUTERS:
+        _ROUTERS["router"] = planted_router(tmp_path_factory.mktemp("serve-router"))
+    return _ROUTERS["router"]
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory (VmRSS), in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+class RssWatch:
+    """A process's RSS before, at its peak during (sampled every 20 ms) and after a `with` block."""
+
+    def __init__(self, pid: int):
+        import threading
+
+        self.pid, self.before, self.peak, self.after = pid, 0.0, 0.0, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, rss_mb(self.pid))
+
+    def __enter__(self) -> "RssWatch":
+        self.before = self.peak = rss_mb(self.pid)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.after = rss_mb(self.pid)
+        self.peak = max(self.peak, self.after)
+
+    def __str__(self) -> str:
+        return f"RSS before {self.before:.0f} MB, peak {self.peak:.0f} MB, after {self.after:.0f} MB"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -177,6 +224,18 @@ class RgdServe:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self._fh.close()
+
+
+def refused(args, extra_env: dict | None = None) -> tuple[int, str]:
+    """(exit status, stderr) of `rgd serve ARGS` that is expected to fail at start-up."""
+    r = subprocess.run(
+        [sys.executable, "-m", "rgd.cli", "serve", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env(**(extra_env or {})),
+        timeout=120,
+    )
+    return r.returncode, r.stderr
 
 
 def write_endpoints(path: Path, entries: dict[str, dict], **top) -> Path:

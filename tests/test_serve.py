@@ -12,14 +12,14 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 from fault_server import FaultServer, fake_reply
-from serve_support import EXPERTS, RgdServe, planted_router, write_endpoints
+from serve_support import EXPERTS, RgdServe, refused, shared_router, write_endpoints
 
 TIMEOUT_S = 1.5  # every expert's timeout: the "slow" faults sleep past it
 
 
 @pytest.fixture(scope="module")
 def router(tmp_path_factory):
-    return planted_router(tmp_path_factory.mktemp("serve-router"))
+    return shared_router(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -399,19 +399,7 @@ def test_keys_costs_and_logged_bodies(router, fleet, fresh, tmp_path):
 
 
 def _refused(args, tmp_path, extra_env=None):
-    import subprocess
-    import sys
-
-    from serve_support import env
-
-    r = subprocess.run(
-        [sys.executable, "-m", "rgd.cli", "serve", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env(**(extra_env or {})),
-        timeout=120,
-    )
-    return r.returncode, r.stderr
+    return refused(args, extra_env)
 
 
 def test_start_up_refuses_a_pool_expert_without_an_endpoint(router, fleet, tmp_path):
@@ -434,6 +422,27 @@ def test_start_up_refuses_a_pool_expert_without_an_endpoint(router, fleet, tmp_p
             {"base_url": "http://u:p@host/v1", "model": "m"},
             {},
             "experts.world.base_url: credentials in the URL",
+        ),
+        (  # a non-http URL with credentials: refused like an http one, the password not shown
+            {"base_url": "ftp://u:sk-123@host/v1", "model": "m"},
+            {},
+            "experts.world.base_url: credentials in the URL",
+        ),
+        ({"base_url": "sk-123@host", "model": "m"}, {}, "expected an http(s) URL such as"),
+        (
+            {"base_url": "http://h\x07ost/v1", "model": "m"},
+            {},
+            "experts.world.base_url: character 8 is '\\x07': a URL holds no control characters",
+        ),
+        (
+            {"base_url": "http://h/v1\r\nX-Injected: 1", "model": "m"},
+            {},
+            "experts.world.base_url: character 11 is '\\r'",
+        ),
+        (
+            {"base_url": "http://h:99999/v1", "model": "m"},
+            {},
+            "experts.world.base_url: not a URL the HTTP client takes (Port out of range",
         ),
         ({"base_url": "http://h/v1"}, {}, "experts.world.model: missing"),
         (

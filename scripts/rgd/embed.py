@@ -92,6 +92,15 @@ class Embedder:
             raise ValueError(f"embedder.kind: unknown {kind!r}")
         self.load_seconds = time.perf_counter() - t0
 
+    @property
+    def max_tokens(self) -> int | None:
+        """The longest input the model reads, in tokens (a longer one is truncated); None if unknown."""
+        if self._encode == self._encode_st:
+            return getattr(self._model, "max_seq_length", None)
+        engine = getattr(getattr(self._model, "llm", None), "llm_engine", None)
+        config = getattr(engine, "model_config", None)
+        return getattr(config, "max_model_len", None) or self.spec.get("max_model_len")
+
     def _encode_st(self, texts: list[str]) -> np.ndarray:
         return self._model.encode(
             texts,

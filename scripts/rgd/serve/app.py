@@ -17,11 +17,17 @@ A request's life:
     attempt made.
 Nothing is logged of a request's body unless `log_bodies` is set; upstream keys are sent only to
 their own endpoint and are scrubbed from any upstream error passed back.
+
+Every request is bounded (limits.Limits): its body is counted as it arrives, its JSON is checked
+for depth before it is parsed, its routed text is checked and capped before it joins a batch, an
+upstream answer is read up to a cap, a deadline covers the whole request, a client that goes
+cancels its upstream work, and at most `max_concurrent` routed requests run at once (Guard).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import itertools
 import json
@@ -34,11 +40,23 @@ import numpy as np
 
 from ..cost import Objective, expected_costs, order
 from .endpoints import Endpoint
+from .limits import (
+    RETRY_AFTER_S,
+    Limits,
+    OutOfBounds,
+    capped_lines,
+    header_problem,
+    loads,
+    lone_surrogate,
+    read_capped,
+)
 
 log = logging.getLogger("rgd.serve")
-MAX_BODY_BYTES = 8 << 20
 DEFAULT_MAX_ATTEMPTS = 3
 ROUTER_MODEL = "rgd"
+PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
+DEADLINE = "rgd.deadline"  # the scope key of a routed request's deadline (loop time), set by Guard
+HARD_GRACE_S = 2.0  # past the deadline, Guard cuts what the request itself could not end
 
 
 # --------------------------------------------------------------------------- errors
@@ -48,9 +66,26 @@ def error_body(message: str, type_: str, code: str | None = None, **extra) -> di
 
 
 class ClientError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None):
+    """A request refused: its status, message, code and the field it names (OpenAI's `param`)."""
+
+    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None):
         super().__init__(message)
-        self.status, self.code = status, code
+        self.status, self.code, self.param = status, code, param
+
+    def body(self) -> dict:
+        err = error_body(str(self), "invalid_request_error", self.code)
+        err["error"]["param"] = self.param
+        return err
+
+
+def json_type(v) -> str:
+    """A value's JSON type name, for messages."""
+    if v is None:
+        return "null"
+    for t, name in ((bool, "boolean"), (str, "string"), ((int, float), "number"), (list, "array")):
+        if isinstance(v, t):
+            return name
+    return "object"
 
 
 def user_text(body: dict, kind: str) -> str:
@@ -62,7 +97,7 @@ def user_text(body: dict, kind: str) -> str:
         try:
             return _user_text(body.get("messages"))
         except ValueError as e:
-            raise ClientError(400, str(e), "invalid_messages") from None
+            raise ClientError(400, str(e), "invalid_messages", str(e).partition(":")[0]) from None
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
@@ -71,6 +106,7 @@ def user_text(body: dict, kind: str) -> str:
             400,
             "prompt: expected one non-empty string (rgd serve routes one prompt per request)",
             "invalid_prompt",
+            "prompt",
         )
     return prompt
 
@@ -135,15 +171,26 @@ class Ranker:
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            try:
-                rows = await loop.run_in_executor(self._pool, self.rank_now, [t for t, _ in batch])
-            except Exception as e:  # noqa: BLE001 - handed to every waiting request
-                log.exception("routing failed")
-                rows = [e] * len(batch)
+            batch = [(t, fut) for t, fut in batch if not fut.done()]  # its client went, or its deadline
+            if not batch:
+                continue
+            rows = await loop.run_in_executor(self._pool, self._rank_each, [t for t, _ in batch])
             self.batches += 1
             for (_, fut), row in zip(batch, rows):
                 if not fut.done():
                     fut.set_exception(row) if isinstance(row, Exception) else fut.set_result(row)
+
+    def _rank_each(self, texts: list[str]) -> list:
+        """A row per text, or the exception its text raised: when the batch fails, each text is
+        ranked alone, so that one bad text fails only its own request."""
+        try:
+            return self.rank_now(texts)
+        except Exception:  # noqa: BLE001 - retried text by text below
+            if len(texts) == 1:
+                log.exception("routing failed")
+                return [RuntimeError("the router failed on this request's text (see the server log)")]
+            log.warning("routing a batch of %d failed: ranking each request alone", len(texts))
+        return [self._rank_each([t])[0] for t in texts]
 
 
 # --------------------------------------------------------------------------- metrics
@@ -199,6 +246,8 @@ class ServeSettings:
     model_name: str = ROUTER_MODEL  # the `model` clients ask for to be routed
     router_kind: str = ""
     embedder: dict = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    route_chars: int = Limits().route_chars(None)  # the routed text's cap (Limits.route_chars)
 
 
 @dataclass
@@ -226,6 +275,7 @@ class _Call:
     expert: str
     ep: Endpoint
     attempts: list[Attempt]
+    deadline: float  # the request's (loop time)
 
     def headers(self) -> dict:
         """The rgd headers of an answer from this expert (after its attempt is recorded)."""
@@ -353,61 +403,161 @@ class Service:
     async def completions(self, request):
         return await self._complete(request, "completions")
 
+    @property
+    def limits(self) -> Limits:
+        return self.s.limits
+
+    def _refuse(self, e: ClientError, rid: str, path: str):
+        log.info("%s %s -> %d %s", rid, path, e.status, e.code)
+        unread = e.status in (408, 413)  # the rest of the body stays unread: the connection closes
+        return self._json(e.body(), e.status, {"connection": "close"} if unread else None, path)
+
     async def _complete(self, request, kind: str):
-        """A chat or completion request: check it, rank the pool (unless an expert is pinned), fail over."""
-        path = "/v1/chat/completions" if kind == "chat" else "/v1/completions"
+        """A chat or completion request: check it, then rank and forward it unless its client goes."""
+        path = PATHS[kind]
         rid = f"rgd-{next(self._ids)}"
         t0 = time.perf_counter()
         if not self._authorised(request):
             return self._unauthorised(path)
+        deadline = request.scope.get(DEADLINE)
+        if deadline is None:  # without Guard (tests of the Service alone): from now
+            deadline = asyncio.get_running_loop().time() + self.limits.deadline
         try:
             body, model, text = await self._read_request(request, kind, rid)
         except ClientError as e:
-            log.info("%s %s -> %d %s", rid, path, e.status, e.code)
-            return self._json(error_body(str(e), "invalid_request_error", e.code), e.status, path=path)
+            return self._refuse(e, rid, path)
+        work = self._answer(rid, path, kind, body, model, text, t0, deadline)
+        return await self._unless_gone(request, rid, path, work)
 
-        if model in self.endpoints:  # pinned: the client chose the expert, nothing to rank or fail over to
-            candidates, info = [model], {"pinned": model}
-            routing_s = 0.0
-        else:
-            t_route = time.perf_counter()
-            try:
-                scores, ranked = await self.ranker.rank(text)
-            except Exception as e:  # noqa: BLE001 - reported to the client as a server error
-                return self._json(
-                    error_body(f"routing failed: {type(e).__name__}: {e}", "server_error", "routing_failed"),
-                    500,
-                    path=path,
+    async def _unless_gone(self, request, rid: str, path: str, work):
+        """Await `work` while watching the client: when it disconnects first, the work is cancelled
+        (its upstream connection closed with it) and nobody is answered."""
+        task = asyncio.ensure_future(work)
+        gone = asyncio.ensure_future(_disconnected(request.receive))
+        try:
+            await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            task.done() or task.cancel()
+        if not task.cancelled() and task.done():
+            return task.result()
+        await asyncio.gather(task, return_exceptions=True)
+        log.info("%s %s -> the client went: its upstream work is cancelled", rid, path)
+        return self._json(error_body("the client disconnected", "invalid_request_error", "client_gone"), 499)
+
+    async def _answer(self, rid, path, kind, body, model, text, t0, deadline):
+        """Rank (unless an expert is pinned) and fail over, all before the request's deadline."""
+        attempts: list[Attempt] = []
+        try:
+            async with asyncio.timeout_at(deadline):
+                try:
+                    candidates, info, routing_s = await self._route(model, text)
+                except Exception as e:  # noqa: BLE001 - the router failed on this text: a server error
+                    return self._json(
+                        error_body(f"routing failed: {e}", "server_error", "routing_failed"), 500, path=path
+                    )
+                info["routing_ms"] = round(1000 * routing_s, 3)
+                return await self._first_answer(
+                    rid, path, kind, body, candidates, info, routing_s, t0, attempts, deadline
                 )
-            routing_s = time.perf_counter() - t_route
-            candidates, info = self._ranking(scores, ranked, routing_s)
-        info["routing_ms"] = round(1000 * routing_s, 3)
-        return await self._first_answer(rid, path, kind, body, candidates, info, routing_s, t0)
+        except TimeoutError:
+            return self._too_late(rid, path, attempts)
+
+    async def _route(self, model, text) -> tuple[list[str], dict, float]:
+        """(the experts to try, best first; the ranking to report; routing seconds)."""
+        if model in self.endpoints:  # pinned: the client chose the expert, nothing to rank or fail over to
+            return [model], {"pinned": model}, 0.0
+        t_route = time.perf_counter()
+        scores, ranked = await self.ranker.rank(text)
+        routing_s = time.perf_counter() - t_route
+        return *self._ranking(scores, ranked, routing_s), routing_s
+
+    def _too_late(self, rid: str, path: str, attempts: list[Attempt]):
+        """The 504 of a request whose deadline passed before an answer began."""
+        s, tried = self.limits.deadline, _tried(attempts)
+        log.warning("%s %s -> 504 past the deadline of %g s%s", rid, path, s, f": {tried}" if tried else "")
+        return self._json(
+            error_body(
+                f"no answer within the request deadline of {s:g} s (--deadline)"
+                + (f"; {len(attempts)} tried: {tried}" if tried else ""),
+                "timeout_error",
+                "deadline_exceeded",
+                rgd={"deadline_s": s, "attempts": [a.to_dict() for a in attempts]},
+            ),
+            504,
+            {"x-rgd-attempts": str(len(attempts))},
+            path,
+        )
 
     async def _read_request(self, request, kind: str, rid: str) -> tuple[dict, object, str | None]:
         """(body, the `model` asked for, the text to route on: None when an expert is pinned); a bad
-        request raises ClientError."""
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            raise ClientError(413, f"request body over {MAX_BODY_BYTES >> 20} MiB", "body_too_large")
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ClientError(400, f"request body is not valid JSON: {e}", "invalid_json") from None
-        if not isinstance(body, dict):
-            raise ClientError(400, "request body: expected a JSON object", "invalid_json")
+        request raises ClientError naming the field."""
+        raw = await self._body(request)
         if self.s.log_bodies:
             log.info("%s body %s", rid, raw.decode("utf-8", "replace"))
-        model = body.get("model")
+        body = await self._parse(raw)
+        model, stream = body.get("model"), body.get("stream")
+        if model is not None and not isinstance(model, str):
+            raise ClientError(
+                400, f"model: expected a string, got {json_type(model)}", "invalid_type", "model"
+            )
+        if stream is not None and not isinstance(stream, bool):
+            raise ClientError(
+                400, f"stream: expected true or false, got {json_type(stream)}", "invalid_type", "stream"
+            )
         if model is not None and model != self.s.model_name and model not in self.endpoints:
             raise ClientError(
                 404,
                 f"model {model!r}: ask for {self.s.model_name!r} to be routed, or one of "
                 f"the experts {', '.join(self.experts)}",
                 "model_not_found",
+                "model",
             )
-        text = None if model in self.endpoints else user_text(body, kind)  # a pinned request is not routed
-        return body, model, text
+        if model in self.endpoints:  # a pinned request is not routed
+            return body, model, None
+        return body, model, user_text(body, kind)[: self.s.route_chars]  # the embedder reads no more
+
+    async def _body(self, request) -> bytes:
+        """The request body, counted as it arrives: past max_body_bytes (declared or sent) it is a
+        413 at once, the rest unread; not all there within body_timeout, a 408."""
+        from starlette.requests import ClientDisconnect
+
+        cap, wait = self.limits.max_body_bytes, self.limits.body_timeout
+        too_large = ClientError(413, f"request body over {cap} bytes (--max-body-bytes)", "body_too_large")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise too_large
+        buf = bytearray()
+        try:
+            async with asyncio.timeout(wait), contextlib.aclosing(request.stream()) as chunks:
+                async for chunk in chunks:
+                    buf += chunk
+                    if len(buf) > cap:
+                        raise too_large
+        except TimeoutError:
+            raise ClientError(
+                408, f"request body not received within {wait:g} s (--body-timeout)", "request_timeout"
+            ) from None
+        except ClientDisconnect:
+            raise ClientError(499, "the client disconnected while sending its body", "client_gone") from None
+        return bytes(buf)
+
+    async def _parse(self, raw: bytes) -> dict:
+        """The body as a JSON object, checked before anything reads it: its depth before the parse,
+        then NaN and out-of-range numbers, then lone surrogates (which no tokenizer takes)."""
+        depth = self.limits.max_json_depth
+        try:  # a large body is parsed beside the event loop, which keeps serving the others
+            body = await asyncio.to_thread(loads, raw, depth) if len(raw) > 1 << 20 else loads(raw, depth)
+        except ValueError as e:
+            raise ClientError(400, f"request body: {e}", "invalid_json") from None
+        if not isinstance(body, dict):
+            raise ClientError(
+                400, f"request body: expected a JSON object, got {json_type(body)}", "invalid_json"
+            )
+        problem = lone_surrogate(raw, body)
+        if problem:
+            raise ClientError(400, problem, "invalid_unicode", problem.partition(":")[0])
+        return body
 
     def _ranking(self, scores: np.ndarray, ranked: np.ndarray, routing_s: float) -> tuple[list[str], dict]:
         """The experts to try, best first (at most max_attempts), and the ranking the answer reports."""
@@ -428,13 +578,14 @@ class Service:
         }
         return names[: self.s.max_attempts], info
 
-    async def _first_answer(self, rid, path, kind, body, candidates, info, routing_s, t0):
+    async def _first_answer(self, rid, path, kind, body, candidates, info, routing_s, t0, attempts, deadline):
         """The first Response of the candidates tried in order (bounded failover: one attempt each), or a
         502 naming every attempt."""
         stream = bool(body.get("stream"))
-        attempts: list[Attempt] = []
         for expert in candidates:
-            resp = await self._forward(rid, kind, body, expert, stream, info, attempts)
+            resp = await self._forward(
+                _Call(rid, expert, self.endpoints[expert], attempts, deadline), kind, body, stream, info
+            )
             if resp is not None:
                 if len(attempts) > 1:
                     self.metrics.failovers.inc()
@@ -452,9 +603,7 @@ class Service:
                     " (stream)" if stream else "",
                 )
                 return resp
-        tried = "; ".join(
-            f"{a.expert}: {a.outcome}" + (f" ({a.detail})" if a.detail else "") for a in attempts
-        )
+        tried = _tried(attempts)
         log.warning("%s %s -> 502 no expert answered: %s", rid, path, tried)
         return self._json(
             error_body(
@@ -469,19 +618,34 @@ class Service:
         )
 
     # ---- one attempt at one expert
-    async def _forward(self, rid, kind, body, expert, stream, info, attempts):
-        """One attempt at `expert`: a Response to return, or None after recording why to try the next."""
-        call = _Call(rid, expert, self.endpoints[expert], attempts)
-        resp = await self._send(call, kind, body, stream)
-        if resp is None:
-            return None
+    async def _forward(self, call: _Call, kind, body, stream, info):
+        """One attempt at an expert: a Response to return, or None after recording why to try the
+        next. Cut by the deadline or by the client's going, it is recorded and its connection closed."""
+        try:
+            resp = await self._send(call, kind, body, stream)
+            if resp is None:
+                return None
+            try:
+                return await self._judge(call, resp, stream, info)
+            except BaseException:
+                await resp.aclose()
+                raise
+        except asyncio.CancelledError:
+            late = asyncio.get_running_loop().time() >= call.deadline
+            call.attempts.append(Attempt(call.expert, "deadline" if late else "cancelled"))
+            if late:
+                self.metrics.upstream_errors.labels(call.expert, "timeout").inc()
+            raise
+
+    async def _judge(self, call: _Call, resp, stream: bool, info: dict):
+        """What an expert's response is: a failure (None), a refusal passed back, or the answer."""
         if resp.status_code >= 500:
             await resp.aclose()
             self._failed(call, "http_5xx", f"HTTP {resp.status_code}", resp.status_code)
             return None
         if resp.status_code >= 300:  # the request itself was refused: the client's to see, as it is
             return await self._refused(call, resp)
-        extra = info | {"expert": expert, "upstream_model": call.ep.model}
+        extra = info | {"expert": call.expert, "upstream_model": call.ep.model}
         if stream and resp.headers.get("content-type", "").startswith("text/event-stream"):
             return await self._commit_stream(call, resp, extra)
         return await self._whole_answer(call, resp, extra)
@@ -502,6 +666,7 @@ class Service:
         headers = {
             "content-type": "application/json",
             "accept": "text/event-stream" if stream else "application/json",
+            "accept-encoding": "identity",  # what is read is counted as it arrives: no inflating
         }
         key = ep.api_key()
         if key:
@@ -519,17 +684,17 @@ class Service:
         return None
 
     async def _refused(self, call: _Call, resp):
-        """A 3xx or 4xx, passed back as it is (upstream keys scrubbed); None if its body broke off."""
+        """A 3xx or 4xx, passed back as it is, with the headers a client acts on (Retry-After,
+        x-ratelimit-*) and upstream keys scrubbed; None if its body broke off or is over the cap."""
         import httpx2
         from starlette.responses import Response
 
         try:
-            data = await resp.aread()
-        except httpx2.HTTPError as e:
+            data = await read_capped(resp, self.limits.max_answer_bytes, f"HTTP {resp.status_code} body")
+        except (httpx2.HTTPError, httpx2.StreamError, OutOfBounds) as e:
             await resp.aclose()
-            self._failed(
-                call, "invalid_response", f"HTTP {resp.status_code}, body cut off ({type(e).__name__})"
-            )
+            why = str(e) if isinstance(e, OutOfBounds) else f"body cut off ({type(e).__name__})"
+            self._failed(call, "invalid_response", f"HTTP {resp.status_code}, {why}")
             return None
         await resp.aclose()
         outcome = f"http_{resp.status_code // 100}xx"
@@ -537,39 +702,56 @@ class Service:
         return Response(
             self._scrub(data, call.ep),
             resp.status_code,
-            call.headers(),
+            self._passed_on(resp, call.ep) | call.headers(),
             media_type=resp.headers.get("content-type", "application/json"),
         )
 
+    def _passed_on(self, resp, ep: Endpoint) -> dict:
+        """An upstream refusal's headers that tell a client when to come back, keys scrubbed; a
+        value that cannot be a header is dropped."""
+        key = ep.api_key()
+        out = {}
+        for name, value in resp.headers.items():
+            name = name.lower()
+            if (name == "retry-after" or name.startswith("x-ratelimit-")) and len(out) < 16:
+                value = value.replace(key, "***") if key else value
+                if header_problem(value) is None:
+                    out[name] = value
+        return out
+
     async def _commit_stream(self, call: _Call, resp, extra: dict):
         """Relay an SSE stream, committed to this expert only once its first event has arrived: a
-        failure before that is a failed attempt (failover); one after it ends the stream (_relay)."""
+        failure before that (or more than max_event_bytes of anything else first) is a failed attempt
+        (failover); one after it ends the stream (_relay)."""
         import httpx2
         from starlette.responses import StreamingResponse
 
-        lines = resp.aiter_lines()
-        head = []
+        cap = self.limits.max_event_bytes
+        lines = capped_lines(_raw_chunks(resp), cap)
+        head, size = [], 0
         try:
-            async for line in lines:
-                head.append(line)
-                if line.startswith("data:"):
+            async for raw in lines:
+                size += len(raw) + 1
+                if size > cap:
+                    raise OutOfBounds(f"over {cap} bytes (--max-event-bytes)")
+                head.append(raw.decode("utf-8", "replace"))
+                if head[-1].startswith("data:"):
                     break
             else:
                 raise httpx2.RemoteProtocolError("stream ended before its first event")
-        except (httpx2.HTTPError, httpx2.StreamError) as e:
+        except (httpx2.HTTPError, httpx2.StreamError, OutOfBounds) as e:
             await resp.aclose()
             self._failed(
                 call,
                 "timeout" if isinstance(e, httpx2.TimeoutException) else "stream",
-                f"before the first event: {type(e).__name__}",
+                f"before the first event: {e if isinstance(e, OutOfBounds) else type(e).__name__}",
             )
             return None
         call.attempts.append(Attempt(call.expert, "answered", status=resp.status_code))
         extra["attempts"] = [a.to_dict() for a in call.attempts]
         self.metrics.answered.labels(call.expert).inc()
-        events = self._relay(call.rid, resp, lines, head, call.expert, extra)
         return StreamingResponse(
-            events,
+            self._relay(call, resp, lines, head, extra),
             resp.status_code,
             call.headers() | {"cache-control": "no-cache"},
             media_type="text/event-stream",
@@ -577,22 +759,25 @@ class Service:
 
     async def _whole_answer(self, call: _Call, resp, extra: dict):
         """A non-streamed answer: a JSON object, returned with `model` set to the expert and the rgd
-        field added; None if it stalls, breaks off or is not a JSON object."""
+        field added; None if it stalls, breaks off, is over max_answer_bytes or is not a JSON object."""
         import httpx2
         from starlette.responses import Response
 
         try:
-            data = await resp.aread()
+            data = await read_capped(resp, self.limits.max_answer_bytes, "answer")
         except httpx2.TimeoutException:
             self._failed(call, "timeout", f"answer stalled for {call.ep.timeout:g} s")
             return None
-        except httpx2.HTTPError as e:
+        except (httpx2.HTTPError, httpx2.StreamError) as e:
             self._failed(call, "invalid_response", f"body cut off ({type(e).__name__})")
+            return None
+        except OutOfBounds as e:
+            self._failed(call, "invalid_response", str(e))
             return None
         finally:
             await resp.aclose()
         try:
-            obj = json.loads(data)
+            obj = loads(data, self.limits.max_json_depth, strict=False)  # NaN passes as it came
             if not isinstance(obj, dict):
                 raise ValueError("not an object")
         except ValueError:
@@ -617,7 +802,7 @@ class Service:
         if data == "[DONE]":
             return line + "\n"
         try:
-            obj = json.loads(data)
+            obj = loads(data.encode(), self.limits.max_json_depth, strict=False)
         except ValueError:
             return line + "\n"
         if isinstance(obj, dict):
@@ -627,42 +812,174 @@ class Service:
                 obj["rgd"] = extra
         return "data: " + json.dumps(obj, ensure_ascii=False) + "\n"
 
-    async def _relay(self, rid, resp, lines, head, expert, extra):
+    async def _relay(self, call: _Call, resp, lines, head: list[str], extra: dict):
+        """The stream's lines to the client, each read before the request's deadline."""
         import httpx2
 
         n_events = 1  # `head` ends with the first event
         done = head[-1][5:].strip() == "[DONE]"
         try:
             for line in head:
-                yield self._event(line, expert, extra if line is head[-1] else None)
-            async for line in lines:
+                yield self._event(line, call.expert, extra if line is head[-1] else None)
+            while True:
+                async with asyncio.timeout_at(call.deadline):
+                    raw = await anext(lines, None)
+                if raw is None:
+                    break
+                line = raw.decode("utf-8", "replace")
                 if line.startswith("data:"):
                     n_events += 1
                     done = done or line[5:].strip() == "[DONE]"
-                yield self._event(line, expert, None)
+                yield self._event(line, call.expert, None)
             if not done:
-                raise httpx2.RemoteProtocolError("the stream ended without [DONE]")
-        except (httpx2.HTTPError, httpx2.StreamError) as e:
-            why = "stalled" if isinstance(e, httpx2.TimeoutException) else "broke off"
-            self.metrics.upstream_errors.labels(expert, "stream").inc()
-            log.warning(
-                "%s expert %s: stream %s after %d events (%s)", rid, expert, why, n_events, type(e).__name__
-            )
-            err = error_body(
-                f"expert {expert}: the stream {why} after {n_events} events ({type(e).__name__}); "
-                "the answer is incomplete",
-                "upstream_error",
-                "stream_interrupted",
-            )
-            yield "\ndata: " + json.dumps(err) + "\n\n"
+                raise _NoDone()
+        except (httpx2.HTTPError, httpx2.StreamError, OutOfBounds, TimeoutError, _NoDone) as e:
+            yield self._interrupted(call, e, n_events)
         finally:
             await resp.aclose()
 
+    def _interrupted(self, call: _Call, e: Exception, n_events: int) -> str:
+        """The error event that ends a stream cut after its first event."""
+        import httpx2
+
+        expert = call.expert
+        if isinstance(e, TimeoutError):
+            s = self.limits.deadline
+            what, code = f"the request deadline of {s:g} s (--deadline) passed", "deadline_exceeded"
+        elif isinstance(e, OutOfBounds):
+            what, code = f"the stream sent {e}", "stream_interrupted"
+        elif isinstance(e, _NoDone):
+            what, code = "the stream ended without [DONE]", "stream_interrupted"
+        else:
+            why = "stalled" if isinstance(e, httpx2.TimeoutException) else "broke off"
+            what, code = f"the stream {why}", "stream_interrupted"
+        self.metrics.upstream_errors.labels(expert, "stream").inc()
+        log.warning(
+            "%s expert %s: %s after %d events (%s)", call.rid, expert, what, n_events, type(e).__name__
+        )
+        err = error_body(
+            f"expert {expert}: {what} after {n_events} events ({type(e).__name__}); the answer is incomplete",
+            "upstream_error",
+            code,
+        )
+        return "\ndata: " + json.dumps(err) + "\n\n"
+
+
+class _NoDone(Exception):
+    """An upstream stream that ended properly but without its `data: [DONE]`."""
+
+
+def _tried(attempts: list[Attempt]) -> str:
+    return "; ".join(f"{a.expert}: {a.outcome}" + (f" ({a.detail})" if a.detail else "") for a in attempts)
+
+
+async def _disconnected(receive) -> None:
+    """Returns when the client has gone (after the body, the next ASGI message is the disconnect)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _raw_chunks(resp):
+    """An upstream stream's bytes as they came: a compressed one is refused (rgd asks for identity)."""
+    encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise OutOfBounds(f"a stream compressed ({encoding}), although rgd asked for identity")
+    async for chunk in resp.aiter_raw():
+        yield chunk
+
+
+class Guard:
+    """The outermost ASGI layer. A routed request is admitted only while fewer than max_concurrent
+    are in progress (else a 503 with Retry-After, at once, its body unread), gets its deadline, and
+    is cut HARD_GRACE_S after it when the request could not end itself (a client that does not read
+    its stream). Any request: an exception that escapes everything is logged with its traceback and
+    answered with a JSON 500 that holds none (the known bad inputs are 4xx long before)."""
+
+    def __init__(self, app, service: Service):
+        self.app, self.service = app, service
+        self.active = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and _head_bytes(scope) > self.service.limits.max_head_bytes:
+            return await self._refuse_head(scope, receive, send)
+        if scope["type"] != "http" or scope["path"] not in PATHS.values():
+            return await self._last_resort(scope, receive, send)
+        limits = self.service.limits
+        if self.active >= limits.max_concurrent:
+            return await self._overloaded(scope, receive, send)
+        self.active += 1
+        scope[DEADLINE] = deadline = asyncio.get_running_loop().time() + limits.deadline
+        try:
+            async with asyncio.timeout_at(deadline + HARD_GRACE_S):
+                await self._last_resort(scope, receive, send)
+        except TimeoutError:
+            log.warning(
+                "%s: cut %g s after the deadline of %g s", scope["path"], HARD_GRACE_S, limits.deadline
+            )
+        finally:
+            self.active -= 1
+
+    async def _refuse_head(self, scope, receive, send):
+        """A head that came whole in one read (h11 bounds only the heads that arrive in pieces)."""
+        n = self.service.limits.max_head_bytes
+        err = ClientError(431, f"request head over {n} bytes (--max-head-bytes)", "head_too_large")
+        resp = self.service._json(err.body(), 431, {"connection": "close"}, scope["path"])
+        await resp(scope, receive, send)
+
+    async def _overloaded(self, scope, receive, send):
+        n = self.service.limits.max_concurrent
+        log.warning("%s -> 503: %d requests in progress (--max-concurrent)", scope["path"], n)
+        resp = self.service._json(
+            error_body(
+                f"rgd serve is at its limit of {n} requests in progress (--max-concurrent); "
+                f"retry after {RETRY_AFTER_S} s",
+                "server_error",
+                "overloaded",
+            ),
+            503,
+            {"retry-after": str(RETRY_AFTER_S)},
+            scope["path"],
+        )
+        await resp(scope, receive, send)
+
+    async def _last_resort(self, scope, receive, send):
+        started = False
+
+        async def watched(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        except Exception as e:  # noqa: BLE001 - the last resort: logged, never shown
+            if not started:  # (Starlette's handler below has answered and logged what it could)
+                log.error(
+                    "%s %s: unexpected %s",
+                    scope.get("method"),
+                    scope.get("path"),
+                    type(e).__name__,
+                    exc_info=e,
+                )
+                await internal_error()(scope, receive, send)
+
+
+def _head_bytes(scope) -> int:
+    """About the size of a request's head: its target and its headers."""
+    target = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    return target + sum(len(k) + len(v) + 4 for k, v in scope.get("headers", ()))
+
+
+def internal_error():
+    """The JSON 500 of an unexpected exception: no traceback, no exception text."""
+    from starlette.responses import Response
+
+    body = error_body("internal error in rgd serve (logged on the server)", "server_error", "internal_error")
+    return Response(json.dumps(body).encode(), 500, media_type="application/json")
+
 
 def create_app(service: Service):
-    """The Starlette application around a Service."""
-    import contextlib
-
+    """The Starlette application around a Service, inside Guard."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.routing import Route
@@ -682,6 +999,10 @@ def create_app(service: Service):
             exc.status_code,
         )
 
+    async def unexpected(request, exc: Exception):
+        log.error("%s %s: unexpected %s", request.method, request.url.path, type(exc).__name__, exc_info=exc)
+        return internal_error()
+
     routes = [
         Route("/v1/chat/completions", service.chat, methods=["POST"]),
         Route("/v1/completions", service.completions, methods=["POST"]),
@@ -689,4 +1010,5 @@ def create_app(service: Service):
         Route("/health", service.health, methods=["GET"]),
         Route("/metrics", service.metrics_endpoint, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    handlers = {HTTPException: http_error, Exception: unexpected}
+    return Guard(Starlette(routes=routes, lifespan=lifespan, exception_handlers=handlers), service)

@@ -36,17 +36,24 @@ def build_service(
     log_bodies: bool = False,
     model_name: str | None = None,
     env: dict | None = None,
+    limits=None,
+    bind=None,
 ):
     """Check every input, then load the router and its embedder once: the Service to serve.
-    Everything a user can get wrong fails here, with one located line, before the embedder loads."""
+    Everything a user can get wrong fails here, with one located line, before the router and its
+    embedder load; `bind()` (the listening socket) is called between the two, so that a port in
+    use fails as early, after the cheap checks."""
     from . import endpoints as E
     from .app import DEFAULT_MAX_ATTEMPTS, ROUTER_MODEL, ServeSettings, Service
+    from .limits import Limits
 
     env = os.environ if env is None else env
+    limits = limits or Limits()
     obj = _objective(objective)
     router_dir = Path(router_dir)
-    router, prov = _load_router(router_dir)
+    prov = _read_provenance(router_dir)
     experts = list(prov["experts"])
+    _check_header_names(experts, router_dir)
     eps = E.load(endpoints_file, experts, env)
     if obj.needs_costs:
         _check_costs(eps, experts, endpoints_file, obj)
@@ -55,7 +62,10 @@ def build_service(
         raise _option_error("--max-attempts", f"must be >= 1, got {max_attempts}")
     if model_name is not None and model_name in experts:
         raise _option_error("--model-name", f"{model_name!r} is an expert's name")
-    ranker = _ranker(router, prov, router_dir, threads, obj, [eps[e].cost for e in experts], seed)
+    if bind is not None:
+        bind()
+    router, prov = _load_router(router_dir)
+    ranker, max_tokens = _ranker(router, prov, router_dir, threads, obj, [eps[e].cost for e in experts], seed)
     settings = ServeSettings(
         max_attempts=min(max_attempts or DEFAULT_MAX_ATTEMPTS, len(experts)),
         api_key=key,
@@ -63,6 +73,8 @@ def build_service(
         model_name=model_name or ROUTER_MODEL,
         router_kind=prov.get("kind", ""),
         embedder=dict(prov["embedder"]),
+        limits=limits,
+        route_chars=limits.route_chars(max_tokens),
     )
     return Service(ranker, experts, eps, settings)
 
@@ -80,13 +92,14 @@ def _objective(text: str):
         raise _option_error("--objective", str(e).partition(": ")[2]) from None
 
 
-def _load_router(router_dir: Path):
-    """(router, provenance) of a trained router directory that records its embedder."""
+def _read_provenance(router_dir: Path) -> dict:
+    """The provenance of a trained router directory that records its embedder (nothing loaded)."""
     from .. import routers
+    from ..records import read_provenance
 
     if not (router_dir / routers.PROVENANCE).is_file():
         raise InputError(router_dir, None, None, f"not a trained router directory (no {routers.PROVENANCE})")
-    router, prov = routers.load(router_dir)
+    _, prov = read_provenance(router_dir)
     if not prov.get("embedder"):
         raise InputError(
             router_dir / routers.PROVENANCE,
@@ -94,7 +107,30 @@ def _load_router(router_dir: Path):
             "embedder",
             "router records no embedder: rgd serve embeds each request with the router's own embedder",
         )
-    return router, prov
+    return prov
+
+
+def _load_router(router_dir: Path):
+    """(router, provenance) of a router directory whose provenance has been read."""
+    from .. import routers
+
+    return routers.load(router_dir)
+
+
+def _check_header_names(experts: list[str], router_dir: Path) -> None:
+    """Every expert's name goes into the `x-rgd-expert` header of its answers: it must be one."""
+    from .. import routers
+    from .limits import header_problem
+
+    for i, e in enumerate(experts):
+        problem = header_problem(e) if isinstance(e, str) else "not a string"
+        if problem:
+            raise InputError(
+                router_dir / routers.PROVENANCE,
+                None,
+                f"experts[{i}]",
+                f"{e!r} cannot be served: the name goes into the x-rgd-expert header, and {problem}",
+            )
 
 
 def _check_costs(eps: dict, experts: list[str], endpoints_file, obj) -> None:
@@ -119,15 +155,24 @@ def _client_key(api_key_env: str | None, env) -> str | None:
     """The key clients must send, from the environment variable named (None: no key)."""
     if not api_key_env:
         return None
+    from .limits import header_problem
+
     key = env.get(api_key_env)
     if not key:
         raise _option_error("--api-key-env", f"environment variable {api_key_env} is not set (or empty)")
+    if header_problem(key):  # the key itself is never shown
+        raise _option_error(
+            "--api-key-env",
+            f"environment variable {api_key_env} holds a character an HTTP header cannot carry "
+            "(a control character, a line break, blanks at either end or beyond Latin-1)",
+        )
     return key
 
 
 def _ranker(router, prov: dict, router_dir: Path, threads: int, obj, expert_costs: list, seed: int):
-    """The Ranker over the router and its own embedder, loaded once and warmed up (`expert_costs`:
-    one per expert, in pool order; used only by a cost-aware objective)."""
+    """(The Ranker over the router and its own embedder, loaded once and warmed up; the longest
+    input the embedder reads, in tokens). `expert_costs`: one per expert, in pool order; used only by
+    a cost-aware objective."""
     from .. import routers
     from ..cost import expected_costs
     from ..embed import Embedder, embedder_spec
@@ -144,20 +189,20 @@ def _ranker(router, prov: dict, router_dir: Path, threads: int, obj, expert_cost
     costs = expected_costs(expert_costs) if obj.needs_costs else None
     ranker = Ranker(score, len(expert_costs), obj, costs, seed)
     ranker.rank_now(["warm-up"])  # the first request should not pay for lazy initialisation
-    return ranker
+    return ranker, embedder.max_tokens
 
 
 def cmd_serve(a):
-    import uvicorn
+    from .limits import from_args
 
-    from .app import create_app
-
+    limits = from_args(a)
     if not _loopback(a.host) and not a.api_key_env:
         print(
             f"rgd serve: warning: binding to {a.host} without --api-key-env: anyone who can reach this port "
             "can use the pool",
             file=sys.stderr,
         )
+    sockets = []  # an occupied port fails after the checks of the inputs, before anything loads
     service = build_service(
         a.router,
         a.endpoints,
@@ -168,6 +213,8 @@ def cmd_serve(a):
         a.api_key_env,
         a.log_bodies,
         a.model_name,
+        limits=limits,
+        bind=lambda: sockets.append(_bind(a.host, a.port)),
     )
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
@@ -180,23 +227,98 @@ def cmd_serve(a):
         f"rgd serve: router {s.router_kind} over {', '.join(service.experts)}; objective "
         f"{service.ranker.objective}; at most {s.max_attempts} experts per request; "
         f"{'bearer key required' if s.api_key else 'no client key'}; bodies "
-        f"{'logged' if s.log_bodies else 'not logged'}",
+        f"{'logged' if s.log_bodies else 'not logged'}; deadline {limits.deadline:g} s, at most "
+        f"{limits.max_concurrent} requests at once",
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(
+    _run(service, sockets[0])
+
+
+def _bind(host: str, port: int):
+    """A listening socket on host:port, or one line saying why not (the port in use, ...)."""
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:
+        raise _option_error("--host", f"cannot bind to {host!r}: {e.strerror or e}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise _option_error("--port", f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _run(service, sock) -> None:
+    """uvicorn on the bound socket, its h11 protocol with a deadline on request heads."""
+    import uvicorn
+
+    from .app import create_app
+
+    limits = service.s.limits
+    config = uvicorn.Config(
         create_app(service),
-        host=a.host,
-        port=a.port,
         log_level="info",
         access_log=False,
         timeout_graceful_shutdown=5,
+        http=_head_timeout_protocol(limits.head_timeout),
+        h11_max_incomplete_event_size=limits.max_head_bytes,
     )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _head_timeout_protocol(seconds: float):
+    """uvicorn's h11 protocol, but a connection that has not sent a whole request head within
+    `seconds` of opening (or of starting a head on a kept-alive connection) is closed."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadTimeout(H11Protocol):
+        _head_timer = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._head_timer = self.loop.call_later(seconds, self._head_late)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:  # the head is in
+                self._stop_head_timer()
+            elif self._head_timer is None:  # a new head begins on a kept-alive connection
+                self._head_timer = self.loop.call_later(seconds, self._head_late)
+
+        def connection_lost(self, exc):
+            self._stop_head_timer()
+            super().connection_lost(exc)
+
+        def _stop_head_timer(self):
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_late(self):
+            self._head_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                logging.getLogger("rgd.serve").info(
+                    "closed a connection: no request head within %g s", seconds
+                )
+                self.transport.close()
+
+    return HeadTimeout
 
 
 def register(add) -> None:
     """Add `rgd serve` with rgd.cli's `add(name, fn, help)`."""
     from ..args import IN, IN_DIR, count
+    from .limits import register_options
 
     def port(text: str) -> int:
         import argparse
@@ -244,3 +366,4 @@ def register(add) -> None:
     s.add_argument(
         "--threads", type=count(1), default=1, help="CPU threads of the embedder (default %(default)s)"
     )
+    register_options(s)  # the bounds: one option per field of limits.Limits

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from ..cost import Cost
 from ..io import InputError
+from .limits import header_problem
 
 DEFAULT_TIMEOUT_S = 60.0
 # An entry is a few lines, so this holds hundreds of experts; PyYAML reads about 60 KB/s on a
@@ -130,23 +131,19 @@ def _endpoint(expert: str, spec, default_timeout: float, env, err) -> Endpoint:
     for f in ("base_url", "model"):
         if not isinstance(spec.get(f), str) or not spec[f].strip():
             raise err(key + (f,), "missing" if f not in spec else "expected a non-empty string")
-    url = urlsplit(spec["base_url"])
-    if url.scheme not in ("http", "https") or not url.netloc:
-        raise err(
-            key + ("base_url",),
-            f"expected an http(s) URL such as http://host:8000/v1, got {spec['base_url']!r}",
-        )
-    if url.username or url.password:
-        raise err(
-            key + ("base_url",),
-            "credentials in the URL: put the key in an environment variable and name it in api_key_env",
-        )
+    _check_url(spec["base_url"], lambda m: err(key + ("base_url",), m))
     var = spec.get("api_key_env")
     if var is not None:
         if not isinstance(var, str) or not var.strip():
             raise err(key + ("api_key_env",), "expected the name of an environment variable")
         if not env.get(var):
             raise err(key + ("api_key_env",), f"environment variable {var} is not set (or empty)")
+        if header_problem(f"Bearer {env[var]}"):  # it is sent as a header; never shown
+            raise err(
+                key + ("api_key_env",),
+                f"environment variable {var} holds a character an HTTP header cannot carry "
+                "(a control character, a line break, blanks at either end or beyond Latin-1)",
+            )
     cost = None
     if spec.get("cost") is not None:
         try:
@@ -162,6 +159,35 @@ def _endpoint(expert: str, spec, default_timeout: float, env, err) -> Endpoint:
         var,
         cost,
     )
+
+
+def _check_url(url: str, err) -> None:
+    """An http(s) URL that requests can be built on: no credentials (shown nowhere, not even in
+    this error), no control characters or blanks, and one that the HTTP client parses."""
+    import httpx2
+
+    if "@" in url.partition("://")[2].partition("/")[0]:
+        raise err("credentials in the URL: put the key in an environment variable and name it in api_key_env")
+    bad = next((i for i, c in enumerate(url) if not c.isprintable() or c.isspace()), None)
+    if bad is not None:
+        raise err(f"character {bad} is {url[bad]!r}: a URL holds no control characters or blanks")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port out of range raises here
+        httpx2.URL(url + "/chat/completions")
+    except (ValueError, httpx2.InvalidURL) as e:
+        raise err(f"not a URL the HTTP client takes ({e}): {_shown(url)!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise err(f"expected an http(s) URL such as http://host:8000/v1, got {_shown(url)!r}")
+
+
+def _shown(url: str) -> str:
+    """The URL as an error may show it: nothing of what comes before an '@' (a password, perhaps)."""
+    head, at, tail = url.rpartition("@")
+    if not at:
+        return url
+    scheme, sep, _ = head.partition("://")
+    return f"{scheme}{sep}***@{tail}" if sep else f"***@{tail}"
 
 
 def _timeout(v, err) -> float:
