@@ -83,7 +83,8 @@ def test_a_config_without_a_router_has_no_jobs_for_it(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     text = res.stdout + res.stderr
     assert "/knn" not in text and "/cascal-gt" not in text
-    assert job_stats(res)["train_router"] == 2 * len(cfg["routers"])
+    # mmlu: train and gen-gemma; the recorded benchmark: train only
+    assert job_stats(res)["train_router"] == 3 * len(cfg["routers"])
 
 
 def test_the_archive_is_named_by_the_given_config_alone():

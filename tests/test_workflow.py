@@ -76,9 +76,15 @@ def test_summary_table(run):
     results, config, _ = run
     rows = list(csv.DictReader((results / "tables/summary.csv").open()))
     cfg = yaml.safe_load(config.read_text())
-    routed = {(r["source"], r["router"]) for r in rows if r["source"] != "-"}
-    assert routed == {(s, r) for s in ("train", "gen-gemma") for r in cfg["routers"]}
+    routed = {(r["benchmark"], r["source"], r["router"]) for r in rows if r["source"] != "-"}
+    # the recorded benchmark has its own pool and no generated source (a recording covers only its questions)
+    sources = [("mmlu", "train"), ("mmlu", "gen-gemma"), ("recorded", "train")]
+    assert routed == {(b, s, r) for b, s in sources for r in cfg["routers"]}
+    assert {r["pool"] for r in rows if r["benchmark"] == "recorded"} == {"recorded"}
+    assert all(r["top1_over_seeds"].endswith("(2 seeds)") for r in rows if r["source"] != "-")
     refs = {r["router"].split(" ")[0] for r in rows if r["source"] == "-"}
+    summary = (results / "tables/summary.md").read_text()
+    assert "## Label-free skill estimators" in summary and "| recorded / recorded | dawid-skene |" in summary
     assert refs == {"best-single@test", "random", "pool-vote", "oracle"}
     for r in rows:
         assert int(r["n"]) > 0 and 0 <= float(r["top1"]) <= 100
@@ -161,7 +167,8 @@ def test_a_models_dtype_reaches_its_transformers_jobs(run, tmp_path):
 
 
 def _summary_inputs(config: Path) -> dict[str, list[str]]:
-    """output file -> input files, for every train_router job, from Snakemake's own DAG."""
+    """output file -> input files, for every job that trains a router (train_router, and
+    seed_spread, which retrains it under several seeds), from Snakemake's own DAG."""
     res = snakemake("--detailed-summary", config=config)
     lines = res.stdout.splitlines()
     header = lines.index(next(line for line in lines if line.startswith("output_file")))
@@ -169,7 +176,7 @@ def _summary_inputs(config: Path) -> dict[str, list[str]]:
     out = {}
     for line in lines[header + 1 :]:
         f = dict(zip(cols, line.split("\t")))
-        if f.get("rule") == "train_router":
+        if f.get("rule") in ("train_router", "seed_spread"):
             out[f["output_file"]] = f["input-file(s)"].split(",")
     return out
 
@@ -180,8 +187,9 @@ def test_query_only_routers_never_read_keys(run):
     results, config, _ = run
     jobs = _summary_inputs(config)
     assert jobs
+    assert any(o.endswith("/cascal.json") for o in jobs), "no seed_spread job of CASCAL"
     for output, inputs in jobs.items():
-        router = Path(output).name
+        router = Path(output).name.removesuffix(".json")
         has_keys = any(i.endswith(".keys.jsonl") for i in inputs)
         if router == "cascal":
             assert not has_keys, f"{output} reads answer keys: {inputs}"
