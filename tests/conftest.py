@@ -46,3 +46,24 @@ def smollm2() -> Path:
             out,
         )
     return out
+
+
+# the two serve test modules' trained router (one per session) and each module's scripted upstreams
+@pytest.fixture(scope="module")
+def router(tmp_path_factory):
+    from serve_support import shared_router
+
+    return shared_router(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    from fault_server import FaultServer
+    from serve_support import EXPERTS
+
+    servers = {e: FaultServer() for e in EXPERTS}
+    for s in servers.values():
+        s.__enter__()
+    yield servers
+    for s in servers.values():
+        s.__exit__()

@@ -12,24 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 from fault_server import FaultServer, fake_reply
-from serve_support import EXPERTS, RgdServe, refused, shared_router, write_endpoints
+from serve_support import EXPERTS, RgdServe, refused, write_endpoints
 
 TIMEOUT_S = 1.5  # every expert's timeout: the "slow" faults sleep past it
-
-
-@pytest.fixture(scope="module")
-def router(tmp_path_factory):
-    return shared_router(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def fleet():
-    servers = {e: FaultServer() for e in EXPERTS}
-    for s in servers.values():
-        s.__enter__()
-    yield servers
-    for s in servers.values():
-        s.__exit__()
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fault_server import FaultServer, fake_reply
-from serve_support import EXPERTS, RgdServe, RssWatch, refused, shared_router, write_endpoints
+from fault_server import fake_reply
+from serve_support import EXPERTS, RgdServe, RssWatch, refused, write_endpoints
 
 TIMEOUT_S = 2.5  # every expert's timeout (between two bytes)
 DEADLINE_S = 4
@@ -33,21 +33,6 @@ LIMITS = {
     "--max-event-bytes": 1 << 16,
 }
 RSS_MARGIN_MB = 150
-
-
-@pytest.fixture(scope="module")
-def router(tmp_path_factory):
-    return shared_router(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def fleet():
-    servers = {e: FaultServer() for e in EXPERTS}
-    for s in servers.values():
-        s.__enter__()
-    yield servers
-    for s in servers.values():
-        s.__exit__()
 
 
 @pytest.fixture(scope="module")

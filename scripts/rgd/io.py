@@ -279,12 +279,13 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
 
 
 def read_records(
-    path: str | os.PathLike, validate: Callable[[dict], None] | None = None
+    path: str | os.PathLike, validate: Callable[[dict], None] | None = None, records=None
 ) -> list[tuple[int, dict]]:
     """(line number, record) of a JSONL file; `validate(rec)` raises ValueError('field: message')
-    to reject a record; ids must be unique. Line numbers are the file's lines (blank lines count)."""
+    to reject a record; ids must be unique. Line numbers are the file's lines (blank lines count).
+    `records`: the (line, record) pairs of another reader of `path` (default iter_jsonl)."""
     out, seen = [], {}
-    for lineno, rec in iter_jsonl(path):
+    for lineno, rec in iter_jsonl(path) if records is None else records:
         if validate is not None:
             try:
                 validate(rec)

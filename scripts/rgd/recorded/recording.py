@@ -13,7 +13,6 @@ and read back with every field checked.
 from __future__ import annotations
 
 import gzip
-import json
 import math
 import os
 import re
@@ -22,7 +21,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..io import InputError, atomic_path, dumps, os_input_error, read_json, write_json
+from ..io import (
+    InputError,
+    atomic_path,
+    dumps,
+    loads_json,
+    os_input_error,
+    read_json,
+    read_records,
+    write_json,
+)
 from ..records import LETTER_INDEX, Question, validate_key, validate_question
 
 QUESTIONS, KEYS, ANSWERS, PROVENANCE = (
@@ -87,29 +95,18 @@ def iter_jsonl_gz(path: Path) -> Iterator[tuple[int, dict]]:
 
 def _json_line(path: Path, lineno: int, raw: bytes) -> dict:
     try:
-        rec = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise InputError(path, lineno, None, f"not UTF-8 (byte {e.start})") from None
-    except json.JSONDecodeError as e:
-        raise InputError(path, lineno, None, f"malformed JSON: {e.msg}") from None
+    rec = loads_json(text, path, lineno)  # malformed or too deeply nested: one located line
     if not isinstance(rec, dict):
         raise InputError(path, lineno, None, "expected a JSON object")
     return rec
 
 
 def _checked(path: Path, validate: Callable[[dict], None]) -> list[tuple[int, dict]]:
-    out, seen = [], {}
-    for lineno, rec in iter_jsonl_gz(path):
-        try:
-            validate(rec)
-        except ValueError as e:
-            field, _, msg = str(e).partition(": ")
-            raise InputError(path, lineno, field if msg else None, msg or field) from None
-        rid = rec.get("id")
-        if rid in seen:
-            raise InputError(path, lineno, "id", f"duplicate id {rid!r} (first on line {seen[rid]})")
-        seen[rid] = lineno
-        out.append((lineno, rec))
+    """Every record validated, ids unique (rgd.io.read_records over the gzip lines)."""
+    out = read_records(path, validate, iter_jsonl_gz(path))
     if not out:
         raise InputError(path, None, None, "no records (empty file)")
     return out
