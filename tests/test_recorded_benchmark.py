@@ -247,4 +247,32 @@ def test_the_summary_reports_the_seed_spread_and_the_estimators(tmp_path):
     text = estimators_text(
         [{"labels": {"benchmark": "b", "pool": "p"}, "estimators": {"confidence": row, "dawid-skene": row}}]
     )
-    assert "| b / p | dawid-skene | 0.81 | 0.70 | 55.0 | 60.0 | 62.0 |" in text
+    assert "| b | p | dawid-skene | 0.81 | 0.70 | 55.0 | 60.0 | 62.0 |" in text
+
+
+def test_the_seed_and_estimator_tables_in_three_formats(tmp_path):
+    from rgd.report.tables import estimators_table, seeds_table
+
+    spread = {"mean": 0.5, "sd": 0.01, "min": 0.49, "max": 0.52}
+    names = ("benchmark", "pool", "source", "router")
+    files = [
+        {
+            "labels": dict(zip(names, ("b", "p", "train", r))),
+            "seeds": [0, 1, 2],
+            "top1": spread,
+            "top3_vote": spread,
+        }
+        for r in ("knn", "cascal")
+    ]
+    t = seeds_table(files)
+    assert [r[3] for r in t.rows] == ["cascal", "knn"]  # the paper's router order
+    assert t.rows[0][4:] == ["3", "50.0", "1.0", "49.0-52.0", "50.0"]
+    skipped = {
+        "labels": {"benchmark": "b", "pool": "p"},
+        "estimators": {"dawid-skene": {"skipped": "compat"}},
+    }
+    e = estimators_table([skipped])
+    assert e.rows == [["b", "p", "dawid-skene", "compat", "", "", "", ""]]
+    for table in (t, e):
+        paths = table.write(tmp_path)
+        assert [p.suffix for p in paths] == [".md", ".csv", ".tex"] and all(p.read_text() for p in paths)

@@ -84,7 +84,7 @@ def test_summary_table(run):
     assert all(r["top1_over_seeds"].endswith("(2 seeds)") for r in rows if r["source"] != "-")
     refs = {r["router"].split(" ")[0] for r in rows if r["source"] == "-"}
     summary = (results / "tables/summary.md").read_text()
-    assert "## Label-free skill estimators" in summary and "| recorded / recorded | dawid-skene |" in summary
+    assert "## Label-free skill estimators" in summary and "| recorded | recorded | dawid-skene |" in summary
     assert refs == {"best-single@test", "random", "pool-vote", "oracle"}
     for r in rows:
         assert int(r["n"]) > 0 and 0 <= float(r["top1"]) <= 100

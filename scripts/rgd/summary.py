@@ -196,32 +196,10 @@ def verdicts(evals: list[dict], seeds: dict | None = None) -> list[str]:
 
 
 def estimators_text(files: list[dict]) -> str:
-    """The estimator comparison: one Markdown table over every (benchmark, pool)."""
-    cols = [
-        "benchmark / pool",
-        "estimator",
-        "Spearman, (model, category) skill vs keys",
-        "mean per-category Spearman",
-        "estimator's label = key",
-        "CASCAL Top-1",
-        "CASCAL Top-3",
-    ]
-    rows = []
-    for f in files:
-        where = f"{f['labels']['benchmark']} / {f['labels']['pool']}"
-        for name, r in f["estimators"].items():
-            if "skipped" in r:
-                rows.append([where, name, r["skipped"], "", "", "", ""])
-                continue
-            rows.append(
-                [where, name, _k(r["spearman_model_category"]), _k(r["spearman_per_category_mean"])]
-                + [_pct(r[k]) for k in ("label_accuracy", "cascal_top1", "cascal_top3_vote")]
-            )
-    return (
-        "Label-free skill estimates on each pool's real training split, judged against its keys after "
-        "the fact; CASCAL trained on each estimator's scores, evaluated on the test set (percent).\n\n"
-        + _md_table(cols, rows)
-    )
+    """The estimator comparison as Markdown (the report's `estimators` table)."""
+    from .report.tables import estimators_table
+
+    return estimators_table(files).markdown()
 
 
 def _k(x) -> str:

@@ -383,6 +383,8 @@ TABLES = [
     "diagnostics",
     "agreement",
     "ranking",
+    "estimators",
+    "seeds",
 ]
 CAPTIONS = "../report"
 FIGURE_FILES = [

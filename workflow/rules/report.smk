@@ -214,6 +214,7 @@ rule tables:
         analyses=every(ANALYSIS),
         scaling=every(SCALING),
         cascal=every(CASCAL),
+        robustness=SEED_FILES + ESTIMATOR_FILES,
     output:
         [
             report(
@@ -238,10 +239,16 @@ rule tables:
             f"{'/'.join(Path(p).parts[-4:-1])}={p}" for p in input.cascal
         ],
         out_dir=lambda w, output: os.path.dirname(output[0]),
+        optional=lambda w: [
+            a
+            for name, files in (("seeds", SEED_FILES), ("estimators", ESTIMATOR_FILES))
+            if files
+            for a in (f"--{name}", *files)
+        ],
     shell:
         "rgd tables --evals {input.evals:q} --analyses {input.analyses:q} "
-        "--scaling {input.scaling:q} --cascal {params.cascal:q} --out-dir {params.out_dir:q} "
-        "> {log:q} 2>&1"
+        "--scaling {input.scaling:q} --cascal {params.cascal:q} {params.optional:q} "
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 # The HTML report is part of the DAG: this job runs `snakemake --report` on the finished outputs

@@ -126,6 +126,8 @@ def cmd_tables(a):
         tables.diagnostics_table(analyses),
         tables.agreement_table(analyses),
         tables.ranking_table(analyses),
+        tables.estimators_table([read_json(p) for p in a.estimators or []]),
+        tables.seeds_table([read_json(p) for p in a.seeds or []]),
     ]
     for t in made:
         t.write(a.out_dir)
@@ -239,6 +241,8 @@ def _add_tables(add) -> None:
         path=PAIRS_DIR,
         help="CASCAL router directories",
     )
+    s.add_argument("--estimators", nargs="*", path=IN, help="`rgd estimators` files (table estimators)")
+    s.add_argument("--seeds", nargs="*", path=IN, help="`rgd seed-spread` files (table seeds)")
     s.add_argument("--out-dir", required=True, path=OUT_DIR, help="folder for the tables")
 
 

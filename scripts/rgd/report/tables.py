@@ -442,3 +442,65 @@ def ranking_table(analyses: dict[tuple[str, str], dict]) -> Table:
             ]
         )
     return t
+
+
+def estimators_table(files: list[dict]) -> Table:
+    """The label-free skill estimators of every (benchmark, pool) (`rgd estimators` files)."""
+    t = Table(
+        "estimators",
+        "Label-free skill estimates on each pool's real training split, judged against its keys after "
+        "the fact: Spearman's correlation of estimated and key per-(model, category) skill, its mean "
+        "per category, how often the estimator's own label is the key, and CASCAL trained on each "
+        "estimator's scores, evaluated on the test set (percent).",
+        [
+            "benchmark",
+            "pool",
+            "estimator",
+            "Spearman (model, category)",
+            "mean per-category Spearman",
+            "label = key",
+            "CASCAL Top-1",
+            "CASCAL Top-3",
+        ],
+    )
+    for f in sorted(files, key=lambda f: (f["labels"]["benchmark"], f["labels"]["pool"])):
+        where = [f["labels"]["benchmark"], f["labels"]["pool"]]
+        for name, r in f["estimators"].items():
+            if "skipped" in r:
+                t.rows.append([*where, name, r["skipped"], "", "", "", ""])
+                continue
+            t.rows.append(
+                [*where, name, num(r["spearman_model_category"], 2), num(r["spearman_per_category_mean"], 2)]
+                + [pct(r[k]) for k in ("label_accuracy", "cascal_top1", "cascal_top3_vote")]
+            )
+    return t
+
+
+def seeds_table(files: list[dict]) -> Table:
+    """Every router's Top-1 and Top-3 over its training seeds (`rgd seed-spread` files)."""
+    t = Table(
+        "seeds",
+        "Seed stability: each router retrained under several seeds on the same training source, "
+        "evaluated on the real test set; mean, population standard deviation and range (percent).",
+        [
+            "benchmark",
+            "pool",
+            "source",
+            "router",
+            "seeds",
+            "Top-1 mean",
+            "Top-1 sd",
+            "Top-1 range",
+            "Top-3 mean",
+        ],
+    )
+    key = ("benchmark", "pool", "source", "router")
+    for f in sorted(
+        files, key=lambda f: (*(f["labels"][k] for k in key[:3]), router_key(f["labels"]["router"]))
+    ):
+        a, b = f["top1"], f["top3_vote"]
+        t.rows.append(
+            [*(f["labels"][k] for k in key), str(len(f["seeds"])), pct(a["mean"]), pct(a["sd"])]
+            + [f"{pct(a['min'])}-{pct(a['max'])}", pct(b["mean"])]
+        )
+    return t
