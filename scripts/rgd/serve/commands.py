@@ -374,6 +374,7 @@ def register(add) -> None:
         "--embed-threads",
         "--threads",
         dest="threads",
+        metavar="N",
         type=count(1),
         default=1,
         help="CPU threads of the embedder, set before it loads (default %(default)s: on a 2-core node the "
