@@ -6,6 +6,7 @@ A request's life:
  2. routing: the last user turn's text (chat) or the prompt (completions) is embedded with the
     router's own embedder and scored by the trained router (`Ranker`); requests that arrive while a
     batch is being embedded wait for the next batch, so concurrent clients share one forward pass;
+    a text routed before takes its vector from the embedding cache (embed_cache) and skips both;
  3. forwarding: the body goes unchanged, but for its `model` field (the expert's upstream name), to
     the first expert of the ranking. On a connection error, a timeout or a 5xx, the next-ranked
     expert is tried, at most `max_attempts` experts in all. A 4xx is the client's problem and comes
