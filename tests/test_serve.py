@@ -312,6 +312,74 @@ def test_models_health_and_metrics(server, router, fresh):
     assert not any(n.endswith("_created") for n, _ in value)
 
 
+def metric_values(srv) -> dict:
+    """/metrics as {name: value} of the series without labels."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = get(srv.url + "/metrics")[2]
+    return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+
+
+CACHE_SERIES = ("rgd_embed_cache_hits_total", "rgd_embed_cache_misses_total", "rgd_embedding_seconds_count")
+
+
+def test_the_same_text_again_is_a_cache_hit_routed_alike(server, router, fresh):
+    c = client(server)
+    text = router[1]["market"][3]["question"] + "\n(asked once by the cache test)"
+    before = metric_values(server)
+    first = chat(c, text).rgd
+    mid = metric_values(server)
+    second = chat(c, text).rgd
+    after = metric_values(server)
+    hits, misses, timed = CACHE_SERIES
+    assert (mid[misses] - before[misses], mid[hits] - before[hits]) == (1, 0)
+    assert (after[misses] - mid[misses], after[hits] - mid[hits]) == (0, 1)
+    assert after[timed] - before[timed] == 2 and after["rgd_ranking_seconds_count"] >= 2
+    assert after["rgd_embed_cache_entries"] >= 1 and after["rgd_embed_cache_bytes"] > 0
+    assert (first["cache"], second["cache"]) == ("miss", "hit")
+    assert second["ranking"] == first["ranking"] and second["expert"] == first["expert"]
+    for info in (first, second):
+        assert info["routing_ms"] == pytest.approx(info["embedding_ms"] + info["ranking_ms"], abs=0.002)
+    assert second["embedding_ms"] < 5 and second["embedding_ms"] < first["embedding_ms"]
+
+
+def test_without_the_cache_nothing_is_counted_and_threads_are_recorded(router, fleet, fresh, tmp_path):
+    ep = write_endpoints(
+        tmp_path / "endpoints.yaml",
+        {e: {"base_url": s.url + "/v1", "model": f"up-{e}", "timeout": TIMEOUT_S} for e, s in fleet.items()},
+    )
+    args = ["--router", router[0], "--endpoints", ep, "--embed-cache-entries", "0", "--embed-threads", "2"]
+    srv = RgdServe(args, tmp_path / "serve.log")
+    try:
+        c = client(srv)
+        text = router[1]["bio"][3]["question"]
+        infos = [chat(c, text).rgd for _ in range(2)]
+        values = metric_values(srv)
+        assert [i["cache"] for i in infos] == ["off", "off"] and infos[0]["ranking"] == infos[1]["ranking"]
+        assert values["rgd_embed_cache_hits_total"] == values["rgd_embed_cache_misses_total"] == 0
+        assert values["rgd_embed_cache_entries"] == values["rgd_embed_cache_bytes"] == 0
+        assert "embedder threads 2; embedding cache off" in srv.output()
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--embed-threads", "0", "argument --embed-threads/--threads: must be >= 1, got 0"),
+        ("--embed-threads", "two", "argument --embed-threads/--threads: expected an integer, got 'two'"),
+        ("--embed-cache-entries", "-1", "--embed-cache-entries: "),
+        ("--embed-cache-bytes", "-5", "--embed-cache-bytes: "),
+    ],
+)
+def test_bad_embedder_options_are_refused_before_the_router_loads(router, tmp_path, option, value, message):
+    ep = write_endpoints(
+        tmp_path / "endpoints.yaml", {e: {"base_url": "http://h/v1", "model": e} for e in EXPERTS}
+    )
+    rc, err = refused(["--router", router[0], "--endpoints", ep, option, value])
+    assert rc == 2 and err.count("\n") == 1 and err.startswith("rgd serve: error: ") and message in err, err
+
+
 def test_request_bodies_are_not_logged(server, router):
     q = router[1]["bio"][2]["question"]
     chat(client(server), q)

@@ -413,14 +413,17 @@ def test_a_failed_batch_is_ranked_request_by_request():
 
     calls = []
 
-    def score(texts):
+    def embed(texts):
         calls.append(len(texts))
         if "bad" in texts:
             raise TypeError("TextEncodeInput must be Union[...]")
-        return np.array([[len(t), 1.0] for t in texts])
+        return np.array([[len(t)] for t in texts])
+
+    def score(X):
+        return np.array([[x[0], 1.0] for x in X])
 
     async def run():
-        ranker = Ranker(score, 2, Objective.parse("quality"), None)
+        ranker = Ranker(embed, score, 2, Objective.parse("quality"), None)
         ranker.start()
         try:
             return await asyncio.gather(

@@ -6,6 +6,7 @@ A request's life:
  2. routing: the last user turn's text (chat) or the prompt (completions) is embedded with the
     router's own embedder and scored by the trained router (`Ranker`); requests that arrive while a
     batch is being embedded wait for the next batch, so concurrent clients share one forward pass;
+    a text routed before takes its vector from the embedding cache (embed_cache) and skips both;
  3. forwarding: the body goes unchanged, but for its `model` field (the expert's upstream name), to
     the first expert of the ranking. On a connection error, a timeout or a 5xx, the next-ranked
     expert is tried, at most `max_attempts` experts in all. A 4xx is the client's problem and comes
@@ -35,10 +36,12 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 from ..cost import Objective, expected_costs, order
+from .embed_cache import EmbedCache, text_key
 from .endpoints import Endpoint
 from .limits import (
     RETRY_AFTER_S,
@@ -117,25 +120,42 @@ def _finite(x) -> float | None:
 
 
 # --------------------------------------------------------------------------- routing
+class Decision(NamedTuple):
+    """One text's routing: the scores (m,) and ranking (m,), the seconds spent getting its vector
+    (queueing and the batch's forward pass, or the cache look-up) and ranking it (scoring, ordering,
+    and the hand-back to the request), and where its vector came from: "hit", "miss" or "off"."""
+
+    scores: np.ndarray
+    order: np.ndarray
+    embedding_s: float
+    ranking_s: float
+    cache: str
+
+
 class Ranker:
     """Embeds texts with the router's embedder and ranks the pool, in one worker thread.
 
-    `score(texts) -> (n, m)` is the router's one door (rgd.routers.scores after the embedder).
-    Each row is ordered on its own (rgd.cost.order with the same seed), so a request's ranking does
-    not depend on which other requests shared its batch.
+    `embed(texts) -> (n, d)` is the router's embedder, `score(X) -> (n, m)` the router's one door
+    (rgd.routers.scores). A text whose vector is in the cache (exact text) skips the embedder and the
+    batch: it is ranked at once, on the event loop (a few hundred microseconds for CASCAL). Each row
+    is ordered on its own (rgd.cost.order with the same seed), so a request's ranking does not
+    depend on which other requests shared its batch.
     """
 
     def __init__(
         self,
+        embed,
         score,
         n_experts: int,
         objective: Objective,
         costs: np.ndarray | None,
         seed: int = 0,
         max_batch: int = 64,
+        cache: EmbedCache | None = None,
     ):
-        self._score, self.m = score, n_experts
+        self._embed, self._score, self.m = embed, score, n_experts
         self.objective, self.costs, self.seed, self.max_batch = objective, costs, seed, max_batch
+        self.cache = cache if cache is not None else EmbedCache(0, 0)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rgd-embed")
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
@@ -152,18 +172,38 @@ class Ranker:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def rank_now(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(scores (m,), order (m,)) per text, synchronously (start-up warm-up, tests)."""
-        S = np.asarray(self._score(texts), dtype=np.float64)
-        if S.shape != (len(texts), self.m):
-            raise RuntimeError(f"router returned scores of shape {S.shape}, expected {(len(texts), self.m)}")
-        return [
-            (S[i], order(S[i : i + 1], self.costs, self.objective, self.seed)[0]) for i in range(len(texts))
-        ]
+        """(scores (m,), order (m,)) per text, synchronously and past the cache (warm-up, tests)."""
+        return [row[:2] for row in self._embed_and_rank(texts)]
 
-    async def rank(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+    def _embed_and_rank(self, texts: list[str]) -> list[tuple]:
+        """(scores, order, vector, perf_counter when the batch's vectors were ready) per text."""
+        X = np.asarray(self._embed(texts), dtype=np.float32)
+        embedded = time.perf_counter()
+        return [(*row, X[i], embedded) for i, row in enumerate(self._rank_vectors(X))]
+
+    def _rank_vectors(self, X: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        S = np.asarray(self._score(X), dtype=np.float64)
+        if S.shape != (len(X), self.m):
+            raise RuntimeError(f"router returned scores of shape {S.shape}, expected {(len(X), self.m)}")
+        return [(S[i], order(S[i : i + 1], self.costs, self.objective, self.seed)[0]) for i in range(len(X))]
+
+    async def rank(self, text: str) -> Decision:
+        t0 = time.perf_counter()
+        key = text_key(text) if self.cache.enabled else None
+        vector = self.cache.get(key) if key is not None else None
+        if vector is not None:
+            found = time.perf_counter()
+            try:
+                scores, ranked = self._rank_vectors(vector[None, :])[0]
+            except Exception:  # noqa: BLE001 - as a failed batch's text: this request only
+                log.exception("routing failed")
+                raise RuntimeError("the router failed on this request's text (see the server log)") from None
+            return Decision(scores, ranked, found - t0, time.perf_counter() - found, "hit")
         fut = asyncio.get_running_loop().create_future()
-        await self._queue.put((text, fut))
-        return await fut
+        await self._queue.put((text, key, fut))
+        scores, ranked, embedded = await fut
+        done = time.perf_counter()
+        return Decision(scores, ranked, embedded - t0, done - embedded, "off" if key is None else "miss")
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -171,20 +211,35 @@ class Ranker:
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            batch = [(t, fut) for t, fut in batch if not fut.done()]  # its client went, or its deadline
+            batch = [b for b in batch if not b[-1].done()]  # its client went, or its deadline
             if not batch:
                 continue
-            rows = await loop.run_in_executor(self._pool, self._rank_each, [t for t, _ in batch])
+            rows = await loop.run_in_executor(self._pool, self._batch, batch)
             self.batches += 1
-            for (_, fut), row in zip(batch, rows):
+            for (_, _, fut), row in zip(batch, rows):
                 if not fut.done():
                     fut.set_exception(row) if isinstance(row, Exception) else fut.set_result(row)
+
+    def _batch(self, batch: list[tuple]) -> list:
+        """In the worker: each text's (scores, order, when embedded) or its exception; each vector
+        goes into the cache."""
+        rows = self._rank_each([text for text, _, _ in batch])
+        out = []
+        for (_, key, _), row in zip(batch, rows):
+            if isinstance(row, Exception):
+                out.append(row)
+                continue
+            scores, ranked, vector, embedded = row
+            if key is not None:
+                self.cache.put(key, vector)
+            out.append((scores, ranked, embedded))
+        return out
 
     def _rank_each(self, texts: list[str]) -> list:
         """A row per text, or the exception its text raised: when the batch fails, each text is
         ranked alone, so that one bad text fails only its own request."""
         try:
-            return self.rank_now(texts)
+            return self._embed_and_rank(texts)
         except Exception:  # noqa: BLE001 - retried text by text below
             if len(texts) == 1:
                 log.exception("routing failed")
@@ -197,7 +252,7 @@ class Ranker:
 class Metrics:
     def __init__(self, experts: list[str]):
         import prometheus_client
-        from prometheus_client import CollectorRegistry, Counter, Histogram
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         prometheus_client.disable_created_metrics()  # no `*_created` series: counters and histograms only
         self.registry = r = CollectorRegistry()
@@ -220,9 +275,32 @@ class Metrics:
         )
         self.routing = Histogram(
             "rgd_routing_seconds",
-            "time to embed and rank one request (queueing included)",
+            "time to embed and rank one request (queueing included): embedding + ranking",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
+        )
+        fine = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+        self.embedding = Histogram(
+            "rgd_embedding_seconds",
+            "time to one request's vector: queueing and its batch's forward pass, or the cache look-up",
+            buckets=fine,
+            registry=r,
+        )
+        self.ranking = Histogram(
+            "rgd_ranking_seconds",
+            "time to rank one request from its vector (scoring, ordering, hand-back)",
+            buckets=fine,
+            registry=r,
+        )
+        self.cache_hits = Counter(
+            "rgd_embed_cache_hits", "routed texts whose vector came from the embedding cache", registry=r
+        )
+        self.cache_misses = Counter(
+            "rgd_embed_cache_misses", "routed texts embedded (and then cached): not in the cache", registry=r
+        )
+        self.cache_entries = Gauge("rgd_embed_cache_entries", "texts in the embedding cache", registry=r)
+        self.cache_bytes = Gauge(
+            "rgd_embed_cache_bytes", "bytes the embedding cache is charged (--embed-cache-bytes)", registry=r
         )
         self.total = Histogram(
             "rgd_request_seconds", "time to the answer (a stream: to its first event)", ["path"], registry=r
@@ -231,9 +309,22 @@ class Metrics:
             self.routed.labels(e)
             self.answered.labels(e)
 
-    def render(self) -> tuple[bytes, str]:
+    def observe(self, d: Decision) -> None:
+        """One routed request's timings and where its vector came from."""
+        self.routing.observe(d.embedding_s + d.ranking_s)
+        self.embedding.observe(d.embedding_s)
+        self.ranking.observe(d.ranking_s)
+        if d.cache == "hit":
+            self.cache_hits.inc()
+        elif d.cache == "miss":
+            self.cache_misses.inc()
+
+    def render(self, cache: EmbedCache | None = None) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+        if cache is not None:
+            self.cache_entries.set(len(cache))
+            self.cache_bytes.set(cache.bytes)
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
@@ -248,6 +339,7 @@ class ServeSettings:
     embedder: dict = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     route_chars: int = Limits().route_chars(None)  # the routed text's cap (Limits.route_chars)
+    embed_threads: int = 1  # the embedder's CPU threads (--embed-threads), as recorded at start-up
 
 
 @dataclass
@@ -382,7 +474,7 @@ class Service:
 
         if not self._authorised(request):
             return self._unauthorised("/metrics")
-        body, ctype = self.metrics.render()
+        body, ctype = self.metrics.render(getattr(self.ranker, "cache", None))
         return Response(body, 200, media_type=ctype)
 
     def _unauthorised(self, path: str):
@@ -451,26 +543,31 @@ class Service:
         try:
             async with asyncio.timeout_at(deadline):
                 try:
-                    candidates, info, routing_s = await self._route(model, text)
+                    candidates, info = await self._route(model, text)
                 except Exception as e:  # noqa: BLE001 - the router failed on this text: a server error
                     return self._json(
                         error_body(f"routing failed: {e}", "server_error", "routing_failed"), 500, path=path
                     )
-                info["routing_ms"] = round(1000 * routing_s, 3)
                 return await self._first_answer(
-                    rid, path, kind, body, candidates, info, routing_s, t0, attempts, deadline
+                    rid, path, kind, body, candidates, info, t0, attempts, deadline
                 )
         except TimeoutError:
             return self._too_late(rid, path, attempts)
 
-    async def _route(self, model, text) -> tuple[list[str], dict, float]:
-        """(the experts to try, best first; the ranking to report; routing seconds)."""
+    async def _route(self, model, text) -> tuple[list[str], dict]:
+        """(the experts to try, best first; the ranking and routing times to report)."""
         if model in self.endpoints:  # pinned: the client chose the expert, nothing to rank or fail over to
-            return [model], {"pinned": model}, 0.0
-        t_route = time.perf_counter()
-        scores, ranked = await self.ranker.rank(text)
-        routing_s = time.perf_counter() - t_route
-        return *self._ranking(scores, ranked, routing_s), routing_s
+            return [model], {"pinned": model, "routing_ms": 0.0, "embedding_ms": 0.0, "ranking_ms": 0.0}
+        d = await self.ranker.rank(text)
+        self.metrics.observe(d)
+        candidates, info = self._ranking(d.scores, d.order)
+        embedding_ms, ranking_ms = round(1000 * d.embedding_s, 3), round(1000 * d.ranking_s, 3)
+        return candidates, info | {
+            "routing_ms": round(embedding_ms + ranking_ms, 3),  # their sum, as before the split
+            "embedding_ms": embedding_ms,
+            "ranking_ms": ranking_ms,
+            "cache": d.cache,
+        }
 
     def _too_late(self, rid: str, path: str, attempts: list[Attempt]):
         """The 504 of a request whose deadline passed before an answer began."""
@@ -559,9 +656,8 @@ class Service:
             raise ClientError(400, problem, "invalid_unicode", problem.partition(":")[0])
         return body
 
-    def _ranking(self, scores: np.ndarray, ranked: np.ndarray, routing_s: float) -> tuple[list[str], dict]:
+    def _ranking(self, scores: np.ndarray, ranked: np.ndarray) -> tuple[list[str], dict]:
         """The experts to try, best first (at most max_attempts), and the ranking the answer reports."""
-        self.metrics.routing.observe(routing_s)
         names = [self.experts[j] for j in ranked]
         self.metrics.routed.labels(names[0]).inc()
         info = {
@@ -578,7 +674,7 @@ class Service:
         }
         return names[: self.s.max_attempts], info
 
-    async def _first_answer(self, rid, path, kind, body, candidates, info, routing_s, t0, attempts, deadline):
+    async def _first_answer(self, rid, path, kind, body, candidates, info, t0, attempts, deadline):
         """The first Response of the candidates tried in order (bounded failover: one attempt each), or a
         502 naming every attempt."""
         stream = bool(body.get("stream"))
@@ -592,13 +688,16 @@ class Service:
                 self.metrics.total.labels(path).observe(time.perf_counter() - t0)
                 self.metrics.requests.labels(path, str(resp.status_code)).inc()
                 log.info(
-                    "%s %s -> %d expert=%s attempts=%d routing_ms=%.1f total_ms=%.1f%s",
+                    "%s %s -> %d expert=%s attempts=%d routing_ms=%.1f embedding_ms=%.1f cache=%s "
+                    "total_ms=%.1f%s",
                     rid,
                     path,
                     resp.status_code,
                     expert,
                     len(attempts),
-                    1000 * routing_s,
+                    info["routing_ms"],
+                    info["embedding_ms"],
+                    info.get("cache", "-"),
                     1000 * (time.perf_counter() - t0),
                     " (stream)" if stream else "",
                 )

@@ -65,7 +65,9 @@ def build_service(
     if bind is not None:
         bind()
     router, prov = _load_router(router_dir)
-    ranker, max_tokens = _ranker(router, prov, router_dir, threads, obj, [eps[e].cost for e in experts], seed)
+    ranker, max_tokens = _ranker(
+        router, prov, router_dir, threads, obj, [eps[e].cost for e in experts], seed, limits
+    )
     settings = ServeSettings(
         max_attempts=min(max_attempts or DEFAULT_MAX_ATTEMPTS, len(experts)),
         api_key=key,
@@ -75,6 +77,7 @@ def build_service(
         embedder=dict(prov["embedder"]),
         limits=limits,
         route_chars=limits.route_chars(max_tokens),
+        embed_threads=threads,
     )
     return Service(ranker, experts, eps, settings)
 
@@ -169,25 +172,28 @@ def _client_key(api_key_env: str | None, env) -> str | None:
     return key
 
 
-def _ranker(router, prov: dict, router_dir: Path, threads: int, obj, expert_costs: list, seed: int):
-    """(The Ranker over the router and its own embedder, loaded once and warmed up; the longest
-    input the embedder reads, in tokens). `expert_costs`: one per expert, in pool order; used only by
-    a cost-aware objective."""
+def _ranker(router, prov: dict, router_dir: Path, threads: int, obj, expert_costs: list, seed: int, limits):
+    """(The Ranker over the router, its own embedder (its CPU threads set before it loads, so
+    before its first encode) and the embedding cache, loaded once and warmed up; the longest input
+    the embedder reads, in tokens). `expert_costs`: one per expert, in pool order; used only by a
+    cost-aware objective."""
     from .. import routers
     from ..cost import expected_costs
     from ..embed import Embedder, embedder_spec
     from .app import Ranker
+    from .embed_cache import EmbedCache
 
     embedder_spec(prov["embedder"], str(router_dir / routers.PROVENANCE)).check_available(
         str(router_dir / routers.PROVENANCE)
     )
-    embedder = Embedder(prov["embedder"], threads=threads)
+    embedder = Embedder(prov["embedder"], threads=threads)  # torch.set_num_threads(threads)
 
-    def score(texts):
-        return routers.scores(router, embedder.encode(texts))
+    def score(X):
+        return routers.scores(router, X)
 
     costs = expected_costs(expert_costs) if obj.needs_costs else None
-    ranker = Ranker(score, len(expert_costs), obj, costs, seed)
+    cache = EmbedCache(limits.embed_cache_entries, limits.embed_cache_bytes)
+    ranker = Ranker(embedder.encode, score, len(expert_costs), obj, costs, seed, cache=cache)
     ranker.rank_now(["warm-up"])  # the first request should not pay for lazy initialisation
     return ranker, embedder.max_tokens
 
@@ -228,7 +234,8 @@ def cmd_serve(a):
         f"{service.ranker.objective}; at most {s.max_attempts} experts per request; "
         f"{'bearer key required' if s.api_key else 'no client key'}; bodies "
         f"{'logged' if s.log_bodies else 'not logged'}; deadline {limits.deadline:g} s, at most "
-        f"{limits.max_concurrent} requests at once",
+        f"{limits.max_concurrent} requests at once; embedder threads {s.embed_threads}; embedding cache "
+        f"{service.ranker.cache.describe()}",
         file=sys.stderr,
         flush=True,
     )
@@ -364,6 +371,13 @@ def register(add) -> None:
         "--seed", type=int, default=0, help="seed of the ranking's tie-break (default %(default)s)"
     )
     s.add_argument(
-        "--threads", type=count(1), default=1, help="CPU threads of the embedder (default %(default)s)"
+        "--embed-threads",
+        "--threads",
+        dest="threads",
+        metavar="N",
+        type=count(1),
+        default=1,
+        help="CPU threads of the embedder, set before it loads (default %(default)s: on a 2-core node the "
+        "other core is the event loop's and uvicorn's); --threads is the same option",
     )
     register_options(s)  # the bounds: one option per field of limits.Limits

@@ -89,6 +89,22 @@ class Limits:
         ),
     )
 
+    embed_cache_entries: int = field(
+        default=4096,
+        metadata=bounds(
+            min=0,
+            doc="texts whose embedding is kept (exact text; least recently used out first; 0: no cache)",
+        ),
+    )
+    embed_cache_bytes: int = field(
+        default=64 * MiB,
+        metadata=bounds(
+            min=0,
+            doc="bytes of the embedding cache: its float32 vectors plus about 256 bytes per entry "
+            "(0: no cache)",
+        ),
+    )
+
     def __post_init__(self):
         validate(self)
 
@@ -107,7 +123,7 @@ def register_options(parser) -> None:
     """One option per field of Limits, its help the field's doc and default."""
     for f in dataclasses.fields(Limits):
         seconds = f.type == "float"
-        default = "" if f.default is None else f" (default {f.default:g})"
+        default = "" if f.default is None else f" (default {f.default:{'g' if seconds else 'd'}})"
         parser.add_argument(
             option(f.name),
             type=float if seconds else int,
