@@ -60,6 +60,10 @@ def small_config(cache: Path) -> dict:
     cfg["embedder"]["resources"] = {"cpus": 1, "mem_mb": 2000, "runtime": 5}
     cfg["experts"] = {"a-chat": cfg["experts"]["a-chat"], "b-plain": cfg["experts"]["b-plain"]}
     cfg["pools"] = {"tiny": ["a-chat", "b-plain"]}
+    # the embedded benchmark only: its recorded twin runs no model, so no sbatch job needs it
+    cfg["benchmarks"] = {"mmlu": cfg["benchmarks"]["mmlu"]}
+    cfg["models"] = {m: cfg["models"][m] for m in ("tiny-a", "tiny-b")}
+    cfg["report"] = {k: v for k, v in cfg["report"].items() if k != "router_seeds"}
     cfg["routers"] = {"cascal": {}, "knn": {"params": {"k": 3}}}
     cfg["evaluation"] = {"n_boot": 50, "seed": 0}
     return cfg
