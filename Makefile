@@ -84,8 +84,9 @@ clean:
 	rm -rf results .snakemake
 
 # data/mmlu-pro-recorded/ (committed) from the MMLU-Pro authors' published per-question outputs of
-# 30 models, checked against their SHA256SUMS; nothing else reads that folder (about 1.5 min).
-MMLU_PRO_OUTPUTS ?= ../shared/data/mmlu-pro-outputs
+# 30 models, checked against their SHA256SUMS; nothing else reads that folder (about 1.5 min):
+#   make recorded-data MMLU_PRO_OUTPUTS=/path/to/the/downloaded/files
 .PHONY: recorded-data
 recorded-data: venv
+	@test -n "$(MMLU_PRO_OUTPUTS)" || { echo "recorded-data: set MMLU_PRO_OUTPUTS=DIR, the folder of the published files and their SHA256SUMS" >&2; exit 2; }
 	PATH="$(abspath $(BIN)):$$PATH" scripts/make-recorded-data.sh "$(MMLU_PRO_OUTPUTS)" data/mmlu-pro-recorded
