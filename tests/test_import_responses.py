@@ -424,7 +424,7 @@ def _rewrite(path: Path, edit) -> None:
             f"{ANSWERS}:1: confidences.72: a confidence",
         ),
         (ANSWERS, lambda r: r[0].update(text="hi"), f"{ANSWERS}:1: text: unknown field"),
-        (KEYS, lambda r: r.pop(), f"{KEYS}: id: no key for 1 questions"),
+        (KEYS, lambda r: r.pop(), f"{KEYS}: id: no key for 1 of 6 questions"),
         (KEYS, lambda r: r[0].update(answer="b"), f"{KEYS}:1: answer: expected one capital letter"),
         (QUESTIONS, lambda r: r[0].pop("options"), f"{QUESTIONS}:1: options: missing or not a list"),
         (QUESTIONS, lambda r: r.append(r[0]), f"{QUESTIONS}:7: id: duplicate id '70'"),

@@ -169,10 +169,11 @@ def read_questions(path: str | Path, allow_empty: bool = False) -> list[Question
     return qs
 
 
-def read_keys(path: str | Path, questions: list[Question] | None = None) -> dict[str, str]:
+def read_keys(path: str | Path, questions: list[Question] | None = None, records=None) -> dict[str, str]:
     """Read a keys file; with `questions`, check each key is for one of them and within its
-    options, and that every question has a key."""
-    recs = read_records(path, validate_key)
+    options, and that every question has a key. `records`: the file's (line, record) pairs from
+    another reader (rgd.io.read_records)."""
+    recs = read_records(path, validate_key, records)
     keys = {r["id"]: r["answer"] for _, r in recs}
     if questions is None:
         _refuse_empty(path, recs, "keys")

@@ -21,7 +21,7 @@ MODELS = ("Meta-Llama-3.1-8B-Instruct", "Phi-3-mini-4k-instruct", "mathstral-7B"
 
 def main() -> None:
     rec = load_recording(SOURCE)
-    common = set.intersection(*(set(rec.answers(m)) | set(rec.abstentions(m)) for m in MODELS))
+    common = set.intersection(*(rec.covered(m) for m in MODELS))
     picked = [
         q
         for c in CATEGORIES

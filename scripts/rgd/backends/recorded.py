@@ -57,7 +57,8 @@ class RecordedBackend(Backend):
         abstained = self.recording.abstentions(self.model)
         conf = self.recording.confidences(self.model)
         recorded = {q.id: q for q in self.recording.questions}
-        missing = [q.id for q in questions if q.id not in answers and q.id not in abstained]
+        covered = self.recording.covered(self.model)
+        missing = [q.id for q in questions if q.id not in covered]
         if missing:
             raise SetupError(
                 f"the recording of {self.model!r} does not cover {len(missing)} of the {len(questions)} "

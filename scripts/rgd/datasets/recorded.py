@@ -22,11 +22,7 @@ def covered_ids(recording, models: list[str]) -> set[str]:
             "--models",
             f"no recorded model {unknown[0]!r}; the recording has {', '.join(recording.models)}",
         )
-    common: set[str] | None = None
-    for m in models:
-        ids = set(recording.answers(m)) | set(recording.abstentions(m))
-        common = ids if common is None else common & ids
-    return common or set()
+    return set.intersection(*(recording.covered(m) for m in models)) if models else set()
 
 
 def benchmark(recording_dir: str | Path, models: list[str]) -> tuple[list[dict], list[dict], dict]:

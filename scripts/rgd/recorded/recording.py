@@ -31,7 +31,7 @@ from ..io import (
     read_records,
     write_json,
 )
-from ..records import LETTER_INDEX, Question, validate_key, validate_question
+from ..records import LETTER_INDEX, Question, read_keys, validate_question
 
 QUESTIONS, KEYS, ANSWERS, PROVENANCE = (
     "questions.jsonl.gz",
@@ -110,23 +110,6 @@ def _checked(path: Path, validate: Callable[[dict], None]) -> list[tuple[int, di
     if not out:
         raise InputError(path, None, None, "no records (empty file)")
     return out
-
-
-def _read_keys(path: Path, questions: dict[str, Question]) -> dict[str, str]:
-    keys = {}
-    for lineno, r in _checked(path, validate_key):
-        q = questions.get(r["id"])
-        if q is None:
-            raise InputError(path, lineno, "id", f"{r['id']!r} has no question")
-        if LETTER_INDEX[r["answer"]] >= len(q.options):
-            raise InputError(
-                path, lineno, "answer", f"{r['answer']!r} is outside the {len(q.options)} options"
-            )
-        keys[r["id"]] = r["answer"]
-    missing = [q for q in questions if q not in keys]
-    if missing:
-        raise InputError(path, None, "id", f"no key for {len(missing)} questions, e.g. {missing[:3]}")
-    return keys
 
 
 def _id_map(rec: dict, name: str, questions: dict[str, Question], check) -> dict:
@@ -268,7 +251,7 @@ def load_recording(path: str | os.PathLike) -> Recording:
         for _, r in _checked(path / QUESTIONS, validate_question)
     ]
     by_id = {q.id: q for q in qs}
-    keys = _read_keys(path / KEYS, by_id)
+    keys = read_keys(path / KEYS, qs, iter_jsonl_gz(path / KEYS))
     models, answers, abstentions, confidences = _read_answers(path / ANSWERS, by_id)
     counts = {
         m: {

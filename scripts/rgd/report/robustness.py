@@ -72,21 +72,16 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(spearmanr(a[ok], b[ok]).statistic)
 
 
-def skill_table(categories: list[str], values: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """(categories, (n_categories, n_models) mean of `values` over each category's questions)."""
-    cats = sorted(set(categories))
-    c = np.asarray(categories, dtype=object)
-    return cats, np.array([values[c == k].mean(axis=0) for k in cats])
-
-
 def estimator_quality(categories: list[str], choices, scores, gold) -> dict:
     """How well one estimator's consensus `scores` (n, m) rank the pool against the keys `gold`:
     Spearman over every (model, category) of the mean consensus score (an abstention scores 0)
     against key accuracy; the mean per-category Spearman over models; and how often the letter
     the estimator believes most (the answer with the highest score) is the key."""
+    from ..consensus import estimated_skill
+
     correct = (choices == gold[:, None]).astype(np.float64)
-    cats, est = skill_table(categories, np.asarray(scores, dtype=np.float64))
-    _, acc = skill_table(categories, correct)
+    cats, est = estimated_skill(scores, categories)
+    _, acc = estimated_skill(correct, categories)  # the same table of the keys' correctness
     per_cat = [_spearman(est[i], acc[i]) for i in range(len(cats))]
     defined = [x for x in per_cat if x is not None]
     masked = np.where(choices >= 0, scores, -np.inf)
