@@ -11,6 +11,7 @@ from pathlib import Path
 
 import rgd.config
 import rgd.routers
+from rgd.recorded.recording import ANSWERS as RECORDED_ANSWERS
 from snakemake.exceptions import WorkflowError
 
 ROOT = Path(workflow.basedir).parent
@@ -237,7 +238,7 @@ def expert_model(wildcards):
     """What an expert's respond job loads: the model manifest, or a recorded model's answers."""
     model = config["experts"][wildcards.expert]["model"]
     rec = recording(model)
-    return os.path.join(rec, "answers.jsonl.gz") if rec else model_manifest(model)
+    return os.path.join(rec, RECORDED_ANSWERS) if rec else model_manifest(model)
 
 
 def pool_members(wildcards):

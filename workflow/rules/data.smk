@@ -29,7 +29,7 @@ rule embedded_data:
 rule recorded_data:
     input:
         answers=lambda w: os.path.join(
-            project_file(bench_source(w)["path"]), "answers.jsonl.gz"
+            project_file(bench_source(w)["path"]), RECORDED_ANSWERS
         ),
     output:
         questions=results_path("data/{bench}/all.questions.jsonl"),

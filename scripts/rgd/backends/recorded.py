@@ -9,11 +9,12 @@ a recorded pool can answer its own benchmark, never a generated set.
 from __future__ import annotations
 
 from ..io import SetupError, sha256_file
+from ..recorded.recording import ANSWERS, QUESTIONS
 from ..records import Question, Response
 from .base import Backend, Generation, Sampling, Settings
 
 # the recording's files whose digests identify a replay (the cache key's and the metadata's model)
-_IDENTITY_FILES = ("questions.jsonl.gz", "answers.jsonl.gz")
+_IDENTITY_FILES = (QUESTIONS, ANSWERS)
 
 
 class RecordedBackend(Backend):

@@ -47,7 +47,7 @@ def seed_spread(kind: str, params: dict, data, test, seeds: list[int]) -> dict:
     runs = []
     for s in seeds:
         p = dict(params or {})
-        if kind in ("cascal", "cascal-gt"):
+        if "random_state" in routers.make(kind).get_params():  # CASCAL's k-means
             p["random_state"] = s
         router = routers.train(kind, p, s, data, n_jobs=1)
         top1, top3 = evaluate_router(router, test, s)
