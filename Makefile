@@ -14,6 +14,10 @@ STAMP := $(VENV)/.rgd-installed
 # vLLM's CPU build pins its own torch/transformers: a venv of its own (tests/test_vllm.py, backend vllm)
 VLLM_VENV ?= .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.rgd-installed
+# llama-cpp-python compiles llama.cpp at install. x86-64: a portable AVX2/FMA/F16C build rather than
+# -march=native, so that pip's cached wheel also runs on another x86-64 machine (an AVX-512 build
+# would crash an AVX2-only CPU); no multimodal library, tools or examples (the backend uses neither).
+LLAMA_CMAKE_ARGS ?= $(if $(filter x86_64,$(shell uname -m)),-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON) -DLLAVA_BUILD=OFF -DMTMD_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF
 
 .PHONY: venv venv-vllm run test lint bench clean dry-run report archive slurm-profile
 
@@ -21,10 +25,11 @@ venv: $(STAMP)
 
 $(STAMP): requirements/cpu.txt requirements/cpu-nodeps.txt requirements/cpu.lock.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --progress-bar off -r requirements/cpu.txt -c requirements/cpu.lock.txt 2>&1 | $(PIPQUIET)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(CORES) \
+	  $(BIN)/python -m pip install -q --progress-bar off -r requirements/cpu.txt -c requirements/cpu.lock.txt 2>&1 | $(PIPQUIET)
 	$(BIN)/python -m pip install -q --progress-bar off --no-deps -r requirements/cpu-nodeps.txt 2>&1 | $(PIPQUIET)
 	$(BIN)/python -m pip install -q --progress-bar off --no-deps -e . 2>&1 | $(PIPQUIET)
-	@$(BIN)/python -c "import torch, transformers, sentence_transformers, snakemake, rgd" 
+	@$(BIN)/python -c "import torch, transformers, sentence_transformers, snakemake, llama_cpp, rgd"
 	@touch $@
 
 venv-vllm: $(VLLM_STAMP)

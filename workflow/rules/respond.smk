@@ -18,9 +18,10 @@ rule materialise:
         # the weights are saved in the registry's dtype (auto: per machine), halving a bf16 model
         dtype=lambda w: config["models"][w.model].get("dtype", "float32"),
         out_dir=lambda w, output: os.path.dirname(output.manifest),
+        gguf_only=lambda w: ["--gguf-only"] if weightless(w.model) else [],
     shell:
         "rgd materialise --name {wildcards.model:q} --spec {params.spec:q} --dtype {params.dtype:q} "
-        "--out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "--out-dir {params.out_dir:q} {params.gguf_only:q} > {log:q} 2>&1"
 
 
 rule respond:

@@ -15,13 +15,14 @@ from .base import Backend, Settings
 _CLASSES = {
     "transformers": ("hf", "HFBackend"),
     "vllm": ("vllm", "VLLMBackend"),
+    "llamacpp": ("llamacpp", "LlamaCppBackend"),
     "gemini": ("api", "Gemini"),
     "openai": ("api", "OpenAICompatible"),
     "recorded": ("recorded", "RecordedBackend"),
 }
 NAMES = tuple(_CLASSES)
 # backends that run a registry model here (LocalBackend): known before any backend module is imported
-LOCAL = ("transformers", "vllm")
+LOCAL = ("transformers", "vllm", "llamacpp")
 # an expert's backends: the local ones, and the replay of a model's recorded answers
 EXPERT = (*LOCAL, "recorded")
 # a generator's: every backend that writes text (a recording cannot)

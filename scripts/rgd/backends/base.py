@@ -247,6 +247,15 @@ def letter_token_ids(tok, letter: str) -> list[int]:
     return sorted(ids)
 
 
+def stop_token_ids(tok, stop: list[str]) -> list[int]:
+    """Every vocabulary entry whose text contains one of the single-character `stop`s (the
+    newline that ends a field): generating any of them ends a reply, which is then cut at the
+    character. Far cheaper than matching stop strings on the decoded text at every step."""
+    pieces = tok.convert_ids_to_tokens(list(range(len(tok))))
+    texts = [tok.convert_tokens_to_string([p]) if p is not None else "" for p in pieces]
+    return sorted(i for i, t in enumerate(texts) if any(c in t for c in stop))
+
+
 def request_seed(key: str) -> int:
     """A streamed request's sampling seed from its record's content key (hex): the same request
     gets the same seed whatever else is in flight, before or after a resume."""

@@ -23,6 +23,7 @@ from .base import (
     letter_token_ids,
     render_prompt,
     resolve_dtype,
+    stop_token_ids,
 )
 
 # a batch whose rows share fewer leading tokens than this runs every row whole
@@ -263,9 +264,7 @@ class HFBackend(LocalBackend):
         if all(len(s) == 1 for s in stop):
             key = tuple(sorted(stop))
             if key not in self._stop_ids:
-                pieces = self.tok.convert_ids_to_tokens(list(range(len(self.tok))))
-                texts = [self.tok.convert_tokens_to_string([p]) if p is not None else "" for p in pieces]
-                self._stop_ids[key] = sorted(i for i, t in enumerate(texts) if any(c in t for c in stop))
+                self._stop_ids[key] = stop_token_ids(self.tok, stop)
             eos = self.tok.eos_token_id
             return {"eos_token_id": sorted({*self._stop_ids[key], *([eos] if eos is not None else [])})}
         return {"stop_strings": stop, "tokenizer": self.tok}
