@@ -36,7 +36,7 @@ def test_every_backend_implements_the_contract_and_declares_its_capabilities():
     assert [n for n in backends.NAMES if backends.backend_class(n).streams] == ["vllm"]
     assert [n for n in backends.NAMES if backends.backend_class(n).reports_usage] == ["gemini", "openai"]
     assert [n for n in backends.NAMES if backends.backend_class(n).replays] == ["recorded"]
-    with pytest.raises(ValueError, match="unknown backend 'tgi' .one of transformers, vllm, gemini, openai"):
+    with pytest.raises(ValueError, match="unknown backend 'tgi' .one of transformers, vllm, llamacpp, gemini, openai"):
         backends.make("tgi")
 
 

@@ -169,7 +169,7 @@ class _Engine:
 
 
 def _log_line(level: int, text: bytes) -> None:
-    if level in (2, 3):  # GGML_LOG_LEVEL_WARN, _ERROR
+    if level in (3, 4):  # GGML_LOG_LEVEL_WARN, _ERROR
         msg = text.decode(errors="replace").rstrip()
         if msg:
             print(f"[llama.cpp] {msg}", flush=True)
