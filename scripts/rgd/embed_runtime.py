@@ -156,7 +156,7 @@ def _token_embeddings(model):
             )
             return out.last_hidden_state
 
-    return TokenEmbeddings()
+    return TokenEmbeddings().eval()
 
 
 def _distill_static(src: Path, build: Path) -> tuple[int, int]:
