@@ -27,7 +27,7 @@ from .io import InputError, SetupError, dumps, read_npz, save_npz, warn
 from .progress import Progress
 from .records import read_questions
 from .runrecord import emit
-from .spec import SpecError, bounds, parse
+from .spec import SpecError, bounds, parse, validate
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class EmbedderSpec:
     resources: dict = field(default_factory=dict)  # SLURM resources: the workflow's business
 
     def __post_init__(self):
+        validate(self)
         if self.runtime != "torch" and self.kind != "sentence-transformers":
             raise ValueError(
                 f"runtime: {self.runtime!r} runs a sentence-transformer, not a {self.kind} embedder"
