@@ -141,7 +141,8 @@ def model_manifest(model):
 def embedder_dir():
     """An exported embedder runtime's files in the model cache (rule export_embedder)."""
     e = config["embedder"]
-    name = e.get("package") or os.path.basename(os.path.normpath(e.get("path", "")))
+    model = e.get("path") or e.get("model") or "embedder"
+    name = e.get("package") or os.path.basename(os.path.normpath(model))
     return os.path.join(CACHE, "embedders", f"{name}-{e.get('runtime', 'torch')}")
 
 
