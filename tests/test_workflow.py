@@ -292,3 +292,19 @@ def test_a_killed_driver_resumes_with_the_same_command(run, tmp_path):
         keys = [json.loads(line)["key"] for line in cache.read_text().splitlines() if line.strip()]
         assert len(keys) == len(set(keys)), f"{cache}: a record computed twice"
     assert "Nothing to be done" in snakemake("-n", *targets, config=config).stdout
+
+
+def test_an_exported_embedder_runtime_is_built_once_before_every_embedding(tmp_path):
+    """embedder.runtime: onnx-int8 plans one export_embedder job into the model cache, and every
+    embed job reads that export (its spec names the directory); PyTorch plans none."""
+    cfg = yaml.safe_load(TINY.read_text())
+    config = tiny_config(tmp_path, embedder={**cfg["embedder"], "runtime": "onnx-int8"})
+    res = snakemake("-n", "-p", config=config, timeout=300)
+    planned = _planned(res)
+    assert planned.get("export_embedder") == 1 and planned.get("embed", 0) >= 2
+    text = res.stdout + res.stderr
+    name = f"{cfg['embedder']['package']}-onnx-int8"
+    assert f"embedders/{name}/rgd-embedder.json" in text
+    assert text.count(f'"exported": "{tmp_path / "model cache" / "embedders" / name}"') == planned["embed"]
+    plain = snakemake("-n", config=tiny_config(tmp_path, results="plain"), timeout=300)
+    assert "export_embedder" not in _planned(plain)

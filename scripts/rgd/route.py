@@ -1,7 +1,10 @@
 """`rgd route`: rank the pool for new prompts with a trained router.
 
 Prompts need only their text (rgd.records.read_prompts: question JSONL, chat messages or one prompt
-per line); the router embeds them with its own embedder unless precomputed embeddings are given.
+per line); the router embeds them with its own embedder (its recorded runtime, its exported files
+checked against their recorded digest) unless precomputed embeddings are given. The embedder reads
+at most its maximum sequence length in tokens (MiniLM: 256); a prompt is cut to that many tokens'
+worth of characters (rgd.serve.limits.CHARS_PER_TOKEN each) before it is tokenised.
 Each output record holds the ranking (best first), every expert's score and the router's
 diagnostics for that prompt (CASCAL: predicted subject, nearest cluster, its distance, whether the
 global fallback was used; rgd.routers.diagnostics).
@@ -84,10 +87,13 @@ def run(
     if X is None:
         from .embed import Embedder
         from .progress import Progress
+        from .serve.limits import CHARS_PER_TOKEN, FALLBACK_TOKENS
 
         embedder = Embedder(prov.embedder, threads=threads)
+        # the embedder reads max_tokens tokens: a huge prompt is cut before tokenising, as rgd serve does
+        cap = (embedder.max_tokens or FALLBACK_TOKENS) * CHARS_PER_TOKEN
         progress = Progress("route: embed", len(prompts), "prompt")
-        X = embedder.encode([p.text for p in prompts], progress)
+        X = embedder.encode([p.text[:cap] for p in prompts], progress)
         progress.finish()
     dim = router.n_features_in_
     if X.shape[1] != dim:

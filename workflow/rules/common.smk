@@ -140,6 +140,29 @@ def model_manifest(model):
     return os.path.join(CACHE, model, "rgd-model.json")
 
 
+def embedder_dir():
+    """An exported embedder runtime's files in the model cache (rule export_embedder)."""
+    e = config["embedder"]
+    model = e.get("path") or e.get("model") or "embedder"
+    name = e.get("package") or os.path.basename(os.path.normpath(model))
+    return os.path.join(CACHE, "embedders", f"{name}-{e.get('runtime', 'torch')}")
+
+
+def embedder_exported():
+    """The export an embedding job reads: none for PyTorch, which reads the model as is."""
+    if config["embedder"].get("runtime", "torch") == "torch":
+        return []
+    return os.path.join(embedder_dir(), "rgd-embedder.json")
+
+
+def embed_spec(wildcards):
+    """The embedder block as `rgd embed` reads it: an exported runtime with its files' directory."""
+    spec = dict(config["embedder"])
+    if embedder_exported():
+        spec["exported"] = embedder_dir()
+    return as_json(spec)
+
+
 def is_local(backend):
     return backend in rgd.config.LOCAL_BACKENDS
 
