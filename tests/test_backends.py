@@ -36,7 +36,9 @@ def test_every_backend_implements_the_contract_and_declares_its_capabilities():
     assert [n for n in backends.NAMES if backends.backend_class(n).streams] == ["vllm"]
     assert [n for n in backends.NAMES if backends.backend_class(n).reports_usage] == ["gemini", "openai"]
     assert [n for n in backends.NAMES if backends.backend_class(n).replays] == ["recorded"]
-    with pytest.raises(ValueError, match="unknown backend 'tgi' .one of transformers, vllm, llamacpp, gemini, openai"):
+    with pytest.raises(
+        ValueError, match="unknown backend 'tgi' .one of transformers, vllm, llamacpp, gemini, openai"
+    ):
         backends.make("tgi")
 
 
@@ -49,7 +51,7 @@ def test_the_registry_is_the_one_list_of_backends():
         if block in ("models", "experts", "generators")
     }
     experts, writers = list(backends.EXPERT), list(backends.GENERATOR)
-    assert enum == {"models": experts, "experts": experts, "generators": writers}
+    assert enum == {"models": [*experts, backends.AUTO], "experts": experts, "generators": writers}
     assert set(backends.NAMES) == set(experts) | set(writers) and "recorded" not in writers
     assert config.LOCAL_BACKENDS is backends.LOCAL
     smk = (ROOT / "workflow/rules/common.smk").read_text()
@@ -78,3 +80,26 @@ def test_the_factory_builds_the_transformers_backend_from_a_steps_settings(tiny_
     assert b.describe()["batch_size"] == 3 and b.load_seconds > 0 and b.device == "cpu"
     assert expert.backend_settings().max_new_tokens == 1  # a letter is one token
     assert Settings().max_prompt_tokens == expert.max_prompt_tokens
+
+
+def test_backend_auto_picks_the_faster_cpu_engine_of_the_machine():
+    """Measured in docs/MODELS.md: transformers in bfloat16 where the CPU has native bf16, llama.cpp
+    on the quantised GGUF elsewhere (transformers would run float32 there)."""
+    assert backends.resolve_auto("flags\t: fpu avx2 avx512f avx512_bf16\n")[0] == "transformers"
+    assert backends.resolve_auto("flags\t: fpu avx2 fma f16c\n")[0] == "llamacpp"
+    assert backends.resolve_auto("flags\t: fpu amx_bf16\n")[0] == "transformers"
+
+
+def test_a_config_resolves_backend_auto_for_its_models_and_their_generators(monkeypatch):
+    import copy
+
+    import rgd.backends.base as base
+
+    cfg = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    local = [n for n, m in cfg["models"].items() if m.get("backend") == "auto"]
+    assert local, "the embedded default picks its engine per machine"
+    for flags, want in ((["avx512_bf16"], "transformers"), ([], "llamacpp")):
+        monkeypatch.setattr(base, "cpu_bf16_flags", lambda cpuinfo=None, f=flags: f)
+        c = config.load(copy.deepcopy(cfg), ROOT / "workflow/schemas/config.schema.yaml")
+        assert {c["models"][n]["backend"] for n in local} == {want}
+        assert {g["backend"] for g in c["generators"].values()} == {want}

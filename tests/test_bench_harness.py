@@ -53,6 +53,7 @@ def test_quick_run_records_every_benchmark_in_the_common_shape(quick):
         "startup",
         "embed",
         "hf",
+        "cpu-engine",
         "vllm",
         "serve",
         "snakemake",

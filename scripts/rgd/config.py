@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 # A local generator or expert runs one of these backends on a registry model; the others are APIs.
+from .backends import AUTO, resolve_auto
 from .backends import LOCAL as LOCAL_BACKENDS
 
 
@@ -116,8 +117,14 @@ def _message(e) -> str:
 
 
 def _generator_backends(c: dict) -> None:
-    """A generator without a backend runs on its model's registry backend (as an expert does),
-    transformers where the registry names none."""
+    """A registry model's `backend: auto` becomes this machine's faster CPU engine; a generator
+    without a backend runs on its model's registry backend (as an expert does), transformers
+    where the registry names none."""
+    auto = [m for m in c["models"].values() if m.get("backend") == AUTO]
+    if auto:
+        backend, _ = resolve_auto()
+        for m in auto:
+            m["backend"] = backend
     for g in c.get("generators", {}).values():
         if "backend" not in g:
             g["backend"] = c["models"].get(g.get("model"), {}).get("backend", "transformers")

@@ -27,6 +27,22 @@ LOCAL = ("transformers", "vllm", "llamacpp")
 EXPERT = (*LOCAL, "recorded")
 # a generator's: every backend that writes text (a recording cannot)
 GENERATOR = tuple(n for n in NAMES if n != "recorded")
+# a registry model's `backend: auto`: the faster CPU engine for this machine, measured in
+# docs/MODELS.md ("CPU engines"); resolved when the config is loaded (rgd.config)
+AUTO = "auto"
+
+
+def resolve_auto(cpuinfo: str | None = None) -> tuple[str, str]:
+    """(backend, why) for `backend: auto` on this machine (or the given /proc/cpuinfo text)."""
+    from .base import cpu_bf16_flags
+
+    flags = cpu_bf16_flags(cpuinfo)
+    if flags:
+        return (
+            "transformers",
+            f"native bfloat16 ({', '.join(flags)}): transformers in bfloat16 is the faster engine",
+        )
+    return "llamacpp", "no native bfloat16: llama.cpp on the quantised GGUF beats transformers in float32"
 
 
 def backend_class(name: str) -> type[Backend]:

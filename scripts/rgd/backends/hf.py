@@ -11,9 +11,11 @@ import copy
 import inspect
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
+from ..io import SetupError
 from ..records import LETTERS
 from .base import (
     Generation,
@@ -84,6 +86,11 @@ class HFBackend(LocalBackend):
                 f"[{self.name}] dtype {dtype} ({why}; torch CPU capability "
                 f"{torch.backends.cpu.get_cpu_capability()})",
                 flush=True,
+            )
+        if not any(Path(model_dir).glob("*.safetensors")) and not any(Path(model_dir).glob("*.bin")):
+            raise SetupError(
+                f"{model_dir}: no weights: materialised for the llamacpp backend only (--gguf-only); "
+                "rematerialise it without --gguf-only to run it with transformers"
             )
         t0 = time.perf_counter()
         self.tok = AutoTokenizer.from_pretrained(model_dir)
