@@ -256,10 +256,20 @@ def expert_spec(expert):
 def weightless(model):
     """A GGUF model that only llamacpp experts and generators run: materialised without its
     dequantised weights (rgd materialise --gguf-only)."""
-    users = [expert_spec(e)["backend"] for e, x in config["experts"].items() if x["model"] == model]
-    users += [g["backend"] for g in config.get("generators", {}).values() if g.get("model") == model]
+    users = [
+        expert_spec(e)["backend"]
+        for e, x in config["experts"].items()
+        if x["model"] == model
+    ]
+    users += [
+        g["backend"]
+        for g in config.get("generators", {}).values()
+        if g.get("model") == model
+    ]
     source = config["models"][model]["source"]["kind"]
-    return source in rgd.models.GGUF_KINDS and bool(users) and set(users) == {"llamacpp"}
+    return (
+        source in rgd.models.GGUF_KINDS and bool(users) and set(users) == {"llamacpp"}
+    )
 
 
 def recording(model):
