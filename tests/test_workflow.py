@@ -308,3 +308,25 @@ def test_an_exported_embedder_runtime_is_built_once_before_every_embedding(tmp_p
     assert text.count(f'"exported": "{tmp_path / "model cache" / "embedders" / name}"') == planned["embed"]
     plain = snakemake("-n", config=tiny_config(tmp_path, results="plain"), timeout=300)
     assert "export_embedder" not in _planned(plain)
+
+
+def test_a_model_only_llamacpp_runs_is_materialised_gguf_only(tmp_path):
+    """backend llamacpp on a registry model reaches its experts' and generator's jobs; a GGUF model
+    that only llamacpp runs is materialised without dequantising (--gguf-only), others are not."""
+    cfg = yaml.safe_load(tiny_config(tmp_path).read_text())
+    cfg["model_cache"] = str(tmp_path / "empty cache")  # every materialise job is planned
+    for model in ("gemma3-270m", "tiny-b"):
+        cfg["models"][model]["backend"] = "llamacpp"
+    path = tmp_path / "llamacpp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    lines = [line for line in snakemake("-n", "-p", config=path).stdout.splitlines() if "rgd " in line]
+    materialise = {
+        m: [s for s in lines if "rgd materialise " in s and f"--name {m} " in s] for m in cfg["models"]
+    }
+    assert materialise["gemma3-270m"] and all("--gguf-only" in s for s in materialise["gemma3-270m"])
+    # tiny-random has no GGUF source to keep: its weights are materialised as before
+    assert all("--gguf-only" not in s for m in ("tiny-a", "tiny-b") for s in materialise[m])
+    responds = [s for s in lines if "rgd respond " in s and "/b-" in s]
+    generates = [s for s in lines if "rgd generate " in s]
+    assert responds and all('"backend": "llamacpp"' in s for s in responds)
+    assert generates and all('"backend": "llamacpp"' in s for s in generates)
