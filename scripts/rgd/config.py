@@ -26,6 +26,7 @@ from pathlib import Path
 
 # A local generator or expert runs one of these backends on a registry model; the others are APIs.
 from .backends import AUTO, resolve_auto
+from .backends import GENERATOR as GENERATOR_BACKENDS
 from .backends import LOCAL as LOCAL_BACKENDS
 
 
@@ -126,8 +127,9 @@ def _generator_backends(c: dict) -> None:
         for m in auto:
             m["backend"] = backend
     for g in c.get("generators", {}).values():
-        if "backend" not in g:
-            g["backend"] = c["models"].get(g.get("model"), {}).get("backend", "transformers")
+        if "backend" not in g:  # a recorded model writes nothing: refused below, as a transformers one
+            backend = c["models"].get(g.get("model"), {}).get("backend", "transformers")
+            g["backend"] = backend if backend in GENERATOR_BACKENDS else "transformers"
 
 
 # --------------------------------------------------------------------------- references
