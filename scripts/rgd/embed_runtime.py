@@ -221,22 +221,29 @@ class OnnxEncoder:
         self.max_tokens = int(manifest["max_seq_length"])
         self.tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_tokens)
-        self.tokenizer.enable_padding()
+        self.tokenizer.no_padding()  # the saved tokenizer pads to a batch's longest: encode pads per pass
         self.batch_size = batch_size
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        parts = []
-        for lo in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer.encode_batch(texts[lo : lo + self.batch_size])
-            feeds = {
-                "input_ids": np.array([e.ids for e in enc], dtype=np.int64),
-                "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64),
-            }
+        from .embed import length_batches
+
+        enc = self.tokenizer.encode_batch(texts)
+        out = None
+        for rows in length_batches([len(e.ids) for e in enc], self.batch_size):
+            width = len(enc[rows[-1]].ids)  # the longest of the pass: rows are shortest first
+            feeds = {k: np.zeros((len(rows), width), dtype=np.int64) for k in ONNX_INPUTS}
+            for j, i in enumerate(rows):
+                n = len(enc[i].ids)
+                feeds["input_ids"][j, :n] = enc[i].ids
+                feeds["attention_mask"][j, :n] = 1
+                feeds["token_type_ids"][j, :n] = enc[i].type_ids
             tokens = self.session.run(None, feeds)[0]
             mask = feeds["attention_mask"][..., None].astype(np.float32)
-            parts.append((tokens * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9))
-        return np.concatenate(parts).astype(np.float32)
+            pooled = (tokens * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+            if out is None:
+                out = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
+            out[rows] = pooled
+        return out
 
 
 class StaticEncoder:
