@@ -16,8 +16,8 @@ is a miss. Arms:
 
 Runtimes alternate within each round so that a change in load hits all alike. Ratios are against
 PyTorch's figures of the same run. Targets (issue 23): onnx-int8 at 1 client and static at 32
-clients at most 10 ms p50 and 30 ms p99; a cache hit at most 2 ms p50. The embedder has 1 thread,
-as `rgd serve` defaults.
+clients at most 10 ms p50 and 30 ms p99; a cache hit at most 2 ms p50. The embedder has 1 thread
+(`rgd serve`'s default) unless `--threads` says otherwise.
 
     python benchmarks/bench_route_decision.py [--out result.json] [--quick] [--exports DIR]
 """
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_serve import train_router
-from benchlib import finish, result, runtime_specs, runtimes
+from benchlib import finish, mmlu_texts, result, runtime_specs, runtimes
 
 CLIENTS = 32
 # runtime -> (arm, its target p50 and p99 in ms); the cache-hit target holds for every runtime
@@ -42,20 +42,7 @@ TARGETS = {"onnx-int8": ("1 client", 10.0, 30.0), "static": (f"{CLIENTS} clients
 HIT_P50_MS = 2.0
 
 
-def texts(n: int) -> list[str]:
-    """`n` distinct real MMLU questions from every subject (test split), in a seeded order (the
-    subjects' lengths differ: a history passage is ten times a math question)."""
-    from rgd.embedded import known_subjects, load_mmlu
-
-    subjects = known_subjects()
-    qs, _ = load_mmlu(subjects, "test", -(-n // len(subjects)) + 1, seed=1)
-    out = list(dict.fromkeys(q["question"] for q in qs))
-    if len(out) < n:
-        raise RuntimeError(f"only {len(out)} distinct MMLU questions, {n} wanted")
-    return [out[i] for i in np.random.default_rng(1).permutation(len(out))[:n]]
-
-
-def ranker(router: Path, work: Path, cache: bool):
+def ranker(router: Path, work: Path, cache: bool, threads: int):
     """`rgd serve`'s Ranker over `router`, loaded as the server loads it, started on this loop."""
     from rgd.routers import PROVENANCE
     from rgd.serve.commands import build_service
@@ -67,7 +54,7 @@ def ranker(router: Path, work: Path, cache: bool):
         json.dumps({"experts": {e: {"base_url": "http://127.0.0.1:9/v1", "model": e} for e in experts}})
     )
     size = {} if cache else {"embed_cache_entries": 0}
-    return build_service(router, endpoints, threads=1, limits=Limits(**size)).ranker
+    return build_service(router, endpoints, threads=threads, limits=Limits(**size)).ranker
 
 
 async def one_client(rk, batch: list[str]) -> list[float]:
@@ -150,6 +137,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="few decisions (harness test)")
     ap.add_argument("--exports", help="the runtimes' exported files (default: a temporary folder)")
     ap.add_argument("--runtimes", nargs="+", default=list(runtimes()), choices=runtimes())
+    ap.add_argument("--threads", type=int, default=1, help="embedder threads (rgd serve's default: 1)")
     a = ap.parse_args(argv)
     import torch
 
@@ -162,8 +150,8 @@ def main(argv=None) -> int:
         for r, spec in specs.items():
             (work / r).mkdir()
             router, _ = train_router(work / r, 10 if a.quick else 30, spec)
-            rankers[r] = {"miss": ranker(router, work / r, False), "hit": ranker(router, work / r, True)}
-        fig = measure(rankers, texts((n1 + n32 * CLIENTS) * rounds), n1, n32, rounds)
+            rankers[r] = {c: ranker(router, work / r, c == "hit", a.threads) for c in ("miss", "hit")}
+        fig = measure(rankers, mmlu_texts((n1 + n32 * CLIENTS) * rounds), n1, n32, rounds)
     base = fig["torch"]
     missed = missed_targets(fig)
     cheap = min(fig, key=lambda r: fig[r]["1 client"]["p50_ms"])
@@ -180,7 +168,7 @@ def main(argv=None) -> int:
         {
             "runtimes": fig,
             "export_s": export_s,
-            "threads": 1,
+            "threads": a.threads,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "embedder": "all-MiniLM-L6-v2",
             "router": "cascal",

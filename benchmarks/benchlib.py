@@ -31,6 +31,21 @@ def runtimes() -> tuple[str, ...]:
     return ("torch", *QUANTISATION)
 
 
+def mmlu_texts(n: int) -> list[str]:
+    """`n` distinct real MMLU questions from every subject (test split), in a seeded order (the
+    subjects' lengths differ: a history passage is ten times a math question)."""
+    import numpy as np
+
+    from rgd.embedded import known_subjects, load_mmlu
+
+    subjects = known_subjects()
+    qs, _ = load_mmlu(subjects, "test", -(-n // len(subjects)) + 1, seed=1)
+    out = list(dict.fromkeys(q["question"] for q in qs))
+    if len(out) < n:
+        raise RuntimeError(f"only {len(out)} distinct MMLU questions, {n} wanted")
+    return [out[i] for i in np.random.default_rng(1).permutation(len(out))[:n]]
+
+
 def runtime_specs(exports: Path, wanted) -> tuple[dict[str, dict], dict[str, float]]:
     """(runtime -> MiniLM's embedder spec on that runtime, runtime -> seconds its export took).
     A runtime's files are exported into `exports`/<runtime> unless they are there already."""

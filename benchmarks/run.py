@@ -43,10 +43,14 @@ BENCHMARKS = [
     ("hf", "bench_hf.py", 1200),
     ("cpu-engine", "bench_cpu_engine.py", 1800),
     ("vllm", "bench_vllm.py", 1800),
-    ("serve", "bench_serve.py", 900),
+    ("route-decision", "bench_route_decision.py", 900),
+    ("serve", "bench_serve.py", 1200),
     ("snakemake", "bench_snakemake.py", 900),
     ("e2e", "bench_e2e.py", 4200),
 ]
+
+# the benchmarks that export MiniLM's runtimes (benchlib.runtime_specs) into one folder of the run
+EXPORTS_SHARED = ("route-decision", "serve")
 
 
 def skip_reason(name: str, script: Path, quick: bool, e2e: bool) -> str | None:
@@ -328,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = [str(VLLM_PYTHON), str(path), *vllm_args(Path(scratch))]
             else:
                 cmd = [sys.executable, str(path), *(["--quick"] if args.quick else [])]
+            if name in EXPORTS_SHARED:  # the embedder runtimes are exported once per run
+                cmd += ["--exports", str(Path(scratch) / "embedders")]
             run["benchmarks"].append(adapt(run_one(name, cmd, timeout)))
     run["machine"]["load_end"] = [round(x, 2) for x in os.getloadavg()]
     run["seconds"] = round(time.perf_counter() - started, 1)

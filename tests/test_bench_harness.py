@@ -55,6 +55,7 @@ def test_quick_run_records_every_benchmark_in_the_common_shape(quick):
         "hf",
         "cpu-engine",
         "vllm",
+        "route-decision",
         "serve",
         "snakemake",
         "e2e",
@@ -80,6 +81,9 @@ def test_quick_run_records_every_benchmark_in_the_common_shape(quick):
     mmlu = by["cascal-mmlu"]["figures"]  # real embeddings of 10 subjects x 20 questions, both arms
     assert mmlu["questions"] == 200 and mmlu["dim"] == 384 and len(mmlu["top1_diff_ci95"]) == 2
     assert by["embed"]["figures"]["max_abs_diff"] <= 1e-5
+    # every embedder runtime is measured, each through the server's own loader and through HTTP
+    assert set(by["route-decision"]["figures"]["runtimes"]) == {"torch", "onnx", "onnx-int8", "static"}
+    assert set(by["serve"]["figures"]["runtimes"]) == {"torch", "onnx", "onnx-int8", "static"}
     assert by["hf"]["figures"]["styles"]["fewshot"]["max_abs_diff"] <= 1e-3
     # the paper grid (1,231 jobs) is several times the default (276, both benchmarks)
     assert by["snakemake"]["figures"]["paper_jobs"] > 4 * by["snakemake"]["figures"]["default_jobs"]
