@@ -237,6 +237,13 @@ def render_prompt(tok, prompt: dict, template_kwargs: dict) -> str:
     return prompt["text"]
 
 
+def adds_special_tokens(tok, texts: list[str]) -> bool:
+    """Whether tokenising `texts` adds the tokenizer's special tokens: not where every text already
+    starts with its BOS (chat templates write it), which would otherwise be doubled."""
+    bos = tok.bos_token
+    return not (bos and all(t.startswith(bos) for t in texts))
+
+
 def letter_token_ids(tok, letter: str) -> list[int]:
     """Token ids that spell an option letter as the next token ("A" and " A")."""
     ids = set()

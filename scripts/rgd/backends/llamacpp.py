@@ -43,6 +43,7 @@ from .base import (
     LocalBackend,
     Sampling,
     Settings,
+    adds_special_tokens,
     letter_token_ids,
     render_prompt,
     stop_token_ids,
@@ -249,12 +250,11 @@ class LlamaCppBackend(LocalBackend):
     def _encode(self, prompt: dict) -> list[int]:
         """The prompt's token ids, as the transformers backend makes them (cut on the right)."""
         text = self.render(prompt)
-        bos = self.tok.bos_token
         return self.tok(
             text,
             truncation=True,
             max_length=self.max_prompt_tokens,
-            add_special_tokens=not (bos and text.startswith(bos)),
+            add_special_tokens=adds_special_tokens(self.tok, [text]),
         )["input_ids"]
 
     def _groups(self, rows: list[list[int]], extra: int) -> list[list[int]]:
