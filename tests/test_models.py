@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from rgd.backends.base import cpu_bf16_flags, resolve_dtype
+from rgd.backends.base import cpu_bf16_flags, cpu_flags, resolve_dtype
 from rgd.models import join_parts, materialise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,6 +230,13 @@ AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\nbugs\t\t: avx512_bf16_
 def test_auto_takes_bfloat16_only_where_the_cpu_has_it(cpuinfo, want):
     dtype, why = resolve_dtype("auto", "cpu", cpuinfo)
     assert dtype == want and why.startswith("auto: ")
+
+
+def test_cpu_flags_are_read_from_the_flags_lines_only():
+    assert cpu_flags(AVX2) == {"fpu", "sse2", "avx", "avx2", "fma"}  # not the bugs line
+    assert cpu_flags("") == set()
+    if Path("/proc/cpuinfo").exists():  # this machine's bf16 flags come from the same reading
+        assert set(cpu_bf16_flags()) <= cpu_flags()
 
 
 def test_unset_and_explicit_dtypes():
