@@ -47,6 +47,7 @@ def test_onnx_vectors_match_pytorch_and_the_cap_is_the_models(onnx_dir):
     torch_emb = Embedder(EMB)
     onnx_emb = Embedder(spec_of(onnx_dir))
     assert onnx_emb.max_tokens == torch_emb.max_tokens == 256
+    assert not onnx_emb.inline and not torch_emb.inline  # milliseconds a text: a worker thread
     long = ["Which organelle? " * 400]  # far past 256 tokens: truncated alike
     A, B = torch_emb.encode(QUESTIONS + long), onnx_emb.encode(QUESTIONS + long)
     assert A.shape == B.shape == (5, 384) and B.dtype == np.float32
@@ -134,6 +135,7 @@ def test_static_export_loads_with_model2vec(tmp_path, monkeypatch):
     emb = Embedder(spec_of(tmp_path / "static", "static"))
     X = emb.encode(QUESTIONS[:3])
     assert X.shape == (3, 8) and emb.max_tokens == 256
+    assert emb.inline  # rgd serve embeds it on its event loop (tests/test_serve_cache.py)
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
 
 

@@ -121,3 +121,38 @@ def test_a_hit_skips_the_embedder_and_ranks_alike():
     calls.clear()
     (a, b, _), _ = asyncio.run(run(EmbedCache(0, 0)))
     assert calls == [["abc"], ["abc"], ["z"]] and a.cache == b.cache == "off"
+
+
+def test_an_inline_embedder_runs_on_the_event_loop_and_ranks_as_the_thread_does():
+    """A static embedder (`inline`) is called on the event loop's own thread, the others in the
+    worker thread; concurrent requests are batched and ranked alike either way."""
+    from rgd.cost import Objective
+    from rgd.serve.app import Ranker
+
+    threads = []
+
+    def embed(texts):
+        threads.append(threading.get_ident())
+        return np.array([[len(t), 1.0] for t in texts])
+
+    def score(X):
+        return np.asarray(X)[:, ::-1] * [1.0, 2.0]
+
+    async def run(inline):
+        ranker = Ranker(
+            embed, score, 2, Objective.parse("quality"), None, cache=EmbedCache(0, 0), inline=inline
+        )
+        ranker.start()
+        try:
+            got = await asyncio.gather(*(ranker.rank(t) for t in ["a", "bbbb", "cc", "a" * 9]))
+            return got, threading.get_ident(), ranker.batches
+        finally:
+            await ranker.stop()
+
+    (inline, loop_thread, n_inline) = asyncio.run(run(True))
+    assert set(threads) == {loop_thread} and n_inline < 4  # batched, on the loop's thread
+    threads.clear()
+    (worker, loop_thread, _) = asyncio.run(run(False))
+    assert loop_thread not in threads
+    for x, y in zip(inline, worker):
+        assert np.array_equal(x.scores, y.scores) and np.array_equal(x.order, y.order)

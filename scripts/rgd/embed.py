@@ -155,6 +155,11 @@ class Embedder:
         self.load_seconds = time.perf_counter() - t0
 
     @property
+    def inline(self) -> bool:
+        """Whether a batch is cheap enough to embed on a server's event loop (a static embedder)."""
+        return bool(getattr(self._model, "inline", False))
+
+    @property
     def max_tokens(self) -> int | None:
         """The longest input the model reads, in tokens (a longer one is truncated); None if unknown."""
         if self._encode == self._encode_st:

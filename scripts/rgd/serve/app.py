@@ -133,7 +133,8 @@ class Decision(NamedTuple):
 
 
 class Ranker:
-    """Embeds texts with the router's embedder and ranks the pool, in one worker thread.
+    """Embeds texts with the router's embedder and ranks the pool, in one worker thread (on the
+    event loop itself where `inline`: a static embedder, cheaper than the hand-off to a thread).
 
     `embed(texts) -> (n, d)` is the router's embedder, `score(X) -> (n, m)` the router's one door
     (rgd.routers.scores). A text whose vector is in the cache (exact text) skips the embedder and the
@@ -152,8 +153,10 @@ class Ranker:
         seed: int = 0,
         max_batch: int = 64,
         cache: EmbedCache | None = None,
+        inline: bool = False,
     ):
         self._embed, self._score, self.m = embed, score, n_experts
+        self.inline = inline  # embed on the event loop, not in the worker thread (a static embedder)
         self.objective, self.costs, self.seed, self.max_batch = objective, costs, seed, max_batch
         self.cache = cache if cache is not None else EmbedCache(0, 0)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rgd-embed")
@@ -214,7 +217,10 @@ class Ranker:
             batch = [b for b in batch if not b[-1].done()]  # its client went, or its deadline
             if not batch:
                 continue
-            rows = await loop.run_in_executor(self._pool, self._batch, batch)
+            if self.inline:
+                rows = self._batch(batch)
+            else:
+                rows = await loop.run_in_executor(self._pool, self._batch, batch)
             self.batches += 1
             for (_, _, fut), row in zip(batch, rows):
                 if not fut.done():

@@ -193,7 +193,9 @@ def _ranker(router, prov: dict, router_dir: Path, threads: int, obj, expert_cost
 
     costs = expected_costs(expert_costs) if obj.needs_costs else None
     cache = EmbedCache(limits.embed_cache_entries, limits.embed_cache_bytes)
-    ranker = Ranker(embedder.encode, score, len(expert_costs), obj, costs, seed, cache=cache)
+    ranker = Ranker(
+        embedder.encode, score, len(expert_costs), obj, costs, seed, cache=cache, inline=embedder.inline
+    )
     ranker.rank_now(["warm-up"])  # the first request should not pay for lazy initialisation
     return ranker, embedder.max_tokens
 
