@@ -11,8 +11,9 @@ trained and routed with each runtime's vectors, with k-means seeds 0, 1, 2 each.
 Figures per runtime and question set: the cosine of each question's vector with PyTorch's (min,
 median); the share of test picks (CASCAL top-1) unchanged from PyTorch's, same draw and seed;
 the same share when PyTorch's router (same draw and seed) routes the runtime's vectors, which
-leaves out how much k-means moves when its training vectors move; top-1 on the test questions and the paired bootstrap 95% CI (over test questions, 2,000
-resamples) of its difference from PyTorch's. The runtimes are exported once into `--exports`.
+leaves out how much k-means moves when its training vectors move; top-1 on the test questions
+and the paired bootstrap 95% CI (over test questions, 2,000 resamples) of its difference from
+PyTorch's. The runtimes are exported once into `--exports`.
 Target: the int8 runtime's CI lower bound >= -1 point on the 4,560 questions. Exits 1 when missed.
 
     nice -n 10 .venv/bin/python benchmarks/bench_embedder_quality.py [--out result.json] [--quick]

@@ -28,6 +28,13 @@ def onnx_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def int8_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("exports") / "minilm-onnx-int8"
+    export(embedder_spec({**EMB, "runtime": "onnx-int8"}), out)
+    return out
+
+
 def spec_of(root, runtime="onnx", **extra):
     return {**EMB, "runtime": runtime, "exported": str(root), **extra}
 
@@ -90,6 +97,18 @@ def test_a_batch_is_padded_per_pass_not_to_its_longest_text(onnx_dir):
     assert sum(b for b, _ in shapes[: len(shapes) - len(texts)]) == len(texts)
     short_pass = [w for b, w in shapes[: len(shapes) - len(texts)] if b > 1]
     assert short_pass and max(short_pass) < widest  # the short texts did not pad to the long one
+
+
+def test_an_int8_vector_does_not_depend_on_the_texts_embedded_beside_it(int8_dir):
+    """Dynamic quantisation scales activations over a whole pass: batched, a text's vector (and so a
+    served request's route) would depend on its neighbours. Each text gets its own pass."""
+    emb = Embedder(spec_of(int8_dir, "onnx-int8"))
+    texts = [*QUESTIONS[:3], "A much longer question that goes on " * 20]
+    X = emb.encode(texts)
+    for order in ([3, 0, 2, 1], [1, 3]):
+        np.testing.assert_array_equal(emb.encode([texts[i] for i in order]), X[order])
+    np.testing.assert_array_equal(X, np.concatenate([emb.encode([t]) for t in texts]))
+    assert np.min(np.sum(X * Embedder(EMB).encode(texts), axis=1)) > 0.97  # int8: close to PyTorch's
 
 
 def test_recorded_spec_carries_the_manifest_digest_and_a_change_is_refused(onnx_dir, tmp_path):
