@@ -16,8 +16,8 @@ is a miss. Arms:
 
 Runtimes alternate within each round so that a change in load hits all alike. Ratios are against
 PyTorch's figures of the same run. Targets (issue 23): onnx-int8 at 1 client and static at 32
-clients at most 10 ms p50 and 30 ms p99; a cache hit at most 2 ms p50. The embedder has 1 thread
-(`rgd serve`'s default) unless `--threads` says otherwise.
+clients at most 10 ms p50 and 30 ms p99; a cache hit at most 2 ms p50. The embedder has `rgd
+serve`'s default threads (2 on a machine with 2 cores) unless `--threads` says otherwise.
 
     python benchmarks/bench_route_decision.py [--out result.json] [--quick] [--exports DIR]
 """
@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 from bench_serve import train_router
 from benchlib import finish, mmlu_texts, result, runtime_specs, runtimes
+
+from rgd.serve.commands import DEFAULT_EMBED_THREADS
 
 CLIENTS = 32
 # runtime -> (arm, its target p50 and p99 in ms); the cache-hit target holds for every runtime
@@ -137,12 +139,14 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="few decisions (harness test)")
     ap.add_argument("--exports", help="the runtimes' exported files (default: a temporary folder)")
     ap.add_argument("--runtimes", nargs="+", default=list(runtimes()), choices=runtimes())
-    ap.add_argument("--threads", type=int, default=1, help="embedder threads (rgd serve's default: 1)")
+    ap.add_argument(
+        "--threads", type=int, default=DEFAULT_EMBED_THREADS, help="embedder threads (rgd serve's default)"
+    )
     a = ap.parse_args(argv)
     import torch
 
     wanted = ["torch", *(r for r in a.runtimes if r != "torch")]  # the baseline, always
-    n1, n32, rounds = (8, 1, 2) if a.quick else (60, 4, 4)
+    n1, n32, rounds = (8, 1, 2) if a.quick else (100, 4, 4)
     with tempfile.TemporaryDirectory(prefix="rgd-bench-route-") as d:
         work = Path(d)
         specs, export_s = runtime_specs(Path(a.exports) if a.exports else work / "exports", wanted)

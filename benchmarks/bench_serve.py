@@ -6,9 +6,10 @@ measured is what the router adds: reading the request, embedding the last user t
 router's embedder (the real MiniLM, on each runtime of `embedder.runtime`: PyTorch, ONNX Runtime
 fp32 and int8, static), ranking with a real CASCAL (trained here per runtime on real MMLU
 questions with planted niches), forwarding over a kept-alive connection and relaying the answer.
-The router is the real `rgd serve` command in its own process, one per runtime, 1 embedder
-thread. Rounds alternate four arms so that a change in machine load hits all alike: direct;
-pinned (`model` = an expert: the proxy without embedding or ranking: the HTTP proxy's share);
+The router is the real `rgd serve` command in its own process, one per runtime, with its default
+embedder threads (2 on a 2-core machine) unless `--threads` says otherwise. Rounds alternate
+four arms so that a change in machine load hits all alike: direct; pinned (`model` = an expert:
+the proxy without embedding or ranking: the HTTP proxy's share);
 routed, each request a distinct real MMLU question never sent before (a cache miss; lengths as
 MMLU mixes them, history passages up to the embedder's 256 tokens); hit, questions already sent
 (their vectors in the server's embedding cache).
@@ -37,6 +38,8 @@ from pathlib import Path
 import numpy as np
 from benchlib import MINILM, ROOT, mmlu_texts, result, runtime_specs, runtimes
 from benchlib import finish as finish_result
+
+from rgd.serve.commands import DEFAULT_EMBED_THREADS
 
 SUBJECTS = {"high_school_biology": "bio", "marketing": "market", "world_religions": "world"}
 TARGET_P50_MS, TARGET_P99_MS = 10.0, 30.0
@@ -254,7 +257,7 @@ def serve_runtime(router: Path, work: Path, direct: str, threads: int, sizes: tu
     procs: list = []
     try:
         cmd = [sys.executable, "-m", "rgd.cli", "serve", "--router", str(router), "--endpoints"]
-        cmd += [str(work / "endpoints.json"), "--port", str(port), "--threads", str(threads)]
+        cmd += [str(work / "endpoints.json"), "--port", str(port), "--embed-threads", str(threads)]
         start(cmd, router.parent / "serve.log", f"http://127.0.0.1:{port}/health", procs)
         routed = f"http://127.0.0.1:{port}/v1"
         fresh = Texts(pool)
@@ -289,11 +292,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out")
     ap.add_argument("--quick", action="store_true", help="few requests (harness test)")
-    ap.add_argument("--threads", type=int, default=1, help="rgd serve --threads (default %(default)s)")
+    ap.add_argument(
+        "--threads", type=int, default=DEFAULT_EMBED_THREADS, help="rgd serve --embed-threads (its default)"
+    )
     ap.add_argument("--runtimes", nargs="+", default=list(runtimes()), choices=runtimes())
     ap.add_argument("--exports", help="the runtimes' exported files (default: a temporary folder)")
     a = ap.parse_args(argv)
-    sizes = (10, 2, 2) if a.quick else (50, 5, 4)
+    sizes = (10, 2, 2) if a.quick else (100, 5, 4)
     n1, n32, rounds = sizes
     pool = mmlu_texts((n1 + 32 * n32) * (3 * rounds + 4))
     procs: list[subprocess.Popen] = []

@@ -345,7 +345,7 @@ class ServeSettings:
     embedder: dict = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     route_chars: int = Limits().route_chars(None)  # the routed text's cap (Limits.route_chars)
-    embed_threads: int = 1  # the embedder's CPU threads (--embed-threads), as recorded at start-up
+    embed_threads: int | None = None  # the embedder's CPU threads (--embed-threads), recorded at start-up
 
 
 @dataclass

@@ -10,6 +10,12 @@ from pathlib import Path
 
 from ..io import InputError
 
+# The embedder's CPU threads: 2 where the machine has them. Measured on a 2-core node (make bench,
+# row serve; docs/SERVING.md): a second thread cut what a miss adds at p99 at 1 client from 44-50
+# to 26-38 ms (int8 MiniLM) and from 84-104 to 54-69 ms (PyTorch), without slowing the proxy's
+# own work.
+DEFAULT_EMBED_THREADS = min(2, len(os.sched_getaffinity(0)))
+
 KEY_HELP = (
     "name of an environment variable holding the key clients must send as `Authorization: Bearer "
     "KEY` (default: no key; then bind to localhost only)"
@@ -30,7 +36,7 @@ def build_service(
     endpoints_file,
     objective: str = "quality",
     seed: int = 0,
-    threads: int = 1,
+    threads: int = DEFAULT_EMBED_THREADS,
     max_attempts: int | None = None,
     api_key_env: str | None = None,
     log_bodies: bool = False,
@@ -378,8 +384,8 @@ def register(add) -> None:
         dest="threads",
         metavar="N",
         type=count(1),
-        default=1,
-        help="CPU threads of the embedder, set before it loads (default %(default)s: on a 2-core node the "
-        "other core is the event loop's and uvicorn's); --threads is the same option",
+        default=DEFAULT_EMBED_THREADS,
+        help="CPU threads of the embedder, set before it loads (default: 2, or 1 on a 1-core machine; "
+        "measured in docs/SERVING.md); --threads is the same option",
     )
     register_options(s)  # the bounds: one option per field of limits.Limits
