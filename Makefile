@@ -77,7 +77,7 @@ dry-run: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/snakemake -n
 
 # Every benchmark as a ratio against a same-run baseline: results in benchmarks/results/<date>.json,
-# table in docs/BENCHMARKS.md (26-29 min on 2 quiet cores, more under load; BENCH_E2E=0 skips the 12-min end-to-end run).
+# table in docs/BENCHMARKS.md (about 30 min on 2 quiet cores, more under load; BENCH_E2E=0 skips the 12-min end-to-end run).
 BENCH_E2E ?= 1
 bench: venv
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python benchmarks/run.py --e2e $(BENCH_E2E)
