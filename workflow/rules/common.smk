@@ -275,8 +275,9 @@ def weightless(model):
 
 
 def gguf_flags(model):
-    """rgd materialise's GGUF flag: --gguf-only for a weightless model, --keep-gguf for one that a
-    llamacpp job runs beside another backend, none where no llamacpp job runs it (docs/MODELS.md)."""
+    """rgd materialise's GGUF flag (docs/MODELS.md): --gguf-only for a weightless model,
+    --keep-gguf for one a llamacpp job runs beside another backend, none where no llamacpp job
+    runs it."""
     if weightless(model):
         return ["--gguf-only"]
     return ["--keep-gguf"] if "llamacpp" in model_backends(model) else []
