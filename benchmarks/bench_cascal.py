@@ -43,7 +43,8 @@ from benchlib import finish as finish_result
 from benchlib import fmt_rate, result
 
 from rgd import metrics
-from rgd.cascal import Cascal, clustering, estimator
+from rgd.backends.base import usable_cpus
+from rgd.cascal import Cascal, clustering
 from rgd.consensus import consensus_scores
 from rgd.routers import TrainingSet
 
@@ -243,7 +244,7 @@ def run(
     correct = test.choices == test.gold[:, None]
     rows = np.arange(n_test)
     top1 = lambda picks: round(float(correct[rows, picks].mean()), 4)  # noqa: E731
-    jobs = n_jobs or estimator._usable_cpus()
+    jobs = n_jobs or usable_cpus()
     return {
         "workload": {
             "n_train": n_train,

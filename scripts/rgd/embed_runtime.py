@@ -220,7 +220,7 @@ class OnnxEncoder:
         opts.intra_op_num_threads = max(1, threads)
         opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(root / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
-        self.max_tokens = int(manifest["max_seq_length"])
+        self.max_tokens, self.dim = int(manifest["max_seq_length"]), int(manifest["dim"])
         self.tokenizer = Tokenizer.from_file(str(root / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_tokens)
         self.tokenizer.no_padding()  # the saved tokenizer pads to a batch's longest: encode pads per pass
@@ -234,7 +234,7 @@ class OnnxEncoder:
         from .embed import length_batches
 
         enc = self.tokenizer.encode_batch(texts)
-        out = None
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for rows in length_batches([len(e.ids) for e in enc], self.batch_size):
             width = len(enc[rows[-1]].ids)  # the longest of the pass: rows are shortest first
             feeds = {k: np.zeros((len(rows), width), dtype=np.int64) for k in ONNX_INPUTS}
@@ -245,10 +245,7 @@ class OnnxEncoder:
                 feeds["token_type_ids"][j, :n] = enc[i].type_ids
             tokens = self.session.run(None, feeds)[0]
             mask = feeds["attention_mask"][..., None].astype(np.float32)
-            pooled = (tokens * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
-            if out is None:
-                out = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
-            out[rows] = pooled
+            out[rows] = (tokens * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
         return out
 
 

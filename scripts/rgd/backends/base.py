@@ -180,6 +180,11 @@ DTYPES = ("float32", "bfloat16", "float16", "auto")
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     """The CPU's feature flags, from /proc/cpuinfo (or the given text); empty where that file
     cannot be read (not Linux)."""

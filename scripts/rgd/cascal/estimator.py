@@ -4,7 +4,6 @@ diagnostics, and its artifact (save / load)."""
 from __future__ import annotations
 
 import inspect
-import os
 import warnings
 from collections import Counter
 from dataclasses import fields
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import metrics
+from ..backends.base import usable_cpus
 from ..io import dumps
 from ..routers import Router, TrainingSet
 from .clustering import l2_normalize
@@ -79,7 +79,7 @@ class Cascal(Router):
         # results never depend on threads. Fewer distinct k-means clusters than k (near-duplicate
         # points) is handled by the silhouette check; warnings are filtered here, in the calling
         # thread, because catch_warnings is not thread-safe.
-        jobs = min(self.n_jobs or _usable_cpus(), len(names))
+        jobs = min(self.n_jobs or usable_cpus(), len(names))
         with threadpool_limits(limits=1, user_api="blas"), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Number of distinct clusters")
             if jobs > 1:
@@ -266,11 +266,6 @@ class Cascal(Router):
     def _check_fitted(self) -> None:
         if not hasattr(self, "centroids_"):
             raise RuntimeError("Cascal: not fitted; call fit() or Cascal.load() first")
-
-
-def _usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _plain(x):

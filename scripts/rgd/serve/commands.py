@@ -8,13 +8,14 @@ import os
 import sys
 from pathlib import Path
 
+from ..backends.base import usable_cpus
 from ..io import InputError
 
 # The embedder's CPU threads: 2 where the machine has them. Measured on a 2-core node (make bench,
 # row serve; docs/SERVING.md): a second thread cut what a miss adds at p99 at 1 client from 44-50
 # to 26-38 ms (int8 MiniLM) and from 84-104 to 54-69 ms (PyTorch), without slowing the proxy's
 # own work.
-DEFAULT_EMBED_THREADS = min(2, len(os.sched_getaffinity(0)))
+DEFAULT_EMBED_THREADS = min(2, usable_cpus())
 
 KEY_HELP = (
     "name of an environment variable holding the key clients must send as `Authorization: Bearer "
