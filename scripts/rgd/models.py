@@ -23,6 +23,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -199,15 +200,38 @@ def _size_culprit(parts: list[tuple[str, Path]], sizes: list[int], want: int) ->
     return total
 
 
+@contextmanager
+def _gguf_parsed_once():
+    """transformers parses a GGUF anew for its tokenizer, its config and its weights, and gguf-py
+    parses a vocabulary one element at a time (about 7 s for Gemma's 262k tokens): within this
+    block each file is parsed once. transformers imports gguf.GGUFReader at each call."""
+    import gguf
+
+    original, parsed = gguf.GGUFReader, {}
+
+    def reader(path, mode="r"):
+        key = (os.fspath(path), mode)
+        if key not in parsed:
+            parsed[key] = original(path, mode)
+        return parsed[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = original
+
+
 def _save_from_gguf(gguf: Path, out: Path, dtype: str = "float32") -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # dequantised straight into `dtype`: no float32 copy of a bf16 model is ever held
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=getattr(torch, dtype)
-    )
+    with _gguf_parsed_once():
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # dequantised straight into `dtype`: no float32 copy of a bf16 model is ever held
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=getattr(torch, dtype)
+        )
     # transformers refuses save_pretrained on a GGUF-loaded model although the weights
     # are already dequantised; dropping the quantiser marker makes it a plain model.
     model.hf_quantizer = None
@@ -221,8 +245,9 @@ def _save_gguf_only(gguf: Path, out: Path) -> None:
     """The tokenizer and config of a GGUF, without dequantising its weights (seconds, not a minute)."""
     from transformers import AutoConfig, AutoTokenizer
 
-    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
-    cfg = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    with _gguf_parsed_once():
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(out)
+        cfg = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if hasattr(cfg, "quantization_config"):
         del cfg.quantization_config
     cfg.save_pretrained(out)
