@@ -118,14 +118,18 @@ def _message(e) -> str:
 
 
 def _generator_backends(c: dict) -> None:
-    """A registry model's `backend: auto` becomes this machine's faster CPU engine; a generator
-    without a backend runs on its model's registry backend (as an expert does), transformers
-    where the registry names none."""
-    auto = [m for m in c["models"].values() if m.get("backend") == AUTO]
+    """A registry model's `backend: auto` becomes this machine's faster CPU engine for the task:
+    its experts get answering's, a generator that names no backend generation's. Any other
+    generator without a backend runs on its model's registry backend (as an expert does),
+    transformers where the registry names none."""
+    auto = {n for n, m in c["models"].items() if m.get("backend") == AUTO}
+    for g in c.get("generators", {}).values():
+        if "backend" not in g and g.get("model") in auto:
+            g["backend"] = resolve_auto(task="generate")[0]
     if auto:
         backend, _ = resolve_auto()
-        for m in auto:
-            m["backend"] = backend
+        for n in auto:
+            c["models"][n]["backend"] = backend
     for g in c.get("generators", {}).values():
         if "backend" not in g:  # a recorded model writes nothing: refused below, as a transformers one
             backend = c["models"].get(g.get("model"), {}).get("backend", "transformers")

@@ -27,15 +27,18 @@ LOCAL = ("transformers", "vllm", "llamacpp")
 EXPERT = (*LOCAL, "recorded")
 # a generator's: every backend that writes text (a recording cannot)
 GENERATOR = tuple(n for n in NAMES if n != "recorded")
-# a registry model's `backend: auto`: the faster CPU engine for this machine, measured in
+# a registry model's `backend: auto`: the faster CPU engine for this machine and task, measured in
 # docs/MODELS.md ("CPU engines"); resolved when the config is loaded (rgd.config)
 AUTO = "auto"
 
 
-def resolve_auto(cpuinfo: str | None = None) -> tuple[str, str]:
-    """(backend, why) for `backend: auto` on this machine (or the given /proc/cpuinfo text)."""
+def resolve_auto(cpuinfo: str | None = None, task: str = "answer") -> tuple[str, str]:
+    """(backend, why) for `backend: auto` on this machine (or the given /proc/cpuinfo text), for
+    a model's `task`: "answer" (letter mode: prompt processing) or "generate" (decoding)."""
     from .base import cpu_bf16_flags
 
+    if task == "generate":
+        return "llamacpp", "generation: llama.cpp on the quantised GGUF decodes faster on every CPU measured"
     flags = cpu_bf16_flags(cpuinfo)
     if flags:
         return (
