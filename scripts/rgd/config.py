@@ -123,15 +123,16 @@ def _generator_backends(c: dict) -> None:
     generator without a backend runs on its model's registry backend (as an expert does),
     transformers where the registry names none."""
     auto = {n for n, m in c["models"].items() if m.get("backend") == AUTO}
-    for g in c.get("generators", {}).values():
-        if "backend" not in g and g.get("model") in auto:
-            g["backend"] = resolve_auto(task="generate")[0]
     if auto:
         backend, _ = resolve_auto()
         for n in auto:
             c["models"][n]["backend"] = backend
     for g in c.get("generators", {}).values():
-        if "backend" not in g:  # a recorded model writes nothing: refused below, as a transformers one
+        if "backend" in g:
+            continue
+        if g.get("model") in auto:
+            g["backend"] = resolve_auto(task="generate")[0]
+        else:  # a recorded model writes nothing: refused below, as a transformers one
             backend = c["models"].get(g.get("model"), {}).get("backend", "transformers")
             g["backend"] = backend if backend in GENERATOR_BACKENDS else "transformers"
 
