@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     engine, _, python = args.engine.partition("=")
     if engine not in MODULES or not python:
         ap.error(f"--engine: NAME=PYTHON with NAME one of {', '.join(MODULES)}")
+    if not shutil.which(python):  # before any model loads
+        ap.error(f"--engine {engine}={python}: no such python (its venv: benchmarks/engines/{engine}.txt)")
     if args.full:
         args.per_subject, args.repeats = 45, 1
     t0 = time.perf_counter()
